@@ -1,0 +1,104 @@
+# pickupd: a thin wrapper over CMake. The two commands that matter:
+#   make demo    install what is missing, build, run scripts/demo.sh
+#   make check   install what is missing, then build and test twice:
+#                gcc (build/) and clang with ASan+UBSan+libFuzzer (build-asan/)
+# Other targets: build, test, bench, format, clean, deps, check-systemd.
+
+BUILD        ?= build
+ASAN_BUILD   ?= build-asan
+JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 20
+PYTHON       := /usr/bin/python3
+CTEST        := ctest --output-on-failure --no-tests=ignore
+
+.PHONY: all build test check check-gcc check-asan check-systemd demo bench format clean deps
+
+all: build
+
+deps:
+	sh scripts/install-deps.sh
+
+# -Werror is also in CMakeLists.txt; repeated here so that `make check`
+# never passes with warnings whatever the CMake file says.
+# (Configuring every time is cheap, and recovers from a configure that failed.)
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_C_COMPILER=gcc -DCMAKE_C_FLAGS=-Werror
+	cmake --build $(BUILD) -j$(JOBS)
+
+# Tests of a build directory: unit tests (and anything else that is neither
+# integration nor fuzz) on all cores; integration tests two at a time (each
+# has its own temp dir and ports, but they measure time); fuzz targets last.
+define run_tests
+	cd $(1) && $(CTEST) -j$(JOBS) -LE 'integration|fuzz'
+	cd $(1) && $(CTEST) -j2 -L integration
+	cd $(1) && $(CTEST) -j2 -L fuzz
+endef
+
+test: build
+	$(call run_tests,$(BUILD))
+
+# One step after the other, even under make -j.
+check:
+	$(MAKE) deps
+	$(MAKE) check-gcc
+	$(MAKE) check-systemd
+	$(MAKE) check-asan
+	@echo "make check: all passed"
+
+check-gcc: test
+
+# clang with -DFUZZ=ON, which implies ASan+UBSan for everything; the
+# integration tests then run the sanitized daemon (PICKUPD_SANITIZE=1) and
+# fail on any sanitizer report, and each fuzz target runs FUZZ_SECONDS.
+check-asan:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_C_COMPILER=clang -DFUZZ=ON \
+		-DFUZZ_SECONDS=$(FUZZ_SECONDS)
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	$(call run_tests,$(ASAN_BUILD))
+
+# The systemd files: unit syntax (against the built binary, since the real
+# path /usr/sbin/pickupd is not installed here), then sysusers and tmpfiles
+# applied to a throw-away root. Skipped, not failed, where the tools are absent.
+check-systemd: build
+	@if command -v systemd-analyze >/dev/null 2>&1; then \
+		d=$$(mktemp -d) && \
+		sed 's|/usr/sbin/pickupd|$(CURDIR)/$(BUILD)/pickupd|g' systemd/pickupd.service \
+			>$$d/pickupd.service && \
+		systemd-analyze verify $$d/pickupd.service && rm -rf $$d && \
+		echo "systemd-analyze verify: ok"; \
+	else echo "systemd-analyze not found: unit not verified"; fi
+	@if command -v systemd-sysusers >/dev/null 2>&1 && \
+	    command -v systemd-tmpfiles >/dev/null 2>&1; then \
+		d=$$(mktemp -d) && mkdir -p $$d/etc && \
+		cp /etc/passwd /etc/group $$d/etc/ && \
+		systemd-sysusers --root=$$d $(CURDIR)/systemd/pickupd.sysusers.conf && \
+		systemd-tmpfiles --root=$$d --create $(CURDIR)/systemd/pickupd.tmpfiles.conf && \
+		test "$$(stat -c %a $$d/var/spool/pickupd/pickup)" = 1770 && \
+		rm -rf $$d && echo "sysusers + tmpfiles: ok"; \
+	else echo "systemd-sysusers/systemd-tmpfiles not found: not checked"; fi
+
+demo: deps build
+	sh scripts/demo.sh
+
+# Benchmarks are run by hand, never by ctest: tests/bench/*.sh and *.py,
+# and the bench_* programs CMake builds from tests/bench/bench_*.c.
+bench: build
+	@found=0; \
+	for f in tests/bench/*.sh tests/bench/*.py $(BUILD)/bench_*; do \
+		[ -f "$$f" ] || continue; found=1; \
+		echo "== $$f"; \
+		case "$$f" in \
+		*.sh) PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) sh "$$f" ;; \
+		*.py) PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) $(PYTHON) "$$f" ;; \
+		*) [ -x "$$f" ] && "$$f" ;; \
+		esac || exit 1; \
+	done; \
+	if [ $$found = 0 ]; then echo "make bench: no benchmarks yet (tests/bench/ is empty)"; fi
+
+format:
+	@command -v clang-format >/dev/null 2>&1 || { echo "clang-format not found: make deps"; exit 1; }
+	find common spool daemon tests -name '*.[ch]' -not -path '*/corpus/*' -print0 \
+		| xargs -0 -r clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

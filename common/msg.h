@@ -1,0 +1,102 @@
+/*
+ * msg: RFC 5322 header scanning, address-list parsing and envelope derivation
+ * for pickup files. Pure and synchronous: it sees bytes, never files.
+ *
+ * Envelope precedence (DESIGN.md "Pickup"): leading X-Sender:/X-Receiver:
+ * lines (any case, folded, display names, RFC 2047 words, DSN parameters;
+ * only before the first other header) give the envelope and are skipped on
+ * the wire. Otherwise the sender is Sender:, else From:, and the recipients
+ * are To:, Cc:, Bcc:. Recipients are de-duplicated (case-insensitive domain,
+ * exact local part). Bcc: fields are always skipped on the wire.
+ */
+#ifndef PICKUPD_MSG_H
+#define PICKUPD_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define MSG_MAX_ADDR 254 /* octets of an addr-spec, RFC 5321 4.5.3.1.3 path minus brackets */
+
+struct msg_addr {
+	char *addr; /* addr-spec "local@domain" (local part may be quoted); "" = null sender */
+	/* DSN parameters from X-Sender (RET=, ENVID=) or X-Receiver (NOTIFY=, ORCPT=),
+	 * "KEYWORD=value" space-separated, keyword upper-cased, value validated
+	 * (RFC 3461 syntax, xtext); other parameters (BODY=, AUTH=, ...) are checked
+	 * as esmtp-param and dropped. NULL if none. */
+	char *params;
+};
+
+struct msg_range {
+	size_t off;
+	size_t len;
+};
+
+struct msg_scan_opts {
+	/* bytes of header section (BOM and envelope lines included); 0 = no limit */
+	size_t max_header_size;
+	unsigned max_recipients; /* distinct recipients; 0 = no limit */
+};
+
+struct msg_info {
+	struct msg_addr sender;
+	struct msg_addr *rcpts; /* in the order written (X-Receiver lines, else To/Cc/Bcc fields) */
+	size_t n_rcpts;		/* >= 1 */
+	bool envelope_from_xheaders; /* a leading X-Sender/X-Receiver block was used */
+	/* Byte ranges of the input to drop when sending, sorted, disjoint, merged
+	 * when adjacent, within [0, header_end]: a UTF-8 BOM, the envelope block
+	 * and every Bcc: field (each with its folded lines and line ending). */
+	struct msg_range *skips;
+	size_t n_skips;
+	size_t headers_start; /* first byte after the BOM and the envelope block */
+	size_t header_end;    /* first byte of the body (just past the empty line), or the
+				 end of input when the message has no body */
+	bool has_body_separator;
+	bool has_date;	     /* a Date: field exists (any case) */
+	bool has_message_id; /* a Message-ID: field exists (any case), even an empty one */
+	/* The transmitted header will name no recipient: add "To: undisclosed-recipients:;".
+	 * Recipients from headers: a Bcc: field and no To:/Cc: field. Recipients from
+	 * X-Receiver: no To:/Cc: field at all (Bcc: or not), since the visible
+	 * header then has no recipients whatever the envelope says. */
+	bool needs_undisclosed;
+	bool needs_smtputf8;   /* an envelope address is not ASCII */
+	bool eightbit_headers; /* a byte >= 0x80 in a header field that is transmitted */
+};
+
+/*
+ * Scans the header section at the start of data[0..len). at_eof says whether
+ * len is the whole file (otherwise the header section must end within len).
+ * Returns 0 with *info_r filled (free with msg_info_deinit), or -1 with one
+ * human-readable line appended to reason ("no recipients", "header section
+ * over 65536 bytes", "control character in address in X-Receiver line 3", ...)
+ * and *info_r zeroed. Line numbers count from 1 at the start of the file.
+ */
+int msg_scan(const char *data, size_t len, bool at_eof, const struct msg_scan_opts *opts,
+	     struct msg_info *info_r, struct buf *reason);
+void msg_info_deinit(struct msg_info *info);
+
+/*
+ * Parses an RFC 5322 address-list (3.4) from an unfolded field body: mailboxes,
+ * groups ("undisclosed-recipients:;"), quoted display names with commas,
+ * comments, and the obsolete forms real mailers write (obs-route, empty list
+ * elements). Appends each addr-spec to *list_r and *n_r: CFWS removed, an
+ * obs-route dropped, the local part in its RFC 5321 form ("a b".c@d becomes
+ * "a b.c"@d, "x"@d becomes x@d). Refuses control characters, addresses
+ * without '@' and addresses over MSG_MAX_ADDR. Returns 0, or -1 with a reason
+ * appended and the list unchanged.
+ */
+int msg_parse_address_list(const char *s, size_t len, struct msg_addr **list_r, size_t *n_r,
+			   struct buf *reason);
+
+/* Checks an addr-spec is safe in an SMTP command: Dot-string or Quoted-string
+ * "@" dot-atom or [literal]; no CTL, SP only inside a quoted local part, within
+ * MSG_MAX_ADDR; UTF-8 allowed. "" (the null path) is valid. Returns 0 or -1. */
+int msg_addr_valid(const char *addr);
+
+/* Appends unix_seconds as an RFC 5322 date-time in UTC ("Mon, 23 Nov 2026 09:23:04 +0000");
+ * times outside years 1970-9999 give the epoch. */
+void msg_format_date(int64_t unix_seconds, struct buf *out);
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * Purpose: turn message bytes from disk into SMTP DATA content (wire.h).
+ * Owns: nothing; the edit list belongs to the caller.
+ * Invariants: the filter is a function of the "logical stream", i.e. the input
+ * with skip ranges removed and insert texts spliced in. All state carried
+ * between chunks is O(1) (pending_cr, at_line_start, out_col, edit cursor), so
+ * output does not depend on how the input is split. Every line end emitted is
+ * CRLF; every content byte goes through put_run(), which stuffs a leading '.'
+ * and folds at WIRE_MAX_LINE, so no output line can be ".\r\n" before the end.
+ */
+#include "common/wire.h"
+
+#include <string.h>
+
+void wire_filter_init(struct wire_filter *f, const struct wire_edit *edits, size_t n_edits,
+		      bool input_dot_stuffed)
+{
+	memset(f, 0, sizeof(*f));
+	f->edits = edits;
+	f->n_edits = n_edits;
+	f->input_dot_stuffed = input_dot_stuffed;
+	f->at_line_start = true;
+}
+
+/* Emits n content octets (no CR, no LF): RFC 5321 4.5.2 stuffing of a
+ * leading '.', and a CRLF SP fold whenever the line would exceed 998 octets. */
+static void put_run(struct wire_filter *f, const char *p, size_t n, struct buf *out)
+{
+	f->at_line_start = false;
+	while (n > 0) {
+		if (f->out_col == 0 && p[0] == '.') {
+			buf_putc(out, '.');
+			f->out_col = 1;
+		}
+		if (f->out_col >= WIRE_MAX_LINE) {
+			buf_append(out, "\r\n ", 3);
+			f->out_col = 1;
+			f->lines_folded++;
+		}
+		size_t k = WIRE_MAX_LINE - f->out_col;
+		if (k > n)
+			k = n;
+		for (size_t i = 0; i < k; i++)
+			f->eightbit += (unsigned char)p[i] >= 0x80;
+		buf_append(out, p, k);
+		f->out_col += k;
+		p += k;
+		n -= k;
+	}
+}
+
+static void end_line(struct wire_filter *f, struct buf *out)
+{
+	buf_append(out, "\r\n", 2);
+	f->out_col = 0;
+	f->at_line_start = true;
+}
+
+/* A CR not followed by LF is not a line end anywhere we accept: it becomes a
+ * space (Postfix cleanup_replace_stray_cr_lf), so "\r.\r" cannot smuggle. */
+static void stray_cr(struct wire_filter *f, struct buf *out)
+{
+	f->stray_cr++;
+	put_run(f, " ", 1, out);
+}
+
+/* Feeds n bytes of the logical stream. Only input bytes are un-stuffed:
+ * inserted text is ours and never dot-stuffed. */
+static void put_text(struct wire_filter *f, const char *p, size_t n, bool from_input,
+		     struct buf *out)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		char c = p[i];
+
+		if (f->pending_cr) {
+			f->pending_cr = false;
+			if (c == '\n') {
+				end_line(f, out);
+				i++;
+				continue;
+			}
+			stray_cr(f, out);
+		}
+		if (c == '\r') {
+			f->pending_cr = true;
+			i++;
+			continue;
+		}
+		if (c == '\n') {
+			end_line(f, out);
+			i++;
+			continue;
+		}
+		if (f->at_line_start && from_input && f->input_dot_stuffed && c == '.') {
+			/* Undo the producer's stuffing: "..x" -> ".x", "." -> "". */
+			f->at_line_start = false;
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < n && p[j] != '\r' && p[j] != '\n')
+			j++;
+		put_run(f, p + i, j - i, out);
+		i = j;
+	}
+}
+
+/* Applies every edit due at the current input offset, stopping after one
+ * that starts a skip. An edit lying inside an earlier skip range (invalid)
+ * is applied where that range ends, so the result is still deterministic. */
+static void apply_due_edits(struct wire_filter *f, struct buf *out)
+{
+	while (f->skipping == 0 && f->next_edit < f->n_edits &&
+	       f->edits[f->next_edit].offset <= f->in_off) {
+		const struct wire_edit *e = &f->edits[f->next_edit++];
+		if (e->insert != NULL && e->insert_len > 0)
+			put_text(f, e->insert, e->insert_len, false, out);
+		f->skipping = e->skip;
+	}
+}
+
+void wire_filter_feed(struct wire_filter *f, const char *in, size_t len, struct buf *out)
+{
+	for (;;) {
+		if (f->skipping > 0) {
+			size_t n = f->skipping < len ? (size_t)f->skipping : len;
+			in += n;
+			len -= n;
+			f->in_off += n;
+			f->skipping -= n;
+			if (f->skipping > 0)
+				return; /* chunk used up inside a skip range */
+		}
+		apply_due_edits(f, out);
+		if (f->skipping > 0)
+			continue;
+		if (len == 0)
+			return;
+		size_t n = len;
+		if (f->next_edit < f->n_edits && f->edits[f->next_edit].offset - f->in_off < n)
+			n = (size_t)(f->edits[f->next_edit].offset - f->in_off);
+		put_text(f, in, n, true, out);
+		in += n;
+		len -= n;
+		f->in_off += n;
+	}
+}
+
+void wire_filter_finish(struct wire_filter *f, struct buf *out)
+{
+	/* Edits at (or, defensively, beyond) the end: inserts still happen;
+	 * there is nothing left to skip. */
+	f->skipping = 0;
+	while (f->next_edit < f->n_edits) {
+		const struct wire_edit *e = &f->edits[f->next_edit++];
+		if (e->insert != NULL && e->insert_len > 0)
+			put_text(f, e->insert, e->insert_len, false, out);
+	}
+	if (f->pending_cr) {
+		f->pending_cr = false;
+		stray_cr(f, out);
+	}
+	/* RFC 5321 4.1.1.4: content not ending in CRLF gets one. An empty
+	 * message is just the terminator. */
+	if (f->out_col > 0)
+		end_line(f, out);
+	buf_append(out, ".\r\n", 3);
+}

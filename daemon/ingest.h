@@ -1,0 +1,50 @@
+/*
+ * ingest: from "a file is in the pickup folder" to "a message is queued" (or
+ * refused into badmail with a reason). Runs on a thread-pool thread: it opens,
+ * checks, claims, classifies, parses and writes the envelope durably.
+ * Owner: the pickup folder that submitted the job.
+ */
+#ifndef PICKUPD_INGEST_H
+#define PICKUPD_INGEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "daemon/pickupd.h"
+
+enum ingest_result {
+	INGEST_QUEUED,    /* envelope in queue/ */
+	INGEST_REFUSED,   /* in badmail/ with a reason */
+	INGEST_NOT_READY, /* a writer may still be at work: try again later */
+	INGEST_GONE,      /* the file is no longer there (another instance took it) */
+	INGEST_SKIPPED,   /* not ours to take (a directory...) */
+	INGEST_ERROR,     /* could not be taken now (permissions, disk): it stays */
+	INGEST_NOSPACE,   /* the spool's disk is full: it stays, ingestion pauses */
+};
+
+struct ingest_job {
+	struct job job;
+	/* input */
+	void *owner; /* the pickup folder; not touched by the pool thread */
+	const struct config_pickup *pickup;
+	int dir_fd;
+	char *name;
+	const char *hostname;
+	int64_t now_ms;
+	/* output */
+	enum ingest_result result;
+	int err;               /* errno for INGEST_ERROR */
+	char *reason;          /* for REFUSED, NOT_READY and ERROR */
+	int64_t retry_after_ms; /* for NOT_READY */
+	char id[SPOOL_ID_LEN + 1];
+	char *sender;
+	size_t n_rcpts;
+	uint64_t size;
+};
+
+/* Runs on a pool thread. */
+void ingest_run(struct job *j);
+void ingest_job_free(struct ingest_job *ij);
+
+#endif

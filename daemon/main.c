@@ -1,0 +1,311 @@
+/*
+ * Purpose: pickupd's entry point: options, configuration, spool recovery,
+ * the event loop, signals (SIGTERM/SIGINT graceful stop, SIGHUP reload check),
+ * sd_notify.
+ * Owns: the struct pickupd and every module instance.
+ * Invariants: recovery finishes before READY=1 and before any file is
+ * claimed; the loop is closed with uv_loop_close() == 0 (every handle closed).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/ingest.h"
+#include "daemon/pickup.h"
+#include "daemon/pickupd.h"
+#include "daemon/relay.h"
+#include "daemon/sched.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: pickupd -c FILE [--check-config]\n"
+		   "       pickupd --version\n");
+}
+
+static int check_config(const char *path)
+{
+	struct buf errs = BUF_INIT;
+	struct config *cfg = config_load(path, &errs);
+	if (cfg == NULL) {
+		fputs(errs.data ? errs.data : "invalid configuration\n", stdout);
+		buf_deinit(&errs);
+		return 1;
+	}
+	printf("%s: configuration is valid\n", path);
+	config_free(cfg);
+	buf_deinit(&errs);
+	return 0;
+}
+
+static void set_log_level(const char *lvl)
+{
+	if (lvl == NULL || strcmp(lvl, "info") == 0)
+		log_set_level(LOG_LVL_INFO);
+	else if (strcmp(lvl, "debug") == 0)
+		log_set_level(LOG_LVL_DEBUG);
+	else if (strcmp(lvl, "warning") == 0)
+		log_set_level(LOG_LVL_WARN);
+	else if (strcmp(lvl, "error") == 0)
+		log_set_level(LOG_LVL_ERR);
+}
+
+static void close_signal(uv_signal_t *s)
+{
+	if (!uv_is_closing((uv_handle_t *)s))
+		uv_close((uv_handle_t *)s, NULL);
+}
+
+/* When nothing is in flight any more, close the remaining handles so the
+ * loop ends by itself. */
+void pickupd_check_stopped(struct pickupd *pd)
+{
+	if (!pd->stopping || pd->jobs_in_flight)
+		return;
+	for (size_t i = 0; i < pd->n_pickups; i++)
+		if (!pickup_idle(pd->pickups[i]))
+			return;
+	if (!relay_pool_idle(pd->pool))
+		return;
+	relay_pool_close(pd->pool);
+	sched_stop(pd->sched);
+	close_signal(&pd->sig_term);
+	close_signal(&pd->sig_int);
+	close_signal(&pd->sig_hup);
+	if (!uv_is_closing((uv_handle_t *)&pd->watchdog))
+		uv_close((uv_handle_t *)&pd->watchdog, NULL);
+	if (!uv_is_closing((uv_handle_t *)&pd->shutdown_timer))
+		uv_close((uv_handle_t *)&pd->shutdown_timer, NULL);
+}
+
+static void shutdown_deadline_cb(uv_timer_t *t)
+{
+	struct pickupd *pd = t->data;
+	log_warn("shutdown deadline passed; aborting transactions in flight (they stay queued)");
+	relay_pool_abort(pd->pool);
+}
+
+static void stop(struct pickupd *pd, const char *why)
+{
+	if (pd->stopping)
+		return;
+	pd->stopping = true;
+	log_info("stopping (%s)", why);
+	pickupd_notify("STOPPING=1");
+	for (size_t i = 0; i < pd->n_pickups; i++)
+		pickup_stop(pd->pickups[i]);
+	relay_pool_stop(pd->pool);
+	uv_timer_start(&pd->shutdown_timer, shutdown_deadline_cb, pd->cfg->spool.shutdown_timeout_ms,
+		       0);
+	uv_unref((uv_handle_t *)&pd->shutdown_timer);
+	pickupd_check_stopped(pd);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+	struct pickupd *pd = h->data;
+	if (signum == SIGHUP) {
+		/* Validate now; applying a new configuration to a running
+		 * daemon is not done yet, so the running one is kept. */
+		struct buf errs = BUF_INIT;
+		struct config *cfg = config_load(pd->cfg->path, &errs);
+		if (cfg == NULL)
+			log_error("reload refused, keeping the running configuration: %s",
+				  errs.data ? errs.data : "invalid");
+		else
+			log_warn("reload: %s is valid, but applying it needs a restart in this "
+				 "version",
+				 pd->cfg->path);
+		config_free(cfg);
+		buf_deinit(&errs);
+		return;
+	}
+	stop(pd, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void watchdog_cb(uv_timer_t *t)
+{
+	(void)t;
+	pickupd_notify("WATCHDOG=1");
+}
+
+/* Orphaned content (a claim cut short): parse it again as if just picked up. */
+static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
+{
+	for (size_t i = 0; i < rec->n_orphans; i++) {
+		struct ingest_job ij;
+		memset(&ij, 0, sizeof(ij));
+		ij.job.pd = pd;
+		ij.pickup = &pd->cfg->pickups[0];
+		ij.dir_fd = pd->spool.data_fd;
+		ij.name = xstrdup(rec->orphans[i]);
+		ij.hostname = pd->cfg->general.hostname;
+		ij.now_ms = pickupd_now_ms();
+		/* Re-claiming renames data/ID to a new ID in data/. */
+		ingest_run(&ij.job);
+		if (ij.result == INGEST_QUEUED) {
+			log_info("%s: recovered content of %s (claim cut short)", ij.id, ij.name);
+			sched_add(pd->sched, ij.id, SPOOL_QUEUE, 0);
+		} else if (ij.result == INGEST_REFUSED) {
+			log_warn("%s: recovered content of %s refused: %s; moved to badmail", ij.id,
+				 ij.name, ij.reason);
+		} else {
+			log_error("%s: cannot recover content: %s", ij.name,
+				  ij.reason ? ij.reason : strerror(ij.err));
+		}
+		free(ij.name);
+		free(ij.reason);
+		free(ij.sender);
+	}
+}
+
+static int load_schedule(struct pickupd *pd)
+{
+	static const enum spool_state states[] = {SPOOL_QUEUE, SPOOL_DEFERRED};
+	for (size_t s = 0; s < 2; s++) {
+		struct spool_entry *v;
+		size_t n;
+		if (spool_scan(&pd->spool, states[s], &v, &n) < 0)
+			return -1;
+		for (size_t i = 0; i < n; i++)
+			sched_add(pd->sched, v[i].id, states[s],
+				  states[s] == SPOOL_QUEUE ? 0 : v[i].due_ms);
+		free(v);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"check-config", no_argument, NULL, 'C'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *path = NULL;
+	bool check = false;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'C':
+			check = true;
+			break;
+		case 'V':
+			printf("pickupd %s\n", PICKUPD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (path == NULL) {
+		usage(stderr);
+		return 2;
+	}
+	if (check)
+		return check_config(path);
+
+	struct pickupd pd;
+	struct buf errs = BUF_INIT;
+	memset(&pd, 0, sizeof(pd));
+	pd.cfg = config_load(path, &errs);
+	if (pd.cfg == NULL) {
+		fputs(errs.data ? errs.data : "invalid configuration\n", stderr);
+		return 1;
+	}
+	set_log_level(pd.cfg->general.log_level);
+	/* A core dump would hold relay secrets. */
+	prctl(PR_SET_DUMPABLE, 0);
+	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned)getpid() ^ (unsigned)pickupd_now_ms());
+
+	if (spool_open(&pd.spool, pd.cfg->spool.dir) < 0)
+		fatal("cannot open spool %s: %s", pd.cfg->spool.dir, strerror(errno));
+	pd.magic = magic_open(MAGIC_MIME_TYPE | MAGIC_NO_CHECK_COMPRESS);
+	if (pd.magic == NULL || magic_load(pd.magic, NULL) != 0)
+		fatal("cannot load the libmagic database: %s",
+		      pd.magic ? magic_error(pd.magic) : "out of memory");
+	uv_mutex_init(&pd.magic_lock);
+
+	pd.loop = uv_default_loop();
+	pd.sched = sched_new(&pd);
+	pd.pool = relay_pool_new(&pd, &errs);
+	pd.n_pickups = pd.cfg->n_pickups;
+	pd.pickups = xcalloc(pd.n_pickups, sizeof(*pd.pickups));
+	for (size_t i = 0; i < pd.n_pickups; i++)
+		pd.pickups[i] = pickup_new(&pd, &pd.cfg->pickups[i], &errs);
+	if (errs.len) {
+		fputs(errs.data, stderr);
+		fatal("cannot start");
+	}
+
+	/* Recovery before anything is claimed or sent. */
+	struct spool_recovery rec;
+	if (spool_recover(&pd.spool, &rec) < 0)
+		fatal("spool recovery failed in %s: %s", pd.cfg->spool.dir, strerror(errno));
+	if (rec.tmp_cleaned || rec.duplicates || rec.dangling_envelopes || rec.n_orphans)
+		log_info("recovery: %zu temporary files removed, %zu duplicate envelopes resolved, "
+			 "%zu finished envelopes dropped, %zu claims to finish",
+			 rec.tmp_cleaned, rec.duplicates, rec.dangling_envelopes, rec.n_orphans);
+	reingest_orphans(&pd, &rec);
+	spool_recovery_deinit(&rec);
+	if (load_schedule(&pd) < 0)
+		fatal("cannot read the queue in %s: %s", pd.cfg->spool.dir, strerror(errno));
+
+	uv_signal_init(pd.loop, &pd.sig_term);
+	uv_signal_init(pd.loop, &pd.sig_int);
+	uv_signal_init(pd.loop, &pd.sig_hup);
+	pd.sig_term.data = pd.sig_int.data = pd.sig_hup.data = &pd;
+	uv_signal_start(&pd.sig_term, signal_cb, SIGTERM);
+	uv_signal_start(&pd.sig_int, signal_cb, SIGINT);
+	uv_signal_start(&pd.sig_hup, signal_cb, SIGHUP);
+	uv_timer_init(pd.loop, &pd.watchdog);
+	uv_timer_init(pd.loop, &pd.shutdown_timer);
+	pd.shutdown_timer.data = &pd;
+	const char *wd = getenv("WATCHDOG_USEC");
+	if (wd && atoll(wd) > 0) {
+		uint64_t ms = (uint64_t)atoll(wd) / 2000;
+		uv_timer_start(&pd.watchdog, watchdog_cb, ms ? ms : 1, ms ? ms : 1);
+	}
+
+	for (size_t i = 0; i < pd.n_pickups; i++)
+		pickup_start(pd.pickups[i]);
+	relay_pool_wake(pd.pool);
+	log_info("ready (version %s, %zu pickup folder(s), %zu relay(s), %zu message(s) queued)",
+		 PICKUPD_VERSION, pd.n_pickups, pd.cfg->n_relays, sched_size(pd.sched));
+	pickupd_notify("READY=1\nSTATUS=running");
+
+	uv_run(pd.loop, UV_RUN_DEFAULT);
+
+	int rc = uv_loop_close(pd.loop);
+	if (rc != 0) {
+		/* A handle left open is a bug; say so rather than hide it. */
+		log_error("event loop closed with handles still open: %s", uv_strerror(rc));
+	}
+	for (size_t i = 0; i < pd.n_pickups; i++)
+		pickup_free(pd.pickups[i]);
+	free(pd.pickups);
+	relay_pool_free(pd.pool);
+	sched_free(pd.sched);
+	magic_close(pd.magic);
+	uv_mutex_destroy(&pd.magic_lock);
+	spool_close(&pd.spool);
+	config_free(pd.cfg);
+	buf_deinit(&errs);
+	uv_library_shutdown();
+	log_info("stopped");
+	return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,57 @@
+/*
+ * The daemon's shared context. Owner: main.c; every module gets a pointer.
+ * Only the loop thread touches it, except what thread-pool jobs are given.
+ */
+#ifndef PICKUPD_PICKUPD_H
+#define PICKUPD_PICKUPD_H
+
+#include <magic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "spool/spool.h"
+
+struct sched;
+struct relay_pool;
+struct pickup;
+
+struct pickupd {
+	uv_loop_t *loop;
+	struct config *cfg;
+	struct spool spool;
+	magic_t magic;
+	uv_mutex_t magic_lock; /* a magic_t is not thread-safe */
+	struct sched *sched;
+	struct relay_pool *pool;
+	struct pickup **pickups;
+	size_t n_pickups;
+	unsigned jobs_in_flight;
+	bool stopping;
+	bool enospc; /* ingestion paused: the spool's disk is full */
+	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t watchdog;
+	uv_timer_t shutdown_timer;
+	uint64_t watchdog_usec;
+};
+
+/* Milliseconds since the epoch (wall clock: what envelopes record). */
+int64_t pickupd_now_ms(void);
+/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if set. */
+void pickupd_notify(const char *state);
+/* Called when in-flight work may have finished during shutdown. */
+void pickupd_check_stopped(struct pickupd *pd);
+
+/* Thread-pool jobs: fn runs on a pool thread, done on the loop thread. */
+struct job;
+typedef void (*job_fn)(struct job *j);
+struct job {
+	uv_work_t work;
+	struct pickupd *pd;
+	job_fn fn;
+	job_fn done;
+};
+void job_submit(struct pickupd *pd, struct job *j, job_fn fn, job_fn done);
+
+#endif

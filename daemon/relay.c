@@ -1,0 +1,673 @@
+/*
+ * Purpose: sessions per relay, dispatch of due messages to them, and the
+ * failure policy: what a result means (sent / deferred / failed), when the
+ * next attempt is, when a relay is paused.
+ * Owns: the SSL_CTX of each relay, the session list, deliveries in flight.
+ * Invariants: a delivery's outcome is written to the spool (thread pool)
+ * before its log lines say so and before it is scheduled again; protocol
+ * code (smtpc) never decides retry or bounce, this file does (as Postfix's
+ * smtp_trouble.c); relays are used in the order configured, the next one
+ * only while an earlier one is paused.
+ */
+#include "daemon/relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/sched.h"
+
+struct relay;
+
+struct session {
+	struct relay *relay;
+	struct smtpc *smtpc;
+	struct delivery *d; /* the transaction in progress */
+	bool ready;         /* reached READY at least once */
+	bool quitting;
+	struct session *next;
+};
+
+struct relay {
+	struct relay_pool *pool;
+	const struct config_relay *cfg;
+	SSL_CTX *ssl_ctx;
+	struct session *sessions;
+	unsigned n_sessions;
+	unsigned n_connecting;
+	unsigned failures; /* consecutive sessions that failed before READY */
+	int64_t paused_until_ms;
+};
+
+struct relay_pool {
+	struct pickupd *pd;
+	struct relay *relays;
+	size_t n_relays;
+	uv_timer_t pause_timer;
+	unsigned records_in_flight;
+	bool stopping;
+	bool closed_timer;
+};
+
+enum record_action { REC_REMOVE, REC_DEFER, REC_BADMAIL };
+
+/* One message from dispatch until its outcome is on disk. */
+struct delivery {
+	struct job job;
+	struct relay_pool *pool;
+	struct spool_env env;
+	struct smtpc_txn txn;
+	char peer[160];
+	enum record_action action;
+	int err;
+	struct buf log; /* lines logged once the record is durable */
+};
+
+#define RELAY_MAX_PAUSE_MS (5 * 60 * 1000)
+#define RELAY_AUTH_PAUSE_MS (10 * 60 * 1000)
+#define DEFER_BATCH 1000
+
+
+int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random)
+{
+	if (r->n_schedule == 0)
+		return 60000;
+	size_t i = attempt == 0 ? 0 : attempt - 1;
+	if (i >= r->n_schedule)
+		i = r->n_schedule - 1;
+	int64_t base = (int64_t)r->schedule_ms[i];
+	/* Jitter spreads retries of messages deferred together. */
+	int64_t span = base * (int64_t)r->jitter_percent / 100;
+	if (span > 0)
+		base += (int64_t)(random % (uint64_t)(span + 1));
+	return base;
+}
+
+char *relay_read_secret(const struct config_relay *r, struct buf *reason)
+{
+	char path[4096];
+	const char *file = r->password_file;
+	if (file == NULL || *file == '\0') {
+		const char *cd = getenv("CREDENTIALS_DIRECTORY");
+		if (cd == NULL) {
+			buf_printf(reason, "relay %s: no password_file and no $CREDENTIALS_DIRECTORY",
+				   r->name);
+			return NULL;
+		}
+		snprintf(path, sizeof(path), "%s/%s", cd, r->name);
+		file = path;
+	}
+	int fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		buf_printf(reason, "relay %s: cannot open %s: %s", r->name, file, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+		buf_printf(reason,
+			   "relay %s: %s must be a regular file that only its owner can read "
+			   "(mode %03o)",
+			   r->name, file, (unsigned)(st.st_mode & 0777));
+		close(fd);
+		return NULL;
+	}
+	char tmp[4096];
+	ssize_t n = read(fd, tmp, sizeof(tmp) - 1);
+	close(fd);
+	if (n < 0) {
+		buf_printf(reason, "relay %s: cannot read %s: %s", r->name, file, strerror(errno));
+		return NULL;
+	}
+	while (n > 0 && (tmp[n - 1] == '\n' || tmp[n - 1] == '\r'))
+		n--;
+	char *secret = xstrndup(tmp, (size_t)n);
+	OPENSSL_cleanse(tmp, sizeof(tmp));
+	return secret;
+}
+
+/* ---- the failure policy ------------------------------------------------------------- */
+
+static bool reply_overridden_temporary(const struct config_retry *cfg, const char *reply)
+{
+	for (size_t i = 0; reply && i < cfg->n_temporary_replies; i++)
+		if (strncmp(reply, cfg->temporary_replies[i], strlen(cfg->temporary_replies[i])) == 0)
+			return true;
+	return false;
+}
+
+static const char *status_word(enum spool_rcpt_status st)
+{
+	return st == RCPT_SENT ? "sent" : st == RCPT_FAILED ? "bounced" : "deferred";
+}
+
+/* Turns the transaction's results into recipient statuses, the record
+ * action and the log lines. One place decides; see DESIGN.md "Delivery
+ * semantics". */
+static void apply_policy(struct delivery *d)
+{
+	const struct config *cfg = d->pool->pd->cfg;
+	struct spool_env *env = &d->env;
+	struct smtpc_txn *t = &d->txn;
+	int64_t now = pickupd_now_ms();
+	double delay = (double)(now - env->arrival_ms) / 1000.0;
+	size_t n_deferred = 0, n_failed = 0;
+	const char *first_failure = NULL;
+
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		struct spool_rcpt *r = &env->rcpts[i];
+		struct smtpc_rcpt_result *rr = &t->rcpt[i];
+		enum smtpc_class cls;
+		const char *reply;
+		if (r->status != RCPT_PENDING && r->status != RCPT_DEFERRED)
+			continue;
+		if (rr->tried && rr->final) {
+			cls = rr->cls;
+			reply = rr->reply;
+		} else {
+			cls = t->cls != SMTPC_OK ? t->cls : SMTPC_CONN;
+			reply = t->reply ? t->reply : "lost connection with the relay";
+		}
+		if (cls == SMTPC_OK)
+			r->status = RCPT_SENT;
+		else if (cls == SMTPC_PERM && !cfg->retry.soft_bounce &&
+			 !reply_overridden_temporary(&cfg->retry, reply))
+			r->status = RCPT_FAILED;
+		else
+			r->status = RCPT_DEFERRED;
+		free(r->reply);
+		r->reply = xstrdup(reply ? reply : "");
+	}
+	/* Expiry: a recipient still deferred past max_age fails for good. */
+	bool expired = cfg->retry.max_age_ms && now - env->arrival_ms >= (int64_t)cfg->retry.max_age_ms;
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		struct spool_rcpt *r = &env->rcpts[i];
+		if (r->status == RCPT_DEFERRED && expired && !cfg->retry.soft_bounce) {
+			struct buf why = BUF_INIT;
+			buf_printf(&why, "message expired after %.0f s in the queue; last reply: %s",
+				   delay, r->reply ? r->reply : "none");
+			free(r->reply);
+			r->reply = buf_steal(&why);
+			r->status = RCPT_FAILED;
+		}
+		n_deferred += r->status == RCPT_DEFERRED;
+		if (r->status == RCPT_FAILED) {
+			n_failed++;
+			if (first_failure == NULL)
+				first_failure = r->reply;
+		}
+	}
+	/* Log lines for the recipients of this attempt, written once recorded. */
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		struct spool_rcpt *r = &env->rcpts[i];
+		if (!(t->rcpt[i].tried || r->status == RCPT_DEFERRED ||
+		      (r->status == RCPT_FAILED && r->reply)))
+			continue;
+		if (r->status == RCPT_SENT && !t->rcpt[i].tried)
+			continue;
+		buf_printf(&d->log, "%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)\n", env->id,
+			   r->addr, d->peer, delay, status_word(r->status), r->reply ? r->reply : "");
+	}
+	if (t->maybe_delivered)
+		buf_printf(&d->log,
+			   "%s: warning: connection lost after the end of data; the message may be "
+			   "delivered twice\n",
+			   env->id);
+	if (n_deferred) {
+		env->attempts++;
+		env->next_ms = now + relay_retry_delay_ms(&cfg->retry, env->attempts,
+							  (unsigned)random());
+		d->action = REC_DEFER;
+	} else if (n_failed) {
+		struct buf why = BUF_INIT;
+		buf_printf(&why, "delivery failed for %zu recipient(s): %s", n_failed,
+			   first_failure ? first_failure : "");
+		free(env->reason);
+		env->reason = buf_steal(&why);
+		d->action = REC_BADMAIL;
+	} else {
+		d->action = REC_REMOVE;
+	}
+}
+
+/* ---- recording outcomes (thread pool) ------------------------------------------------ */
+
+static void delivery_free(struct delivery *d)
+{
+	smtpc_txn_deinit(&d->txn);
+	spool_env_deinit(&d->env);
+	buf_deinit(&d->log);
+	free(d);
+}
+
+static void record_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct spool *sp = &j->pd->spool;
+	int r = 0;
+	switch (d->action) {
+	case REC_REMOVE:
+		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
+		break;
+	case REC_DEFER:
+		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
+		if (r == 0)
+			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_DEFERRED);
+		break;
+	case REC_BADMAIL:
+		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
+		if (r == 0)
+			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		break;
+	}
+	d->err = r < 0 ? errno : 0;
+}
+
+static void log_lines(const char *text)
+{
+	const char *p = text;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		if (strstr(p, ": warning: ") && (size_t)(strstr(p, ": warning: ") - p) < n)
+			log_warn("%.*s", (int)n, p);
+		else
+			log_info("%.*s", (int)n, p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+static void record_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	struct pickupd *pd = j->pd;
+	pool->records_in_flight--;
+	if (d->err) {
+		/* The outcome is not on disk: the old envelope stays in queue/, so
+		 * after a restart the message is tried again. */
+		log_error("%s: cannot record the delivery result: %s; the message stays queued and "
+			  "may be delivered again",
+			  d->env.id, strerror(d->err));
+		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+	} else {
+		log_lines(d->log.data);
+		switch (d->action) {
+		case REC_REMOVE:
+			log_info("%s: removed", d->env.id);
+			break;
+		case REC_DEFER:
+			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
+			break;
+		case REC_BADMAIL:
+			log_warn("%s: moved to badmail: %s", d->env.id, d->env.reason);
+			break;
+		}
+	}
+	delivery_free(d);
+	relay_pool_wake(pool);
+}
+
+static void record(struct delivery *d)
+{
+	apply_policy(d);
+	d->pool->records_in_flight++;
+	job_submit(d->pool->pd, &d->job, record_fn, record_done);
+}
+
+/* ---- dispatch ----------------------------------------------------------------------- */
+
+/* Loads a due message for sending; NULL when it is no longer there. */
+static struct delivery *delivery_load(struct relay_pool *pool, const struct sched_item *it)
+{
+	struct pickupd *pd = pool->pd;
+	struct spool *sp = &pd->spool;
+	struct buf reason = BUF_INIT;
+	struct delivery *d = NULL;
+
+	if (it->state == SPOOL_DEFERRED) {
+		/* No fsync: after a crash it is in one of the two, both fine. */
+		if (renameat(sp->state_fd[SPOOL_DEFERRED], it->id, sp->state_fd[SPOOL_QUEUE], it->id) <
+		    0) {
+			if (errno != ENOENT)
+				log_error("%s: cannot move to queue: %s", it->id, strerror(errno));
+			goto out;
+		}
+	}
+	d = xcalloc(1, sizeof(*d));
+	d->pool = pool;
+	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &reason) < 0) {
+		if (errno == EBADMSG) {
+			/* Quarantined where operators look, the rest keeps flowing. */
+			log_error("%s: %s; moved to badmail", it->id, reason.data);
+			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		} else if (errno != ENOENT) {
+			log_error("%s: %s", it->id, reason.data);
+			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		}
+		free(d);
+		d = NULL;
+		goto out;
+	}
+	int fd = spool_data_open(sp, it->id);
+	if (fd < 0) {
+		log_error("%s: cannot open the content: %s; moved to badmail", it->id, strerror(errno));
+		free(d->env.reason);
+		d->env.reason = xstrdup("content file missing or unreadable");
+		spool_env_write(sp, SPOOL_QUEUE, &d->env);
+		spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		spool_env_deinit(&d->env);
+		free(d);
+		d = NULL;
+		goto out;
+	}
+	smtpc_txn_init(&d->txn, &d->env, fd);
+out:
+	buf_deinit(&reason);
+	return d;
+}
+
+static bool relay_paused(const struct relay *r, int64_t now)
+{
+	return r->paused_until_ms > now;
+}
+
+/* Gives the session the next due message; false when there is none. */
+static bool dispatch(struct session *s)
+{
+	struct relay_pool *pool = s->relay->pool;
+	struct pickupd *pd = pool->pd;
+	struct sched_item it;
+	char why[256];
+
+	while (!pool->stopping && sched_pop_due(pd->sched, &it)) {
+		struct delivery *d = delivery_load(pool, &it);
+		if (d == NULL)
+			continue;
+		snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
+		if (s->relay->cfg->force_sender)
+			d->txn.force_sender = s->relay->cfg->force_sender;
+		if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
+			d->txn.cls = SMTPC_PERM;
+			d->txn.reply = xstrdup(why);
+			record(d);
+			continue;
+		}
+		s->d = d;
+		smtpc_send(s->smtpc, &d->txn);
+		return true;
+	}
+	return false;
+}
+
+/* Defers due messages when no relay can take them, so each records why. */
+static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char *why,
+		      const char *peer)
+{
+	struct sched_item it;
+	for (int n = 0; n < DEFER_BATCH && sched_pop_due(pool->pd->sched, &it); n++) {
+		struct delivery *d = delivery_load(pool, &it);
+		if (d == NULL)
+			continue;
+		snprintf(d->peer, sizeof(d->peer), "%s", peer);
+		d->txn.cls = cls;
+		d->txn.reply = xstrdup(why);
+		record(d);
+	}
+}
+
+static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg);
+
+static void open_session(struct relay *r)
+{
+	struct relay_pool *pool = r->pool;
+	struct smtpc_params p;
+	struct buf reason = BUF_INIT;
+	memset(&p, 0, sizeof(p));
+	p.relay = r->cfg;
+	p.helo_name = pool->pd->cfg->general.hostname;
+	p.ssl_ctx = r->ssl_ctx;
+	if (r->cfg->user && *r->cfg->user) {
+		p.secret = relay_read_secret(r->cfg, &reason);
+		if (p.secret == NULL) {
+			log_error("%s; relay paused", reason.data);
+			r->paused_until_ms = pickupd_now_ms() + RELAY_AUTH_PAUSE_MS;
+			buf_deinit(&reason);
+			return;
+		}
+	}
+	struct session *s = xcalloc(1, sizeof(*s));
+	s->relay = r;
+	s->next = r->sessions;
+	r->sessions = s;
+	r->n_sessions++;
+	r->n_connecting++;
+	s->smtpc = smtpc_new(pool->pd->loop, &p, session_cb, s);
+	buf_deinit(&reason);
+}
+
+static void session_unlink(struct session *s)
+{
+	struct relay *r = s->relay;
+	for (struct session **pp = &r->sessions; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	r->n_sessions--;
+	if (!s->ready)
+		r->n_connecting--;
+}
+
+static void pause_timer_cb(uv_timer_t *t)
+{
+	relay_pool_wake(t->data);
+}
+
+static void arm_pause_timer(struct relay_pool *pool, int64_t until)
+{
+	if (pool->stopping)
+		return;
+	int64_t wait = until - pickupd_now_ms();
+	if (wait < 0)
+		wait = 0;
+	uint64_t due = uv_timer_get_due_in(&pool->pause_timer);
+	if (uv_is_active((uv_handle_t *)&pool->pause_timer) && due <= (uint64_t)wait)
+		return;
+	uv_timer_start(&pool->pause_timer, pause_timer_cb, (uint64_t)wait, 0);
+}
+
+/* A session ended before it was ever usable: the relay is failing. */
+static void relay_failed(struct relay *r, struct smtpc *c)
+{
+	struct relay_pool *pool = r->pool;
+	int64_t now = pickupd_now_ms();
+	enum smtpc_class cls = smtpc_error_class(c);
+	int64_t pause;
+	r->failures++;
+	if (cls == SMTPC_AUTH) {
+		/* The same credentials again would only lock the account. */
+		pause = RELAY_AUTH_PAUSE_MS;
+	} else {
+		pause = 1000LL << (r->failures > 9 ? 9 : r->failures - 1);
+		if (pause > RELAY_MAX_PAUSE_MS)
+			pause = RELAY_MAX_PAUSE_MS;
+	}
+	r->paused_until_ms = now + pause;
+	log_warn("relay %s: %s (%s); paused for %.0f s", r->cfg->name, smtpc_error(c),
+		 smtpc_class_names[cls], (double)pause / 1000.0);
+	arm_pause_timer(pool, r->paused_until_ms);
+	/* When every relay is paused, the due messages record why and wait. */
+	for (size_t i = 0; i < pool->n_relays; i++)
+		if (!relay_paused(&pool->relays[i], now))
+			return;
+	defer_due(pool, cls, smtpc_error(c), smtpc_peer(c));
+}
+
+static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
+{
+	struct session *s = arg;
+	struct relay *r = s->relay;
+	struct relay_pool *pool = r->pool;
+
+	switch (ev) {
+	case SMTPC_EV_READY:
+		if (!s->ready) {
+			s->ready = true;
+			r->n_connecting--;
+			r->failures = 0;
+			r->paused_until_ms = 0;
+			log_debug("relay %s: session to %s ready", r->cfg->name, smtpc_peer(c));
+		}
+		if (pool->stopping || !dispatch(s)) {
+			if (pool->stopping)
+				smtpc_quit(c);
+			/* else: idle until idle_timeout or new work */
+		}
+		break;
+	case SMTPC_EV_DONE: {
+		struct delivery *d = s->d;
+		s->d = NULL;
+		if (d)
+			record(d);
+		if (smtpc_idle(c)) {
+			if (pool->stopping ||
+			    smtpc_messages(c) >= r->cfg->max_messages_per_session) {
+				smtpc_quit(c);
+			} else {
+				dispatch(s);
+			}
+		}
+		break;
+	}
+	case SMTPC_EV_CLOSED: {
+		bool was_ready = s->ready;
+		session_unlink(s);
+		if (!was_ready && smtpc_error_class(c) != SMTPC_OK && !pool->stopping)
+			relay_failed(r, c);
+		else if (was_ready && smtpc_error_class(c) != SMTPC_OK)
+			log_info("relay %s: session to %s closed: %s", r->cfg->name, smtpc_peer(c),
+				 smtpc_error(c));
+		free(s);
+		if (pool->stopping)
+			pickupd_check_stopped(pool->pd);
+		else
+			relay_pool_wake(pool);
+		break;
+	}
+	}
+}
+
+void relay_pool_wake(struct relay_pool *pool)
+{
+	struct pickupd *pd = pool->pd;
+	int64_t now = pickupd_now_ms();
+	if (pool->stopping)
+		return;
+	for (size_t i = 0; i < pool->n_relays; i++) {
+		struct relay *r = &pool->relays[i];
+		if (relay_paused(r, now)) {
+			arm_pause_timer(pool, r->paused_until_ms);
+			continue;
+		}
+		for (struct session *s = r->sessions; s; s = s->next) {
+			if (!sched_has_due(pd->sched))
+				break;
+			if (s->ready && s->d == NULL && smtpc_idle(s->smtpc))
+				dispatch(s);
+		}
+		/* One new session at a time: each that comes up pulls work and
+		 * wakes the pool again, so sessions ramp up while work waits. */
+		if (sched_has_due(pd->sched) && r->n_sessions < r->cfg->max_sessions &&
+		    r->n_connecting == 0)
+			open_session(r);
+		break; /* later relays only while this one is paused */
+	}
+}
+
+struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors)
+{
+	struct relay_pool *pool = xcalloc(1, sizeof(*pool));
+	pool->pd = pd;
+	pool->n_relays = pd->cfg->n_relays;
+	pool->relays = xcalloc(pool->n_relays, sizeof(*pool->relays));
+	uv_timer_init(pd->loop, &pool->pause_timer);
+	pool->pause_timer.data = pool;
+	for (size_t i = 0; i < pool->n_relays; i++) {
+		struct relay *r = &pool->relays[i];
+		r->pool = pool;
+		r->cfg = &pd->cfg->relays[i];
+		if (r->cfg->tls != TLS_MODE_NONE) {
+			struct buf why = BUF_INIT;
+			r->ssl_ctx = conn_tls_ctx_new(r->cfg->tls_verify, r->cfg->ca_file,
+						      r->cfg->cert_file, r->cfg->key_file, &why);
+			if (r->ssl_ctx == NULL)
+				buf_printf(errors, "relay %s: %s\n", r->cfg->name, why.data);
+			buf_deinit(&why);
+		}
+		if (r->cfg->user && *r->cfg->user && r->cfg->password_command == NULL) {
+			/* Refuse at start a secret others could read. */
+			struct buf why = BUF_INIT;
+			char *secret = relay_read_secret(r->cfg, &why);
+			if (secret == NULL)
+				buf_printf(errors, "%s\n", why.data);
+			else
+				OPENSSL_cleanse(secret, strlen(secret));
+			free(secret);
+			buf_deinit(&why);
+		}
+	}
+	return pool;
+}
+
+void relay_pool_stop(struct relay_pool *pool)
+{
+	pool->stopping = true;
+	uv_timer_stop(&pool->pause_timer);
+	for (size_t i = 0; i < pool->n_relays; i++)
+		for (struct session *s = pool->relays[i].sessions; s; s = s->next)
+			if (s->d == NULL)
+				smtpc_quit(s->smtpc);
+}
+
+void relay_pool_abort(struct relay_pool *pool)
+{
+	for (size_t i = 0; i < pool->n_relays; i++)
+		for (struct session *s = pool->relays[i].sessions; s; s = s->next)
+			smtpc_abort(s->smtpc, "pickupd is shutting down");
+}
+
+bool relay_pool_idle(const struct relay_pool *pool)
+{
+	if (pool->records_in_flight)
+		return false;
+	for (size_t i = 0; i < pool->n_relays; i++)
+		if (pool->relays[i].n_sessions)
+			return false;
+	return true;
+}
+
+void relay_pool_close(struct relay_pool *pool)
+{
+	if (!pool->closed_timer) {
+		pool->closed_timer = true;
+		uv_close((uv_handle_t *)&pool->pause_timer, NULL);
+	}
+}
+
+void relay_pool_free(struct relay_pool *pool)
+{
+	for (size_t i = 0; i < pool->n_relays; i++)
+		if (pool->relays[i].ssl_ctx)
+			SSL_CTX_free(pool->relays[i].ssl_ctx);
+	free(pool->relays);
+	free(pool);
+}

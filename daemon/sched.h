@@ -1,0 +1,35 @@
+/*
+ * sched: who is sent when. A min-heap of (due time, queue ID, state) kept in
+ * memory, 32 bytes a message: envelopes stay on disk until a session takes
+ * the message. One timer wakes the relay pool when the earliest entry is due.
+ * Owner: main.c.
+ */
+#ifndef PICKUPD_SCHED_H
+#define PICKUPD_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/pickupd.h"
+#include "spool/spool.h"
+
+struct sched_item {
+	char id[SPOOL_ID_LEN + 1];
+	uint8_t state; /* enum spool_state where the envelope is */
+	int64_t due_ms;
+};
+
+struct sched *sched_new(struct pickupd *pd);
+void sched_free(struct sched *s);
+/* Closes the timer; call before the loop's last run. */
+void sched_stop(struct sched *s);
+void sched_add(struct sched *s, const char *id, enum spool_state state, int64_t due_ms);
+/* Pops the earliest entry if it is due now. */
+bool sched_pop_due(struct sched *s, struct sched_item *it_r);
+/* Puts back an item taken with sched_pop_due (e.g. no session could take it). */
+void sched_push_back(struct sched *s, const struct sched_item *it);
+bool sched_has_due(const struct sched *s);
+size_t sched_size(const struct sched *s);
+
+#endif

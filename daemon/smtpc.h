@@ -1,0 +1,97 @@
+/*
+ * smtpc: one SMTP client session to one relay (RFC 5321, 3207 STARTTLS,
+ * 4954 AUTH, 2920 PIPELINING, 1870 SIZE, 6152 8BITMIME, 6531 SMTPUTF8,
+ * 3461 DSN). It reports what the server said, classified; it never decides
+ * retry or bounce (that is relay.c's failure policy).
+ * Owner: the relay pool. The session frees itself after reporting
+ * SMTPC_EV_CLOSED; the owner must not touch it afterwards.
+ */
+#ifndef PICKUPD_SMTPC_H
+#define PICKUPD_SMTPC_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "common/config.h"
+#include "common/smtp_reply.h"
+#include "common/wire.h"
+#include "daemon/conn.h"
+#include "spool/spool.h"
+
+/* What kind of failure (STYLE.md: CONN, TLS, PROTO, AUTH, TEMP, PERM). */
+enum smtpc_class {
+	SMTPC_OK,
+	SMTPC_CONN,  /* connect, lost connection, timeout */
+	SMTPC_TLS,   /* TLS required and not had */
+	SMTPC_PROTO, /* the server broke the protocol */
+	SMTPC_AUTH,  /* credentials refused (535) or AUTH impossible */
+	SMTPC_TEMP,  /* 4xx */
+	SMTPC_PERM,  /* 5xx, or the message needs what the server lacks */
+};
+
+extern const char *const smtpc_class_names[];
+
+struct smtpc_rcpt_result {
+	bool tried; /* this recipient was part of the transaction */
+	bool final; /* its outcome is known; otherwise the transaction's class applies */
+	enum smtpc_class cls;
+	int code;
+	char *reply; /* summary "550 5.1.1 no such user" */
+};
+
+/* One message transaction. Owner: the relay; smtpc fills the results. */
+struct smtpc_txn {
+	struct spool_env *env;    /* recipients with status pending/deferred are sent */
+	int data_fd;              /* content; smtpc closes it when the transaction ends */
+	const char *force_sender; /* NULL = env->sender */
+	/* results */
+	struct smtpc_rcpt_result *rcpt; /* env->n_rcpts entries */
+	enum smtpc_class cls;           /* SMTPC_OK when the per-recipient results decide */
+	char *reply;                    /* why the whole transaction failed */
+	bool maybe_delivered;           /* lost after the final dot */
+	uint64_t bytes_sent;
+};
+
+enum smtpc_event {
+	SMTPC_EV_READY,  /* idle and usable: smtpc_send or smtpc_quit */
+	SMTPC_EV_DONE,   /* the transaction finished; results in the txn */
+	SMTPC_EV_CLOSED, /* gone; error_class/error say why when it failed */
+};
+
+struct smtpc;
+typedef void (*smtpc_cb)(struct smtpc *s, enum smtpc_event ev, void *arg);
+
+struct smtpc_params {
+	const struct config_relay *relay; /* kept by reference: config lives until close */
+	const char *helo_name;
+	SSL_CTX *ssl_ctx; /* NULL when tls = none */
+	char *secret;     /* password or token, moved into the session, wiped after use */
+};
+
+struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb cb, void *arg);
+/* Why this session's server cannot take the message (SIZE, SMTPUTF8,
+ * 8BITMIME), written into why; NULL when it can. Check before smtpc_send. */
+const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *env, char *why,
+				size_t len);
+/* Starts a transaction on an idle session. Results come with SMTPC_EV_DONE,
+ * never synchronously. */
+void smtpc_send(struct smtpc *s, struct smtpc_txn *txn);
+/* QUIT and close (idle), or abort (busy: the transaction is reported DONE
+ * with SMTPC_CONN first). */
+void smtpc_quit(struct smtpc *s);
+void smtpc_abort(struct smtpc *s, const char *why);
+
+const char *smtpc_peer(const struct smtpc *s);
+enum smtpc_class smtpc_error_class(const struct smtpc *s);
+const char *smtpc_error(const struct smtpc *s);
+unsigned smtpc_messages(const struct smtpc *s);
+bool smtpc_idle(const struct smtpc *s);
+
+/* Result helpers */
+void smtpc_txn_init(struct smtpc_txn *t, struct spool_env *env, int data_fd);
+void smtpc_txn_deinit(struct smtpc_txn *t);
+
+/* Maps a reply code to a class: 2xx OK, 4xx TEMP, 5xx PERM, else PROTO. */
+enum smtpc_class smtpc_classify_code(int code);
+
+#endif

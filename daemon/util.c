@@ -1,0 +1,66 @@
+/*
+ * Purpose: small daemon-wide helpers: clock, sd_notify, thread-pool jobs.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon/pickupd.h"
+
+int64_t pickupd_now_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+void pickupd_notify(const char *state)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa;
+	if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path));
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = '\0'; /* abstract namespace */
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	ssize_t n = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa, len);
+	(void)n;
+	close(fd);
+}
+
+static void work_cb(uv_work_t *w)
+{
+	struct job *j = w->data;
+	j->fn(j);
+}
+
+static void after_work_cb(uv_work_t *w, int status)
+{
+	struct job *j = w->data;
+	struct pickupd *pd = j->pd;
+	(void)status; /* jobs are never cancelled */
+	pd->jobs_in_flight--;
+	j->done(j);
+	if (pd->stopping)
+		pickupd_check_stopped(pd);
+}
+
+void job_submit(struct pickupd *pd, struct job *j, job_fn fn, job_fn done)
+{
+	j->pd = pd;
+	j->fn = fn;
+	j->done = done;
+	j->work.data = j;
+	pd->jobs_in_flight++;
+	uv_queue_work(pd->loop, &j->work, work_cb, after_work_cb);
+}

@@ -1,0 +1,48 @@
+/*
+ * Purpose: fault injection at named steps of spool transitions, for the
+ * crash tests (see spool_int.h). Costs one getenv per process when unused.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "spool/spool_int.h"
+
+static int hook_matches(const char *spec, const char *step, long *arg_r)
+{
+	size_t n = strlen(step);
+	if (strncmp(spec, step, n) != 0 || (spec[n] != '\0' && spec[n] != ':'))
+		return 0;
+	*arg_r = spec[n] == ':' ? strtol(spec + n + 1, NULL, 10) : 0;
+	return 1;
+}
+
+int spool__hook(const char *step)
+{
+	static atomic_int checked, enabled;
+	static atomic_long crash_count;
+	static const char *crash, *fail;
+	long arg;
+
+	if (!atomic_load(&checked)) {
+		crash = getenv("PICKUPD_SPOOL_CRASH");
+		fail = getenv("PICKUPD_SPOOL_FAIL");
+		atomic_store(&enabled, crash != NULL || fail != NULL);
+		atomic_store(&checked, 1);
+	}
+	if (!atomic_load(&enabled))
+		return 0;
+	if (crash && hook_matches(crash, step, &arg)) {
+		long seen = atomic_fetch_add(&crash_count, 1) + 1;
+		if (seen >= (arg > 0 ? arg : 1))
+			kill(getpid(), SIGKILL);
+	}
+	if (fail && hook_matches(fail, step, &arg)) {
+		errno = arg > 0 ? (int)arg : EIO;
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,543 @@
+/*
+ * Purpose: the on-disk queue: paths, IDs, durable writes and transitions,
+ * listing and recovery.
+ * Owns: every path under the spool directory and every rename in it.
+ * Invariants: each transition is made durable (fsync of the file and of the
+ * directories involved) before the call returns success; content is removed
+ * before its envelope, so an envelope without content means "done".
+ */
+#include "spool/spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "spool/spool_int.h"
+
+const char *const spool_state_names[SPOOL_N_STATES] = {"queue", "deferred", "hold", "badmail"};
+
+static int open_subdir(int dir_fd, const char *name)
+{
+	if (mkdirat(dir_fd, name, 0750) < 0 && errno != EEXIST)
+		return -1;
+	return openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+int spool_open(struct spool *s, const char *dir)
+{
+	memset(s, 0, sizeof(*s));
+	s->dir_fd = s->data_fd = s->tmp_fd = -1;
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		s->state_fd[i] = -1;
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+		return -1;
+	s->dir = xstrdup(dir);
+	s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->dir_fd < 0)
+		goto fail;
+	if ((s->data_fd = open_subdir(s->dir_fd, "data")) < 0)
+		goto fail;
+	if ((s->tmp_fd = open_subdir(s->dir_fd, "tmp")) < 0)
+		goto fail;
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		if ((s->state_fd[i] = open_subdir(s->dir_fd, spool_state_names[i])) < 0)
+			goto fail;
+	/* Make the directories themselves durable before anything goes in them. */
+	if (spool_fsync_dir(s->dir_fd) < 0)
+		goto fail;
+	s->pid = (unsigned)getpid();
+	pthread_mutex_init(&s->id_lock, NULL);
+	s->id_lock_init = true;
+	return 0;
+fail:;
+	int saved = errno;
+	spool_close(s);
+	errno = saved;
+	return -1;
+}
+
+void spool_close(struct spool *s)
+{
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
+	if (s->data_fd >= 0)
+		close(s->data_fd);
+	if (s->tmp_fd >= 0)
+		close(s->tmp_fd);
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		if (s->state_fd[i] >= 0)
+			close(s->state_fd[i]);
+	free(s->dir);
+	if (s->id_lock_init)
+		pthread_mutex_destroy(&s->id_lock);
+	memset(s, 0, sizeof(*s));
+	s->dir_fd = s->data_fd = s->tmp_fd = -1;
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		s->state_fd[i] = -1;
+}
+
+int spool_state_from_name(const char *name)
+{
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		if (strcmp(name, spool_state_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+static int64_t now_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* 12 hex digits of milliseconds (sortable until the year 10889), 5 of the
+ * process ID and 3 of a per-millisecond counter. */
+void spool_new_id(struct spool *s, char id_r[SPOOL_ID_LEN + 1])
+{
+	int64_t ms = now_ms();
+	pthread_mutex_lock(&s->id_lock);
+	if (ms <= s->last_ms) {
+		/* Same millisecond or a clock step back: keep IDs increasing. */
+		if (++s->seq > 0xfff) {
+			s->seq = 0;
+			s->last_ms++;
+		}
+		ms = s->last_ms;
+	} else {
+		s->seq = 0;
+		s->last_ms = ms;
+	}
+	snprintf(id_r, SPOOL_ID_LEN + 1, "%012llX%05X%03X", (unsigned long long)ms & 0xffffffffffffULL,
+		 s->pid & 0xfffff, s->seq);
+	pthread_mutex_unlock(&s->id_lock);
+}
+
+bool spool_id_valid(const char *id)
+{
+	size_t i;
+	for (i = 0; id[i]; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'A' && id[i] <= 'F')))
+			return false;
+	return i == SPOOL_ID_LEN;
+}
+
+int spool_fsync_dir(int fd)
+{
+	return fsync(fd);
+}
+
+int spool__write_file(int dir_fd, const char *name, const char *data, size_t len,
+		      int64_t mtime_ms)
+{
+	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -1;
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, data + off, len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			goto fail;
+		}
+		off += (size_t)n;
+	}
+	if (mtime_ms > 0) {
+		struct timespec ts[2];
+		ts[0].tv_sec = ts[1].tv_sec = mtime_ms / 1000;
+		ts[0].tv_nsec = ts[1].tv_nsec = (mtime_ms % 1000) * 1000000;
+		if (futimens(fd, ts) < 0)
+			goto fail;
+	}
+	if (spool__hook("write-fsync") < 0 || fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	return 0;
+fail:;
+	int saved = errno;
+	if (fd >= 0)
+		close(fd);
+	unlinkat(dir_fd, name, 0);
+	errno = saved;
+	return -1;
+}
+
+int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e)
+{
+	struct buf text = BUF_INIT;
+	char tmp[SPOOL_ID_LEN + 16];
+	int ret = -1;
+
+	spool_env_format(e, &text);
+	snprintf(tmp, sizeof(tmp), "%s.env", e->id);
+	unlinkat(s->tmp_fd, tmp, 0); /* a leftover of a failed attempt */
+	if (spool__write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms) < 0)
+		goto out;
+	if (spool__hook("env-rename") < 0)
+		goto out;
+	if (renameat(s->tmp_fd, tmp, s->state_fd[state], e->id) < 0) {
+		int saved = errno;
+		unlinkat(s->tmp_fd, tmp, 0);
+		errno = saved;
+		goto out;
+	}
+	if (spool__hook("env-dirsync") < 0 || spool_fsync_dir(s->state_fd[state]) < 0)
+		goto out;
+	ret = 0;
+out:
+	buf_deinit(&text);
+	return ret;
+}
+
+int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	for (;;) {
+		buf_reserve(out, 4096);
+		ssize_t n = read(fd, out->data + out->len, 4096);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int saved = errno;
+			close(fd);
+			errno = saved;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		out->len += (size_t)n;
+		out->data[out->len] = '\0';
+		if (out->len > max) {
+			close(fd);
+			errno = EFBIG;
+			return -1;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+int spool_env_read(struct spool *s, enum spool_state state, const char *id, struct spool_env *e_r,
+		   struct buf *reason)
+{
+	struct buf text = BUF_INIT;
+	int ret = -1;
+
+	memset(e_r, 0, sizeof(*e_r));
+	if (spool__read_all(s->state_fd[state], id, 64 << 20, &text) < 0) {
+		if (reason)
+			buf_printf(reason, "cannot read envelope: %s", strerror(errno));
+		goto out;
+	}
+	if (spool_env_parse(text.data ? text.data : "", text.len, e_r, reason) < 0) {
+		errno = EBADMSG;
+		goto out;
+	}
+	if (strcmp(e_r->id, id) != 0) {
+		if (reason)
+			buf_printf(reason, "envelope file %s holds ID %s", id, e_r->id);
+		spool_env_deinit(e_r);
+		errno = EBADMSG;
+		goto out;
+	}
+	ret = 0;
+out:
+	buf_deinit(&text);
+	return ret;
+}
+
+int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to)
+{
+	if (from == to)
+		return 0;
+	if (spool__hook("move-rename") < 0)
+		return -1;
+	if (renameat(s->state_fd[from], id, s->state_fd[to], id) < 0)
+		return -1;
+	/* The destination first: once it is durable the message cannot be lost;
+	 * a stale source entry after a crash is resolved by recovery. */
+	if (spool__hook("move-dirsync") < 0 || spool_fsync_dir(s->state_fd[to]) < 0)
+		return -1;
+	return spool_fsync_dir(s->state_fd[from]);
+}
+
+int spool_remove(struct spool *s, const char *id, enum spool_state state)
+{
+	if (unlinkat(s->data_fd, id, 0) < 0 && errno != ENOENT)
+		return -1;
+	if (spool__hook("remove-datasync") < 0 || spool_fsync_dir(s->data_fd) < 0)
+		return -1;
+	if (spool__hook("remove-env") < 0)
+		return -1;
+	if (unlinkat(s->state_fd[state], id, 0) < 0 && errno != ENOENT)
+		return -1;
+	/* Not fsynced: an envelope that comes back after a crash has no content
+	 * and recovery drops it. */
+	return 0;
+}
+
+int spool_data_open(struct spool *s, const char *id)
+{
+	return openat(s->data_fd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+static int copy_fd(int in, int out)
+{
+	char chunk[65536];
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = pread(in, chunk, sizeof(chunk), off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			return 0;
+		for (ssize_t w = 0; w < n;) {
+			ssize_t m = write(out, chunk + w, (size_t)(n - w));
+			if (m < 0) {
+				if (errno == EINTR)
+					continue;
+				return -1;
+			}
+			w += m;
+		}
+		off += n;
+	}
+}
+
+/* EXDEV: copy through tmp/, make it durable, move it into data/, then remove the original. */
+static int claim_copy(struct spool *s, int dir_fd, const char *name, int fd, const char *id)
+{
+	char tmp[SPOOL_ID_LEN + 16];
+	snprintf(tmp, sizeof(tmp), "%s.claim", id);
+	int out = openat(s->tmp_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (out < 0)
+		return -1;
+	if (copy_fd(fd, out) < 0 || fsync(out) < 0) {
+		int saved = errno;
+		close(out);
+		unlinkat(s->tmp_fd, tmp, 0);
+		errno = saved;
+		return -1;
+	}
+	close(out);
+	if (renameat2(s->tmp_fd, tmp, s->data_fd, id, RENAME_NOREPLACE) < 0) {
+		int saved = errno;
+		unlinkat(s->tmp_fd, tmp, 0);
+		errno = saved;
+		return -1;
+	}
+	if (spool_fsync_dir(s->data_fd) < 0)
+		return -1;
+	/* Only now may the original go: a crash before this leaves a duplicate
+	 * claim, never a loss. */
+	if (unlinkat(dir_fd, name, 0) < 0) {
+		int saved = errno;
+		unlinkat(s->data_fd, id, 0);
+		errno = saved;
+		return -1;
+	}
+	return spool_fsync_dir(dir_fd);
+}
+
+int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
+{
+	for (int tries = 0; tries < 16; tries++) {
+		spool_new_id(s, id_r);
+		if (spool__hook("claim-rename") < 0)
+			return -1;
+		if (renameat2(dir_fd, name, s->data_fd, id_r, RENAME_NOREPLACE) == 0) {
+			/* The writer may never have fsynced: make the content durable
+			 * before anything depends on it. */
+			if (spool__hook("claim-fsync") < 0 || fsync(fd) < 0)
+				return -1;
+			if (spool_fsync_dir(s->data_fd) < 0)
+				return -1;
+			return spool_fsync_dir(dir_fd);
+		}
+		if (errno == EEXIST)
+			continue;
+		if (errno == EXDEV)
+			return claim_copy(s, dir_fd, name, fd, id_r);
+		return -1;
+	}
+	errno = EEXIST;
+	return -1;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int list_fd(int dir_fd, bool ids_only, char ***ids_r, size_t *n_r)
+{
+	int fd = dup(dir_fd);
+	if (fd < 0)
+		return -1;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	char **ids = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (ids_only && !spool_id_valid(de->d_name))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			ids = xrealloc(ids, cap * sizeof(*ids));
+		}
+		ids[n++] = xstrdup(de->d_name);
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(ids, n, sizeof(*ids), cmp_str);
+	*ids_r = ids;
+	*n_r = n;
+	return 0;
+}
+
+int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n_r)
+{
+	return list_fd(s->state_fd[state], true, ids_r, n_r);
+}
+
+int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r, size_t *n_r)
+{
+	int fd = dup(s->state_fd[state]);
+	if (fd < 0)
+		return -1;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	struct spool_entry *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+		if (!spool_id_valid(de->d_name))
+			continue;
+		if (fstatat(s->state_fd[state], de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue; /* gone meanwhile */
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		memcpy(v[n].id, de->d_name, SPOOL_ID_LEN + 1);
+		v[n].due_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+		n++;
+	}
+	closedir(d);
+	*entries_r = v;
+	*n_r = n;
+	return 0;
+}
+
+void spool_list_free(char **ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+static bool in_sorted(char **ids, size_t n, const char *id)
+{
+	return n && bsearch(&id, ids, n, sizeof(*ids), cmp_str) != NULL;
+}
+
+int spool_recover(struct spool *s, struct spool_recovery *r)
+{
+	char **tmp = NULL, **data = NULL, **st[SPOOL_N_STATES] = {0};
+	size_t n_tmp = 0, n_data = 0, n_st[SPOOL_N_STATES] = {0};
+	int ret = -1;
+
+	memset(r, 0, sizeof(*r));
+	if (list_fd(s->tmp_fd, false, &tmp, &n_tmp) < 0)
+		return -1;
+	for (size_t i = 0; i < n_tmp; i++)
+		if (unlinkat(s->tmp_fd, tmp[i], 0) == 0)
+			r->tmp_cleaned++;
+	if (n_tmp && spool_fsync_dir(s->tmp_fd) < 0)
+		goto out;
+
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		if (spool_list(s, (enum spool_state)i, &st[i], &n_st[i]) < 0)
+			goto out;
+	if (list_fd(s->data_fd, true, &data, &n_data) < 0)
+		goto out;
+
+	/* An envelope in two states: a move cut short after the rename into the
+	 * later state was durable but before the earlier entry was gone. The
+	 * order hold > badmail > deferred > queue keeps the operator's and the
+	 * final decisions. The arrays are never changed, so bsearch stays valid. */
+	static const enum spool_state order[] = {SPOOL_HOLD, SPOOL_BADMAIL, SPOOL_DEFERRED,
+						 SPOOL_QUEUE};
+	for (int a = 0; a < SPOOL_N_STATES; a++) {
+		enum spool_state st_a = order[a];
+		for (size_t i = 0; i < n_st[st_a]; i++) {
+			bool dup = false, has_data;
+			for (int b = 0; b < a && !dup; b++)
+				dup = in_sorted(st[order[b]], n_st[order[b]], st[st_a][i]);
+			has_data = in_sorted(data, n_data, st[st_a][i]);
+			if (dup || !has_data) {
+				/* No content: it was removed first, so the message was finished. */
+				if (unlinkat(s->state_fd[st_a], st[st_a][i], 0) < 0)
+					goto out;
+				if (dup)
+					r->duplicates++;
+				else
+					r->dangling_envelopes++;
+				continue;
+			}
+			r->counts[st_a]++;
+		}
+	}
+	for (size_t j = 0; j < n_data; j++) {
+		bool found = false;
+		for (int i = 0; i < SPOOL_N_STATES && !found; i++)
+			found = in_sorted(st[i], n_st[i], data[j]);
+		if (!found) {
+			r->orphans = xrealloc(r->orphans, (r->n_orphans + 1) * sizeof(char *));
+			r->orphans[r->n_orphans++] = xstrdup(data[j]);
+		}
+	}
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		if (spool_fsync_dir(s->state_fd[i]) < 0)
+			goto out;
+	ret = 0;
+out:
+	spool_list_free(tmp, n_tmp);
+	spool_list_free(data, n_data);
+	for (int i = 0; i < SPOOL_N_STATES; i++)
+		spool_list_free(st[i], n_st[i]);
+	return ret;
+}
+
+void spool_recovery_deinit(struct spool_recovery *r)
+{
+	spool_list_free(r->orphans, r->n_orphans);
+	memset(r, 0, sizeof(*r));
+}

@@ -1,0 +1,175 @@
+/*
+ * spool: the on-disk queue. A directory is a state and a rename is a
+ * transition. Plain POSIX, synchronous, no libuv: the daemon runs the calls
+ * that fsync on libuv's thread pool; pickupctl uses them directly.
+ *
+ *   <spool>/data/<id>       message content, never moved while queued
+ *   <spool>/queue/<id>      envelope: ready to send (or being sent)
+ *   <spool>/deferred/<id>   envelope: waiting for its next attempt
+ *   <spool>/hold/<id>       envelope: held by an operator
+ *   <spool>/badmail/<id>    envelope with a "reason" line: failed for good or
+ *                           refused at pickup (the content stays in data/<id>)
+ *   <spool>/tmp/            work in progress; cleaned at start-up
+ *
+ * Invariants (checked by recovery):
+ *   - an envelope exists in at most one state directory;
+ *   - data/<id> without any envelope is a claim in progress: re-ingested;
+ *   - an envelope without data/<id> is a message whose removal was cut short
+ *     (content is always removed first, durably): the envelope is dropped.
+ */
+#ifndef PICKUPD_SPOOL_H
+#define PICKUPD_SPOOL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define SPOOL_ID_LEN 20
+
+enum spool_state {
+	SPOOL_QUEUE,
+	SPOOL_DEFERRED,
+	SPOOL_HOLD,
+	SPOOL_BADMAIL,
+	SPOOL_N_STATES,
+};
+
+enum spool_rcpt_status { RCPT_PENDING, RCPT_SENT, RCPT_DEFERRED, RCPT_FAILED };
+
+struct spool_rcpt {
+	char *addr;   /* addr-spec, never holds CR/LF/NUL */
+	char *params; /* ESMTP RCPT parameters (NOTIFY=, ORCPT=) or NULL */
+	enum spool_rcpt_status status;
+	char *reply; /* last server reply summary or our own reason; NULL if none */
+};
+
+/* An edit applied to the content on the way to the wire (see common/wire.h). */
+struct spool_edit {
+	uint64_t offset;
+	uint64_t skip;
+	char *insert; /* one header line without its CRLF, or NULL */
+};
+
+/* The envelope file, in memory. Owner: whoever filled it (spool_env_deinit). */
+struct spool_env {
+	char id[SPOOL_ID_LEN + 1];
+	int64_t arrival_ms; /* when the file was claimed */
+	int64_t next_ms;    /* next attempt; 0 = now */
+	unsigned attempts;
+	uint64_t size;       /* content bytes */
+	char *origin_pickup; /* [pickup NAME] the file came from */
+	char *origin_file;   /* its name in that folder */
+	bool dot_stuffed;    /* content is dot-stuffed (IIS-era writer) */
+	bool eightbit;       /* content has 8-bit bytes: BODY=8BITMIME */
+	bool smtputf8;       /* addresses need SMTPUTF8 */
+	char *sender;        /* "" = null sender <> */
+	char *sender_params; /* RET=, ENVID= or NULL */
+	struct spool_rcpt *rcpts;
+	size_t n_rcpts;
+	struct spool_edit *edits;
+	size_t n_edits;
+	char *reason; /* why it is in badmail/, or NULL */
+};
+
+struct spool {
+	char *dir;
+	int dir_fd;
+	int data_fd;
+	int tmp_fd;
+	int state_fd[SPOOL_N_STATES];
+	unsigned pid;
+	pthread_mutex_t id_lock; /* IDs are made on several pool threads */
+	bool id_lock_init;
+	uint32_t seq;
+	int64_t last_ms;
+};
+
+extern const char *const spool_state_names[SPOOL_N_STATES];
+extern const char *const spool_rcpt_status_names[4];
+
+/* Creates the state directories if needed and opens them. 0 or -1 (errno). */
+int spool_open(struct spool *s, const char *dir);
+void spool_close(struct spool *s);
+/* "queue" -> SPOOL_QUEUE; -1 when unknown. */
+int spool_state_from_name(const char *name);
+
+/* A new queue ID: sortable by arrival (milliseconds since the epoch, then
+ * the process and a counter), unique across processes, safe as a file name.
+ * Uniqueness on disk is finally decided by RENAME_NOREPLACE/O_EXCL. */
+void spool_new_id(struct spool *s, char id_r[SPOOL_ID_LEN + 1]);
+bool spool_id_valid(const char *id);
+
+/* The envelope text format (versioned); parse refuses anything torn or odd. */
+void spool_env_format(const struct spool_env *e, struct buf *out);
+int spool_env_parse(const char *text, size_t len, struct spool_env *e_r, struct buf *reason);
+void spool_env_deinit(struct spool_env *e);
+void spool_env_add_rcpt(struct spool_env *e, const char *addr, const char *params);
+void spool_env_add_edit(struct spool_env *e, uint64_t offset, uint64_t skip, const char *insert);
+/* Counts recipients with the given status. */
+size_t spool_env_count(const struct spool_env *e, enum spool_rcpt_status st);
+
+/*
+ * Writes the envelope durably into a state directory: temp file in tmp/,
+ * fsync, rename, fsync of the state directory. The file's mtime is set to
+ * e->next_ms when that is set. Replaces an envelope of the
+ * same ID in that state. 0 or -1 (errno; an fsync error is not retried).
+ */
+int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e);
+/* Reads and parses an envelope. -1 with errno (ENOENT...) or with a reason
+ * when the file is corrupt (errno EBADMSG). */
+int spool_env_read(struct spool *s, enum spool_state state, const char *id, struct spool_env *e_r,
+		   struct buf *reason);
+/* One state change: rename between state directories, both fsynced. */
+int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
+/* Finishes a message: unlinks the content (durably: that is the record that
+ * the message is done), then the envelope. */
+int spool_remove(struct spool *s, const char *id, enum spool_state state);
+
+/* Opens the content read-only; -1 with errno. */
+int spool_data_open(struct spool *s, const char *id);
+
+/*
+ * Claims a file: renames dir_fd/name to data/<new id> without replacing
+ * anything, fsyncs the content and data/. When the pickup folder is on
+ * another filesystem (EXDEV) the content is copied through tmp/ and made
+ * durable first, then the original is unlinked. fd is an open descriptor of
+ * the file (used for fsync and the copy). 0 or -1 (errno).
+ */
+int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1]);
+
+/* Lists IDs in a state directory (sorted). The caller frees the array and strings. */
+int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n_r);
+void spool_list_free(char **ids, size_t n);
+
+/* Lists a state directory with each envelope's mtime, which holds its next
+ * attempt time (see spool_env_write); no envelope is opened. Unsorted. */
+struct spool_entry {
+	char id[SPOOL_ID_LEN + 1];
+	int64_t due_ms;
+};
+int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r, size_t *n_r);
+
+/* fsync of a directory descriptor; also used by the daemon for the pickup folder. */
+int spool_fsync_dir(int fd);
+
+/*
+ * Recovery, run once before the daemon reports ready: cleans tmp/, drops
+ * envelopes that exist in two states (keeps the furthest along), drops
+ * envelopes whose content is gone (removal was cut short), and reports
+ * content files with no envelope (claims cut short) for re-ingestion.
+ */
+struct spool_recovery {
+	size_t tmp_cleaned;
+	size_t duplicates;
+	size_t dangling_envelopes;
+	char **orphans; /* data IDs with no envelope */
+	size_t n_orphans;
+	size_t counts[SPOOL_N_STATES];
+};
+int spool_recover(struct spool *s, struct spool_recovery *r);
+void spool_recovery_deinit(struct spool_recovery *r);
+
+#endif

@@ -1,0 +1,26 @@
+/* Shared inside spool/ only. */
+#ifndef PICKUPD_SPOOL_INT_H
+#define PICKUPD_SPOOL_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+/* Writes a new file durably (O_EXCL, write, fsync, close); with mtime_ms > 0
+ * the file's mtime is set to it (the next-attempt time, readable by stat
+ * alone at start-up, as Postfix's qmgr does). 0 or -1 (errno). */
+int spool__write_file(int dir_fd, const char *name, const char *data, size_t len,
+		      int64_t mtime_ms);
+/* Reads a whole small file into out (at most max bytes). 0 or -1 (errno). */
+int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
+
+/*
+ * Test hook at each step of each transition. With PICKUPD_SPOOL_CRASH=STEP[:N]
+ * in the environment, the N-th time (default 1st) STEP is reached the process
+ * is killed with SIGKILL; with PICKUPD_SPOOL_FAIL=STEP:ERRNO the step fails
+ * with that errno. Returns 0 normally, -1 (errno set) for an injected failure.
+ */
+int spool__hook(const char *step);
+
+#endif

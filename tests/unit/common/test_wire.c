@@ -1,0 +1,369 @@
+/*
+ * Purpose: unit tests for the wire filter (common/wire.h).
+ * Every table case is checked one-shot, split in two at every position,
+ * byte by byte and in 3-byte chunks: all must give the same expected bytes,
+ * and every output must satisfy the DATA invariants (check_wire()).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/wire.h"
+
+#define NOSTAT UINT64_MAX
+
+struct split_run {
+	struct buf out;
+	struct wire_filter f;
+};
+
+/* Feeds in[0..len) as chunks: first `split` bytes, then pieces of `chunk`
+ * bytes (0 = the rest at once). */
+static void run_split(struct split_run *r, const char *in, size_t len, const struct wire_edit *e,
+		      size_t n_e, bool stuffed, size_t split, size_t chunk)
+{
+	buf_init(&r->out);
+	wire_filter_init(&r->f, e, n_e, stuffed);
+	if (split > len)
+		split = len;
+	wire_filter_feed(&r->f, in, split, &r->out);
+	size_t off = split;
+	while (off < len) {
+		size_t n = chunk == 0 || chunk > len - off ? len - off : chunk;
+		wire_filter_feed(&r->f, in + off, n, &r->out);
+		off += n;
+	}
+	wire_filter_finish(&r->f, &r->out);
+}
+
+/* The invariants of wire.h; fails the test with a message when violated. */
+static void check_wire(const char *p, size_t n)
+{
+	if (n == 3) {
+		assert_memory_equal(p, ".\r\n", 3);
+		return;
+	}
+	assert_true(n >= 5);
+	assert_memory_equal(p + n - 5, "\r\n.\r\n", 5);
+	size_t line = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '\r') {
+			assert_true(i + 1 < n && p[i + 1] == '\n');
+		} else if (p[i] == '\n') {
+			assert_true(i > 0 && p[i - 1] == '\r');
+			size_t len = i - 1 - line;
+			assert_true(len <= WIRE_MAX_LINE);
+			if (i + 1 < n) /* not the terminator line */
+				assert_false(len >= 1 && p[line] == '.' &&
+					     !(len >= 2 && p[line + 1] == '.'));
+			line = i + 1;
+		}
+	}
+	const char *hit = memmem(p, n, "\r\n.\r\n", 5);
+	assert_ptr_equal(hit, p + n - 5);
+}
+
+struct wcase {
+	const char *name;
+	const char *in;
+	bool stuffed;
+	const struct wire_edit *edits;
+	size_t n_edits;
+	const char *want;
+	uint64_t stray_cr, folded, eightbit;
+};
+
+static void check_case(const struct wcase *c)
+{
+	size_t len = strlen(c->in);
+	size_t want_len = strlen(c->want);
+	struct split_run r;
+
+	/* split == len is the one-shot run. */
+	for (size_t split = 0; split <= len; split++) {
+		for (size_t chunk = 0; chunk <= 3; chunk += 1) {
+			if (chunk == 2)
+				continue;
+			run_split(&r, c->in, len, c->edits, c->n_edits, c->stuffed, split, chunk);
+			if (r.out.len != want_len || memcmp(r.out.data, c->want, want_len) != 0)
+				fail_msg("%s: split %zu chunk %zu: got \"%s\"", c->name, split,
+					 chunk, r.out.data);
+			check_wire(r.out.data, r.out.len);
+			if (c->stray_cr != NOSTAT)
+				assert_int_equal(r.f.stray_cr, c->stray_cr);
+			if (c->folded != NOSTAT)
+				assert_int_equal(r.f.lines_folded, c->folded);
+			if (c->eightbit != NOSTAT)
+				assert_int_equal(r.f.eightbit, c->eightbit);
+			buf_deinit(&r.out);
+		}
+	}
+}
+
+static void check_cases(const struct wcase *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		check_case(&cases[i]);
+}
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static void wire_line_endings(void **state)
+{
+	static const struct wcase cases[] = {
+	    {"crlf", "a\r\nb\r\n", false, NULL, 0, "a\r\nb\r\n.\r\n", 0, 0, 0},
+	    {"lf", "a\nb\n", false, NULL, 0, "a\r\nb\r\n.\r\n", 0, 0, 0},
+	    {"mixed", "a\r\nb\nc\r\n\n", false, NULL, 0, "a\r\nb\r\nc\r\n\r\n.\r\n", 0, 0, 0},
+	    {"lone cr", "a\rb\r\n", false, NULL, 0, "a b\r\n.\r\n", 1, 0, 0},
+	    {"cr cr lf", "a\r\r\nb", false, NULL, 0, "a \r\nb\r\n.\r\n", 1, 0, 0},
+	    {"cr at end", "a\r", false, NULL, 0, "a \r\n.\r\n", 1, 0, 0},
+	    {"only cr", "\r", false, NULL, 0, " \r\n.\r\n", 1, 0, 0},
+	    {"no trailing newline", "abc", false, NULL, 0, "abc\r\n.\r\n", 0, 0, 0},
+	    {"empty", "", false, NULL, 0, ".\r\n", 0, 0, 0},
+	    {"empty line", "\n", false, NULL, 0, "\r\n.\r\n", 0, 0, 0},
+	    {"eightbit", "\xc3\xa9t\xc3\xa9\n", false, NULL, 0, "\xc3\xa9t\xc3\xa9\r\n.\r\n", 0, 0,
+	     4},
+	};
+	check_cases(cases, N(cases));
+}
+
+/* SMTP smuggling (SEC Consult 2023, lettre RUSTSEC-2026-0561, Dovecot
+ * CVE-2026-33604): no non-standard end-of-data may survive, and a dot after a
+ * bare LF or CR is still stuffed or no longer at a line start. */
+static void wire_smuggling(void **state)
+{
+	static const struct wcase cases[] = {
+	    {"lf.lf", "x\n.\nMAIL FROM:<a@b>\n", false, NULL, 0,
+	     "x\r\n..\r\nMAIL FROM:<a@b>\r\n.\r\n", 0, 0, 0},
+	    {"lf.crlf", "x\n.\r\nRSET\r\n", false, NULL, 0, "x\r\n..\r\nRSET\r\n.\r\n", 0, 0, 0},
+	    {"crlf.cr", "x\r\n.\rRSET\r\n", false, NULL, 0, "x\r\n.. RSET\r\n.\r\n", 1, 0, 0},
+	    {"cr.crlf", "x\r.\r\nRSET", false, NULL, 0, "x .\r\nRSET\r\n.\r\n", 1, 0, 0},
+	    {"cr.cr", "x\r.\rRSET\r\n", false, NULL, 0, "x . RSET\r\n.\r\n", 2, 0, 0},
+	    {"crlf.crcrlf", "x\r\n.\r\r\nQUIT\r\n", false, NULL, 0, "x\r\n.. \r\nQUIT\r\n.\r\n", 1,
+	     0, 0},
+	    {"lf.cr", "x\n.\ry", false, NULL, 0, "x\r\n.. y\r\n.\r\n", 1, 0, 0},
+	    {"lf at start", "\n.\n", false, NULL, 0, "\r\n..\r\n.\r\n", 0, 0, 0},
+	    {"dot first", ".\r\n", false, NULL, 0, "..\r\n.\r\n", 0, 0, 0},
+	    {"dot last", "x\r\n.", false, NULL, 0, "x\r\n..\r\n.\r\n", 0, 0, 0},
+	    {"terminator inside", "a\r\n.\r\nMAIL FROM:<e@v>\r\n", false, NULL, 0,
+	     "a\r\n..\r\nMAIL FROM:<e@v>\r\n.\r\n", 0, 0, 0},
+	    {"stuffed mode lf.lf", "x\n..\n.\n", true, NULL, 0, "x\r\n..\r\n\r\n.\r\n", 0, 0, 0},
+	};
+	check_cases(cases, N(cases));
+}
+
+static void wire_dot_stuffing(void **state)
+{
+	static const struct wcase cases[] = {
+	    {"leading dots", ".a\r\n..b\r\nc.\r\n", false, NULL, 0, "..a\r\n...b\r\nc.\r\n.\r\n", 0,
+	     0, 0},
+	    /* .NET Framework / IIS pickup files are already stuffed. */
+	    {"stuffed input", "..x\r\n.y\r\n.\r\nz\r\n", true, NULL, 0,
+	     "..x\r\ny\r\n\r\nz\r\n.\r\n", 0, 0, 0},
+	    {"stuffed triple", "...x\n", true, NULL, 0, "...x\r\n.\r\n", 0, 0, 0},
+	    {"stuffed only dot", ".", true, NULL, 0, ".\r\n", 0, 0, 0},
+	    {"stuffed dot mid-line", "a.b\r\n", true, NULL, 0, "a.b\r\n.\r\n", 0, 0, 0},
+	    {"stuffed after lone cr", "a\r.b\r\n", true, NULL, 0, "a .b\r\n.\r\n", 1, 0, 0},
+	};
+	check_cases(cases, N(cases));
+}
+
+/* RFC 5321 4.5.3.1.6 / RFC 5322 2.1.1: 998 octets + CRLF; longer lines
+ * are broken with CRLF SP as Postfix does. */
+static void wire_folding(void **state)
+{
+	char *l998 = xmalloc(998 + 2 + 1);
+	memset(l998, 'a', 998);
+	strcpy(l998 + 998, "\r\n");
+	char *want998 = xmalloc(998 + 5 + 1);
+	memcpy(want998, l998, 1000);
+	strcpy(want998 + 1000, ".\r\n");
+
+	char *l999 = xmalloc(999 + 1 + 1);
+	memset(l999, 'b', 999);
+	strcpy(l999 + 999, "\n");
+	char *want999 = xmalloc(999 + 8 + 1);
+	memset(want999, 'b', 998);
+	strcpy(want999 + 998, "\r\n b\r\n.\r\n");
+
+	/* '.' + 997 octets: the stuffing dot makes 999. */
+	char *ldot = xstrdup(l998);
+	ldot[0] = '.';
+	char *wantdot = xmalloc(1 + 998 + 8 + 1);
+	wantdot[0] = '.';
+	wantdot[1] = '.';
+	memset(wantdot + 2, 'a', 996);
+	strcpy(wantdot + 998, "\r\n a\r\n.\r\n");
+
+	struct wcase cases[] = {
+	    {"998", l998, false, NULL, 0, want998, 0, 0, 0},
+	    {"999", l999, false, NULL, 0, want999, 0, 1, 0},
+	    {"dot 998", ldot, false, NULL, 0, wantdot, 0, 1, 0},
+	};
+	check_cases(cases, N(cases));
+	free(l998);
+	free(want998);
+	free(l999);
+	free(want999);
+	free(ldot);
+	free(wantdot);
+}
+
+/* A 3000-octet line: every piece <= 998, and removing the folds gives the
+ * line back. Checked one-shot and at every split point. */
+static void wire_fold_long_line(void **state)
+{
+	size_t n = 3000;
+	char *in = xmalloc(n + 2);
+	for (size_t i = 0; i < n; i++)
+		in[i] = (char)('a' + i % 26);
+	memcpy(in + n, "\r\n", 2);
+
+	struct split_run one;
+	run_split(&one, in, n + 2, NULL, 0, false, n + 2, 0);
+	check_wire(one.out.data, one.out.len);
+	assert_int_equal(one.f.lines_folded, 3); /* 998 + 997 + 997 + 8 */
+
+	struct buf unfolded = BUF_INIT;
+	for (size_t i = 0; i < one.out.len; i++) {
+		if (i + 2 < one.out.len && memcmp(one.out.data + i, "\r\n ", 3) == 0)
+			i += 2;
+		else
+			buf_putc(&unfolded, one.out.data[i]);
+	}
+	assert_int_equal(unfolded.len, n + 5);
+	assert_memory_equal(unfolded.data, in, n + 2);
+	buf_deinit(&unfolded);
+
+	for (size_t split = 0; split < n + 2; split += 7) {
+		struct split_run r;
+		run_split(&r, in, n + 2, NULL, 0, false, split, 0);
+		assert_int_equal(r.out.len, one.out.len);
+		assert_memory_equal(r.out.data, one.out.data, one.out.len);
+		buf_deinit(&r.out);
+	}
+	buf_deinit(&one.out);
+	free(in);
+}
+
+#define INS(off, s, sk)                                                                            \
+	{                                                                                          \
+		(off), (s), sizeof(s) - 1, (sk)                                                    \
+	}
+#define SKIP(off, sk)                                                                              \
+	{                                                                                          \
+		(off), NULL, 0, (sk)                                                               \
+	}
+
+static void wire_edits(void **state)
+{
+	/* The envelope block is 15 + 17 = 32 octets. */
+	static const char xs[] = "X-Sender: a@b\r\nX-Receiver: c@d\r\nFrom: a@b\r\n\r\nbody\r\n";
+	static const struct wire_edit e_xs[] = {SKIP(0, 32)};
+
+	static const char bcc[] = "From: a@b\r\nBcc: secret@x,\r\n y@z\r\nSubject: s\r\n\r\nb\r\n";
+	static const struct wire_edit e_bcc[] = {SKIP(11, 22)};
+
+	static const char hdr[] = "From: a@b\nSubject: s\n\nbody\n";
+	static const struct wire_edit e_hdr[] = {
+	    INS(0, "Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n", 0),
+	    INS(21, "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n", 0),
+	    INS(21, "Message-ID: <1@y>\r\n", 0),
+	};
+
+	static const struct wire_edit e_end[] = {INS(3, "b\r\n", 0)};
+	static const struct wire_edit e_lfins[] = {INS(0, "A: 1\nB: .2\n.C\n", 0)};
+	/* A CR before a skipped range pairs with the LF after it. */
+	static const struct wire_edit e_crskip[] = {SKIP(2, 2)};
+	/* An insert starting with LF completes a CR pending at the end. */
+	static const struct wire_edit e_crins[] = {INS(2, "\nz\r\n", 0)};
+	/* Skip then un-stuff: after the skipped line we are at a line start. */
+	static const struct wire_edit e_stf[] = {SKIP(0, 8)};
+	/* Inserted text is never un-stuffed. */
+	static const struct wire_edit e_stfins[] = {INS(0, ".R: 1\r\n", 0)};
+	/* Skip past the end and an edit beyond it: the insert still happens. */
+	static const struct wire_edit e_past[] = {SKIP(2, 100), INS(200, "T: 1\r\n", 0)};
+	/* Everything skipped. */
+	static const struct wire_edit e_all[] = {SKIP(0, 3)};
+	/* Adjacent skips and an insert at a skip end. */
+	static const struct wire_edit e_adj[] = {SKIP(0, 2), INS(2, "I\r\n", 2), SKIP(4, 2)};
+
+	static const struct wcase cases[] = {
+	    {"x-sender block", xs, false, e_xs, N(e_xs), "From: a@b\r\n\r\nbody\r\n.\r\n", 0, 0, 0},
+	    {"bcc folded", bcc, false, e_bcc, N(e_bcc), "From: a@b\r\nSubject: s\r\n\r\nb\r\n.\r\n",
+	     0, 0, 0},
+	    {"received date msgid", hdr, false, e_hdr, N(e_hdr),
+	     "Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	     "From: a@b\r\nSubject: s\r\n"
+	     "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <1@y>\r\n"
+	     "\r\nbody\r\n.\r\n",
+	     0, 0, 0},
+	    {"insert at end", "a\r\n", false, e_end, N(e_end), "a\r\nb\r\n.\r\n", 0, 0, 0},
+	    {"insert normalised", "x\n", false, e_lfins, N(e_lfins),
+	     "A: 1\r\nB: .2\r\n..C\r\nx\r\n.\r\n", 0, 0, 0},
+	    {"cr skip lf", "a\rXX\nb", false, e_crskip, N(e_crskip), "a\r\nb\r\n.\r\n", 0, 0, 0},
+	    {"cr then insert lf", "a\r", false, e_crins, N(e_crins), "a\r\nz\r\n.\r\n", 0, 0, 0},
+	    {"skip then unstuff", "X: 1234\n..a\n.b\n", true, e_stf, N(e_stf), "..a\r\nb\r\n.\r\n",
+	     0, 0, 0},
+	    {"insert not unstuffed", "..a\r\n", true, e_stfins, N(e_stfins),
+	     "..R: 1\r\n..a\r\n.\r\n", 0, 0, 0},
+	    {"skip past end", "abcdef", false, e_past, N(e_past), "abT: 1\r\n.\r\n", 0, 0, 0},
+	    {"all skipped", "a\r\n", false, e_all, N(e_all), ".\r\n", 0, 0, 0},
+	    {"adjacent", "aabbccdd\n", false, e_adj, N(e_adj), "I\r\ndd\r\n.\r\n", 0, 0, 0},
+	};
+	check_cases(cases, N(cases));
+}
+
+/* Chunking does not matter on a mixed input with edits; checked against the
+ * one-shot output for every pair of split points (three chunks). */
+static void wire_split_equivalence(void **state)
+{
+	static const char in[] = "X-Sender: a\r\n.To: b\n\r\r\nBcc: c\r\n..x\r.\n\xff\xfe y\r";
+	static const struct wire_edit e[] = {
+	    INS(0, "R: 1\r\n", 13),
+	    INS(22, ".\n", 0),
+	    SKIP(25, 9),
+	    INS(sizeof(in) - 1, "\nEnd\r", 0),
+	};
+	size_t len = sizeof(in) - 1;
+
+	for (int stuffed = 0; stuffed <= 1; stuffed++) {
+		struct split_run one;
+		run_split(&one, in, len, e, N(e), stuffed, len, 0);
+		check_wire(one.out.data, one.out.len);
+		for (size_t a = 0; a <= len; a++) {
+			for (size_t b = a; b <= len; b++) {
+				struct buf out = BUF_INIT;
+				struct wire_filter f;
+				wire_filter_init(&f, e, N(e), stuffed);
+				wire_filter_feed(&f, in, a, &out);
+				wire_filter_feed(&f, in + a, b - a, &out);
+				wire_filter_feed(&f, in + b, len - b, &out);
+				wire_filter_finish(&f, &out);
+				assert_int_equal(out.len, one.out.len);
+				assert_memory_equal(out.data, one.out.data, out.len);
+				assert_int_equal(f.stray_cr, one.f.stray_cr);
+				assert_int_equal(f.eightbit, one.f.eightbit);
+				buf_deinit(&out);
+			}
+		}
+		buf_deinit(&one.out);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(wire_line_endings),      cmocka_unit_test(wire_smuggling),
+	    cmocka_unit_test(wire_dot_stuffing),      cmocka_unit_test(wire_folding),
+	    cmocka_unit_test(wire_fold_long_line),    cmocka_unit_test(wire_edits),
+	    cmocka_unit_test(wire_split_equivalence),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
