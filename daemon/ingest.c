@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ void ingest_job_free(struct ingest_job *ij)
 	free(ij);
 }
 
-static void set_reason(struct ingest_job *ij, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_reason(struct ingest_job *ij, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void set_reason(struct ingest_job *ij, const char *fmt, ...)
 {
@@ -56,6 +58,25 @@ static const char *file_kind(mode_t m)
 	if (S_ISLNK(m))
 		return "a symbolic link";
 	return "not a regular file";
+}
+
+/*
+ * True when another process has the file open for writing. A read lease
+ * (fcntl F_SETLEASE F_RDLCK) is refused with EAGAIN exactly then; it is
+ * released at once. Taking one needs the file's owner or CAP_LEASE, and some
+ * file systems (NFS, SMB) have none: then we cannot tell (false), and the
+ * flock and settle_time checks are all there is. A writer opening the file
+ * in the microseconds the lease is held would break it, which signals us:
+ * F_SETSIG selects SIGURG, whose default action is to ignore it.
+ */
+static bool open_for_writing(int fd)
+{
+	if (fcntl(fd, F_SETSIG, SIGURG) < 0)
+		return false;
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+		return errno == EAGAIN;
+	fcntl(fd, F_SETLEASE, F_UNLCK);
+	return false;
 }
 
 /* Writes the badmail envelope for a claimed file (reason already set). */
@@ -252,13 +273,14 @@ void ingest_run(struct job *j)
 
 	memset(&env, 0, sizeof(env));
 	memset(&info, 0, sizeof(info));
-	fd = openat(ij->dir_fd, ij->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	fd =
+	    openat(ij->dir_fd, ij->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		if (errno == ENOENT) {
 			ij->result = INGEST_GONE;
 		} else if (errno == ELOOP || errno == ENXIO || errno == EOPNOTSUPP) {
-			set_reason(ij, "%s is refused", errno == ELOOP ? "a symbolic link"
-									: "a socket or device");
+			set_reason(ij, "%s is refused",
+				   errno == ELOOP ? "a symbolic link" : "a socket or device");
 			refuse_entry(ij);
 		} else {
 			ij->err = errno;
@@ -299,6 +321,14 @@ void ingest_run(struct job *j)
 		set_reason(ij, "a writer holds a lock on it");
 		goto out;
 	}
+	/* Writers without a lock: a read lease is granted only when nobody has
+	 * the file open for writing. */
+	if (open_for_writing(fd)) {
+		ij->result = INGEST_NOT_READY;
+		ij->retry_after_ms = pk->settle_time_ms > 500 ? (int64_t)pk->settle_time_ms : 500;
+		set_reason(ij, "another process has it open for writing");
+		goto out;
+	}
 	int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	int64_t age = ij->now_ms - mtime_ms;
 	if (pk->settle_time_ms && age < (int64_t)pk->settle_time_ms) {
@@ -323,7 +353,7 @@ void ingest_run(struct job *j)
 	/* From here on the file is ours: queued, or in badmail with a reason. */
 	if (spool_claim(&pd->spool, ij->dir_fd, ij->name, fd, ij->id) < 0) {
 		ij->err = errno;
-		ij->result = errno == ENOENT ? INGEST_GONE
+		ij->result = errno == ENOENT   ? INGEST_GONE
 			     : errno == ENOSPC ? INGEST_NOSPACE
 					       : INGEST_ERROR;
 		set_reason(ij, "cannot claim: %s", strerror(errno));
