@@ -150,3 +150,41 @@ size_t sched_size(const struct sched *s)
 {
 	return s->n;
 }
+
+/* Restores the heap order after arbitrary changes, then re-arms the timer. */
+static void reheap(struct sched *s)
+{
+	for (size_t i = s->n / 2; i-- > 0;)
+		sift_down(s, i);
+	arm(s);
+}
+
+size_t sched_remove(struct sched *s, const char *id)
+{
+	size_t removed = 0;
+	for (size_t i = 0; i < s->n;) {
+		if (strcmp(s->heap[i].id, id) == 0) {
+			s->heap[i] = s->heap[--s->n];
+			removed++;
+		} else {
+			i++;
+		}
+	}
+	if (removed)
+		reheap(s);
+	return removed;
+}
+
+size_t sched_make_due(struct sched *s, enum spool_state state)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->n; i++) {
+		if (s->heap[i].state == state && s->heap[i].due_ms != 0) {
+			s->heap[i].due_ms = 0;
+			n++;
+		}
+	}
+	if (n)
+		reheap(s);
+	return n;
+}

@@ -31,5 +31,10 @@ bool sched_pop_due(struct sched *s, struct sched_item *it_r);
 void sched_push_back(struct sched *s, const struct sched_item *it);
 bool sched_has_due(const struct sched *s);
 size_t sched_size(const struct sched *s);
+/* Removes every entry of this ID; returns how many there were. Linear: for
+ * operator commands (ctl.c), never on the delivery path. */
+size_t sched_remove(struct sched *s, const char *id);
+/* Makes every entry in this state due now (pickupctl flush); returns how many. */
+size_t sched_make_due(struct sched *s, enum spool_state state);
 
 #endif

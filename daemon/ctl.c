@@ -1,0 +1,617 @@
+/*
+ * Purpose: the control socket (see ctl.h for the protocol): pickupctl's
+ * mutating commands and status, applied through the daemon so that its
+ * in-memory schedule stays right; and the queue operations pickupctl shares.
+ * Owns: the listening uv_pipe_t, the client connections, the operations in
+ * flight on the thread pool, and an exclusive flock(2) on the spool directory
+ * for the daemon's lifetime (pickupctl takes it to work on the spool directly,
+ * so it never does while a daemon runs, starts or stops).
+ * Invariants: an envelope in queue/ that the schedule does not hold belongs
+ * to a session, a delivery record or an ingest job: it is never moved
+ * (hold/delete answer "busy"); every other message a command touches is taken
+ * out of the schedule first and put back (or not) when the spool says where
+ * it ended up; one operation per ID at a time; a client is freed only in its
+ * close callback and closed only when none of its operations is in flight.
+ */
+#include "daemon/ctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/ctl_spool.h"
+#include "daemon/pickupd.h"
+#include "daemon/relay.h"
+#include "daemon/sched.h"
+
+#define CTL_MAX_RELAYS	 64
+#define CTL_LOCK_WAIT_MS 10000
+
+struct ctl_client {
+	struct ctl *ctl;
+	uv_pipe_t pipe;
+	char in[CTL_MAX_LINE];
+	size_t in_len;
+	bool op_pending; /* a thread-pool operation will answer */
+	bool want_close; /* the peer left while an operation was in flight */
+	bool closing;
+	struct ctl_client *prev, *next;
+};
+
+struct ctl {
+	struct pickupd *pd;
+	uv_pipe_t server;
+	char *path;
+	bool server_closed; /* its close callback ran */
+	bool stopping;
+	struct ctl_client *clients;
+	struct ctl_op *ops;
+};
+
+enum op_kind { OP_HOLD, OP_RELEASE, OP_DELETE, OP_REQUEUE };
+static const char *const op_names[] = {"hold", "release", "delete", "requeue"};
+
+/* One spool operation on the thread pool. Owner: the ctl, until done. */
+struct ctl_op {
+	struct job job; /* first: the job pointer is the op pointer */
+	struct ctl *ctl;
+	struct ctl_client *client;
+	enum op_kind kind;
+	char id[SPOOL_ID_LEN + 1];
+	enum spool_state from;
+	int rc;
+	int err;
+	struct buf why;
+	struct ctl_op *next;
+};
+
+/* ---- replies --------------------------------------------------------------------------- */
+
+struct wreq {
+	uv_write_t req;
+	char data[];
+};
+
+static void write_cb(uv_write_t *req, int status)
+{
+	(void)status; /* a client that left is not our problem */
+	free(req);
+}
+
+static void reply(struct ctl_client *cl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reply(struct ctl_client *cl, const char *fmt, ...)
+{
+	struct buf b = BUF_INIT;
+	va_list ap;
+	if (cl->closing)
+		return;
+	va_start(ap, fmt);
+	buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	/* One line: no newline may hide inside the text. */
+	for (size_t i = 0; i < b.len; i++)
+		if (b.data[i] == '\n' || b.data[i] == '\r')
+			b.data[i] = ' ';
+	buf_putc(&b, '\n');
+	struct wreq *w = xmalloc(sizeof(*w) + b.len);
+	memcpy(w->data, b.data, b.len);
+	uv_buf_t ub = uv_buf_init(w->data, (unsigned)b.len);
+	if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &ub, 1, write_cb) < 0)
+		free(w);
+	buf_deinit(&b);
+}
+
+/* ---- clients --------------------------------------------------------------------------- */
+
+static void client_close_cb(uv_handle_t *h)
+{
+	struct ctl_client *cl = h->data;
+	struct ctl *c = cl->ctl;
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		c->clients = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+	free(cl);
+	if (c->stopping)
+		pickupd_check_stopped(c->pd);
+}
+
+static void client_close(struct ctl_client *cl)
+{
+	if (cl->op_pending) {
+		cl->want_close = true;
+		uv_read_stop((uv_stream_t *)&cl->pipe);
+		return;
+	}
+	if (cl->closing)
+		return;
+	cl->closing = true;
+	uv_close((uv_handle_t *)&cl->pipe, client_close_cb);
+}
+
+/* Puts a message back into the schedule after an operation that failed,
+ * according to where its envelope is now. */
+static void resched(struct ctl *c, const char *id)
+{
+	struct pickupd *pd = c->pd;
+	struct stat st;
+	int s = ctl_spool_locate(&pd->spool, id);
+	if (s == SPOOL_QUEUE) {
+		sched_remove(pd->sched, id);
+		sched_add(pd->sched, id, SPOOL_QUEUE, 0);
+	} else if (s == SPOOL_DEFERRED && fstatat(pd->spool.state_fd[s], id, &st, 0) == 0) {
+		sched_remove(pd->sched, id);
+		sched_add(pd->sched, id, SPOOL_DEFERRED,
+			  (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+	} else {
+		return;
+	}
+	relay_pool_wake(pd->pool);
+}
+
+static void op_fn(struct job *j)
+{
+	struct ctl_op *op = (struct ctl_op *)j;
+	struct spool *sp = &j->pd->spool;
+	switch (op->kind) {
+	case OP_HOLD:
+		op->rc = spool_move(sp, op->id, op->from, SPOOL_HOLD);
+		break;
+	case OP_RELEASE:
+		op->rc = spool_move(sp, op->id, SPOOL_HOLD, SPOOL_QUEUE);
+		break;
+	case OP_DELETE:
+		op->rc = spool_remove(sp, op->id, op->from);
+		break;
+	case OP_REQUEUE:
+		op->rc = ctl_spool_requeue(sp, op->id, &op->why);
+		break;
+	}
+	op->err = op->rc < 0 ? errno : 0;
+}
+
+static void process(struct ctl_client *cl);
+static void resume_reading(struct ctl_client *cl);
+
+static void op_done(struct job *j)
+{
+	struct ctl_op *op = (struct ctl_op *)j;
+	struct ctl *c = op->ctl;
+	struct pickupd *pd = c->pd;
+	struct ctl_client *cl = op->client;
+
+	for (struct ctl_op **pp = &c->ops; *pp; pp = &(*pp)->next) {
+		if (*pp == op) {
+			*pp = op->next;
+			break;
+		}
+	}
+	if (op->rc == 0) {
+		switch (op->kind) {
+		case OP_HOLD:
+			log_info("%s: held by operator (was in %s)", op->id,
+				 spool_state_names[op->from]);
+			reply(cl, "ok %s held", op->id);
+			break;
+		case OP_DELETE:
+			log_info("%s: deleted by operator (was in %s)", op->id,
+				 spool_state_names[op->from]);
+			reply(cl, "ok %s deleted", op->id);
+			break;
+		case OP_RELEASE:
+		case OP_REQUEUE:
+			log_info("%s: %s by operator; scheduled now", op->id,
+				 op->kind == OP_RELEASE ? "released" : "requeued from badmail");
+			sched_remove(pd->sched, op->id);
+			sched_add(pd->sched, op->id, SPOOL_QUEUE, 0);
+			relay_pool_wake(pd->pool);
+			reply(cl, "ok %s %s", op->id,
+			      op->kind == OP_RELEASE ? "released" : "requeued");
+			break;
+		}
+	} else {
+		if (op->why.len == 0)
+			buf_printf(&op->why, "%s: cannot %s: %s", op->id, op_names[op->kind],
+				   strerror(op->err));
+		if (op->err != 0 && op->err != ENOENT)
+			log_error("%s", op->why.data);
+		reply(cl, "error %s", op->why.data);
+		resched(c, op->id);
+	}
+	buf_deinit(&op->why);
+	free(op);
+	cl->op_pending = false;
+	if (cl->want_close) {
+		client_close(cl);
+		return;
+	}
+	if (c->stopping) {
+		client_close(cl);
+		return;
+	}
+	process(cl);
+}
+
+static bool id_busy(const struct ctl *c, const char *id)
+{
+	for (const struct ctl_op *op = c->ops; op; op = op->next)
+		if (strcmp(op->id, id) == 0)
+			return true;
+	return false;
+}
+
+static void start_op(struct ctl_client *cl, enum op_kind kind, const char *id,
+		     enum spool_state from)
+{
+	struct ctl *c = cl->ctl;
+	struct ctl_op *op = xcalloc(1, sizeof(*op));
+	op->ctl = c;
+	op->client = cl;
+	op->kind = kind;
+	memcpy(op->id, id, SPOOL_ID_LEN + 1);
+	op->from = from;
+	op->next = c->ops;
+	c->ops = op;
+	cl->op_pending = true;
+	job_submit(c->pd, &op->job, op_fn, op_done);
+}
+
+static void cmd_status(struct ctl_client *cl)
+{
+	struct pickupd *pd = cl->ctl->pd;
+	struct relay_info info[CTL_MAX_RELAYS];
+	size_t n = relay_pool_info(pd->pool, info, CTL_MAX_RELAYS);
+	unsigned sessions = 0;
+	int64_t now = pickupd_now_ms();
+	struct buf b = BUF_INIT;
+	if (n > CTL_MAX_RELAYS)
+		n = CTL_MAX_RELAYS;
+	for (size_t i = 0; i < n; i++) {
+		int64_t paused = info[i].paused_until_ms > now ? info[i].paused_until_ms - now : 0;
+		sessions += info[i].sessions;
+		buf_printf(&b, " relay=%s,%u,%lld", info[i].name, info[i].sessions,
+			   (long long)((paused + 999) / 1000));
+	}
+	reply(cl, "ok queued=%zu sessions=%u stopping=%d pid=%ld version=%s%s",
+	      sched_size(pd->sched), sessions, pd->stopping ? 1 : 0, (long)getpid(),
+	      PICKUPD_VERSION, b.data ? b.data : "");
+	buf_deinit(&b);
+}
+
+static void cmd_flush(struct ctl_client *cl)
+{
+	struct pickupd *pd = cl->ctl->pd;
+	size_t n = sched_make_due(pd->sched, SPOOL_DEFERRED);
+	relay_pool_wake(pd->pool);
+	log_info("flush by operator: %zu deferred message(s) scheduled now", n);
+	reply(cl, "ok %zu deferred message(s) scheduled now", n);
+}
+
+static void cmd_id(struct ctl_client *cl, const char *cmd, const char *id)
+{
+	struct ctl *c = cl->ctl;
+	struct pickupd *pd = c->pd;
+	if (id == NULL || !spool_id_valid(id)) {
+		reply(cl, "error %s needs a queue ID (20 hexadecimal digits)", cmd);
+		return;
+	}
+	if (id_busy(c, id)) {
+		reply(cl, "busy %s: another operation on it is in progress", id);
+		return;
+	}
+	int st = ctl_spool_locate(&pd->spool, id);
+	if (st < 0) {
+		reply(cl, "error no message %s", id);
+		return;
+	}
+	const char *where = spool_state_names[st];
+
+	if (strcmp(cmd, "retry") == 0) {
+		if (st == SPOOL_DEFERRED) {
+			sched_remove(pd->sched, id);
+			sched_add(pd->sched, id, SPOOL_DEFERRED, 0);
+			relay_pool_wake(pd->pool);
+			log_info("%s: retry by operator; scheduled now", id);
+			reply(cl, "ok %s scheduled now", id);
+		} else if (st == SPOOL_QUEUE) {
+			reply(cl, "ok %s is already due or being sent", id);
+		} else {
+			reply(cl, "error %s is in %s; use %s", id, where,
+			      st == SPOOL_HOLD ? "release" : "requeue");
+		}
+	} else if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "delete") == 0) {
+		bool hold = cmd[0] == 'h';
+		if (hold && (st == SPOOL_HOLD || st == SPOOL_BADMAIL)) {
+			reply(cl, "error %s is in %s, not queue or deferred", id, where);
+			return;
+		}
+		if (st == SPOOL_QUEUE && sched_remove(pd->sched, id) == 0) {
+			/* Not in the schedule: a session or a record job owns it. */
+			reply(cl,
+			      "busy %s is being sent right now; try again when the transaction "
+			      "ends",
+			      id);
+			return;
+		}
+		if (st == SPOOL_DEFERRED)
+			sched_remove(pd->sched, id);
+		start_op(cl, hold ? OP_HOLD : OP_DELETE, id, (enum spool_state)st);
+	} else if (strcmp(cmd, "release") == 0) {
+		if (st != SPOOL_HOLD)
+			reply(cl, "error %s is in %s, not hold", id, where);
+		else
+			start_op(cl, OP_RELEASE, id, SPOOL_HOLD);
+	} else { /* requeue */
+		if (st != SPOOL_BADMAIL)
+			reply(cl, "error %s is in %s, not badmail", id, where);
+		else
+			start_op(cl, OP_REQUEUE, id, SPOOL_BADMAIL);
+	}
+}
+
+static void handle_line(struct ctl_client *cl, char *line)
+{
+	struct ctl *c = cl->ctl;
+	char *save = NULL;
+	char *cmd = strtok_r(line, " \t", &save);
+	char *arg = cmd ? strtok_r(NULL, " \t", &save) : NULL;
+	if (cmd == NULL) {
+		reply(cl, "error empty request");
+		return;
+	}
+	if (strtok_r(NULL, " \t", &save) != NULL) {
+		reply(cl, "error too many arguments");
+		return;
+	}
+	if (strcmp(cmd, "status") == 0) {
+		cmd_status(cl);
+		return;
+	}
+	bool known = strcmp(cmd, "flush") == 0 || strcmp(cmd, "retry") == 0 ||
+		     strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0 ||
+		     strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0;
+	if (!known) {
+		reply(cl, "error unknown command");
+		return;
+	}
+	if (c->stopping || c->pd->stopping) {
+		reply(cl, "busy pickupd is stopping; try again when it has stopped");
+		return;
+	}
+	if (strcmp(cmd, "flush") == 0)
+		cmd_flush(cl);
+	else
+		cmd_id(cl, cmd, arg);
+}
+
+/* Handles complete lines in the input, one operation at a time. */
+static void process(struct ctl_client *cl)
+{
+	while (!cl->op_pending && !cl->closing) {
+		char *nl = memchr(cl->in, '\n', cl->in_len);
+		if (nl == NULL)
+			break;
+		char line[CTL_MAX_LINE];
+		size_t n = (size_t)(nl - cl->in);
+		memcpy(line, cl->in, n);
+		line[n] = '\0';
+		if (n && line[n - 1] == '\r')
+			line[n - 1] = '\0';
+		cl->in_len -= n + 1;
+		memmove(cl->in, nl + 1, cl->in_len);
+		if (memchr(line, '\0', n ? n - 1 : 0) != NULL) {
+			reply(cl, "error NUL byte in request");
+			continue;
+		}
+		handle_line(cl, line);
+	}
+	if (cl->closing)
+		return;
+	if (cl->op_pending)
+		uv_read_stop((uv_stream_t *)&cl->pipe);
+	else if (cl->in_len == sizeof(cl->in)) {
+		reply(cl, "error request line too long");
+		client_close(cl);
+	} else {
+		resume_reading(cl);
+	}
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct ctl_client *cl = h->data;
+	(void)suggested;
+	*b = uv_buf_init(cl->in + cl->in_len, (unsigned)(sizeof(cl->in) - cl->in_len));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct ctl_client *cl = s->data;
+	(void)b;
+	if (n < 0) {
+		client_close(cl);
+		return;
+	}
+	cl->in_len += (size_t)n;
+	process(cl);
+}
+
+static void resume_reading(struct ctl_client *cl)
+{
+	if (!cl->closing && !cl->op_pending && !cl->want_close)
+		uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
+}
+
+static void connection_cb(uv_stream_t *server, int status)
+{
+	struct ctl *c = server->data;
+	if (status < 0 || c->stopping)
+		return;
+	struct ctl_client *cl = xcalloc(1, sizeof(*cl));
+	cl->ctl = c;
+	uv_pipe_init(c->pd->loop, &cl->pipe, 0);
+	cl->pipe.data = cl;
+	cl->next = c->clients;
+	if (c->clients)
+		c->clients->prev = cl;
+	c->clients = cl;
+	if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0) {
+		client_close(cl);
+		return;
+	}
+	resume_reading(cl);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+/* The daemon's claim on the spool; pickupctl works on the spool directly
+ * only when it can take this lock. Waits a little for a pickupctl that
+ * holds it for one operation. */
+static int lock_spool(struct pickupd *pd, struct buf *errors)
+{
+	for (int waited = 0;; waited += 50) {
+		if (flock(pd->spool.dir_fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK || waited >= CTL_LOCK_WAIT_MS)
+			break;
+		struct timespec ts = {0, 50 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	buf_printf(errors, "spool %s is locked by another process (another pickupd?): %s\n",
+		   pd->cfg->spool.dir, strerror(errno));
+	return -1;
+}
+
+/* Removes a socket file left by a daemon that died, never a live one. */
+static int clear_stale(const char *path, struct buf *errors)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		buf_printf(errors, "control socket %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		buf_printf(errors, "control socket %s: exists and is not a socket\n", path);
+		return -1;
+	}
+	struct sockaddr_un sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		buf_printf(errors, "control socket: %s\n", strerror(errno));
+		return -1;
+	}
+	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int err = errno;
+	close(fd);
+	if (r == 0) {
+		buf_printf(errors, "control socket %s: another pickupd answers on it\n", path);
+		return -1;
+	}
+	if (err != ECONNREFUSED) {
+		buf_printf(errors, "control socket %s: %s\n", path, strerror(err));
+		return -1;
+	}
+	if (unlink(path) < 0 && errno != ENOENT) {
+		buf_printf(errors, "control socket %s: cannot remove the stale socket: %s\n", path,
+			   strerror(errno));
+		return -1;
+	}
+	log_info("removed stale control socket %s", path);
+	return 0;
+}
+
+static void server_close_cb(uv_handle_t *h)
+{
+	struct ctl *c = h->data;
+	c->server_closed = true;
+	if (c->stopping)
+		pickupd_check_stopped(c->pd);
+}
+
+static void server_close_free_cb(uv_handle_t *h)
+{
+	struct ctl *c = h->data;
+	free(c->path);
+	free(c);
+}
+
+struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
+{
+	const char *path = pd->cfg->control.socket;
+	struct sockaddr_un sa;
+	if (path == NULL || *path == '\0') {
+		buf_printf(errors, "[control] socket is not set\n");
+		return NULL;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		buf_printf(errors, "control socket %s: path longer than %zu bytes\n", path,
+			   sizeof(sa.sun_path) - 1);
+		return NULL;
+	}
+	if (lock_spool(pd, errors) < 0 || clear_stale(path, errors) < 0)
+		return NULL;
+	struct ctl *c = xcalloc(1, sizeof(*c));
+	c->pd = pd;
+	c->path = xstrdup(path);
+	uv_pipe_init(pd->loop, &c->server, 0);
+	c->server.data = c;
+	/* Created 0660 from the start: no moment in which others may connect. */
+	mode_t old = umask(0117);
+	int r = uv_pipe_bind(&c->server, path);
+	umask(old);
+	if (r == 0 && chmod(path, 0660) < 0)
+		r = uv_translate_sys_error(errno);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&c->server, 64, connection_cb);
+	if (r < 0) {
+		buf_printf(errors, "control socket %s: %s\n", path, uv_strerror(r));
+		uv_close((uv_handle_t *)&c->server, server_close_free_cb);
+		return NULL;
+	}
+	log_debug("control socket %s listening", path);
+	return c;
+}
+
+void ctl_stop(struct ctl *c)
+{
+	if (c == NULL || c->stopping)
+		return;
+	c->stopping = true;
+	/* Gone from the file system first: pickupctl then waits for the spool
+	 * lock, which the daemon keeps until it exits. */
+	unlink(c->path);
+	uv_close((uv_handle_t *)&c->server, server_close_cb);
+	for (struct ctl_client *cl = c->clients; cl; cl = cl->next)
+		client_close(cl);
+}
+
+bool ctl_idle(const struct ctl *c)
+{
+	return c == NULL || (c->server_closed && c->clients == NULL && c->ops == NULL);
+}
+
+void ctl_free(struct ctl *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c);
+}

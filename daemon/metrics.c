@@ -1,0 +1,471 @@
+/*
+ * Purpose: the Prometheus endpoint (see metrics.h): a tiny HTTP/1.0 server
+ * on the loop, one request per connection, answered and closed.
+ * Owns: the listening uv_tcp_t, a sweep timer that drops slow clients, the
+ * client connections and their scrape jobs.
+ * Invariants: a client is freed only in its close callback and closed only
+ * when no scrape job of its is in flight; the response is built on the loop
+ * from counters the loop owns plus the directory counts the job made.
+ */
+#include "daemon/metrics.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "daemon/pickupd.h"
+#include "daemon/relay.h"
+
+#define METRICS_MAX_REQUEST	  4096
+#define METRICS_CLIENT_TIMEOUT_MS 10000
+#define METRICS_MAX_CLIENTS	  64
+#define METRICS_MAX_RELAYS	  64
+
+struct mclient {
+	struct metrics *m;
+	uv_tcp_t tcp;
+	char in[METRICS_MAX_REQUEST];
+	size_t in_len;
+	int64_t started_ms;
+	bool job_pending;
+	bool want_close;
+	bool answered;
+	bool closing;
+	struct mclient *prev, *next;
+};
+
+struct metrics {
+	struct pickupd *pd;
+	uv_tcp_t server;
+	uv_timer_t sweep;
+	bool stopping;
+	unsigned handles_open; /* server and sweep timer */
+	struct mclient *clients;
+	unsigned n_clients;
+};
+
+/* A scrape: counts the state directories on the thread pool. */
+struct scrape {
+	struct job job; /* first */
+	struct mclient *cl;
+	size_t counts[SPOOL_N_STATES];
+	bool counted[SPOOL_N_STATES];
+	int64_t oldest_ms; /* arrival encoded in the oldest queue/deferred ID; 0 = none */
+};
+
+int metrics_parse_listen(const char *s, char *host, size_t host_size, unsigned *port_r)
+{
+	const char *colon, *h = s;
+	size_t hlen;
+	if (s == NULL || *s == '\0')
+		return -1;
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return -1;
+		h = s + 1;
+		hlen = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+			return -1;
+		hlen = (size_t)(colon - s);
+	}
+	if (hlen == 0 || hlen >= host_size)
+		return -1;
+	const char *p = colon + 1;
+	unsigned port = 0;
+	if (*p == '\0' || strlen(p) > 5)
+		return -1;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		port = port * 10 + (unsigned)(*p - '0');
+	}
+	if (port == 0 || port > 65535)
+		return -1;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	*port_r = port;
+	return 0;
+}
+
+/* ---- clients --------------------------------------------------------------------------- */
+
+static void check_stopped(struct metrics *m)
+{
+	if (m->stopping)
+		pickupd_check_stopped(m->pd);
+}
+
+static void client_close_cb(uv_handle_t *h)
+{
+	struct mclient *cl = h->data;
+	struct metrics *m = cl->m;
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		m->clients = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+	m->n_clients--;
+	free(cl);
+	check_stopped(m);
+}
+
+static void client_close(struct mclient *cl)
+{
+	if (cl->job_pending) {
+		cl->want_close = true;
+		return;
+	}
+	if (cl->closing)
+		return;
+	cl->closing = true;
+	uv_close((uv_handle_t *)&cl->tcp, client_close_cb);
+}
+
+struct wreq {
+	uv_write_t req;
+	struct mclient *cl;
+	char data[];
+};
+
+static void write_cb(uv_write_t *req, int status)
+{
+	struct wreq *w = (struct wreq *)req;
+	(void)status;
+	client_close(w->cl);
+	free(w);
+}
+
+static void respond(struct mclient *cl, const char *status, const char *body, size_t body_len)
+{
+	struct buf b = BUF_INIT;
+	if (cl->closing || cl->answered)
+		return;
+	cl->answered = true;
+	uv_read_stop((uv_stream_t *)&cl->tcp);
+	buf_printf(&b,
+		   "HTTP/1.0 %s\r\n"
+		   "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+		   "Content-Length: %zu\r\n"
+		   "Connection: close\r\n"
+		   "\r\n",
+		   status, body_len);
+	buf_append(&b, body, body_len);
+	struct wreq *w = xmalloc(sizeof(*w) + b.len);
+	w->cl = cl;
+	memcpy(w->data, b.data, b.len);
+	uv_buf_t ub = uv_buf_init(w->data, (unsigned)b.len);
+	if (uv_write(&w->req, (uv_stream_t *)&cl->tcp, &ub, 1, write_cb) < 0) {
+		free(w);
+		client_close(cl);
+	}
+	buf_deinit(&b);
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void put_label(struct buf *b, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			buf_printf(b, "\\%c", *v);
+		else if (*v == '\n')
+			buf_puts(b, "\\n");
+		else
+			buf_putc(b, *v);
+	}
+}
+
+static void metric_head(struct buf *b, const char *name, const char *type, const char *help)
+{
+	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b)
+{
+	struct pickupd *pd = m->pd;
+	const struct pickupd_stats *st = &pd->stats;
+	int64_t now = pickupd_now_ms();
+
+	metric_head(b, "pickupd_up", "gauge", "1 while pickupd runs.");
+	buf_puts(b, "pickupd_up 1\n");
+	metric_head(b, "pickupd_queue_messages", "gauge", "Messages per spool state directory.");
+	for (int s = 0; s < SPOOL_N_STATES; s++)
+		if (sc->counted[s])
+			buf_printf(b, "pickupd_queue_messages{state=\"%s\"} %zu\n",
+				   spool_state_names[s], sc->counts[s]);
+	metric_head(b, "pickupd_queue_oldest_seconds", "gauge",
+		    "Age of the oldest message in queue or deferred (0 when none).");
+	buf_printf(b, "pickupd_queue_oldest_seconds %.3f\n",
+		   sc->oldest_ms && now > sc->oldest_ms ? (double)(now - sc->oldest_ms) / 1000.0
+							: 0.0);
+	metric_head(b, "pickupd_delivered_total", "counter", "Recipients accepted by a relay.");
+	buf_printf(b, "pickupd_delivered_total %llu\n", (unsigned long long)st->delivered);
+	metric_head(b, "pickupd_deferred_total", "counter", "Recipient deliveries deferred.");
+	buf_printf(b, "pickupd_deferred_total %llu\n", (unsigned long long)st->deferred);
+	metric_head(b, "pickupd_bounced_total", "counter", "Recipients failed for good.");
+	buf_printf(b, "pickupd_bounced_total %llu\n", (unsigned long long)st->bounced);
+	metric_head(b, "pickupd_refused_total", "counter",
+		    "Pickup files refused and moved to badmail.");
+	buf_printf(b, "pickupd_refused_total %llu\n", (unsigned long long)st->refused);
+	metric_head(b, "pickupd_sessions_opened_total", "counter", "SMTP sessions started.");
+	buf_printf(b, "pickupd_sessions_opened_total %llu\n",
+		   (unsigned long long)st->sessions_opened);
+
+	struct relay_info info[METRICS_MAX_RELAYS];
+	size_t n = relay_pool_info(pd->pool, info, METRICS_MAX_RELAYS);
+	unsigned sessions = 0;
+	if (n > METRICS_MAX_RELAYS)
+		n = METRICS_MAX_RELAYS;
+	for (size_t i = 0; i < n; i++)
+		sessions += info[i].sessions;
+	metric_head(b, "pickupd_sessions_open", "gauge", "SMTP sessions open or opening.");
+	buf_printf(b, "pickupd_sessions_open %u\n", sessions);
+	metric_head(b, "pickupd_relay_sessions", "gauge", "SMTP sessions per relay.");
+	for (size_t i = 0; i < n; i++) {
+		buf_puts(b, "pickupd_relay_sessions{relay=\"");
+		put_label(b, info[i].name);
+		buf_printf(b, "\"} %u\n", info[i].sessions);
+	}
+	metric_head(b, "pickupd_relay_paused", "gauge",
+		    "1 while a relay is paused after failures.");
+	for (size_t i = 0; i < n; i++) {
+		buf_puts(b, "pickupd_relay_paused{relay=\"");
+		put_label(b, info[i].name);
+		buf_printf(b, "\"} %d\n", info[i].paused_until_ms > now ? 1 : 0);
+	}
+}
+
+/* The arrival time a queue ID encodes (its first 12 hex digits, ms). */
+static int64_t id_ms(const char *id)
+{
+	int64_t v = 0;
+	for (int i = 0; i < 12; i++) {
+		char c = id[i];
+		v = v * 16 + (c <= '9' ? c - '0' : c - 'A' + 10);
+	}
+	return v;
+}
+
+static void scrape_fn(struct job *j)
+{
+	struct scrape *sc = (struct scrape *)j;
+	struct spool *sp = &j->pd->spool;
+	for (int s = 0; s < SPOOL_N_STATES; s++) {
+		char **ids;
+		size_t n;
+		if (spool_list(sp, (enum spool_state)s, &ids, &n) < 0)
+			continue;
+		sc->counts[s] = n;
+		sc->counted[s] = true;
+		if ((s == SPOOL_QUEUE || s == SPOOL_DEFERRED) && n) {
+			int64_t ms = id_ms(ids[0]); /* sorted: the oldest first */
+			if (sc->oldest_ms == 0 || ms < sc->oldest_ms)
+				sc->oldest_ms = ms;
+		}
+		spool_list_free(ids, n);
+	}
+}
+
+static void scrape_done(struct job *j)
+{
+	struct scrape *sc = (struct scrape *)j;
+	struct mclient *cl = sc->cl;
+	cl->job_pending = false;
+	if (cl->want_close) {
+		client_close(cl);
+	} else {
+		struct buf body = BUF_INIT;
+		build_body(cl->m, sc, &body);
+		respond(cl, "200 OK", body.data, body.len);
+		buf_deinit(&body);
+	}
+	free(sc);
+}
+
+/* Looks at the request once its head is complete. */
+static void handle_request(struct mclient *cl)
+{
+	char *line_end = memchr(cl->in, '\n', cl->in_len);
+	size_t n = (size_t)(line_end - cl->in);
+	char line[256];
+	if (n >= sizeof(line)) {
+		respond(cl, "414 URI Too Long", "request line too long\n", 22);
+		return;
+	}
+	memcpy(line, cl->in, n);
+	line[n] = '\0';
+	char *save = NULL;
+	char *method = strtok_r(line, " \r", &save);
+	char *target = method ? strtok_r(NULL, " \r", &save) : NULL;
+	if (method == NULL || target == NULL) {
+		respond(cl, "400 Bad Request", "bad request\n", 12);
+		return;
+	}
+	if (strcmp(method, "GET") != 0) {
+		respond(cl, "405 Method Not Allowed", "only GET\n", 9);
+		return;
+	}
+	if (strcmp(target, "/metrics") != 0 && strncmp(target, "/metrics?", 9) != 0) {
+		respond(cl, "404 Not Found", "try /metrics\n", 13);
+		return;
+	}
+	struct scrape *sc = xcalloc(1, sizeof(*sc));
+	sc->cl = cl;
+	cl->job_pending = true;
+	uv_read_stop((uv_stream_t *)&cl->tcp);
+	job_submit(cl->m->pd, &sc->job, scrape_fn, scrape_done);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct mclient *cl = h->data;
+	(void)suggested;
+	*b = uv_buf_init(cl->in + cl->in_len, (unsigned)(sizeof(cl->in) - cl->in_len));
+}
+
+static bool head_complete(const struct mclient *cl)
+{
+	for (size_t i = 0; i + 1 < cl->in_len; i++) {
+		if (cl->in[i] != '\n')
+			continue;
+		if (cl->in[i + 1] == '\n' ||
+		    (i + 2 < cl->in_len && cl->in[i + 1] == '\r' && cl->in[i + 2] == '\n'))
+			return true;
+	}
+	return false;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct mclient *cl = s->data;
+	(void)b;
+	if (cl->answered || cl->job_pending)
+		return;
+	if (n < 0) {
+		client_close(cl);
+		return;
+	}
+	cl->in_len += (size_t)n;
+	if (head_complete(cl))
+		handle_request(cl);
+	else if (cl->in_len == sizeof(cl->in))
+		respond(cl, "431 Request Header Fields Too Large", "request too large\n", 18);
+}
+
+static void connection_cb(uv_stream_t *server, int status)
+{
+	struct metrics *m = server->data;
+	if (status < 0 || m->stopping)
+		return;
+	struct mclient *cl = xcalloc(1, sizeof(*cl));
+	cl->m = m;
+	cl->started_ms = pickupd_now_ms();
+	uv_tcp_init(m->pd->loop, &cl->tcp);
+	cl->tcp.data = cl;
+	cl->next = m->clients;
+	if (m->clients)
+		m->clients->prev = cl;
+	m->clients = cl;
+	m->n_clients++;
+	if (uv_accept(server, (uv_stream_t *)&cl->tcp) < 0 || m->n_clients > METRICS_MAX_CLIENTS) {
+		client_close(cl);
+		return;
+	}
+	uv_read_start((uv_stream_t *)&cl->tcp, alloc_cb, read_cb);
+}
+
+/* Drops clients that never finished their request. */
+static void sweep_cb(uv_timer_t *t)
+{
+	struct metrics *m = t->data;
+	int64_t now = pickupd_now_ms();
+	for (struct mclient *cl = m->clients; cl; cl = cl->next)
+		if (!cl->answered && !cl->job_pending &&
+		    now - cl->started_ms > METRICS_CLIENT_TIMEOUT_MS)
+			client_close(cl);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------- */
+
+static void handle_close_cb(uv_handle_t *h)
+{
+	struct metrics *m = h->data;
+	m->handles_open--;
+	check_stopped(m);
+}
+
+static void handle_close_free_cb(uv_handle_t *h)
+{
+	struct metrics *m = h->data;
+	if (--m->handles_open == 0)
+		free(m);
+}
+
+struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
+{
+	const char *listen = pd->cfg->metrics.listen;
+	char host[256];
+	unsigned port;
+	struct sockaddr_storage ss;
+	if (listen == NULL || *listen == '\0')
+		return NULL;
+	if (metrics_parse_listen(listen, host, sizeof(host), &port) < 0) {
+		buf_printf(errors, "[metrics] listen = %s: expected HOST:PORT or [IPV6]:PORT\n",
+			   listen);
+		return NULL;
+	}
+	if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) != 0 &&
+	    uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) != 0) {
+		buf_printf(errors, "[metrics] listen = %s: %s is not an IP address\n", listen,
+			   host);
+		return NULL;
+	}
+	struct metrics *m = xcalloc(1, sizeof(*m));
+	m->pd = pd;
+	uv_tcp_init(pd->loop, &m->server);
+	m->server.data = m;
+	uv_timer_init(pd->loop, &m->sweep);
+	m->sweep.data = m;
+	m->handles_open = 2;
+	int r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss, 0);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&m->server, 64, connection_cb);
+	if (r < 0) {
+		buf_printf(errors, "[metrics] listen = %s: %s\n", listen, uv_strerror(r));
+		uv_close((uv_handle_t *)&m->server, handle_close_free_cb);
+		uv_close((uv_handle_t *)&m->sweep, handle_close_free_cb);
+		return NULL;
+	}
+	uv_timer_start(&m->sweep, sweep_cb, METRICS_CLIENT_TIMEOUT_MS / 2,
+		       METRICS_CLIENT_TIMEOUT_MS / 2);
+	uv_unref((uv_handle_t *)&m->sweep);
+	log_info("metrics on http://%s/metrics", listen);
+	return m;
+}
+
+void metrics_stop(struct metrics *m)
+{
+	if (m == NULL || m->stopping)
+		return;
+	m->stopping = true;
+	uv_close((uv_handle_t *)&m->server, handle_close_cb);
+	uv_close((uv_handle_t *)&m->sweep, handle_close_cb);
+	for (struct mclient *cl = m->clients; cl; cl = cl->next)
+		client_close(cl);
+}
+
+bool metrics_idle(const struct metrics *m)
+{
+	return m == NULL || (m->handles_open == 0 && m->clients == NULL);
+}
+
+void metrics_free(struct metrics *m)
+{
+	free(m);
+}

@@ -1,0 +1,40 @@
+/*
+ * metrics: the Prometheus endpoint. When [metrics] listen = HOST:PORT is
+ * set, a small HTTP/1.0 server on the loop answers GET /metrics with the
+ * text exposition format (version 0.0.4):
+ *
+ *   pickupd_up 1
+ *   pickupd_queue_messages{state="queue|deferred|hold|badmail"}
+ *   pickupd_queue_oldest_seconds       age of the oldest queued or deferred message
+ *   pickupd_delivered_total            recipients accepted by a relay
+ *   pickupd_deferred_total             recipient deferrals
+ *   pickupd_bounced_total              recipients failed for good
+ *   pickupd_refused_total              pickup files refused into badmail
+ *   pickupd_sessions_opened_total      SMTP sessions started
+ *   pickupd_sessions_open
+ *   pickupd_relay_sessions{relay="NAME"}
+ *   pickupd_relay_paused{relay="NAME"} 1 while the relay is paused
+ *
+ * Queue counts are read from the spool directories on the thread pool at
+ * each scrape. Owner of struct metrics: main.c.
+ */
+#ifndef PICKUPD_METRICS_H
+#define PICKUPD_METRICS_H
+
+#include <stdbool.h>
+
+#include "common/buf.h"
+
+struct pickupd;
+
+/* NULL without error when [metrics] listen is empty; NULL with a line in
+ * errors when the address is bad or cannot be bound. */
+struct metrics *metrics_start(struct pickupd *pd, struct buf *errors);
+void metrics_stop(struct metrics *m);
+bool metrics_idle(const struct metrics *m);
+void metrics_free(struct metrics *m);
+
+/* "HOST:PORT" or "[V6]:PORT" -> host and port; -1 when malformed. Pure. */
+int metrics_parse_listen(const char *s, char *host, size_t host_size, unsigned *port_r);
+
+#endif
