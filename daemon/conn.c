@@ -36,7 +36,7 @@ static void emit(struct conn *c, enum conn_event ev)
 }
 
 static void fail(struct conn *c, enum conn_error_class cls, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void fail(struct conn *c, enum conn_error_class cls, const char *fmt, ...)
 {
@@ -82,6 +82,14 @@ static void timer_cb(uv_timer_t *t)
 		c->deferred_error = false;
 		c->error_class = CONN_ERR_CONNECT;
 		emit(c, CONN_EV_ERROR);
+		return;
+	}
+	if (c->connecting) {
+		/* connect_timeout is per address: go on with the next one. */
+		c->connecting = false;
+		buf_printf(&c->error, "%s%s: connection timed out", c->error.len ? "; " : "",
+			   c->peer);
+		close_tcp_for_retry(c);
 		return;
 	}
 	emit(c, CONN_EV_TIMEOUT);
@@ -291,8 +299,9 @@ void conn_start_tls(struct conn *c, SSL_CTX *ctx)
 static void connect_cb(uv_connect_t *req, int status)
 {
 	struct conn *c = req->data;
-	if (c->closing)
-		return;
+	if (c->closing || !c->connecting)
+		return; /* closed, or given up by the connect timer */
+	c->connecting = false;
 	if (status < 0) {
 		buf_printf(&c->error, "%s%s: %s", c->error.len ? "; " : "", c->peer,
 			   uv_strerror(status));
@@ -333,8 +342,11 @@ static void try_next_addr(struct conn *c)
 		c->tcp_open = true;
 		c->handles_open++;
 		c->connect_req.data = c;
+		c->connecting = true;
+		conn_set_timeout(c, c->timeout_ms);
 		int r = uv_tcp_connect(&c->connect_req, &c->tcp, ai->ai_addr, connect_cb);
 		if (r < 0) {
+			c->connecting = false;
 			buf_printf(&c->error, "%s%s: %s", c->error.len ? "; " : "", c->peer,
 				   uv_strerror(r));
 			close_tcp_for_retry(c);
@@ -375,6 +387,7 @@ void conn_connect(struct conn *c, const char *host, unsigned port, uint64_t time
 	snprintf(c->peer, sizeof(c->peer), "%s:%u", host, port);
 	c->ssl_ctx = implicit_tls_ctx;
 	c->implicit_tls = implicit_tls_ctx != NULL;
+	c->timeout_ms = timeout_ms;
 	snprintf(portstr, sizeof(portstr), "%u", port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;

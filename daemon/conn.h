@@ -17,12 +17,12 @@
 enum conn_event {
 	CONN_EV_CONNECTED, /* TCP is up (for implicit TLS: after the handshake) */
 	CONN_EV_TLS_READY, /* the handshake started by conn_start_tls finished */
-	CONN_EV_DATA,      /* new plaintext in conn->in */
+	CONN_EV_DATA,	   /* new plaintext in conn->in */
 	CONN_EV_DRAINED,   /* everything written so far has gone to the kernel */
 	CONN_EV_TIMEOUT,   /* the phase timer fired */
-	CONN_EV_EOF,       /* the peer closed */
-	CONN_EV_ERROR,     /* conn->error says what */
-	CONN_EV_CLOSED,    /* after conn_close: last event */
+	CONN_EV_EOF,	   /* the peer closed */
+	CONN_EV_ERROR,	   /* conn->error says what */
+	CONN_EV_CLOSED,	   /* after conn_close: last event */
 };
 
 enum conn_error_class { CONN_ERR_NONE, CONN_ERR_CONNECT, CONN_ERR_TLS, CONN_ERR_IO };
@@ -39,7 +39,7 @@ struct conn {
 	struct addrinfo *ai_list, *ai_next;
 	char *host;
 	unsigned port;
-	char peer[128]; /* "host[ip]:port" for logs once connected */
+	char peer[128];	  /* "host[ip]:port" for logs once connected */
 	SSL_CTX *ssl_ctx; /* not owned */
 	SSL *ssl;
 	BIO *rbio; /* network -> OpenSSL */
@@ -52,11 +52,12 @@ struct conn {
 	bool closing;
 	bool freed;
 	bool gai_pending;
+	bool connecting;     /* a uv_tcp_connect is in flight (the timer bounds it) */
 	bool deferred_error; /* an error to report from the timer (never synchronously) */
-	int handles_open; /* tcp and timer, freed when both are closed */
+	int handles_open;    /* tcp and timer, freed when both are closed */
 	unsigned writes_pending;
-	uint64_t timeout_ms; /* connect timeout, then per phase */
-	struct buf in;       /* plaintext from the peer, consumed by the owner */
+	uint64_t timeout_ms; /* connect timeout, per address */
+	struct buf in;	     /* plaintext from the peer, consumed by the owner */
 	enum conn_error_class error_class;
 	struct buf error;
 	char tls_info[256]; /* protocol, cipher, verify result */

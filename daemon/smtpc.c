@@ -13,8 +13,10 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -27,6 +29,7 @@ enum state {
 	ST_STARTTLS,
 	ST_TLS,
 	ST_EHLO_TLS,
+	ST_SECRET_CMD,
 	ST_AUTH,
 	ST_AUTH_LOGIN_USER,
 	ST_AUTH_LOGIN_PASS,
@@ -39,7 +42,16 @@ enum state {
 	ST_CLOSED,
 };
 
-enum timeout_kind { TO_NONE, TO_CONNECT, TO_GREETING, TO_COMMAND, TO_DATA, TO_BLOCK, TO_DONE, TO_IDLE };
+enum timeout_kind {
+	TO_NONE,
+	TO_CONNECT,
+	TO_GREETING,
+	TO_COMMAND,
+	TO_DATA,
+	TO_BLOCK,
+	TO_DONE,
+	TO_IDLE
+};
 
 /* Postfix xfer_states[]-style table: what a failure in each state risks. */
 static const struct {
@@ -47,27 +59,28 @@ static const struct {
 	enum timeout_kind timeout;
 	const char *risk;
 } states[] = {
-	[ST_CONNECT] = {"connecting", TO_CONNECT, NULL},
-	[ST_GREETING] = {"receiving the initial server greeting", TO_GREETING, NULL},
-	[ST_EHLO] = {"sending EHLO", TO_COMMAND, NULL},
-	[ST_HELO] = {"sending HELO", TO_COMMAND, NULL},
-	[ST_STARTTLS] = {"sending STARTTLS", TO_COMMAND, NULL},
-	[ST_TLS] = {"TLS handshake", TO_COMMAND, NULL},
-	[ST_EHLO_TLS] = {"sending EHLO after STARTTLS", TO_COMMAND, NULL},
-	[ST_AUTH] = {"authenticating", TO_COMMAND, NULL},
-	[ST_AUTH_LOGIN_USER] = {"sending the AUTH LOGIN user name", TO_COMMAND, NULL},
-	[ST_AUTH_LOGIN_PASS] = {"sending the AUTH LOGIN password", TO_COMMAND, NULL},
-	[ST_AUTH_XOAUTH2_ERR] = {"ending a failed XOAUTH2 exchange", TO_COMMAND, NULL},
-	[ST_READY] = {"idle", TO_IDLE, NULL},
-	[ST_ENVELOPE] = {"sending the envelope", TO_COMMAND, NULL},
-	[ST_BODY] = {"sending message content", TO_BLOCK, NULL},
-	[ST_DOT] = {"sending end of data", TO_DONE, "message may be delivered twice"},
-	[ST_QUIT] = {"sending QUIT", TO_COMMAND, NULL},
-	[ST_CLOSED] = {"closed", TO_NONE, NULL},
+    [ST_CONNECT] = {"connecting", TO_CONNECT, NULL},
+    [ST_GREETING] = {"receiving the initial server greeting", TO_GREETING, NULL},
+    [ST_EHLO] = {"sending EHLO", TO_COMMAND, NULL},
+    [ST_HELO] = {"sending HELO", TO_COMMAND, NULL},
+    [ST_STARTTLS] = {"sending STARTTLS", TO_COMMAND, NULL},
+    [ST_TLS] = {"TLS handshake", TO_COMMAND, NULL},
+    [ST_EHLO_TLS] = {"sending EHLO after STARTTLS", TO_COMMAND, NULL},
+    [ST_SECRET_CMD] = {"running password_command", TO_COMMAND, NULL},
+    [ST_AUTH] = {"authenticating", TO_COMMAND, NULL},
+    [ST_AUTH_LOGIN_USER] = {"sending the AUTH LOGIN user name", TO_COMMAND, NULL},
+    [ST_AUTH_LOGIN_PASS] = {"sending the AUTH LOGIN password", TO_COMMAND, NULL},
+    [ST_AUTH_XOAUTH2_ERR] = {"ending a failed XOAUTH2 exchange", TO_COMMAND, NULL},
+    [ST_READY] = {"idle", TO_IDLE, NULL},
+    [ST_ENVELOPE] = {"sending the envelope", TO_COMMAND, NULL},
+    [ST_BODY] = {"sending message content", TO_BLOCK, NULL},
+    [ST_DOT] = {"sending end of data", TO_DONE, "message may be delivered twice"},
+    [ST_QUIT] = {"sending QUIT", TO_COMMAND, NULL},
+    [ST_CLOSED] = {"closed", TO_NONE, NULL},
 };
 
-const char *const smtpc_class_names[] = {"ok", "connection", "tls", "protocol", "auth",
-					 "temporary", "permanent"};
+const char *const smtpc_class_names[] = {"ok",	 "connection", "tls",	   "protocol",
+					 "auth", "temporary",  "permanent"};
 
 /* One command whose reply is still to come (pipelined in order). */
 enum cmd_kind { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA };
@@ -114,11 +127,23 @@ struct smtpc {
 	int64_t read_off;
 	char *chunk;
 	struct buf out;
+	uint64_t data_size; /* fstat of the content at DATA: EOF without another read */
+	bool replies_seen;  /* a reply arrived in this transaction */
+	/* password_command (uv_spawn, stdout through a pipe) */
+	uv_process_t proc;
+	uv_pipe_t pipe;
+	int cmd_handles; /* open handles of the command; the session waits for 0 */
+	bool cmd_exited;
+	bool cmd_eof;
+	int64_t cmd_status;
+	int cmd_signal;
+	struct buf cmd_out;
+	bool token_retried; /* XOAUTH2: the command was run again once after a refusal */
 };
 
 static void enter(struct smtpc *s, enum state st);
 static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 const char *smtpc_peer(const struct smtpc *s)
 {
@@ -210,7 +235,7 @@ static void emit(struct smtpc *s, enum smtpc_event ev)
 
 /* Every command goes through here: a CR, LF or NUL would let data become a command. */
 static int send_cmd(struct smtpc *s, struct buf *batch, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int send_cmd(struct smtpc *s, struct buf *batch, const char *fmt, ...)
 {
@@ -304,7 +329,7 @@ static void finish_txn(struct smtpc *s)
 
 static void maybe_free(struct smtpc *s)
 {
-	if (!s->conn_closed || s->read_pending)
+	if (!s->conn_closed || s->read_pending || s->cmd_handles > 0)
 		return;
 	s->state = ST_CLOSED;
 	emit(s, SMTPC_EV_CLOSED);
@@ -312,6 +337,8 @@ static void maybe_free(struct smtpc *s)
 	wipe_secret(s);
 	buf_deinit(&s->error);
 	buf_deinit(&s->out);
+	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
+	buf_deinit(&s->cmd_out);
 	free(s->chunk);
 	free(s->helo_name);
 	free(s);
@@ -322,6 +349,10 @@ static void close_session(struct smtpc *s)
 	if (s->closing)
 		return;
 	s->closing = true;
+	if (s->cmd_handles > 0 && !s->cmd_exited)
+		uv_process_kill(&s->proc, SIGTERM);
+	if (s->txn && s->state == ST_ENVELOPE && !s->replies_seen && s->messages > 1)
+		s->txn->session_stale = true;
 	if (s->txn) {
 		txn_fail(s, s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN,
 			 s->error.len ? s->error.data : "session closed");
@@ -337,8 +368,8 @@ static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt,
 	set_error(s, cls, fmt, ap);
 	va_end(ap);
 	if (states[s->state].risk)
-		log_warn("%s: %s while %s: %s", smtpc_peer(s), smtpc_error(s), states[s->state].name,
-			 states[s->state].risk);
+		log_warn("%s: %s while %s: %s", smtpc_peer(s), smtpc_error(s),
+			 states[s->state].name, states[s->state].risk);
 	close_session(s);
 }
 
@@ -400,6 +431,7 @@ static void start_envelope(struct smtpc *s)
 	s->cmds = xcalloc(env->n_rcpts + 3, sizeof(*s->cmds));
 	s->n_cmds = s->cmd_next = 0;
 	s->n_accepted = 0;
+	s->replies_seen = false;
 	s->mail_ok = s->data_ok = false;
 	if (s->need_rset) {
 		s->cmds[s->n_cmds++].kind = CMD_RSET;
@@ -429,8 +461,8 @@ static void start_envelope(struct smtpc *s)
 		const char *rp = s->caps.dsn && env->rcpts[i].params ? env->rcpts[i].params : NULL;
 		if (send_cmd(s, &batch, "RCPT TO:<%s>%s%s", env->rcpts[i].addr, rp ? " " : "",
 			     rp ? rp : "") < 0) {
-			set_rcpt(&t->rcpt[i], SMTPC_PERM, 0, "recipient address holds a control character",
-				 true);
+			set_rcpt(&t->rcpt[i], SMTPC_PERM, 0,
+				 "recipient address holds a control character", true);
 			continue;
 		}
 		s->cmds[s->n_cmds].kind = CMD_RCPT;
@@ -494,6 +526,112 @@ static void send_next_unpipelined(struct smtpc *s)
 
 static void read_next_chunk(struct smtpc *s);
 
+/* Adds an edit, kept sorted; an edit at the same offset that only inserts
+ * takes the new one's text after its own. False when it would overlap. */
+static bool add_edit(struct smtpc *s, uint64_t off, uint64_t skip, const char *text)
+{
+	size_t i = 0;
+	while (i < s->n_edits && s->edits[i].offset < off)
+		i++;
+	if (i > 0 && s->edits[i - 1].offset + s->edits[i - 1].skip > off)
+		return false;
+	if (i < s->n_edits && s->edits[i].offset == off) {
+		struct wire_edit *e = &s->edits[i];
+		if (e->skip != 0 && skip != 0)
+			return false;
+		if (i + 1 < s->n_edits && off + skip + e->skip > s->edits[i + 1].offset)
+			return false;
+		struct buf b = BUF_INIT;
+		if (e->insert)
+			buf_append(&b, e->insert, e->insert_len);
+		buf_printf(&b, "%s\r\n", text);
+		free((char *)e->insert);
+		e->insert_len = b.len;
+		e->insert = buf_steal(&b);
+		e->skip += skip;
+		return true;
+	}
+	if (i < s->n_edits && off + skip > s->edits[i].offset)
+		return false;
+	s->edits = xrealloc(s->edits, (s->n_edits + 1) * sizeof(*s->edits));
+	memmove(&s->edits[i + 1], &s->edits[i], (s->n_edits - i) * sizeof(*s->edits));
+	s->n_edits++;
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "%s\r\n", text);
+	s->edits[i].offset = off;
+	s->edits[i].skip = skip;
+	s->edits[i].insert_len = b.len;
+	s->edits[i].insert = buf_steal(&b);
+	return true;
+}
+
+static bool in_skip(const struct smtpc *s, uint64_t off)
+{
+	for (size_t i = 0; i < s->n_edits; i++)
+		if (off >= s->edits[i].offset && off < s->edits[i].offset + s->edits[i].skip)
+			return true;
+	return false;
+}
+
+/* force_from = yes: the From: field (with its folded lines) is replaced by
+ * one naming the forced sender, found by scanning the header section in the
+ * first chunk of content (at send time, so the spool format is unchanged).
+ * Without a From: field one is added at the end of the header section. */
+static void force_from_edit(struct smtpc *s, const char *data, size_t len)
+{
+	struct buf from = BUF_INIT;
+	buf_printf(&from, "From: <%s>", s->txn->force_sender);
+	size_t p = 0;
+	bool done = false;
+	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
+		p = 3;
+	while (p < len && !done) {
+		const char *nl = memchr(data + p, '\n', len - p);
+		if (nl == NULL)
+			break; /* header section longer than the chunk: leave it */
+		size_t end = (size_t)(nl - data) + 1;
+		size_t linelen = end - p;
+		if (linelen == 1 || (linelen == 2 && data[p] == '\r')) {
+			/* the empty line: no From: field */
+			if (!in_skip(s, p))
+				add_edit(s, p, 0, from.data);
+			done = true;
+			break;
+		}
+		size_t k = 0;
+		while (p + k < end && k < 4 && (data[p + k] | 0x20) == "from"[k])
+			k++;
+		size_t c = p + k;
+		while (k == 4 && c < end && (data[c] == ' ' || data[c] == '\t'))
+			c++;
+		if (k == 4 && c < end && data[c] == ':' && !in_skip(s, p)) {
+			/* The field runs on through continuation lines. */
+			size_t fend = end;
+			while (fend < len && (data[fend] == ' ' || data[fend] == '\t')) {
+				const char *n2 = memchr(data + fend, '\n', len - fend);
+				if (n2 == NULL) {
+					fend = 0;
+					break;
+				}
+				fend = (size_t)(n2 - data) + 1;
+			}
+			if (fend != 0 && fend < len)
+				add_edit(s, p, fend - p, from.data);
+			done = true;
+			break;
+		}
+		p = end;
+	}
+	if (!done)
+		log_warn(
+		    "%s: force_from: no end of the header section in the first %zu bytes; From: "
+		    "left unchanged",
+		    smtpc_peer(s), len);
+	buf_deinit(&from);
+	/* Nothing has been fed yet: restart the filter on the new edit list. */
+	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
+}
+
 static void read_cb(uv_fs_t *req)
 {
 	struct smtpc *s = req->data;
@@ -509,16 +647,22 @@ static void read_cb(uv_fs_t *req)
 		/* Our own disk failed: the message waits, the session cannot
 		 * end this DATA cleanly, so it is dropped. */
 		txn_fail(s, SMTPC_TEMP, "cannot read the queued content");
-		session_fail(s, SMTPC_CONN, "read error on queued content: %s", uv_strerror((int)n));
+		session_fail(s, SMTPC_CONN, "read error on queued content: %s",
+			     uv_strerror((int)n));
 		return;
 	}
 	buf_clear(&s->out);
-	if (n == 0) {
-		wire_filter_finish(&s->filter, &s->out);
-		s->read_eof = true;
-	} else {
+	if (s->read_off == 0 && n > 0 && s->relay->force_from && s->txn->force_sender)
+		force_from_edit(s, s->chunk, (size_t)n);
+	if (n > 0) {
 		wire_filter_feed(&s->filter, s->chunk, (size_t)n, &s->out);
 		s->read_off += n;
+	}
+	/* The content file is never written while queued: its size at DATA
+	 * tells where it ends, which saves a read per message. */
+	if (n == 0 || (uint64_t)s->read_off >= s->data_size) {
+		wire_filter_finish(&s->filter, &s->out);
+		s->read_eof = true;
 	}
 	s->txn->bytes_sent += s->out.len;
 	conn_write(s->conn, s->out.data, s->out.len);
@@ -554,6 +698,8 @@ static void start_body(struct smtpc *s)
 		s->chunk = xmalloc(READ_CHUNK);
 	s->read_off = 0;
 	s->read_eof = false;
+	struct stat st;
+	s->data_size = fstat(s->txn->data_fd, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
 	build_edits(s, s->txn->env);
 	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
@@ -607,7 +753,8 @@ static void on_envelope_reply(struct smtpc *s, const struct smtp_reply *r)
 				/* Nothing more to say in this transaction. */
 				for (size_t i = 0; i < t->env->n_rcpts; i++)
 					if (t->rcpt[i].tried && !t->rcpt[i].final)
-						set_rcpt(&t->rcpt[i], t->cls, r->code, t->reply, true);
+						set_rcpt(&t->rcpt[i], t->cls, r->code, t->reply,
+							 true);
 				buf_clear(&s->out);
 				s->cmd_next = s->n_cmds;
 			}
@@ -644,6 +791,10 @@ static void on_envelope_reply(struct smtpc *s, const struct smtp_reply *r)
 	}
 	buf_deinit(&sum);
 	if (s->cmd_next < s->n_cmds) {
+		/* RFC 5321 4.5.3.2: the DATA reply has its own (shorter) limit. */
+		conn_set_timeout(
+		    s->conn,
+		    timeout_ms(s, s->cmds[s->cmd_next].kind == CMD_DATA ? TO_DATA : TO_COMMAND));
 		send_next_unpipelined(s);
 		return;
 	}
@@ -658,15 +809,130 @@ static void on_final_reply(struct smtpc *s, const struct smtp_reply *r)
 	smtp_reply_summary(r, &sum);
 	for (size_t i = 0; i < t->env->n_rcpts; i++)
 		if (t->rcpt[i].tried && !t->rcpt[i].final)
-			set_rcpt(&t->rcpt[i], cls == SMTPC_OK || cls == SMTPC_TEMP || cls == SMTPC_PERM
-						  ? cls
-						  : SMTPC_PROTO,
+			set_rcpt(&t->rcpt[i],
+				 cls == SMTPC_OK || cls == SMTPC_TEMP || cls == SMTPC_PERM
+				     ? cls
+				     : SMTPC_PROTO,
 				 r->code, sum.data, true);
 	buf_deinit(&sum);
 	s->state = ST_READY;
 	finish_txn(s);
 	if (!s->closing && s->state == ST_READY)
 		conn_set_timeout(s->conn, timeout_ms(s, TO_IDLE));
+}
+
+/* ---- password_command: a secret or access token printed by a program ------------------ */
+
+#define CMD_MAX_OUTPUT 16384
+
+static void cmd_finished(struct smtpc *s)
+{
+	if (s->cmd_handles > 0 || !s->cmd_exited)
+		return;
+	if (s->closing) {
+		maybe_free(s);
+		return;
+	}
+	if (s->state != ST_SECRET_CMD)
+		return;
+	size_t n = s->cmd_out.len;
+	while (n > 0 && (s->cmd_out.data[n - 1] == '\n' || s->cmd_out.data[n - 1] == '\r'))
+		n--;
+	if (s->cmd_status != 0 || s->cmd_signal != 0 || n == 0 ||
+	    memchr(s->cmd_out.data, '\n', n) || memchr(s->cmd_out.data, '\0', n)) {
+		/* What it printed may be a secret: never in the log. */
+		session_fail(s, SMTPC_AUTH,
+			     "password_command failed (exit status %lld, signal %d, %s)",
+			     (long long)s->cmd_status, s->cmd_signal,
+			     n == 0			       ? "no output"
+			     : s->cmd_out.len > CMD_MAX_OUTPUT ? "output too long"
+							       : "output of one line expected");
+		return;
+	}
+	wipe_secret(s);
+	s->secret = xstrndup(s->cmd_out.data, n);
+	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
+	buf_clear(&s->cmd_out);
+	enter(s, ST_AUTH);
+}
+
+static void cmd_handle_closed(uv_handle_t *h)
+{
+	struct smtpc *s = h->data;
+	s->cmd_handles--;
+	cmd_finished(s);
+}
+
+static void cmd_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+	struct smtpc *s = p->data;
+	s->cmd_exited = true;
+	s->cmd_status = status;
+	s->cmd_signal = sig;
+	uv_close((uv_handle_t *)p, cmd_handle_closed);
+}
+
+static void cmd_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	static char slab[4096];
+	(void)h;
+	(void)suggested;
+	*b = uv_buf_init(slab, sizeof(slab));
+}
+
+static void cmd_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+	struct smtpc *s = st->data;
+	if (n > 0) {
+		if (s->cmd_out.len <= CMD_MAX_OUTPUT)
+			buf_append(&s->cmd_out, b->base, (size_t)n);
+		OPENSSL_cleanse(b->base, (size_t)n);
+		return;
+	}
+	if (n == 0)
+		return;
+	s->cmd_eof = true;
+	uv_close((uv_handle_t *)st, cmd_handle_closed);
+}
+
+/* Runs password_command with /bin/sh, its stdout read through a pipe: the
+ * loop never waits for it. The phase timer (command_timeout) bounds it. */
+static void run_secret_cmd(struct smtpc *s)
+{
+	s->state = ST_SECRET_CMD;
+	conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
+	s->cmd_exited = s->cmd_eof = false;
+	s->cmd_status = 0;
+	s->cmd_signal = 0;
+	buf_clear(&s->cmd_out);
+	uv_pipe_init(s->loop, &s->pipe, 0);
+	s->pipe.data = s;
+	s->cmd_handles++;
+	uv_stdio_container_t stdio[3];
+	stdio[0].flags = UV_IGNORE;
+	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+	stdio[1].data.stream = (uv_stream_t *)&s->pipe;
+	stdio[2].flags = UV_INHERIT_FD;
+	stdio[2].data.fd = 2;
+	char *args[] = {(char *)"/bin/sh", (char *)"-c", s->relay->password_command, NULL};
+	uv_process_options_t o;
+	memset(&o, 0, sizeof(o));
+	o.file = "/bin/sh";
+	o.args = args;
+	o.exit_cb = cmd_exit_cb;
+	o.stdio = stdio;
+	o.stdio_count = 3;
+	s->proc.data = s;
+	int r = uv_spawn(s->loop, &s->proc, &o);
+	s->cmd_handles++;
+	if (r < 0) {
+		s->cmd_exited = true;
+		uv_close((uv_handle_t *)&s->proc, cmd_handle_closed);
+		uv_close((uv_handle_t *)&s->pipe, cmd_handle_closed);
+		session_fail(s, SMTPC_AUTH, "cannot run password_command: %s", uv_strerror(r));
+		return;
+	}
+	uv_read_start((uv_stream_t *)&s->pipe, cmd_alloc_cb, cmd_read_cb);
 }
 
 /* ---- session set-up ----------------------------------------------------------------- */
@@ -695,14 +961,27 @@ static unsigned pick_mech(const struct smtpc *s)
 	return 0;
 }
 
+/* An access token refused (typically expired): run password_command once
+ * more and authenticate again on the same session. */
+static bool token_refresh(struct smtpc *s)
+{
+	if (s->token_retried || s->relay->password_command == NULL || !*s->relay->password_command)
+		return false;
+	s->token_retried = true;
+	log_info("%s: access token refused; running password_command again", smtpc_peer(s));
+	run_secret_cmd(s);
+	return true;
+}
+
 static void after_ehlo(struct smtpc *s)
 {
 	bool tls_now = s->conn->tls_up;
 	if (s->relay->tls == TLS_MODE_STARTTLS && !tls_now) {
 		if (!s->caps.starttls) {
-			session_fail(s, SMTPC_TLS,
-				     "TLS is required (tls = starttls) and the server does not offer "
-				     "STARTTLS; not sending in plaintext");
+			session_fail(
+			    s, SMTPC_TLS,
+			    "TLS is required (tls = starttls) and the server does not offer "
+			    "STARTTLS; not sending in plaintext");
 			return;
 		}
 		enter(s, ST_STARTTLS);
@@ -710,11 +989,15 @@ static void after_ehlo(struct smtpc *s)
 	}
 	if (auth_wanted(s)) {
 		if (!tls_now && !s->relay->allow_plaintext_auth) {
-			session_fail(s, SMTPC_AUTH,
-				     "refusing to send credentials without TLS (allow_plaintext_auth = no)");
+			session_fail(
+			    s, SMTPC_AUTH,
+			    "refusing to send credentials without TLS (allow_plaintext_auth = no)");
 			return;
 		}
-		enter(s, ST_AUTH);
+		if (s->relay->password_command && *s->relay->password_command)
+			run_secret_cmd(s);
+		else
+			enter(s, ST_AUTH);
 		return;
 	}
 	enter(s, ST_READY);
@@ -740,7 +1023,8 @@ static void enter(struct smtpc *s, enum state st)
 		const char *user = s->relay->user;
 		const char *secret = s->secret ? s->secret : "";
 		if (mech == 0 || (s->relay->auth == AUTH_MODE_AUTO && !(s->caps.auth & mech))) {
-			session_fail(s, SMTPC_AUTH, "no usable AUTH mechanism offered by the server");
+			session_fail(s, SMTPC_AUTH,
+				     "no usable AUTH mechanism offered by the server");
 			return;
 		}
 		if (mech == SMTP_AUTH_PLAIN) {
@@ -826,8 +1110,9 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 		/* Bytes after the 220 were sent before TLS and would be taken as
 		 * if protected (CVE-2021-22947 class): drop the session. */
 		if (s->conn->in.len > 0 || smtp_reply_parser_pending(&s->parser)) {
-			session_fail(s, SMTPC_TLS,
-				     "server sent data after its STARTTLS reply (possible injection)");
+			session_fail(
+			    s, SMTPC_TLS,
+			    "server sent data after its STARTTLS reply (possible injection)");
 			return;
 		}
 		s->state = ST_TLS;
@@ -839,7 +1124,8 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 			enter(s, ST_READY);
 			return;
 		}
-		if (r->code == 334 && s->relay->auth != AUTH_MODE_XOAUTH2 && pick_mech(s) == SMTP_AUTH_LOGIN) {
+		if (r->code == 334 && s->relay->auth != AUTH_MODE_XOAUTH2 &&
+		    pick_mech(s) == SMTP_AUTH_LOGIN) {
 			s->state = ST_AUTH_LOGIN_USER;
 			char *enc = b64(s->relay->user, strlen(s->relay->user));
 			send_cmd(s, NULL, "%s", enc);
@@ -852,6 +1138,8 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 			send_cmd(s, NULL, "%s", "");
 			return;
 		}
+		if (r->code == 535 && pick_mech(s) == SMTP_AUTH_XOAUTH2 && token_refresh(s))
+			return;
 		session_fail_reply(s, r->code >= 500 || r->code == 454 ? SMTPC_AUTH : cls, r,
 				   "authentication failed");
 		return;
@@ -876,9 +1164,12 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 			enter(s, ST_READY);
 			return;
 		}
+		if (s->state == ST_AUTH_XOAUTH2_ERR && token_refresh(s))
+			return;
 		session_fail_reply(s, SMTPC_AUTH, r, "authentication failed");
 		return;
 	case ST_ENVELOPE:
+		s->replies_seen = true;
 		on_envelope_reply(s, r);
 		return;
 	case ST_DOT:
@@ -977,7 +1268,7 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 		break;
 	case CONN_EV_ERROR:
 		session_fail(s,
-			     c->error_class == CONN_ERR_TLS       ? SMTPC_TLS
+			     c->error_class == CONN_ERR_TLS	  ? SMTPC_TLS
 			     : c->error_class == CONN_ERR_CONNECT ? SMTPC_CONN
 								  : SMTPC_CONN,
 			     "%s", c->error.len ? c->error.data : "connection error");

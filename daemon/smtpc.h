@@ -41,20 +41,22 @@ struct smtpc_rcpt_result {
 
 /* One message transaction. Owner: the relay; smtpc fills the results. */
 struct smtpc_txn {
-	struct spool_env *env;    /* recipients with status pending/deferred are sent */
-	int data_fd;              /* content; smtpc closes it when the transaction ends */
+	struct spool_env *env;	  /* recipients with status pending/deferred are sent */
+	int data_fd;		  /* content; smtpc closes it when the transaction ends */
 	const char *force_sender; /* NULL = env->sender */
 	/* results */
 	struct smtpc_rcpt_result *rcpt; /* env->n_rcpts entries */
-	enum smtpc_class cls;           /* SMTPC_OK when the per-recipient results decide */
-	char *reply;                    /* why the whole transaction failed */
-	bool maybe_delivered;           /* lost after the final dot */
+	enum smtpc_class cls;		/* SMTPC_OK when the per-recipient results decide */
+	char *reply;			/* why the whole transaction failed */
+	bool maybe_delivered;		/* lost after the final dot */
+	bool session_stale; /* a reused session was gone before its first reply (the RSET
+			       probe): nothing was attempted, the message may go again now */
 	uint64_t bytes_sent;
 };
 
 enum smtpc_event {
-	SMTPC_EV_READY,  /* idle and usable: smtpc_send or smtpc_quit */
-	SMTPC_EV_DONE,   /* the transaction finished; results in the txn */
+	SMTPC_EV_READY,	 /* idle and usable: smtpc_send or smtpc_quit */
+	SMTPC_EV_DONE,	 /* the transaction finished; results in the txn */
 	SMTPC_EV_CLOSED, /* gone; error_class/error say why when it failed */
 };
 
@@ -65,7 +67,7 @@ struct smtpc_params {
 	const struct config_relay *relay; /* kept by reference: config lives until close */
 	const char *helo_name;
 	SSL_CTX *ssl_ctx; /* NULL when tls = none */
-	char *secret;     /* password or token, moved into the session, wiped after use */
+	char *secret;	  /* password or token, moved into the session, wiped after use */
 };
 
 struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb cb, void *arg);
