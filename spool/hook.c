@@ -1,6 +1,9 @@
 /*
  * Purpose: fault injection at named steps of spool transitions, for the
  * crash tests (see spool_int.h). Costs one getenv per process when unused.
+ * Owns: the parsed PICKUPD_SPOOL_CRASH / PICKUPD_SPOOL_FAIL settings.
+ * Invariants: steps are named after the call that follows them
+ * ("env-rename" runs just before the rename of spool_env_write).
  */
 #include <errno.h>
 #include <signal.h>
@@ -20,11 +23,20 @@ static int hook_matches(const char *spec, const char *step, long *arg_r)
 	return 1;
 }
 
+static atomic_int checked, enabled;
+static atomic_long crash_count;
+static const char *crash, *fail;
+
+void spool__hook_reset(void)
+{
+	atomic_store(&checked, 0);
+	atomic_store(&enabled, 0);
+	atomic_store(&crash_count, 0);
+	crash = fail = NULL;
+}
+
 int spool__hook(const char *step)
 {
-	static atomic_int checked, enabled;
-	static atomic_long crash_count;
-	static const char *crash, *fail;
 	long arg;
 
 	if (!atomic_load(&checked)) {

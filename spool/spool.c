@@ -1,16 +1,20 @@
 /*
  * Purpose: the on-disk queue: paths, IDs, durable writes and transitions,
- * listing and recovery.
- * Owns: every path under the spool directory and every rename in it.
+ * group commit of directory fsyncs, listing and recovery.
+ * Owns: every path under the spool directory and every rename in it; the
+ * per-directory sync generations (struct spool_dirsync).
  * Invariants: each transition is made durable (fsync of the file and of the
- * directories involved) before the call returns success; content is removed
- * before its envelope, so an envelope without content means "done".
+ * directories involved) before the call returns success: a shared directory
+ * fsync covers a caller only if it started after the caller's rename/unlink;
+ * content is removed before its envelope, so an envelope without content
+ * means "done"; after the first EROFS no state change is attempted.
  */
 #include "spool/spool.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +22,33 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "spool/spool_int.h"
+
+/*
+ * Group commit of one directory. Generations number directory fsyncs in the
+ * order they start; several may run at once (the kernel batches concurrent
+ * fsyncs into one journal commit, so making them wait in line would only add
+ * latency). Right after its rename a caller takes a ticket: the generation
+ * the next fsync to start will have. An fsync of that generation or later
+ * started after the rename, so its success covers it: the caller waits for
+ * one that is already running, or starts one itself. A failed fsync fails
+ * every caller whose ticket was taken before it finished (it may have eaten
+ * their error report: fsyncgate), and the directory is reopened.
+ */
+struct spool_dirsync {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	uint64_t started;  /* last generation begun */
+	uint64_t max_done; /* highest generation finished */
+	uint64_t failures; /* fsyncs that failed so far */
+	int failed_err;
+};
+
+struct dirsync_ticket {
+	uint64_t need;
+	uint64_t failures;
+};
 
 const char *const spool_state_names[SPOOL_N_STATES] = {"queue", "deferred", "hold", "badmail"};
 
@@ -54,6 +84,11 @@ int spool_open(struct spool *s, const char *dir)
 	s->pid = (unsigned)getpid();
 	pthread_mutex_init(&s->id_lock, NULL);
 	s->id_lock_init = true;
+	s->dsync = xcalloc(SPOOL_N_DIRS, sizeof(*s->dsync));
+	for (int i = 0; i < SPOOL_N_DIRS; i++) {
+		pthread_mutex_init(&s->dsync[i].lock, NULL);
+		pthread_cond_init(&s->dsync[i].done, NULL);
+	}
 	return 0;
 fail:;
 	int saved = errno;
@@ -76,6 +111,13 @@ void spool_close(struct spool *s)
 	free(s->dir);
 	if (s->id_lock_init)
 		pthread_mutex_destroy(&s->id_lock);
+	if (s->dsync) {
+		for (int i = 0; i < SPOOL_N_DIRS; i++) {
+			pthread_mutex_destroy(&s->dsync[i].lock);
+			pthread_cond_destroy(&s->dsync[i].done);
+		}
+		free(s->dsync);
+	}
 	memset(s, 0, sizeof(*s));
 	s->dir_fd = s->data_fd = s->tmp_fd = -1;
 	for (int i = 0; i < SPOOL_N_STATES; i++)
@@ -114,8 +156,8 @@ void spool_new_id(struct spool *s, char id_r[SPOOL_ID_LEN + 1])
 		s->seq = 0;
 		s->last_ms = ms;
 	}
-	snprintf(id_r, SPOOL_ID_LEN + 1, "%012llX%05X%03X", (unsigned long long)ms & 0xffffffffffffULL,
-		 s->pid & 0xfffff, s->seq);
+	snprintf(id_r, SPOOL_ID_LEN + 1, "%012llX%05X%03X",
+		 (unsigned long long)ms & 0xffffffffffffULL, s->pid & 0xfffff, s->seq);
 	pthread_mutex_unlock(&s->id_lock);
 }
 
@@ -133,8 +175,116 @@ int spool_fsync_dir(int fd)
 	return fsync(fd);
 }
 
-int spool__write_file(int dir_fd, const char *name, const char *data, size_t len,
-		      int64_t mtime_ms)
+static const char *dir_name(int which)
+{
+	return which == SPOOL_DIR_DATA	? "data"
+	       : which == SPOOL_DIR_TMP ? "tmp"
+					: spool_state_names[which];
+}
+
+static int *dir_fd_of(struct spool *s, int which)
+{
+	return which == SPOOL_DIR_DATA	? &s->data_fd
+	       : which == SPOOL_DIR_TMP ? &s->tmp_fd
+					: &s->state_fd[which];
+}
+
+bool spool_readonly(struct spool *s)
+{
+	return atomic_load((_Atomic int *)&s->readonly) != 0;
+}
+
+/* Looks at a failed call's errno: the first EROFS stops state changes, with
+ * one log line. Keeps errno. */
+static void note_error(struct spool *s)
+{
+	int e = errno;
+	if (e == EROFS && atomic_exchange((_Atomic int *)&s->readonly, 1) == 0)
+		log_error("spool %s: the file system is read-only (EROFS); no state change is "
+			  "made any more: repair the file system and restart pickupd",
+			  s->dir);
+	errno = e;
+}
+
+/* Fails at once when the spool is known to be read-only. */
+static int check_writable(struct spool *s)
+{
+	if (spool_readonly(s)) {
+		errno = EROFS;
+		return -1;
+	}
+	return 0;
+}
+
+/* After a failed fsync the descriptor's error has been reported and a second
+ * fsync on it would say "ok" for pages that were lost: put a fresh open of the
+ * directory on the same descriptor number (dup2 is atomic for other threads). */
+static void reopen_dir(struct spool *s, int which)
+{
+	int fd = openat(s->dir_fd, dir_name(which), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	dup2(fd, *dir_fd_of(s, which));
+	close(fd);
+}
+
+static struct dirsync_ticket dir_ticket(struct spool *s, int which)
+{
+	struct spool_dirsync *d = &s->dsync[which];
+	struct dirsync_ticket t;
+	pthread_mutex_lock(&d->lock);
+	t.need = d->started + 1;
+	t.failures = d->failures;
+	pthread_mutex_unlock(&d->lock);
+	return t;
+}
+
+static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
+{
+	struct spool_dirsync *d = &s->dsync[which];
+	int err = 0;
+
+	pthread_mutex_lock(&d->lock);
+	while (d->max_done < t.need) {
+		if (d->started >= t.need) {
+			/* One that covers this caller is running: share it. */
+			pthread_cond_wait(&d->done, &d->lock);
+			continue;
+		}
+		uint64_t gen = ++d->started;
+		pthread_mutex_unlock(&d->lock);
+		int r = spool__hook("dir-fsync");
+		if (r == 0)
+			r = fsync(*dir_fd_of(s, which));
+		int e = r < 0 ? errno : 0;
+		if (r < 0 && e != EROFS)
+			reopen_dir(s, which);
+		pthread_mutex_lock(&d->lock);
+		if (r < 0) {
+			d->failures++;
+			d->failed_err = e;
+		}
+		if (gen > d->max_done)
+			d->max_done = gen;
+		pthread_cond_broadcast(&d->done);
+	}
+	if (d->failures != t.failures)
+		err = d->failed_err;
+	pthread_mutex_unlock(&d->lock);
+	if (err) {
+		errno = err;
+		note_error(s);
+		return -1;
+	}
+	return 0;
+}
+
+int spool_fsync_dir_shared(struct spool *s, int which)
+{
+	return dir_commit(s, which, dir_ticket(s, which));
+}
+
+int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms)
 {
 	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -178,23 +328,27 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
 	char tmp[SPOOL_ID_LEN + 16];
 	int ret = -1;
 
+	if (check_writable(s) < 0)
+		return -1;
 	spool_env_format(e, &text);
 	snprintf(tmp, sizeof(tmp), "%s.env", e->id);
 	unlinkat(s->tmp_fd, tmp, 0); /* a leftover of a failed attempt */
 	if (spool__write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms) < 0)
 		goto out;
-	if (spool__hook("env-rename") < 0)
-		goto out;
-	if (renameat(s->tmp_fd, tmp, s->state_fd[state], e->id) < 0) {
+	if (spool__hook("env-rename") < 0 ||
+	    renameat(s->tmp_fd, tmp, s->state_fd[state], e->id) < 0) {
 		int saved = errno;
 		unlinkat(s->tmp_fd, tmp, 0);
 		errno = saved;
 		goto out;
 	}
-	if (spool__hook("env-dirsync") < 0 || spool_fsync_dir(s->state_fd[state]) < 0)
+	struct dirsync_ticket t = dir_ticket(s, (int)state);
+	if (spool__hook("env-dirsync") < 0 || dir_commit(s, (int)state, t) < 0)
 		goto out;
 	ret = 0;
 out:
+	if (ret < 0)
+		note_error(s);
 	buf_deinit(&text);
 	return ret;
 }
@@ -262,30 +416,45 @@ int spool_move(struct spool *s, const char *id, enum spool_state from, enum spoo
 {
 	if (from == to)
 		return 0;
-	if (spool__hook("move-rename") < 0)
+	if (check_writable(s) < 0)
 		return -1;
-	if (renameat(s->state_fd[from], id, s->state_fd[to], id) < 0)
-		return -1;
+	if (spool__hook("move-rename") < 0 ||
+	    renameat(s->state_fd[from], id, s->state_fd[to], id) < 0)
+		goto fail;
+	struct dirsync_ticket t_to = dir_ticket(s, (int)to);
+	struct dirsync_ticket t_from = dir_ticket(s, (int)from);
 	/* The destination first: once it is durable the message cannot be lost;
-	 * a stale source entry after a crash is resolved by recovery. */
-	if (spool__hook("move-dirsync") < 0 || spool_fsync_dir(s->state_fd[to]) < 0)
-		return -1;
-	return spool_fsync_dir(s->state_fd[from]);
+	 * a stale source entry after a crash is resolved by recovery. The source
+	 * too before success: recovery prefers hold/ and badmail/, so a stale
+	 * entry there would undo a release or a requeue. */
+	if (spool__hook("move-dirsync") < 0 || dir_commit(s, (int)to, t_to) < 0)
+		goto fail;
+	if (spool__hook("move-srcsync") < 0 || dir_commit(s, (int)from, t_from) < 0)
+		goto fail;
+	return 0;
+fail:
+	note_error(s);
+	return -1;
 }
 
 int spool_remove(struct spool *s, const char *id, enum spool_state state)
 {
-	if (unlinkat(s->data_fd, id, 0) < 0 && errno != ENOENT)
+	if (check_writable(s) < 0)
 		return -1;
-	if (spool__hook("remove-datasync") < 0 || spool_fsync_dir(s->data_fd) < 0)
-		return -1;
+	if (spool__hook("remove-data") < 0 || (unlinkat(s->data_fd, id, 0) < 0 && errno != ENOENT))
+		goto fail;
+	if (spool__hook("remove-datasync") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
+		goto fail;
 	if (spool__hook("remove-env") < 0)
-		return -1;
+		goto fail;
 	if (unlinkat(s->state_fd[state], id, 0) < 0 && errno != ENOENT)
-		return -1;
+		goto fail;
 	/* Not fsynced: an envelope that comes back after a crash has no content
 	 * and recovery drops it. */
 	return 0;
+fail:
+	note_error(s);
+	return -1;
 }
 
 int spool_data_open(struct spool *s, const char *id)
@@ -341,7 +510,7 @@ static int claim_copy(struct spool *s, int dir_fd, const char *name, int fd, con
 		errno = saved;
 		return -1;
 	}
-	if (spool_fsync_dir(s->data_fd) < 0)
+	if (spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
 		return -1;
 	/* Only now may the original go: a crash before this leaves a duplicate
 	 * claim, never a loss. */
@@ -354,7 +523,7 @@ static int claim_copy(struct spool *s, int dir_fd, const char *name, int fd, con
 	return spool_fsync_dir(dir_fd);
 }
 
-int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
+static int claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
 {
 	for (int tries = 0; tries < 16; tries++) {
 		spool_new_id(s, id_r);
@@ -365,10 +534,12 @@ int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r
 			 * before anything depends on it. */
 			if (spool__hook("claim-fsync") < 0 || fsync(fd) < 0)
 				return -1;
-			if (spool_fsync_dir(s->data_fd) < 0)
+			if (spool__hook("claim-dirsync") < 0 ||
+			    spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
 				return -1;
 			return spool_fsync_dir(dir_fd);
 		}
+		/* Another process made the same ID: the name decides, take the next. */
 		if (errno == EEXIST)
 			continue;
 		if (errno == EXDEV)
@@ -377,6 +548,17 @@ int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r
 	}
 	errno = EEXIST;
 	return -1;
+}
+
+int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
+{
+	if (check_writable(s) < 0)
+		return -1;
+	if (claim(s, dir_fd, name, fd, id_r) < 0) {
+		note_error(s);
+		return -1;
+	}
+	return 0;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -463,30 +645,101 @@ void spool_list_free(char **ids, size_t n)
 	free(ids);
 }
 
-static bool in_sorted(char **ids, size_t n, const char *id)
+/* An ID as a number, for recovery: 16 bytes instead of a string, compared
+ * without strcmp (the order is the same: fixed-length upper-case hex). */
+struct idkey {
+	uint64_t hi; /* first 16 hex digits */
+	uint32_t lo; /* last 4 */
+	uint32_t unused;
+};
+
+static int hexdigit(char c)
 {
-	return n && bsearch(&id, ids, n, sizeof(*ids), cmp_str) != NULL;
+	return c <= '9' ? c - '0' : c - 'A' + 10;
+}
+
+static struct idkey key_of(const char *id)
+{
+	struct idkey k = {0, 0, 0};
+	for (int i = 0; i < 16; i++)
+		k.hi = k.hi << 4 | (uint64_t)hexdigit(id[i]);
+	for (int i = 16; i < SPOOL_ID_LEN; i++)
+		k.lo = k.lo << 4 | (uint32_t)hexdigit(id[i]);
+	return k;
+}
+
+static void id_of(struct idkey k, char id_r[SPOOL_ID_LEN + 1])
+{
+	snprintf(id_r, SPOOL_ID_LEN + 1, "%016llX%04X", (unsigned long long)k.hi, k.lo & 0xffff);
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct idkey *x = a, *y = b;
+	if (x->hi != y->hi)
+		return x->hi < y->hi ? -1 : 1;
+	return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* The valid IDs in a directory, as sorted keys. */
+static int list_keys(int dir_fd, struct idkey **v_r, size_t *n_r)
+{
+	int fd = dup(dir_fd);
+	if (fd < 0)
+		return -1;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	struct idkey *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (!spool_id_valid(de->d_name))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap + cap / 2 : 1024;
+			v = xrealloc(v, cap * sizeof(*v));
+		}
+		v[n++] = key_of(de->d_name);
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_key);
+	*v_r = v;
+	*n_r = n;
+	return 0;
+}
+
+static bool has_key(const struct idkey *v, size_t n, const struct idkey *k)
+{
+	return n && bsearch(k, v, n, sizeof(*v), cmp_key) != NULL;
 }
 
 int spool_recover(struct spool *s, struct spool_recovery *r)
 {
-	char **tmp = NULL, **data = NULL, **st[SPOOL_N_STATES] = {0};
+	char **tmp = NULL;
+	struct idkey *data = NULL, *st[SPOOL_N_STATES] = {0};
 	size_t n_tmp = 0, n_data = 0, n_st[SPOOL_N_STATES] = {0};
 	int ret = -1;
 
 	memset(r, 0, sizeof(*r));
-	if (list_fd(s->tmp_fd, false, &tmp, &n_tmp) < 0)
+	if (check_writable(s) < 0)
 		return -1;
+	if (list_fd(s->tmp_fd, false, &tmp, &n_tmp) < 0)
+		goto out;
 	for (size_t i = 0; i < n_tmp; i++)
 		if (unlinkat(s->tmp_fd, tmp[i], 0) == 0)
 			r->tmp_cleaned++;
-	if (n_tmp && spool_fsync_dir(s->tmp_fd) < 0)
+	if (r->tmp_cleaned && spool_fsync_dir(s->tmp_fd) < 0)
 		goto out;
 
 	for (int i = 0; i < SPOOL_N_STATES; i++)
-		if (spool_list(s, (enum spool_state)i, &st[i], &n_st[i]) < 0)
+		if (list_keys(s->state_fd[i], &st[i], &n_st[i]) < 0)
 			goto out;
-	if (list_fd(s->data_fd, true, &data, &n_data) < 0)
+	if (list_keys(s->data_fd, &data, &n_data) < 0)
 		goto out;
 
 	/* An envelope in two states: a move cut short after the rename into the
@@ -498,13 +751,15 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 	for (int a = 0; a < SPOOL_N_STATES; a++) {
 		enum spool_state st_a = order[a];
 		for (size_t i = 0; i < n_st[st_a]; i++) {
-			bool dup = false, has_data;
+			const struct idkey *k = &st[st_a][i];
+			bool dup = false;
 			for (int b = 0; b < a && !dup; b++)
-				dup = in_sorted(st[order[b]], n_st[order[b]], st[st_a][i]);
-			has_data = in_sorted(data, n_data, st[st_a][i]);
-			if (dup || !has_data) {
+				dup = has_key(st[order[b]], n_st[order[b]], k);
+			if (dup || !has_key(data, n_data, k)) {
 				/* No content: it was removed first, so the message was finished. */
-				if (unlinkat(s->state_fd[st_a], st[st_a][i], 0) < 0)
+				char id[SPOOL_ID_LEN + 1];
+				id_of(*k, id);
+				if (unlinkat(s->state_fd[st_a], id, 0) < 0 && errno != ENOENT)
 					goto out;
 				if (dup)
 					r->duplicates++;
@@ -518,21 +773,29 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 	for (size_t j = 0; j < n_data; j++) {
 		bool found = false;
 		for (int i = 0; i < SPOOL_N_STATES && !found; i++)
-			found = in_sorted(st[i], n_st[i], data[j]);
+			found = has_key(st[i], n_st[i], &data[j]);
 		if (!found) {
-			r->orphans = xrealloc(r->orphans, (r->n_orphans + 1) * sizeof(char *));
-			r->orphans[r->n_orphans++] = xstrdup(data[j]);
+			if (r->n_orphans % 64 == 0)
+				r->orphans =
+				    xrealloc(r->orphans, (r->n_orphans + 64) * sizeof(char *));
+			char *id = xmalloc(SPOOL_ID_LEN + 1);
+			id_of(data[j], id);
+			r->orphans[r->n_orphans++] = id;
 		}
 	}
-	for (int i = 0; i < SPOOL_N_STATES; i++)
-		if (spool_fsync_dir(s->state_fd[i]) < 0)
+	/* What the next run decides from is durable too (cheap: a few fsyncs),
+	 * including renames the last run left unsynced. */
+	for (int i = 0; i < SPOOL_N_DIRS; i++)
+		if (i != SPOOL_DIR_TMP && spool_fsync_dir(*dir_fd_of(s, i)) < 0)
 			goto out;
 	ret = 0;
 out:
+	if (ret < 0)
+		note_error(s);
 	spool_list_free(tmp, n_tmp);
-	spool_list_free(data, n_data);
+	free(data);
 	for (int i = 0; i < SPOOL_N_STATES; i++)
-		spool_list_free(st[i], n_st[i]);
+		free(st[i]);
 	return ret;
 }
 

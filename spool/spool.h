@@ -59,13 +59,13 @@ struct spool_env {
 	int64_t arrival_ms; /* when the file was claimed */
 	int64_t next_ms;    /* next attempt; 0 = now */
 	unsigned attempts;
-	uint64_t size;       /* content bytes */
+	uint64_t size;	     /* content bytes */
 	char *origin_pickup; /* [pickup NAME] the file came from */
 	char *origin_file;   /* its name in that folder */
 	bool dot_stuffed;    /* content is dot-stuffed (IIS-era writer) */
-	bool eightbit;       /* content has 8-bit bytes: BODY=8BITMIME */
-	bool smtputf8;       /* addresses need SMTPUTF8 */
-	char *sender;        /* "" = null sender <> */
+	bool eightbit;	     /* content has 8-bit bytes: BODY=8BITMIME */
+	bool smtputf8;	     /* addresses need SMTPUTF8 */
+	char *sender;	     /* "" = null sender <> */
 	char *sender_params; /* RET=, ENVID= or NULL */
 	struct spool_rcpt *rcpts;
 	size_t n_rcpts;
@@ -73,6 +73,9 @@ struct spool_env {
 	size_t n_edits;
 	char *reason; /* why it is in badmail/, or NULL */
 };
+
+/* Group commit state of one directory (spool.c). */
+struct spool_dirsync;
 
 struct spool {
 	char *dir;
@@ -85,6 +88,10 @@ struct spool {
 	bool id_lock_init;
 	uint32_t seq;
 	int64_t last_ms;
+	/* One per state directory, then data/ and tmp/: concurrent transitions
+	 * share one directory fsync (see spool_fsync_dir_shared). */
+	struct spool_dirsync *dsync;
+	int readonly; /* atomic: set at the first EROFS; state changes stop */
 };
 
 extern const char *const spool_state_names[SPOOL_N_STATES];
@@ -124,9 +131,16 @@ int spool_env_read(struct spool *s, enum spool_state state, const char *id, stru
 		   struct buf *reason);
 /* One state change: rename between state directories, both fsynced. */
 int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
+/* A rename between states without fsync, for moves whose loss in a crash is
+ * harmless (deferred -> queue when an attempt starts: either place is fine). */
+int spool_move_nosync(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
 /* Finishes a message: unlinks the content (durably: that is the record that
  * the message is done), then the envelope. */
 int spool_remove(struct spool *s, const char *id, enum spool_state state);
+
+/* Writes new content (a message pickupd makes itself) durably into data/
+ * under a new ID; the caller then writes its envelope. 0 or -1 (errno). */
+int spool_data_create(struct spool *s, const char *data, size_t len, char id_r[SPOOL_ID_LEN + 1]);
 
 /* Opens the content read-only; -1 with errno. */
 int spool_data_open(struct spool *s, const char *id);
@@ -150,10 +164,30 @@ struct spool_entry {
 	char id[SPOOL_ID_LEN + 1];
 	int64_t due_ms;
 };
-int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r, size_t *n_r);
+int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r,
+	       size_t *n_r);
 
 /* fsync of a directory descriptor; also used by the daemon for the pickup folder. */
 int spool_fsync_dir(int fd);
+
+/*
+ * Group commit: makes every rename or unlink this thread already did in
+ * state directory `which` (or SPOOL_DIR_DATA, SPOOL_DIR_TMP) durable.
+ * Callers on several threads share fsyncs: any fsync of that directory that
+ * started after the call covers it; the caller waits for one that is already
+ * running, or starts one itself (several may run at once, and the kernel
+ * batches them into one journal commit). An fsync error fails every caller
+ * whose call began before it finished, and is never retried on the same
+ * descriptor (the directory is reopened). 0 or -1 (errno).
+ */
+#define SPOOL_DIR_DATA SPOOL_N_STATES
+#define SPOOL_DIR_TMP  (SPOOL_N_STATES + 1)
+#define SPOOL_N_DIRS   (SPOOL_N_STATES + 2)
+int spool_fsync_dir_shared(struct spool *s, int which);
+
+/* True once the spool's file system answered EROFS: every state change then
+ * fails at once with EROFS (one log line says so); a restart clears it. */
+bool spool_readonly(struct spool *s);
 
 /*
  * Recovery, run once before the daemon reports ready: cleans tmp/, drops

@@ -10,8 +10,7 @@
 /* Writes a new file durably (O_EXCL, write, fsync, close); with mtime_ms > 0
  * the file's mtime is set to it (the next-attempt time, readable by stat
  * alone at start-up, as Postfix's qmgr does). 0 or -1 (errno). */
-int spool__write_file(int dir_fd, const char *name, const char *data, size_t len,
-		      int64_t mtime_ms);
+int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms);
 /* Reads a whole small file into out (at most max bytes). 0 or -1 (errno). */
 int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
 
@@ -22,5 +21,8 @@ int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
  * with that errno. Returns 0 normally, -1 (errno set) for an injected failure.
  */
 int spool__hook(const char *step);
+/* Tests only: forget the settings read from the environment, so that a
+ * forked child can set new ones. Not thread-safe. */
+void spool__hook_reset(void);
 
 #endif

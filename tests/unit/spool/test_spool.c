@@ -1,0 +1,855 @@
+/*
+ * Purpose: tests of spool/: queue IDs (unique across processes, collisions
+ * decided by RENAME_NOREPLACE), the envelope format (round trip, each kind
+ * of corruption refused with a reason), each transition, group commit under
+ * concurrency, injected fsync/EIO/EROFS failures, recovery, and crash tests
+ * that SIGKILL a child at each step of each transition, then recover and
+ * check the invariants: nothing lost, nothing half-visible, no message in
+ * two states.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "spool/spool.h"
+#include "spool/spool_int.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- helpers ------------------------------------------------------------------------ */
+
+struct fixture {
+	char dir[64];
+	char pickup[96];
+	struct spool sp;
+	int pickup_fd;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/spooltest.XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(f->pickup, sizeof(f->pickup), "%s/pickup", f->dir);
+	mkdir(f->pickup, 0750);
+	f->pickup_fd = open(f->pickup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char sdir[128];
+	snprintf(sdir, sizeof(sdir), "%s/spool", f->dir);
+	if (spool_open(&f->sp, sdir) < 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	spool_close(&f->sp);
+	close(f->pickup_fd);
+	nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+/* Sets (or clears, with NULL) a fault-injection variable for this process. */
+static void set_hook(const char *var, const char *value)
+{
+	unsetenv("PICKUPD_SPOOL_CRASH");
+	unsetenv("PICKUPD_SPOOL_FAIL");
+	if (value)
+		setenv(var, value, 1);
+	spool__hook_reset();
+}
+
+static void make_env(struct spool_env *e, const char *id)
+{
+	memset(e, 0, sizeof(*e));
+	memcpy(e->id, id, SPOOL_ID_LEN + 1);
+	e->arrival_ms = 1732350000123;
+	e->size = 42;
+	e->origin_pickup = xstrdup("default");
+	e->origin_file = xstrdup("a b\\c\t.eml");
+	e->sender = xstrdup("alice@example.org");
+	e->sender_params = xstrdup("RET=HDRS ENVID=x");
+	spool_env_add_edit(e, 0, 30, NULL);
+	spool_env_add_edit(e, 30, 0, "Received: from pickup\x01 by host");
+	spool_env_add_rcpt(e, "bob@example.net", "NOTIFY=FAILURE");
+	spool_env_add_rcpt(e, "carol@example.net", NULL);
+	e->rcpts[1].status = RCPT_DEFERRED;
+	e->rcpts[1].reply = xstrdup("451 4.3.0 try later\r\n");
+}
+
+static bool exists_in(int dir_fd, const char *name)
+{
+	struct stat st;
+	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static size_t count_files(int dir_fd)
+{
+	int fd = dup(dir_fd);
+	DIR *d = fdopendir(fd);
+	struct dirent *de;
+	size_t c = 0;
+	rewinddir(d);
+	while ((de = readdir(d)) != NULL)
+		c += de->d_name[0] != '.';
+	closedir(d);
+	return c;
+}
+
+/* A message in the spool the way ingest leaves it: content + queue envelope. */
+static void queue_message(struct spool *sp, char id[SPOOL_ID_LEN + 1])
+{
+	struct spool_env e;
+	spool_new_id(sp, id);
+	assert_int_equal(spool__write_file(sp->data_fd, id, "From: a\r\n\r\nhi\r\n", 15, 0), 0);
+	make_env(&e, id);
+	assert_int_equal(spool_env_write(sp, SPOOL_QUEUE, &e), 0);
+	spool_env_deinit(&e);
+}
+
+/* ---- IDs ---------------------------------------------------------------------------- */
+
+#define ID_PROCS 4
+#define ID_EACH	 20000
+
+static int cmp_id(const void *a, const void *b)
+{
+	return memcmp(a, b, SPOOL_ID_LEN);
+}
+
+/* Several processes (as several pickupd instances on one host) make IDs at
+ * the same time: all are valid, each process's are increasing, none repeats. */
+static void spool_ids_unique_across_processes(void **state)
+{
+	struct fixture *f = *state;
+	char path[ID_PROCS][128];
+	for (int p = 0; p < ID_PROCS; p++) {
+		snprintf(path[p], sizeof(path[p]), "%s/ids.%d", f->dir, p);
+		if (fork() == 0) {
+			struct spool sp;
+			FILE *out = fopen(path[p], "w");
+			if (out == NULL || spool_open(&sp, f->sp.dir) < 0)
+				_exit(1);
+			char prev[SPOOL_ID_LEN + 1] = "";
+			for (int i = 0; i < ID_EACH; i++) {
+				char id[SPOOL_ID_LEN + 1];
+				spool_new_id(&sp, id);
+				if (!spool_id_valid(id) || strcmp(id, prev) <= 0)
+					_exit(2);
+				memcpy(prev, id, sizeof(id));
+				fwrite(id, 1, SPOOL_ID_LEN, out);
+			}
+			spool_close(&sp);
+			_exit(fclose(out) == 0 ? 0 : 3);
+		}
+	}
+	for (int p = 0; p < ID_PROCS; p++) {
+		int status;
+		wait(&status);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	size_t total = (size_t)ID_PROCS * ID_EACH * SPOOL_ID_LEN, got = 0;
+	char *all = malloc(total);
+	for (int p = 0; p < ID_PROCS; p++) {
+		FILE *in = fopen(path[p], "r");
+		assert_non_null(in);
+		got += fread(all + got, 1, total - got, in);
+		fclose(in);
+	}
+	assert_int_equal(got, total);
+	qsort(all, (size_t)ID_PROCS * ID_EACH, SPOOL_ID_LEN, cmp_id);
+	for (size_t i = 1; i < (size_t)ID_PROCS * ID_EACH; i++)
+		assert_true(
+		    memcmp(all + (i - 1) * SPOOL_ID_LEN, all + i * SPOOL_ID_LEN, SPOOL_ID_LEN) < 0);
+	free(all);
+}
+
+/* More than 4096 IDs in one millisecond, or a clock step back: still increasing. */
+static void spool_ids_increase_past_counter_and_clock_step(void **state)
+{
+	struct fixture *f = *state;
+	char prev[SPOOL_ID_LEN + 1], id[SPOOL_ID_LEN + 1];
+	f->sp.last_ms = (int64_t)1 << 46; /* far in the future: the clock "went back" */
+	spool_new_id(&f->sp, prev);
+	for (int i = 0; i < 10000; i++) {
+		spool_new_id(&f->sp, id);
+		assert_true(strcmp(id, prev) > 0);
+		memcpy(prev, id, sizeof(id));
+	}
+}
+
+/* When the name is taken anyway (another instance, a restart with the same
+ * PID in the same millisecond), RENAME_NOREPLACE refuses and the claim takes
+ * the next ID; the existing file is untouched. */
+static void spool_claim_collision_takes_next_id(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char predicted[SPOOL_ID_LEN + 1], id[SPOOL_ID_LEN + 1];
+	int64_t future = (int64_t)1 << 45;
+
+	sp->last_ms = future;
+	sp->seq = 0;
+	spool_new_id(sp, predicted); /* seq 1 */
+	sp->last_ms = future;
+	sp->seq = 0;
+	assert_int_equal(spool__write_file(sp->data_fd, predicted, "other", 5, 0), 0);
+	assert_int_equal(spool__write_file(f->pickup_fd, "m.eml", "mine", 4, 0), 0);
+	int fd = openat(f->pickup_fd, "m.eml", O_RDONLY);
+	assert_int_equal(spool_claim(sp, f->pickup_fd, "m.eml", fd, id), 0);
+	close(fd);
+	assert_string_not_equal(id, predicted);
+	struct buf b = BUF_INIT;
+	assert_int_equal(spool__read_all(sp->data_fd, predicted, 100, &b), 0);
+	assert_memory_equal(b.data, "other", 5);
+	buf_clear(&b);
+	assert_int_equal(spool__read_all(sp->data_fd, id, 100, &b), 0);
+	assert_memory_equal(b.data, "mine", 4);
+	buf_deinit(&b);
+	assert_false(exists_in(f->pickup_fd, "m.eml"));
+}
+
+/* ---- envelope format ---------------------------------------------------------------- */
+
+static void spool_env_round_trip(void **state)
+{
+	(void)state;
+	struct spool_env e, p;
+	struct buf t1 = BUF_INIT, t2 = BUF_INIT, why = BUF_INIT;
+	make_env(&e, "0193A1B2C3D4E0012A00");
+	e.next_ms = 1732350999000;
+	e.attempts = 3;
+	e.eightbit = e.smtputf8 = e.dot_stuffed = true;
+	e.reason = xstrdup("no \\ reason\n");
+	spool_env_format(&e, &t1);
+	/* Greppable: one field per line, control characters escaped. */
+	assert_non_null(
+	    strstr(t1.data, "\nrcpt pending <bob@example.net>\nparams NOTIFY=FAILURE\n"));
+	assert_non_null(strstr(t1.data, "\nfile a b\\x5Cc\\x09.eml\n"));
+	assert_int_equal(spool_env_parse(t1.data, t1.len, &p, &why), 0);
+	assert_string_equal(p.id, e.id);
+	assert_int_equal(p.next_ms, e.next_ms);
+	assert_int_equal(p.attempts, 3);
+	assert_true(p.eightbit && p.smtputf8 && p.dot_stuffed);
+	assert_string_equal(p.origin_file, e.origin_file);
+	assert_string_equal(p.sender_params, e.sender_params);
+	assert_int_equal(p.n_rcpts, 2);
+	assert_int_equal(p.rcpts[1].status, RCPT_DEFERRED);
+	assert_string_equal(p.rcpts[1].reply, e.rcpts[1].reply);
+	assert_null(p.rcpts[1].params);
+	assert_int_equal(p.n_edits, 2);
+	assert_string_equal(p.edits[1].insert, e.edits[1].insert);
+	assert_string_equal(p.reason, e.reason);
+	spool_env_format(&p, &t2);
+	assert_int_equal(t1.len, t2.len);
+	assert_memory_equal(t1.data, t2.data, t1.len);
+	/* The null sender. */
+	free(p.sender);
+	p.sender = xstrdup("");
+	buf_clear(&t2);
+	spool_env_format(&p, &t2);
+	assert_non_null(strstr(t2.data, "\nsender <>\n"));
+	spool_env_deinit(&p);
+	assert_int_equal(spool_env_parse(t2.data, t2.len, &p, &why), 0);
+	assert_string_equal(p.sender, "");
+	spool_env_deinit(&p);
+	spool_env_deinit(&e);
+	buf_deinit(&t1);
+	buf_deinit(&t2);
+	buf_deinit(&why);
+}
+
+#define GOOD_HEAD "pickupd-envelope 1\nid 0193A1B2C3D4E0012A00\narrival 1\nsender <a@b>\n"
+
+static const struct {
+	const char *name;
+	const char *text;
+	const char *reason;
+} corrupt[] = {
+    {"empty", "", "empty file"},
+    {"torn mid-line", GOOD_HEAD "rcpt pending <x@y", "not terminated (torn"},
+    {"torn at a line end", GOOD_HEAD "rcpt pending <x@y>\n", "no \"end\" line"},
+    {"other version", "pickupd-envelope 2\nend\n", "not a version 1"},
+    {"unknown key", GOOD_HEAD "colour blue\nend\n", "unknown field"},
+    {"bad escape", GOOD_HEAD "reason a\\q\nend\n", "bad value"},
+    {"lower-case escape", GOOD_HEAD "reason a\\x0a\nend\n", "bad value"},
+    {"escaped NUL", GOOD_HEAD "reason a\\x00\nend\n", "bad value"},
+    {"short escape", GOOD_HEAD "reason a\\x4\nend\n", "bad value"},
+    {"control char", GOOD_HEAD "reason a\tb\nend\n", "bad value"},
+    {"CR", GOOD_HEAD "reason ab\r\nend\n", "bad value"},
+    {"data after end", GOOD_HEAD "end\nrcpt pending <x@y>\n", "data after \"end\""},
+    {"blank after end", GOOD_HEAD "end\n\n", "data after \"end\""},
+    {"no value", GOOD_HEAD "attempts\nend\n", "line without a value"},
+    {"bad number", GOOD_HEAD "attempts 1x\nend\n", "bad value"},
+    {"huge number", GOOD_HEAD "size 99999999999999999999\nend\n", "bad value"},
+    {"bad id", "pickupd-envelope 1\nid 0193a1b2c3d4e0012a00\nend\n", "bad value"},
+    {"no id", "pickupd-envelope 1\narrival 1\nsender <a@b>\nend\n", "missing id"},
+    {"no sender", "pickupd-envelope 1\nid 0193A1B2C3D4E0012A00\narrival 1\nend\n",
+     "missing sender"},
+    {"two senders", GOOD_HEAD "sender <c@d>\nend\n", "bad value"},
+    {"params orphan", "pickupd-envelope 1\nparams X\nend\n", "bad value"},
+    {"reply without rcpt", GOOD_HEAD "reply 250 ok\nend\n", "bad value"},
+    {"bad status", GOOD_HEAD "rcpt sending <x@y>\nend\n", "bad value"},
+    {"empty rcpt", GOOD_HEAD "rcpt pending <>\nend\n", "bad value"},
+    {"edits out of order", GOOD_HEAD "edit 10 5\nedit 12 0\nend\n", "edits out of order"},
+    {"bad yes/no", GOOD_HEAD "smtputf8 maybe\nend\n", "bad value"},
+};
+
+static void spool_env_refuses_corruption(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(corrupt); i++) {
+		struct spool_env e;
+		struct buf why = BUF_INIT;
+		int r = spool_env_parse(corrupt[i].text, strlen(corrupt[i].text), &e, &why);
+		if (r == 0 || why.data == NULL || strstr(why.data, corrupt[i].reason) == NULL)
+			print_error("case \"%s\": r=%d reason=%s\n", corrupt[i].name, r,
+				    why.data ? why.data : "(none)");
+		assert_int_equal(r, -1);
+		assert_non_null(strstr(why.data, corrupt[i].reason));
+		assert_non_null(strstr(why.data, "corrupt envelope"));
+		buf_deinit(&why);
+	}
+	/* The good head itself parses: the cases above fail for their own reason. */
+	struct spool_env e;
+	assert_int_equal(spool_env_parse(GOOD_HEAD "end\n", strlen(GOOD_HEAD "end\n"), &e, NULL),
+			 0);
+	spool_env_deinit(&e);
+}
+
+/* Every proper prefix of a valid envelope (a torn write) is refused. */
+static void spool_env_refuses_every_prefix(void **state)
+{
+	(void)state;
+	struct spool_env e, p;
+	struct buf t = BUF_INIT;
+	make_env(&e, "0193A1B2C3D4E0012A00");
+	spool_env_format(&e, &t);
+	for (size_t n = 0; n < t.len; n++)
+		assert_int_equal(spool_env_parse(t.data, n, &p, NULL), -1);
+	assert_int_equal(spool_env_parse(t.data, t.len, &p, NULL), 0);
+	spool_env_deinit(&p);
+	spool_env_deinit(&e);
+	buf_deinit(&t);
+}
+
+/* ---- transitions -------------------------------------------------------------------- */
+
+static void spool_env_write_is_durable_and_readable(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_env e, r;
+	struct buf why = BUF_INIT;
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	e.next_ms = 1900000000123;
+	assert_int_equal(spool_env_write(sp, SPOOL_DEFERRED, &e), 0);
+	assert_int_equal(count_files(sp->tmp_fd), 0);
+	struct stat st;
+	assert_int_equal(fstatat(sp->state_fd[SPOOL_DEFERRED], id, &st, 0), 0);
+	assert_int_equal(st.st_mtim.tv_sec, 1900000000);
+	assert_int_equal(spool_env_read(sp, SPOOL_DEFERRED, id, &r, &why), 0);
+	assert_int_equal(r.next_ms, e.next_ms);
+	spool_env_deinit(&r);
+	/* Rewriting replaces it. */
+	e.attempts = 7;
+	assert_int_equal(spool_env_write(sp, SPOOL_DEFERRED, &e), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_DEFERRED, id, &r, &why), 0);
+	assert_int_equal(r.attempts, 7);
+	spool_env_deinit(&r);
+	/* scan reports the mtime without opening the file. */
+	struct spool_entry *v;
+	size_t n;
+	assert_int_equal(spool_scan(sp, SPOOL_DEFERRED, &v, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].id, id);
+	assert_int_equal(v[0].due_ms, 1900000000123);
+	free(v);
+	/* A file holding another ID is refused. */
+	assert_int_equal(renameat(sp->state_fd[SPOOL_DEFERRED], id, sp->state_fd[SPOOL_DEFERRED],
+				  "0000000000000000000A"),
+			 0);
+	buf_clear(&why);
+	assert_int_equal(spool_env_read(sp, SPOOL_DEFERRED, "0000000000000000000A", &r, &why), -1);
+	assert_int_equal(errno, EBADMSG);
+	spool_env_deinit(&e);
+	buf_deinit(&why);
+}
+
+static void spool_move_and_list(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char a[SPOOL_ID_LEN + 1], b[SPOOL_ID_LEN + 1];
+	queue_message(sp, a);
+	queue_message(sp, b);
+	assert_int_equal(spool_move(sp, a, SPOOL_QUEUE, SPOOL_HOLD), 0);
+	assert_int_equal(spool_move(sp, a, SPOOL_HOLD, SPOOL_HOLD), 0);
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], a));
+	assert_true(exists_in(sp->state_fd[SPOOL_HOLD], a));
+	assert_int_equal(spool_move(sp, a, SPOOL_QUEUE, SPOOL_DEFERRED), -1);
+	assert_int_equal(errno, ENOENT);
+	char **ids;
+	size_t n;
+	assert_int_equal(spool_list(sp, SPOOL_QUEUE, &ids, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(ids[0], b);
+	spool_list_free(ids, n);
+	assert_int_equal(spool_move(sp, b, SPOOL_QUEUE, SPOOL_BADMAIL), 0);
+	assert_int_equal(spool_move(sp, a, SPOOL_HOLD, SPOOL_QUEUE), 0);
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.counts[SPOOL_QUEUE], 1);
+	assert_int_equal(rec.counts[SPOOL_BADMAIL], 1);
+	assert_int_equal(rec.counts[SPOOL_HOLD], 0);
+	spool_recovery_deinit(&rec);
+}
+
+static void spool_remove_content_first(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	queue_message(sp, id);
+	assert_int_equal(spool_remove(sp, id, SPOOL_QUEUE), 0);
+	assert_false(exists_in(sp->data_fd, id));
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], id));
+	/* Removing again is not an error (a retry after a cut-short removal). */
+	assert_int_equal(spool_remove(sp, id, SPOOL_QUEUE), 0);
+}
+
+static void spool_claim_moves_the_file(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	assert_int_equal(spool__write_file(f->pickup_fd, "x.eml", "hello", 5, 0), 0);
+	int fd = openat(f->pickup_fd, "x.eml", O_RDONLY);
+	assert_int_equal(spool_claim(sp, f->pickup_fd, "x.eml", fd, id), 0);
+	close(fd);
+	assert_true(spool_id_valid(id));
+	assert_false(exists_in(f->pickup_fd, "x.eml"));
+	assert_true(exists_in(sp->data_fd, id));
+	/* Gone meanwhile: ENOENT, nothing made. */
+	assert_int_equal(spool_claim(sp, f->pickup_fd, "x.eml", -1, id), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+/* ---- group commit ------------------------------------------------------------------- */
+
+#define GC_THREADS 8
+#define GC_EACH	   40
+
+static void *gc_worker(void *arg)
+{
+	struct spool *sp = arg;
+	for (int i = 0; i < GC_EACH; i++) {
+		char id[SPOOL_ID_LEN + 1];
+		struct spool_env e;
+		spool_new_id(sp, id);
+		if (spool__write_file(sp->data_fd, id, "x", 1, 0) < 0)
+			return (void *)1;
+		make_env(&e, id);
+		int r = spool_env_write(sp, SPOOL_QUEUE, &e);
+		spool_env_deinit(&e);
+		if (r < 0 || spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED) < 0)
+			return (void *)1;
+		if (i % 2 && spool_remove(sp, id, SPOOL_DEFERRED) < 0)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* Many threads, as the daemon's pool: every transition succeeds and lands. */
+static void spool_group_commit_concurrent(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t th[GC_THREADS];
+	for (int i = 0; i < GC_THREADS; i++)
+		pthread_create(&th[i], NULL, gc_worker, &f->sp);
+	for (int i = 0; i < GC_THREADS; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		assert_null(r);
+	}
+	assert_int_equal(count_files(f->sp.state_fd[SPOOL_DEFERRED]), GC_THREADS * GC_EACH / 2);
+	assert_int_equal(count_files(f->sp.state_fd[SPOOL_QUEUE]), 0);
+	assert_int_equal(count_files(f->sp.data_fd), GC_THREADS * GC_EACH / 2);
+	assert_int_equal(count_files(f->sp.tmp_fd), 0);
+}
+
+static void *fail_worker(void *arg)
+{
+	struct spool *sp = arg;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_env e;
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	int r = spool_env_write(sp, SPOOL_QUEUE, &e);
+	spool_env_deinit(&e);
+	return (void *)(intptr_t)(r < 0 ? errno : 0);
+}
+
+/* A failing directory fsync fails every caller it may have covered, and the
+ * directory keeps working afterwards (reopened, not retried). */
+static void spool_dir_fsync_error_fails_callers(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t th[GC_THREADS];
+	set_hook("PICKUPD_SPOOL_FAIL", "dir-fsync:5");
+	for (int i = 0; i < GC_THREADS; i++)
+		pthread_create(&th[i], NULL, fail_worker, &f->sp);
+	for (int i = 0; i < GC_THREADS; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		assert_int_equal((intptr_t)r, EIO);
+	}
+	set_hook(NULL, NULL);
+	void *r = fail_worker(&f->sp);
+	assert_null(r);
+	assert_false(spool_readonly(&f->sp));
+}
+
+/* ---- injected errors ---------------------------------------------------------------- */
+
+static void spool_file_fsync_error_leaves_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_env e;
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	set_hook("PICKUPD_SPOOL_FAIL", "write-fsync:5");
+	assert_int_equal(spool_env_write(sp, SPOOL_QUEUE, &e), -1);
+	assert_int_equal(errno, EIO);
+	set_hook("PICKUPD_SPOOL_FAIL", "write-fsync:28");
+	assert_int_equal(spool_env_write(sp, SPOOL_QUEUE, &e), -1);
+	assert_int_equal(errno, ENOSPC);
+	set_hook(NULL, NULL);
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], id));
+	assert_int_equal(count_files(sp->tmp_fd), 0);
+	assert_false(spool_readonly(sp));
+	assert_int_equal(spool_env_write(sp, SPOOL_QUEUE, &e), 0);
+	spool_env_deinit(&e);
+}
+
+/* EROFS stops every later state change at once, without touching the disk. */
+static void spool_erofs_stops_state_changes(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1], id2[SPOOL_ID_LEN + 1];
+	queue_message(sp, id);
+	set_hook("PICKUPD_SPOOL_FAIL", "move-rename:30");
+	assert_int_equal(spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED), -1);
+	assert_int_equal(errno, EROFS);
+	set_hook(NULL, NULL);
+	assert_true(spool_readonly(sp));
+	assert_int_equal(spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED), -1);
+	assert_int_equal(errno, EROFS);
+	assert_int_equal(spool_remove(sp, id, SPOOL_QUEUE), -1);
+	assert_int_equal(errno, EROFS);
+	struct spool_env e;
+	spool_new_id(sp, id2);
+	make_env(&e, id2);
+	assert_int_equal(spool_env_write(sp, SPOOL_QUEUE, &e), -1);
+	assert_int_equal(errno, EROFS);
+	spool_env_deinit(&e);
+	assert_true(exists_in(sp->state_fd[SPOOL_QUEUE], id));
+	assert_true(exists_in(sp->data_fd, id));
+}
+
+/* ---- recovery ----------------------------------------------------------------------- */
+
+static void spool_recover_resolves_leftovers(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char a[SPOOL_ID_LEN + 1], b[SPOOL_ID_LEN + 1], c[SPOOL_ID_LEN + 1], d[SPOOL_ID_LEN + 1];
+	queue_message(sp, a); /* in queue and deferred: deferred wins */
+	assert_int_equal(linkat(sp->state_fd[SPOOL_QUEUE], a, sp->state_fd[SPOOL_DEFERRED], a, 0),
+			 0);
+	queue_message(sp, b); /* envelope without content: finished */
+	assert_int_equal(unlinkat(sp->data_fd, b, 0), 0);
+	spool_new_id(sp, c); /* content without envelope: a claim cut short */
+	assert_int_equal(spool__write_file(sp->data_fd, c, "x", 1, 0), 0);
+	queue_message(sp, d); /* in hold and queue: hold wins */
+	assert_int_equal(linkat(sp->state_fd[SPOOL_QUEUE], d, sp->state_fd[SPOOL_HOLD], d, 0), 0);
+	assert_int_equal(spool__write_file(sp->tmp_fd, "junk.env", "x", 1, 0), 0);
+	assert_int_equal(spool__write_file(sp->state_fd[SPOOL_QUEUE], "README", "x", 1, 0), 0);
+
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.tmp_cleaned, 1);
+	assert_int_equal(rec.duplicates, 2);
+	assert_int_equal(rec.dangling_envelopes, 1);
+	assert_int_equal(rec.n_orphans, 1);
+	assert_string_equal(rec.orphans[0], c);
+	assert_int_equal(rec.counts[SPOOL_DEFERRED], 1);
+	assert_int_equal(rec.counts[SPOOL_HOLD], 1);
+	assert_int_equal(rec.counts[SPOOL_QUEUE], 0);
+	spool_recovery_deinit(&rec);
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], a));
+	assert_true(exists_in(sp->state_fd[SPOOL_DEFERRED], a));
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], b));
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], d));
+	assert_true(exists_in(sp->state_fd[SPOOL_HOLD], d));
+	assert_true(exists_in(sp->state_fd[SPOOL_QUEUE], "README")); /* not ours: left alone */
+	assert_int_equal(count_files(sp->tmp_fd), 0);
+}
+
+/* ---- crash tests -------------------------------------------------------------------- */
+
+enum op { OP_WRITE_NEW, OP_REWRITE, OP_MOVE, OP_REMOVE, OP_CLAIM, OP_DEFER };
+
+static const struct {
+	enum op op;
+	const char *step; /* PICKUPD_SPOOL_CRASH value; NULL = no crash */
+} crashes[] = {
+    {OP_WRITE_NEW, "write-fsync"},
+    {OP_WRITE_NEW, "env-rename"},
+    {OP_WRITE_NEW, "env-dirsync"},
+    {OP_WRITE_NEW, "dir-fsync"},
+    {OP_WRITE_NEW, NULL},
+    {OP_REWRITE, "write-fsync"},
+    {OP_REWRITE, "env-rename"},
+    {OP_REWRITE, "env-dirsync"},
+    {OP_REWRITE, NULL},
+    {OP_MOVE, "move-rename"},
+    {OP_MOVE, "move-dirsync"},
+    {OP_MOVE, "dir-fsync:1"},
+    {OP_MOVE, "move-srcsync"},
+    {OP_MOVE, "dir-fsync:2"},
+    {OP_MOVE, NULL},
+    {OP_REMOVE, "remove-data"},
+    {OP_REMOVE, "remove-datasync"},
+    {OP_REMOVE, "dir-fsync"},
+    {OP_REMOVE, "remove-env"},
+    {OP_REMOVE, NULL},
+    {OP_CLAIM, "claim-rename"},
+    {OP_CLAIM, "claim-fsync"},
+    {OP_CLAIM, "claim-dirsync"},
+    {OP_CLAIM, "dir-fsync"},
+    {OP_CLAIM, NULL},
+    {OP_DEFER, "write-fsync"},
+    {OP_DEFER, "env-rename"},
+    {OP_DEFER, "env-dirsync"},
+    {OP_DEFER, "move-rename"},
+    {OP_DEFER, "move-dirsync"},
+    {OP_DEFER, "move-srcsync"},
+    {OP_DEFER, "dir-fsync:3"},
+    {OP_DEFER, NULL},
+};
+
+/* What the child does: one transition, as the daemon does it. */
+static void crash_child(struct fixture *f, enum op op, const char *id)
+{
+	struct spool *sp = &f->sp;
+	struct spool_env e;
+	char nid[SPOOL_ID_LEN + 1];
+	int r = 0;
+	switch (op) {
+	case OP_WRITE_NEW:
+	case OP_REWRITE:
+		make_env(&e, id);
+		e.attempts = 9;
+		r = spool_env_write(sp, SPOOL_QUEUE, &e);
+		spool_env_deinit(&e);
+		break;
+	case OP_MOVE:
+		r = spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED);
+		break;
+	case OP_REMOVE:
+		r = spool_remove(sp, id, SPOOL_QUEUE);
+		break;
+	case OP_CLAIM: {
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		r = spool_claim(sp, f->pickup_fd, "c.eml", fd, nid);
+		break;
+	}
+	case OP_DEFER: /* relay.c record_fn, REC_DEFER */
+		make_env(&e, id);
+		e.attempts = 9;
+		r = spool_env_write(sp, SPOOL_QUEUE, &e);
+		if (r == 0)
+			r = spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED);
+		spool_env_deinit(&e);
+		break;
+	}
+	_exit(r == 0 ? 0 : 1);
+}
+
+/* The states (bit per state) holding id, checking each envelope parses. */
+static unsigned states_of(struct spool *sp, const char *id, unsigned *attempts_r)
+{
+	unsigned mask = 0;
+	for (int i = 0; i < SPOOL_N_STATES; i++) {
+		if (!exists_in(sp->state_fd[i], id))
+			continue;
+		struct spool_env e;
+		struct buf why = BUF_INIT;
+		if (spool_env_read(sp, (enum spool_state)i, id, &e, &why) < 0)
+			fail_msg("%s in %s is half-visible: %s", id, spool_state_names[i],
+				 why.data);
+		*attempts_r = e.attempts;
+		spool_env_deinit(&e);
+		buf_deinit(&why);
+		mask |= 1u << i;
+	}
+	return mask;
+}
+
+static void spool_crash_at_each_step(void **state)
+{
+	(void)state;
+	for (size_t c = 0; c < ARRAY_SIZE(crashes); c++) {
+		void *fx;
+		assert_int_equal(setup(&fx), 0);
+		struct fixture *f = fx;
+		struct spool *sp = &f->sp;
+		char id[SPOOL_ID_LEN + 1];
+		enum op op = crashes[c].op;
+		const char *step = crashes[c].step;
+
+		/* Before: what the transition starts from. */
+		if (op == OP_WRITE_NEW) {
+			spool_new_id(sp, id);
+			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
+		} else if (op == OP_CLAIM) {
+			assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
+			id[0] = '\0';
+		} else {
+			queue_message(sp, id);
+		}
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			set_hook("PICKUPD_SPOOL_CRASH", step);
+			crash_child(f, op, id);
+		}
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		if (step) {
+			/* The step was reached: the child died there. */
+			if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
+				fail_msg("case %zu (%s): child not killed (status %d)", c, step,
+					 status);
+		} else {
+			assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		}
+
+		struct spool_recovery rec;
+		assert_int_equal(spool_recover(sp, &rec), 0);
+		assert_int_equal(count_files(sp->tmp_fd), 0);
+		unsigned attempts = 0;
+		unsigned mask = id[0] ? states_of(sp, id, &attempts) : 0;
+		bool data = id[0] && exists_in(sp->data_fd, id);
+		/* Never in two states. */
+		assert_true((mask & (mask - 1)) == 0);
+		switch (op) {
+		case OP_WRITE_NEW:
+			/* Queued, or content alone that recovery hands back for ingest. */
+			assert_true(data);
+			if (mask == 0) {
+				assert_int_equal(rec.n_orphans, 1);
+				assert_string_equal(rec.orphans[0], id);
+			} else {
+				assert_int_equal(mask, 1u << SPOOL_QUEUE);
+				assert_int_equal(rec.n_orphans, 0);
+			}
+			if (!step)
+				assert_int_equal(mask, 1u << SPOOL_QUEUE);
+			break;
+		case OP_REWRITE:
+			/* The old envelope or the new one, whole. */
+			assert_true(data);
+			assert_int_equal(mask, 1u << SPOOL_QUEUE);
+			assert_true(attempts == 0 || attempts == 9);
+			if (!step)
+				assert_int_equal(attempts, 9);
+			break;
+		case OP_MOVE:
+		case OP_DEFER:
+			assert_true(data);
+			assert_true(mask == 1u << SPOOL_QUEUE || mask == 1u << SPOOL_DEFERRED);
+			if (mask == 1u << SPOOL_DEFERRED)
+				assert_int_equal(attempts, op == OP_DEFER ? 9 : 0);
+			if (!step)
+				assert_int_equal(mask, 1u << SPOOL_DEFERRED);
+			assert_int_equal(rec.n_orphans, 0);
+			break;
+		case OP_REMOVE:
+			/* All there, or all gone: never content without envelope. */
+			assert_true((mask == 1u << SPOOL_QUEUE && data) || (mask == 0 && !data));
+			if (!step)
+				assert_true(mask == 0 && !data);
+			assert_int_equal(rec.n_orphans, 0);
+			break;
+		case OP_CLAIM: {
+			/* In the pickup folder or claimed (content for ingest): exactly one. */
+			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
+			assert_true(in_pickup != (rec.n_orphans == 1));
+			assert_true(rec.n_orphans <= 1);
+			if (!step)
+				assert_false(in_pickup);
+			break;
+		}
+		}
+		spool_recovery_deinit(&rec);
+		teardown(&fx);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(spool_ids_unique_across_processes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_ids_increase_past_counter_and_clock_step, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(spool_claim_collision_takes_next_id, setup, teardown),
+	    cmocka_unit_test(spool_env_round_trip),
+	    cmocka_unit_test(spool_env_refuses_corruption),
+	    cmocka_unit_test(spool_env_refuses_every_prefix),
+	    cmocka_unit_test_setup_teardown(spool_env_write_is_durable_and_readable, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(spool_move_and_list, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_remove_content_first, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_claim_moves_the_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_group_commit_concurrent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_recover_resolves_leftovers, setup, teardown),
+	    cmocka_unit_test(spool_crash_at_each_step),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
