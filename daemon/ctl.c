@@ -35,7 +35,7 @@
 #include "daemon/sched.h"
 
 #define CTL_MAX_RELAYS	 64
-#define CTL_LOCK_WAIT_MS 10000
+#define CTL_LOCK_WAIT_MS 5000
 
 struct ctl_client {
 	struct ctl *ctl;
@@ -477,13 +477,10 @@ static void connection_cb(uv_stream_t *server, int status)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-/* The daemon's claim on the spool; pickupctl works on the spool directly
- * only when it can take this lock. Waits a little for a pickupctl that
- * holds it for one operation. */
-static int lock_spool(struct pickupd *pd, struct buf *errors)
+int ctl_lock_spool(struct spool *sp, struct buf *errors)
 {
 	for (int waited = 0;; waited += 50) {
-		if (flock(pd->spool.dir_fd, LOCK_EX | LOCK_NB) == 0)
+		if (flock(sp->dir_fd, LOCK_EX | LOCK_NB) == 0)
 			return 0;
 		if (errno != EWOULDBLOCK || waited >= CTL_LOCK_WAIT_MS)
 			break;
@@ -491,7 +488,7 @@ static int lock_spool(struct pickupd *pd, struct buf *errors)
 		nanosleep(&ts, NULL);
 	}
 	buf_printf(errors, "spool %s is locked by another process (another pickupd?): %s\n",
-		   pd->cfg->spool.dir, strerror(errno));
+		   sp->dir, strerror(errno));
 	return -1;
 }
 
@@ -566,7 +563,7 @@ struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 			   sizeof(sa.sun_path) - 1);
 		return NULL;
 	}
-	if (lock_spool(pd, errors) < 0 || clear_stale(path, errors) < 0)
+	if (clear_stale(path, errors) < 0)
 		return NULL;
 	struct ctl *c = xcalloc(1, sizeof(*c));
 	c->pd = pd;

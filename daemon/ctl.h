@@ -30,6 +30,11 @@
 
 struct pickupd;
 
+/* Takes the daemon's exclusive flock(2) on the spool directory, held until
+ * exit; pickupctl works on the spool directly only when it can take it.
+ * Called before recovery. Waits a few seconds for a pickupctl that holds it
+ * for one operation; -1 with a line in errors when another holds it. */
+int ctl_lock_spool(struct spool *sp, struct buf *errors);
 /* Binds the socket (replacing a stale one that nobody answers on) and
  * listens. NULL with a line in errors when it cannot. */
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors);

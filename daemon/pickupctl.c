@@ -43,17 +43,17 @@
 #define EXIT_FAIL	  1
 #define EXIT_USAGE	  2
 #define EXIT_BUSY	  75
-#define BUSY_WAIT_MS	  10000
 #define REPLY_WIDTH	  70
 #define TOP_REASONS	  5
 #define SHOW_HEADER_LINES 30
 
 static bool json;
+static int64_t busy_wait_ms = 10000; /* --wait: how long "busy" is waited out */
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: pickupctl [-c FILE] COMMAND [--json]\n"
+		"usage: pickupctl [-c FILE] COMMAND [--json] [--wait SECONDS]\n"
 		"commands:\n"
 		"  status                 counts per state, oldest message, why messages wait\n"
 		"  list [--state STATE]   one line per message (queue|deferred|hold|badmail)\n"
@@ -64,6 +64,7 @@ static void usage(FILE *f)
 		"  delete ID              remove a message (content and envelope)\n"
 		"  requeue ID             put a badmail message back into the queue\n"
 		"  test-relay [NAME]      connect, EHLO, STARTTLS, AUTH, QUIT, showing each step\n"
+		"--wait: how long a busy message or a starting daemon is waited for (10)\n"
 		"config: -c FILE, else $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf\n");
 }
 
@@ -834,7 +835,7 @@ static int direct(struct spool *sp, const char *cmd, const char *id, struct buf 
 static int cmd_steer(const struct config *cfg, struct spool *sp, const char *cmd, const char *id)
 {
 	struct buf line = BUF_INIT, resp = BUF_INIT, err = BUF_INIT, out = BUF_INIT;
-	int64_t deadline = now_ms() + BUSY_WAIT_MS;
+	int64_t deadline = now_ms() + busy_wait_ms;
 	int rc;
 	buf_printf(&line, "%s%s%s", cmd, id ? " " : "", id ? id : "");
 	for (;;) {
@@ -909,9 +910,13 @@ static int drop_to_spool_owner(const char *dir)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
-	    {"state", required_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"state", required_argument, NULL, 's'},
+	    {"wait", required_argument, NULL, 'w'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *path = NULL, *state = NULL;
 	int ch;
@@ -927,6 +932,16 @@ int main(int argc, char **argv)
 		case 's':
 			state = optarg;
 			break;
+		case 'w': {
+			char *end;
+			double v = strtod(optarg, &end);
+			if (*end || v < 0 || v > 86400) {
+				fprintf(stderr, "pickupctl: --wait takes seconds\n");
+				return EXIT_USAGE;
+			}
+			busy_wait_ms = (int64_t)(v * 1000);
+			break;
+		}
 		case 'h':
 			usage(stdout);
 			return 0;
