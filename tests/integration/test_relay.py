@@ -398,6 +398,66 @@ def test_utf8_needs_smtputf8():
         assert "SMTPUTF8" in [o.upper() for o in m.mail_options], m.mail_options
 
 
+def _test_relay(d, *args):
+    p = d.pickupctl("test-relay", *args, timeout=60)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_test_relay_ok():
+    c = certs()
+    with SmtpServer(tls_context=c.context(), require_starttls=True,
+                    auth=("user@example.org", "s3cret")) as srv:
+        d = Pickupd(relay=srv, start=False)
+        d.write_config(relay(tls="starttls", ca_file=c.ca, user="user@example.org",
+                             password_file=secret_file(d), host="localhost"), srv.port)
+        rc, out = _test_relay(d, "test")
+        assert rc == 0, out
+        for want in ("connect   ok: localhost[127.0.0.1]", "< 220 smtp.test", "> STARTTLS",
+                     "TLS       ok: TLSv1.", "subject=/CN=localhost",
+                     "issuer=/CN=pickupd test CA", "expires=", "verify=ok", "AUTH      ok",
+                     "< 235", "< 221", "result    ok"):
+            assert want in out, (want, out)
+        assert "s3cret" not in out and "(credentials hidden)" in out, out
+        assert srv.auth_log == [("PLAIN", "user@example.org", True)], srv.auth_log
+        assert srv.transactions == []
+        d.cleanup()
+
+
+def test_test_relay_implicit_port_with_starttls():
+    c = certs()
+    with SmtpServer(implicit_tls=c.context()) as srv:
+        d = Pickupd(relay=srv, start=False)
+        d.write_config(relay(tls="starttls", ca_file=c.ca, greeting_timeout="2s"), srv.port)
+        rc, out = _test_relay(d)
+        assert rc != 0, out
+        assert "banner    FAILED" in out and "tls = implicit" in out, out
+        d.cleanup()
+
+
+def test_test_relay_name_mismatch():
+    c = certs()
+    with SmtpServer(tls_context=c.context("wrong")) as srv:
+        d = Pickupd(relay=srv, start=False)
+        d.write_config(relay(tls="starttls", ca_file=c.ca), srv.port)
+        rc, out = _test_relay(d)
+        assert rc != 0, out
+        assert "TLS       FAILED" in out and "name mismatch" in out, out
+        d.cleanup()
+
+
+def test_test_relay_credentials_refused():
+    c = certs()
+    with SmtpServer(implicit_tls=c.context(), auth=("u@example.org", "right")) as srv:
+        d = Pickupd(relay=srv, start=False)
+        d.write_config(relay(tls="implicit", ca_file=c.ca, user="u@example.org",
+                             password_file=secret_file(d, "wrong-pw")), srv.port)
+        rc, out = _test_relay(d)
+        assert rc != 0, out
+        assert "AUTH      FAILED" in out and "< 535" in out and "credentials refused" in out, out
+        assert "wrong-pw" not in out
+        d.cleanup()
+
+
 if __name__ == "__main__":
     try:
         harness.main(globals())
