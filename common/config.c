@@ -181,8 +181,8 @@ static const struct key keys[] = {
     TIMEOUT("data_done_timeout", "10m", data_done_timeout_ms),
 
     RETRY("schedule", KT_DURLIST, "1m 5m 15m 30m 1h 2h 4h", schedule_ms,
-	  .off_n = offsetof(struct config_retry, n_schedule), RANGE(1 * MS_S, 30 * MS_D)),
-    RETRY("max_age", KT_DURATION, "5d", max_age_ms, RANGE(MS_M, 365 * MS_D)),
+	  .off_n = offsetof(struct config_retry, n_schedule), RANGE(100, 30 * MS_D)),
+    RETRY("max_age", KT_DURATION, "5d", max_age_ms, RANGE(MS_S, 365 * MS_D)),
     RETRY("jitter_percent", KT_UINT, "10", jitter_percent, RANGE(0, 100)),
     RETRY("soft_bounce", KT_BOOL, "no", soft_bounce),
     RETRY("temporary_reply", KT_STRLIST, NULL, temporary_replies,

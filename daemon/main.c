@@ -1,6 +1,6 @@
 /*
  * Purpose: pickupd's entry point: options, configuration, spool recovery,
- * the event loop, signals (SIGTERM/SIGINT graceful stop, SIGHUP reload check),
+ * the event loop, signals (SIGTERM/SIGINT graceful stop, SIGHUP reload),
  * sd_notify.
  * Owns: the struct pickupd and every module instance.
  * Invariants: recovery finishes before READY=1 and before any file is
@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/ctl.h"
 #include "daemon/ingest.h"
+#include "daemon/metrics.h"
 #include "daemon/pickup.h"
 #include "daemon/pickupd.h"
 #include "daemon/relay.h"
@@ -72,6 +74,8 @@ void pickupd_check_stopped(struct pickupd *pd)
 			return;
 	if (!relay_pool_idle(pd->pool))
 		return;
+	if (!ctl_idle(pd->ctl) || !metrics_idle(pd->metrics))
+		return;
 	relay_pool_close(pd->pool);
 	sched_stop(pd->sched);
 	close_signal(&pd->sig_term);
@@ -100,29 +104,77 @@ static void stop(struct pickupd *pd, const char *why)
 	for (size_t i = 0; i < pd->n_pickups; i++)
 		pickup_stop(pd->pickups[i]);
 	relay_pool_stop(pd->pool);
+	ctl_stop(pd->ctl);
+	metrics_stop(pd->metrics);
 	uv_timer_start(&pd->shutdown_timer, shutdown_deadline_cb, pd->cfg->spool.shutdown_timeout_ms,
 		       0);
 	uv_unref((uv_handle_t *)&pd->shutdown_timer);
 	pickupd_check_stopped(pd);
 }
 
+/* Logs each "FILE:LINE: message" error on a line of its own. */
+static void log_errors(const char *prefix, const char *errs)
+{
+	const char *p = errs;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		int n = nl ? (int)(nl - p) : (int)strlen(p);
+		if (n)
+			log_error("%s%.*s", prefix, n, p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/*
+ * SIGHUP: a new configuration applies to what starts after it (new
+ * sessions, the next retry decision, log level); an invalid one is refused
+ * with its FILE:LINE errors and the running one kept. Configurations are
+ * kept until exit because sessions and jobs hold pointers into them.
+ */
+static void reload(struct pickupd *pd)
+{
+	struct buf errs = BUF_INIT;
+	struct config *cfg = config_load(pd->cfg->path, &errs);
+	if (cfg == NULL) {
+		log_errors("reload refused: ", errs.data);
+		log_error("reload refused; keeping the running configuration");
+		goto out;
+	}
+	if (!same_str(cfg->spool.dir, pd->cfg->spool.dir)) {
+		log_error("reload refused: [spool] dir cannot change without a restart");
+		config_free(cfg);
+		goto out;
+	}
+	if (relay_pool_reload(pd->pool, cfg, &errs) < 0) {
+		log_errors("reload refused: ", errs.data);
+		config_free(cfg);
+		goto out;
+	}
+	bool pickups_same = cfg->n_pickups == pd->cfg->n_pickups;
+	for (size_t i = 0; pickups_same && i < cfg->n_pickups; i++)
+		pickups_same = same_str(cfg->pickups[i].dir, pd->cfg->pickups[i].dir);
+	if (!pickups_same)
+		log_warn("reload: changes to the [pickup] folders take effect at the next restart");
+	pd->old_cfgs = xrealloc(pd->old_cfgs, (pd->n_old_cfgs + 1) * sizeof(*pd->old_cfgs));
+	pd->old_cfgs[pd->n_old_cfgs++] = pd->cfg;
+	pd->cfg = cfg;
+	set_log_level(cfg->general.log_level);
+	log_info("reloaded %s: %zu relay(s)", cfg->path, cfg->n_relays);
+	relay_pool_wake(pd->pool);
+out:
+	buf_deinit(&errs);
+}
+
 static void signal_cb(uv_signal_t *h, int signum)
 {
 	struct pickupd *pd = h->data;
 	if (signum == SIGHUP) {
-		/* Validate now; applying a new configuration to a running
-		 * daemon is not done yet, so the running one is kept. */
-		struct buf errs = BUF_INIT;
-		struct config *cfg = config_load(pd->cfg->path, &errs);
-		if (cfg == NULL)
-			log_error("reload refused, keeping the running configuration: %s",
-				  errs.data ? errs.data : "invalid");
-		else
-			log_warn("reload: %s is valid, but applying it needs a restart in this "
-				 "version",
-				 pd->cfg->path);
-		config_free(cfg);
-		buf_deinit(&errs);
+		reload(pd);
 		return;
 	}
 	stop(pd, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -234,6 +286,10 @@ int main(int argc, char **argv)
 
 	if (spool_open(&pd.spool, pd.cfg->spool.dir) < 0)
 		fatal("cannot open spool %s: %s", pd.cfg->spool.dir, strerror(errno));
+	if (ctl_lock_spool(&pd.spool, &errs) < 0) {
+		fputs(errs.data, stderr);
+		fatal("cannot start");
+	}
 	pd.magic = magic_open(MAGIC_MIME_TYPE | MAGIC_NO_CHECK_COMPRESS);
 	if (pd.magic == NULL || magic_load(pd.magic, NULL) != 0)
 		fatal("cannot load the libmagic database: %s",
@@ -264,6 +320,12 @@ int main(int argc, char **argv)
 	spool_recovery_deinit(&rec);
 	if (load_schedule(&pd) < 0)
 		fatal("cannot read the queue in %s: %s", pd.cfg->spool.dir, strerror(errno));
+	pd.ctl = ctl_start(&pd, &errs);
+	pd.metrics = metrics_start(&pd, &errs);
+	if (pd.ctl == NULL || errs.len) {
+		fputs(errs.data ? errs.data : "", stderr);
+		fatal("cannot start");
+	}
 
 	uv_signal_init(pd.loop, &pd.sig_term);
 	uv_signal_init(pd.loop, &pd.sig_int);
@@ -299,11 +361,16 @@ int main(int argc, char **argv)
 		pickup_free(pd.pickups[i]);
 	free(pd.pickups);
 	relay_pool_free(pd.pool);
+	ctl_free(pd.ctl);
+	metrics_free(pd.metrics);
 	sched_free(pd.sched);
 	magic_close(pd.magic);
 	uv_mutex_destroy(&pd.magic_lock);
 	spool_close(&pd.spool);
 	config_free(pd.cfg);
+	for (size_t i = 0; i < pd.n_old_cfgs; i++)
+		config_free(pd.old_cfgs[i]);
+	free(pd.old_cfgs);
 	buf_deinit(&errs);
 	uv_library_shutdown();
 	log_info("stopped");

@@ -16,10 +16,23 @@
 struct sched;
 struct relay_pool;
 struct pickup;
+struct ctl;
+struct metrics;
+
+/* Counters since start, shown by the metrics endpoint. Loop thread only. */
+struct pickupd_stats {
+	uint64_t delivered; /* recipients accepted by a relay (relay.c, record_done) */
+	uint64_t deferred;  /* recipient deferrals recorded (relay.c, record_done) */
+	uint64_t bounced;   /* recipients failed for good (relay.c, record_done) */
+	uint64_t refused;   /* pickup files refused into badmail (pickup.c, ingest done) */
+	uint64_t sessions_opened; /* SMTP sessions started (relay.c) */
+};
 
 struct pickupd {
 	uv_loop_t *loop;
 	struct config *cfg;
+	struct config **old_cfgs; /* replaced by reloads, freed at exit */
+	size_t n_old_cfgs;
 	struct spool spool;
 	magic_t magic;
 	uv_mutex_t magic_lock; /* a magic_t is not thread-safe */
@@ -27,6 +40,9 @@ struct pickupd {
 	struct relay_pool *pool;
 	struct pickup **pickups;
 	size_t n_pickups;
+	struct ctl *ctl;         /* control socket (ctl.c) */
+	struct metrics *metrics; /* Prometheus endpoint (metrics.c), NULL when off */
+	struct pickupd_stats stats;
 	unsigned jobs_in_flight;
 	bool stopping;
 	bool enospc; /* ingestion paused: the spool's disk is full */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/bounce.h"
 #include "daemon/sched.h"
 
 struct relay;
@@ -43,12 +44,19 @@ struct relay {
 	unsigned n_connecting;
 	unsigned failures; /* consecutive sessions that failed before READY */
 	int64_t paused_until_ms;
+	int64_t next_send_ms; /* rate_limit: messages evenly spaced */
+	bool retired;         /* removed by a reload: finishes, takes no new work */
+	struct relay *next_retired;
 };
 
 struct relay_pool {
 	struct pickupd *pd;
-	struct relay *relays;
+	struct relay **relays;
 	size_t n_relays;
+	struct relay *retired; /* relays a reload removed, until their sessions end */
+	SSL_CTX **old_ctx;     /* contexts replaced by reloads, freed with the pool */
+	size_t n_old_ctx;
+	int64_t next_bounce_ms; /* [bounce] rate_limit */
 	uv_timer_t pause_timer;
 	unsigned records_in_flight;
 	bool stopping;
@@ -65,6 +73,12 @@ struct delivery {
 	struct smtpc_txn txn;
 	char peer[160];
 	enum record_action action;
+	bool bounce;        /* send a non-delivery notification to the sender */
+	bool warn;          /* send a delay notification to the sender */
+	int64_t bounce_due; /* when (bounces are rate limited) */
+	char bounce_id[SPOOL_ID_LEN + 1];
+	int bounce_err;
+	size_t n_sent, n_deferred, n_failed; /* recipients of this attempt, for the counters */
 	int err;
 	struct buf log; /* lines logged once the record is durable */
 };
@@ -93,6 +107,11 @@ char *relay_read_secret(const struct config_relay *r, struct buf *reason)
 {
 	char path[4096];
 	const char *file = r->password_file;
+	if (r->password_command && *r->password_command) {
+		/* smtpc runs the command itself, asynchronously, when it is about
+		 * to authenticate (and again when a token is refused). */
+		return xstrdup("");
+	}
 	if (file == NULL || *file == '\0') {
 		const char *cd = getenv("CREDENTIALS_DIRECTORY");
 		if (cd == NULL) {
@@ -160,6 +179,8 @@ static void apply_policy(struct delivery *d)
 	double delay = (double)(now - env->arrival_ms) / 1000.0;
 	size_t n_deferred = 0, n_failed = 0;
 	const char *first_failure = NULL;
+	/* The recipients this attempt was for: the ones not yet done. */
+	bool *attempted = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(bool));
 
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		struct spool_rcpt *r = &env->rcpts[i];
@@ -168,6 +189,7 @@ static void apply_policy(struct delivery *d)
 		const char *reply;
 		if (r->status != RCPT_PENDING && r->status != RCPT_DEFERRED)
 			continue;
+		attempted[i] = true;
 		if (rr->tried && rr->final) {
 			cls = rr->cls;
 			reply = rr->reply;
@@ -189,7 +211,7 @@ static void apply_policy(struct delivery *d)
 	bool expired = cfg->retry.max_age_ms && now - env->arrival_ms >= (int64_t)cfg->retry.max_age_ms;
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		struct spool_rcpt *r = &env->rcpts[i];
-		if (r->status == RCPT_DEFERRED && expired && !cfg->retry.soft_bounce) {
+		if (attempted[i] && r->status == RCPT_DEFERRED && expired && !cfg->retry.soft_bounce) {
 			struct buf why = BUF_INIT;
 			buf_printf(&why, "message expired after %.0f s in the queue; last reply: %s",
 				   delay, r->reply ? r->reply : "none");
@@ -207,14 +229,15 @@ static void apply_policy(struct delivery *d)
 	/* Log lines for the recipients of this attempt, written once recorded. */
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		struct spool_rcpt *r = &env->rcpts[i];
-		if (!(t->rcpt[i].tried || r->status == RCPT_DEFERRED ||
-		      (r->status == RCPT_FAILED && r->reply)))
+		if (!attempted[i])
 			continue;
-		if (r->status == RCPT_SENT && !t->rcpt[i].tried)
-			continue;
+		d->n_sent += r->status == RCPT_SENT;
+		d->n_deferred += r->status == RCPT_DEFERRED;
+		d->n_failed += r->status == RCPT_FAILED;
 		buf_printf(&d->log, "%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)\n", env->id,
 			   r->addr, d->peer, delay, status_word(r->status), r->reply ? r->reply : "");
 	}
+	free(attempted);
 	if (t->maybe_delivered)
 		buf_printf(&d->log,
 			   "%s: warning: connection lost after the end of data; the message may be "
@@ -257,11 +280,22 @@ static void record_fn(struct job *j)
 		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
 		break;
 	case REC_DEFER:
+		if (d->warn && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_DELAYED, pickupd_now_ms(),
+					    d->bounce_due, d->bounce_id) < 0) {
+			d->bounce_err = errno;
+			d->env.delay_warned = false; /* try again at the next attempt */
+		}
 		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		if (r == 0)
 			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_DEFERRED);
 		break;
 	case REC_BADMAIL:
+		/* The notification first: once the original is in badmail
+		 * nothing would send it any more. */
+		if (d->bounce &&
+		    bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_FAILED, pickupd_now_ms(),
+				 d->bounce_due, d->bounce_id) < 0)
+			d->bounce_err = errno;
 		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		if (r == 0)
 			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_BADMAIL);
@@ -276,7 +310,8 @@ static void log_lines(const char *text)
 	while (p && *p) {
 		const char *nl = strchr(p, '\n');
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
-		if (strstr(p, ": warning: ") && (size_t)(strstr(p, ": warning: ") - p) < n)
+		const char *w = strstr(p, ": warning: ");
+		if (w && (size_t)(w - p) < n)
 			log_warn("%.*s", (int)n, p);
 		else
 			log_info("%.*s", (int)n, p);
@@ -299,14 +334,38 @@ static void record_done(struct job *j)
 		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 	} else {
 		log_lines(d->log.data);
+		pd->stats.delivered += d->n_sent;
+		pd->stats.deferred += d->n_deferred;
+		pd->stats.bounced += d->n_failed;
 		switch (d->action) {
 		case REC_REMOVE:
 			log_info("%s: removed", d->env.id);
 			break;
 		case REC_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
+			if (d->warn && d->bounce_err == 0) {
+				log_info("%s: sender delay notification: %s", d->env.id, d->bounce_id);
+				sched_add(pd->sched, d->bounce_id,
+					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
+									   : SPOOL_QUEUE,
+					  d->bounce_due);
+			} else if (d->warn) {
+				log_error("%s: cannot create the delay notification: %s", d->env.id,
+					  strerror(d->bounce_err));
+			}
 			break;
 		case REC_BADMAIL:
+			if (d->bounce && d->bounce_err == 0) {
+				log_info("%s: sender non-delivery notification: %s", d->env.id,
+					 d->bounce_id);
+				sched_add(pd->sched, d->bounce_id,
+					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
+									   : SPOOL_QUEUE,
+					  d->bounce_due);
+			} else if (d->bounce) {
+				log_error("%s: cannot create the non-delivery notification: %s",
+					  d->env.id, strerror(d->bounce_err));
+			}
 			log_warn("%s: moved to badmail: %s", d->env.id, d->env.reason);
 			break;
 		}
@@ -315,11 +374,40 @@ static void record_done(struct job *j)
 	relay_pool_wake(pool);
 }
 
+/* Bounces are spaced out (rate_limit per minute) so a broken relay cannot
+ * cause a storm; none is dropped, later ones just wait in deferred/. */
+static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *b, int64_t now)
+{
+	if (b->rate_limit == 0)
+		return 0;
+	int64_t spacing = 60000 / (int64_t)b->rate_limit;
+	int64_t due = pool->next_bounce_ms > now ? pool->next_bounce_ms : now;
+	pool->next_bounce_ms = due + spacing;
+	return due > now ? due : 0;
+}
+
 static void record(struct delivery *d)
 {
+	struct pickupd *pd = d->pool->pd;
 	apply_policy(d);
+	const struct config_bounce *bc = &pd->cfg->bounce;
+	int64_t now = pickupd_now_ms();
+	if (d->action == REC_DEFER && bc->enabled && bc->delay_warning_ms && !d->env.delay_warned &&
+	    d->env.sender[0] != '\0' && now - d->env.arrival_ms >= (int64_t)bc->delay_warning_ms) {
+		d->warn = true;
+		d->env.delay_warned = true; /* once per message */
+		d->bounce_due = bounce_slot(d->pool, bc, now);
+	}
+	if (d->action == REC_BADMAIL && spool_env_count(&d->env, RCPT_FAILED)) {
+		if (d->env.sender[0] == '\0')
+			buf_printf(&d->log, "%s: not bounced: the sender is <>\n", d->env.id);
+		else if (pd->cfg->bounce.enabled) {
+			d->bounce = true;
+			d->bounce_due = bounce_slot(d->pool, &pd->cfg->bounce, pickupd_now_ms());
+		}
+	}
 	d->pool->records_in_flight++;
-	job_submit(d->pool->pd, &d->job, record_fn, record_done);
+	job_submit(pd, &d->job, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -334,12 +422,13 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 
 	if (it->state == SPOOL_DEFERRED) {
 		/* No fsync: after a crash it is in one of the two, both fine. */
-		if (renameat(sp->state_fd[SPOOL_DEFERRED], it->id, sp->state_fd[SPOOL_QUEUE], it->id) <
-		    0) {
+		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
 			if (errno != ENOENT)
 				log_error("%s: cannot move to queue: %s", it->id, strerror(errno));
 			goto out;
 		}
+	} else if (it->state != SPOOL_QUEUE) {
+		goto out;
 	}
 	d = xcalloc(1, sizeof(*d));
 	d->pool = pool;
@@ -379,6 +468,21 @@ static bool relay_paused(const struct relay *r, int64_t now)
 	return r->paused_until_ms > now;
 }
 
+static void arm_pause_timer(struct relay_pool *pool, int64_t until);
+
+/* rate_limit: messages per minute, evenly spaced. True when one may go now. */
+static bool relay_may_send(struct relay *r, int64_t now)
+{
+	if (r->cfg->rate_limit == 0)
+		return true;
+	if (r->next_send_ms > now) {
+		arm_pause_timer(r->pool, r->next_send_ms);
+		return false;
+	}
+	r->next_send_ms = now + 60000 / (int64_t)r->cfg->rate_limit;
+	return true;
+}
+
 /* Gives the session the next due message; false when there is none. */
 static bool dispatch(struct session *s)
 {
@@ -387,10 +491,15 @@ static bool dispatch(struct session *s)
 	struct sched_item it;
 	char why[256];
 
-	while (!pool->stopping && sched_pop_due(pd->sched, &it)) {
+	if (s->relay->retired)
+		return false;
+	while (!pool->stopping && sched_has_due(pd->sched) &&
+	       relay_may_send(s->relay, pickupd_now_ms()) && sched_pop_due(pd->sched, &it)) {
 		struct delivery *d = delivery_load(pool, &it);
-		if (d == NULL)
+		if (d == NULL) {
+			s->relay->next_send_ms = 0; /* nothing was sent */
 			continue;
+		}
 		snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
 		if (s->relay->cfg->force_sender)
 			d->txn.force_sender = s->relay->cfg->force_sender;
@@ -439,6 +548,7 @@ static void open_session(struct relay *r)
 		if (p.secret == NULL) {
 			log_error("%s; relay paused", reason.data);
 			r->paused_until_ms = pickupd_now_ms() + RELAY_AUTH_PAUSE_MS;
+			arm_pause_timer(pool, r->paused_until_ms);
 			buf_deinit(&reason);
 			return;
 		}
@@ -449,8 +559,16 @@ static void open_session(struct relay *r)
 	r->sessions = s;
 	r->n_sessions++;
 	r->n_connecting++;
+	pool->pd->stats.sessions_opened++;
 	s->smtpc = smtpc_new(pool->pd->loop, &p, session_cb, s);
 	buf_deinit(&reason);
+}
+
+static void relay_free(struct relay *r)
+{
+	if (r->ssl_ctx)
+		SSL_CTX_free(r->ssl_ctx);
+	free(r);
 }
 
 static void session_unlink(struct session *s)
@@ -465,6 +583,16 @@ static void session_unlink(struct session *s)
 	r->n_sessions--;
 	if (!s->ready)
 		r->n_connecting--;
+	if (r->retired && r->n_sessions == 0) {
+		struct relay_pool *pool = r->pool;
+		for (struct relay **pp = &pool->retired; *pp; pp = &(*pp)->next_retired) {
+			if (*pp == r) {
+				*pp = r->next_retired;
+				break;
+			}
+		}
+		relay_free(r);
+	}
 }
 
 static void pause_timer_cb(uv_timer_t *t)
@@ -474,7 +602,7 @@ static void pause_timer_cb(uv_timer_t *t)
 
 static void arm_pause_timer(struct relay_pool *pool, int64_t until)
 {
-	if (pool->stopping)
+	if (pool->stopping || pool->closed_timer)
 		return;
 	int64_t wait = until - pickupd_now_ms();
 	if (wait < 0)
@@ -507,7 +635,7 @@ static void relay_failed(struct relay *r, struct smtpc *c)
 	arm_pause_timer(pool, r->paused_until_ms);
 	/* When every relay is paused, the due messages record why and wait. */
 	for (size_t i = 0; i < pool->n_relays; i++)
-		if (!relay_paused(&pool->relays[i], now))
+		if (!relay_paused(pool->relays[i], now))
 			return;
 	defer_due(pool, cls, smtpc_error(c), smtpc_peer(c));
 }
@@ -527,11 +655,10 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			r->paused_until_ms = 0;
 			log_debug("relay %s: session to %s ready", r->cfg->name, smtpc_peer(c));
 		}
-		if (pool->stopping || !dispatch(s)) {
-			if (pool->stopping)
-				smtpc_quit(c);
-			/* else: idle until idle_timeout or new work */
-		}
+		if (pool->stopping || r->retired)
+			smtpc_quit(c);
+		else if (!dispatch(s))
+			relay_pool_wake(pool); /* maybe another relay or later work */
 		break;
 	case SMTPC_EV_DONE: {
 		struct delivery *d = s->d;
@@ -539,25 +666,26 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		if (d)
 			record(d);
 		if (smtpc_idle(c)) {
-			if (pool->stopping ||
-			    smtpc_messages(c) >= r->cfg->max_messages_per_session) {
+			if (pool->stopping || r->retired ||
+			    smtpc_messages(c) >= r->cfg->max_messages_per_session)
 				smtpc_quit(c);
-			} else {
+			else
 				dispatch(s);
-			}
 		}
 		break;
 	}
 	case SMTPC_EV_CLOSED: {
 		bool was_ready = s->ready;
-		session_unlink(s);
-		if (!was_ready && smtpc_error_class(c) != SMTPC_OK && !pool->stopping)
+		bool stopping = pool->stopping;
+		enum smtpc_class cls = smtpc_error_class(c);
+		if (!was_ready && cls != SMTPC_OK && !stopping && !r->retired)
 			relay_failed(r, c);
-		else if (was_ready && smtpc_error_class(c) != SMTPC_OK)
+		else if (was_ready && cls != SMTPC_OK)
 			log_info("relay %s: session to %s closed: %s", r->cfg->name, smtpc_peer(c),
 				 smtpc_error(c));
+		session_unlink(s); /* may free a retired relay */
 		free(s);
-		if (pool->stopping)
+		if (stopping)
 			pickupd_check_stopped(pool->pd);
 		else
 			relay_pool_wake(pool);
@@ -573,7 +701,7 @@ void relay_pool_wake(struct relay_pool *pool)
 	if (pool->stopping)
 		return;
 	for (size_t i = 0; i < pool->n_relays; i++) {
-		struct relay *r = &pool->relays[i];
+		struct relay *r = pool->relays[i];
 		if (relay_paused(r, now)) {
 			arm_pause_timer(pool, r->paused_until_ms);
 			continue;
@@ -587,72 +715,180 @@ void relay_pool_wake(struct relay_pool *pool)
 		/* One new session at a time: each that comes up pulls work and
 		 * wakes the pool again, so sessions ramp up while work waits. */
 		if (sched_has_due(pd->sched) && r->n_sessions < r->cfg->max_sessions &&
-		    r->n_connecting == 0)
+		    r->n_connecting == 0 && (r->cfg->rate_limit == 0 || r->next_send_ms <= now))
 			open_session(r);
 		break; /* later relays only while this one is paused */
 	}
+}
+
+/* A relay object for a [relay] section; NULL with errors appended. */
+static struct relay *relay_new(struct relay_pool *pool, const struct config_relay *cfg,
+			       struct buf *errors)
+{
+	struct relay *r = xcalloc(1, sizeof(*r));
+	r->pool = pool;
+	r->cfg = cfg;
+	bool ok = true;
+	if (cfg->tls != TLS_MODE_NONE) {
+		struct buf why = BUF_INIT;
+		r->ssl_ctx = conn_tls_ctx_new(cfg->tls_verify, cfg->ca_file, cfg->cert_file,
+					      cfg->key_file, &why);
+		if (r->ssl_ctx == NULL) {
+			buf_printf(errors, "relay %s: %s\n", cfg->name, why.data);
+			ok = false;
+		}
+		buf_deinit(&why);
+	}
+	if (cfg->user && *cfg->user && cfg->password_command == NULL) {
+		/* Refuse at start a secret others could read. */
+		struct buf why = BUF_INIT;
+		char *secret = relay_read_secret(cfg, &why);
+		if (secret == NULL) {
+			buf_printf(errors, "%s\n", why.data);
+			ok = false;
+		} else {
+			OPENSSL_cleanse(secret, strlen(secret));
+		}
+		free(secret);
+		buf_deinit(&why);
+	}
+	if (!ok) {
+		relay_free(r);
+		return NULL;
+	}
+	return r;
 }
 
 struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors)
 {
 	struct relay_pool *pool = xcalloc(1, sizeof(*pool));
 	pool->pd = pd;
-	pool->n_relays = pd->cfg->n_relays;
-	pool->relays = xcalloc(pool->n_relays, sizeof(*pool->relays));
 	uv_timer_init(pd->loop, &pool->pause_timer);
 	pool->pause_timer.data = pool;
-	for (size_t i = 0; i < pool->n_relays; i++) {
-		struct relay *r = &pool->relays[i];
-		r->pool = pool;
-		r->cfg = &pd->cfg->relays[i];
-		if (r->cfg->tls != TLS_MODE_NONE) {
-			struct buf why = BUF_INIT;
-			r->ssl_ctx = conn_tls_ctx_new(r->cfg->tls_verify, r->cfg->ca_file,
-						      r->cfg->cert_file, r->cfg->key_file, &why);
-			if (r->ssl_ctx == NULL)
-				buf_printf(errors, "relay %s: %s\n", r->cfg->name, why.data);
-			buf_deinit(&why);
-		}
-		if (r->cfg->user && *r->cfg->user && r->cfg->password_command == NULL) {
-			/* Refuse at start a secret others could read. */
-			struct buf why = BUF_INIT;
-			char *secret = relay_read_secret(r->cfg, &why);
-			if (secret == NULL)
-				buf_printf(errors, "%s\n", why.data);
-			else
-				OPENSSL_cleanse(secret, strlen(secret));
-			free(secret);
-			buf_deinit(&why);
-		}
+	pool->relays = xcalloc(pd->cfg->n_relays, sizeof(*pool->relays));
+	for (size_t i = 0; i < pd->cfg->n_relays; i++) {
+		struct relay *r = relay_new(pool, &pd->cfg->relays[i], errors);
+		if (r)
+			pool->relays[pool->n_relays++] = r;
 	}
 	return pool;
+}
+
+int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct buf *errors)
+{
+	size_t n = cfg->n_relays;
+	struct relay **fresh = xcalloc(n, sizeof(*fresh));
+	/* Build everything first: a bad new relay leaves the running set alone. */
+	for (size_t i = 0; i < n; i++) {
+		fresh[i] = relay_new(pool, &cfg->relays[i], errors);
+		if (fresh[i] == NULL) {
+			for (size_t k = 0; k < i; k++)
+				relay_free(fresh[k]);
+			free(fresh);
+			return -1;
+		}
+	}
+	/* A relay kept by name keeps its sessions and state; new settings apply
+	 * to new sessions (a session holds the settings it started with). */
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < pool->n_relays; k++) {
+			struct relay *old = pool->relays[k];
+			if (old == NULL || strcmp(old->cfg->name, cfg->relays[i].name) != 0)
+				continue;
+			SSL_CTX *ctx = fresh[i]->ssl_ctx;
+			fresh[i]->ssl_ctx = old->ssl_ctx;
+			relay_free(fresh[i]);
+			old->cfg = &cfg->relays[i];
+			/* A session still connecting will use the old context for
+			 * STARTTLS: keep it until the pool goes. */
+			if (old->ssl_ctx) {
+				pool->old_ctx = xrealloc(pool->old_ctx,
+							 (pool->n_old_ctx + 1) * sizeof(SSL_CTX *));
+				pool->old_ctx[pool->n_old_ctx++] = old->ssl_ctx;
+			}
+			old->ssl_ctx = ctx;
+			fresh[i] = old;
+			pool->relays[k] = NULL;
+			break;
+		}
+	}
+	/* Relays no longer configured finish what they do, then go. */
+	for (size_t k = 0; k < pool->n_relays; k++) {
+		struct relay *old = pool->relays[k];
+		if (old == NULL)
+			continue;
+		old->retired = true;
+		if (old->n_sessions == 0) {
+			relay_free(old);
+			continue;
+		}
+		old->next_retired = pool->retired;
+		pool->retired = old;
+		for (struct session *s = old->sessions; s; s = s->next)
+			if (s->d == NULL)
+				smtpc_quit(s->smtpc);
+	}
+	free(pool->relays);
+	pool->relays = fresh;
+	pool->n_relays = n;
+	return 0;
+}
+
+static void for_each_session(struct relay_pool *pool, void (*fn)(struct session *s))
+{
+	for (size_t i = 0; i < pool->n_relays; i++)
+		for (struct session *s = pool->relays[i]->sessions, *nx; s; s = nx) {
+			nx = s->next;
+			fn(s);
+		}
+	for (struct relay *r = pool->retired; r; r = r->next_retired)
+		for (struct session *s = r->sessions, *nx; s; s = nx) {
+			nx = s->next;
+			fn(s);
+		}
+}
+
+static void quit_if_idle(struct session *s)
+{
+	if (s->d == NULL)
+		smtpc_quit(s->smtpc);
+}
+
+static void abort_session(struct session *s)
+{
+	smtpc_abort(s->smtpc, "pickupd is shutting down");
 }
 
 void relay_pool_stop(struct relay_pool *pool)
 {
 	pool->stopping = true;
 	uv_timer_stop(&pool->pause_timer);
-	for (size_t i = 0; i < pool->n_relays; i++)
-		for (struct session *s = pool->relays[i].sessions; s; s = s->next)
-			if (s->d == NULL)
-				smtpc_quit(s->smtpc);
+	for_each_session(pool, quit_if_idle);
 }
 
 void relay_pool_abort(struct relay_pool *pool)
 {
-	for (size_t i = 0; i < pool->n_relays; i++)
-		for (struct session *s = pool->relays[i].sessions; s; s = s->next)
-			smtpc_abort(s->smtpc, "pickupd is shutting down");
+	for_each_session(pool, abort_session);
 }
 
 bool relay_pool_idle(const struct relay_pool *pool)
 {
-	if (pool->records_in_flight)
+	if (pool->records_in_flight || pool->retired)
 		return false;
 	for (size_t i = 0; i < pool->n_relays; i++)
-		if (pool->relays[i].n_sessions)
+		if (pool->relays[i]->n_sessions)
 			return false;
 	return true;
+}
+
+size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, size_t max)
+{
+	for (size_t i = 0; i < pool->n_relays && i < max; i++) {
+		out[i].name = pool->relays[i]->cfg->name;
+		out[i].sessions = pool->relays[i]->n_sessions;
+		out[i].paused_until_ms = pool->relays[i]->paused_until_ms;
+	}
+	return pool->n_relays;
 }
 
 void relay_pool_close(struct relay_pool *pool)
@@ -666,8 +902,10 @@ void relay_pool_close(struct relay_pool *pool)
 void relay_pool_free(struct relay_pool *pool)
 {
 	for (size_t i = 0; i < pool->n_relays; i++)
-		if (pool->relays[i].ssl_ctx)
-			SSL_CTX_free(pool->relays[i].ssl_ctx);
+		relay_free(pool->relays[i]);
+	for (size_t i = 0; i < pool->n_old_ctx; i++)
+		SSL_CTX_free(pool->old_ctx[i]);
+	free(pool->old_ctx);
 	free(pool->relays);
 	free(pool);
 }

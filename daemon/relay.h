@@ -16,6 +16,11 @@
 
 struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors);
 void relay_pool_free(struct relay_pool *pool);
+/* SIGHUP: relays of the new configuration (kept by name: sessions and
+ * state stay; new settings apply to new sessions; removed ones finish their
+ * transaction and quit). -1 with errors when a new relay cannot be set up:
+ * the running relays are kept then. cfg must outlive the pool. */
+int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct buf *errors);
 /* Something may have become due: give work to sessions, open more if allowed. */
 void relay_pool_wake(struct relay_pool *pool);
 /* Shutdown: QUIT idle sessions, let busy ones finish. */
@@ -26,6 +31,15 @@ void relay_pool_abort(struct relay_pool *pool);
 void relay_pool_close(struct relay_pool *pool);
 /* True when no session and no delivery record is in flight. */
 bool relay_pool_idle(const struct relay_pool *pool);
+
+/* What pickupctl status and the metrics show of one relay. */
+struct relay_info {
+	const char *name;
+	unsigned sessions;        /* open or opening */
+	int64_t paused_until_ms;  /* 0 or in the past: not paused */
+};
+/* Fills up to max entries in configured order; returns the number of relays. */
+size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, size_t max);
 
 /* The failure policy's retry step: when the attempt-th retry is due
  * (attempt >= 1), from [retry] schedule with jitter. Pure. */

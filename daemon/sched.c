@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/log.h"
 #include "daemon/relay.h"
 
 struct sched {
@@ -58,10 +59,19 @@ static void sift_down(struct sched *s, size_t i)
 	}
 }
 
+static void arm(struct sched *s);
+
 static void timer_cb(uv_timer_t *t)
 {
 	struct sched *s = t->data;
+	log_debug("schedule: %zu message(s), the earliest due in %lld ms", s->n,
+		  s->n ? (long long)(s->heap[0].due_ms - pickupd_now_ms()) : 0LL);
 	relay_pool_wake(s->pd->pool);
+	/* The loop's clock and the wall clock differ by a millisecond or so:
+	 * a timer may fire just before the entry is due. Try again then; a due
+	 * entry that no session can take waits for the pool, not the timer. */
+	if (s->n && s->heap[0].due_ms > pickupd_now_ms())
+		arm(s);
 }
 
 /* Arms the timer for the earliest future entry. */
@@ -113,9 +123,8 @@ void sched_add(struct sched *s, const char *id, enum spool_state state, int64_t 
 	it->state = (uint8_t)state;
 	it->due_ms = due_ms;
 	sift_up(s, s->n++);
-	if (s->heap[0].due_ms == due_ms && strcmp(s->heap[0].id, it->id) == 0)
-		arm(s);
-	else if (s->n == 1)
+	/* A new earliest entry moves the timer (it may have moved up to the top). */
+	if (s->heap[0].due_ms == due_ms && memcmp(s->heap[0].id, id, SPOOL_ID_LEN) == 0)
 		arm(s);
 }
 

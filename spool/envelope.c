@@ -21,6 +21,7 @@
  *   params NOTIFY=FAILURE
  *   reply 451 4.3.0 try later   last reply for the rcpt above (escaped)
  *   reason no recipients        why it is in badmail (escaped)
+ *   delay-warned yes            a delay notice went to the sender (optional)
  *   end                         last line: a file without it is torn
  *
  * Free text is escaped: a backslash, control characters and DEL become \xHH.
@@ -101,6 +102,8 @@ void spool_env_format(const struct spool_env *e, struct buf *out)
 	}
 	if (e->reason)
 		put_field(out, "reason", e->reason);
+	if (e->delay_warned)
+		buf_puts(out, "delay-warned yes\n");
 	buf_puts(out, "end\n");
 }
 
@@ -350,6 +353,9 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 			if (reply_target == NULL || *reply_target)
 				goto bad;
 			if (unescape(v, vlen, reply_target) < 0)
+				goto bad;
+		} else if (KEY("delay-warned")) {
+			if (parse_yesno(v, vlen, &e->delay_warned) < 0)
 				goto bad;
 		} else if (KEY("reason")) {
 			if (e->reason || unescape(v, vlen, &e->reason) < 0)

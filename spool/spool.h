@@ -72,6 +72,7 @@ struct spool_env {
 	struct spool_edit *edits;
 	size_t n_edits;
 	char *reason; /* why it is in badmail/, or NULL */
+	bool delay_warned; /* the sender was told the message is delayed */
 };
 
 /* Group commit state of one directory (spool.c). */

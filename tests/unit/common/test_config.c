@@ -341,7 +341,7 @@ static void config_errors(void **state)
 	     "t.conf:8: bad value for 'log_level' ('loud'): expected one of debug, info, "
 	     "warning, error\n"},
 	    {BASE "[retry]\nschedule = 1m x 5m\n",
-	     "t.conf:8: bad value for 'schedule' ('x'): expected durations from 1s to 30d "
+	     "t.conf:8: bad value for 'schedule' ('x'): expected durations from 100ms to 30d "
 	     "separated by spaces, like 1m 5m 1h\n"},
 	    {BASE "[retry]\njitter_percent = 101\n",
 	     "t.conf:8: value out of range for 'jitter_percent' ('101'): expected a number "

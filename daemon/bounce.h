@@ -1,0 +1,35 @@
+/*
+ * bounce: delivery status notifications (RFC 3464 multipart/report) from the
+ * null sender to a message's envelope sender: "failed" for recipients that
+ * failed for good, "delayed" for a delay warning. Runs on a pool thread
+ * (it reads the original headers and writes durably).
+ */
+#ifndef PICKUPD_BOUNCE_H
+#define PICKUPD_BOUNCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+#include "spool/spool.h"
+
+enum bounce_kind { BOUNCE_FAILED, BOUNCE_DELAYED };
+
+/* Builds the report's content. Pure apart from reading the original headers
+ * (headers may be NULL: no text/rfc822-headers part then). */
+void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char *hostname,
+		  const char *bounce_id, int64_t now_ms, const char *headers, size_t headers_len,
+		  struct buf *out);
+
+/*
+ * Queues a report about env: content into data/, envelope into queue/ (or
+ * deferred/ when due_ms is in the future: bounces are rate limited). The
+ * caller has checked that the sender is not <>. 0 with the new ID, or -1
+ * (errno).
+ */
+int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_env *env,
+		 enum bounce_kind kind, int64_t now_ms, int64_t due_ms,
+		 char id_r[SPOOL_ID_LEN + 1]);
+
+#endif
