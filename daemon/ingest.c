@@ -252,8 +252,12 @@ static const char *sniff_binary(struct pickupd *pd, const char *head, size_t n, 
 	m = magic_buffer(pd->magic, head, n < SNIFF_BYTES ? n : SNIFF_BYTES);
 	snprintf(mime, mime_len, "%s", m ? m : "unknown");
 	uv_mutex_unlock(&pd->magic_lock);
-	/* A coarse filter only: valid messages can look like text/plain. */
-	if (strncmp(mime, "text/", 5) == 0 || strncmp(mime, "message/", 8) == 0)
+	/* A coarse filter only: valid messages can look like text/plain. A
+	 * type it could not name (octet-stream: a NUL, a control character) is
+	 * left to our own checks, whose reasons say more ("NUL byte at offset
+	 * 60", "control character in address ..."). */
+	if (strncmp(mime, "text/", 5) == 0 || strncmp(mime, "message/", 8) == 0 ||
+	    strcmp(mime, "application/octet-stream") == 0)
 		return NULL;
 	return mime;
 }
@@ -273,15 +277,41 @@ void ingest_run(struct job *j)
 
 	memset(&env, 0, sizeof(env));
 	memset(&info, 0, sizeof(info));
+	/* Look before opening: opening a device can have effects of its own
+	 * (a tape rewinds), and a FIFO or socket is never a message. */
+	if (fstatat(ij->dir_fd, ij->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		fd = -1;
+		if (errno == ENOENT) {
+			ij->result = INGEST_GONE;
+		} else {
+			ij->err = errno;
+			ij->result = INGEST_ERROR;
+			set_reason(ij, "cannot stat: %s", strerror(errno));
+		}
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ij->result = INGEST_SKIPPED;
+		set_reason(ij, "a directory is not a message; it is left alone");
+		fd = -1;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		set_reason(ij, "%s is refused", file_kind(st.st_mode));
+		fd = -1;
+		refuse_entry(ij);
+		goto out;
+	}
 	fd =
 	    openat(ij->dir_fd, ij->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		if (errno == ENOENT) {
 			ij->result = INGEST_GONE;
 		} else if (errno == ELOOP || errno == ENXIO || errno == EOPNOTSUPP) {
-			set_reason(ij, "%s is refused",
-				   errno == ELOOP ? "a symbolic link" : "a socket or device");
-			refuse_entry(ij);
+			/* Replaced since we looked: look again next time. */
+			ij->result = INGEST_NOT_READY;
+			ij->retry_after_ms = 0;
+			set_reason(ij, "replaced while being looked at");
 		} else {
 			ij->err = errno;
 			ij->result = INGEST_ERROR;
@@ -289,21 +319,17 @@ void ingest_run(struct job *j)
 		}
 		goto out;
 	}
+	/* The same checks on what was opened (the name may have changed hands). */
 	if (fstat(fd, &st) < 0) {
 		ij->err = errno;
 		ij->result = INGEST_ERROR;
 		set_reason(ij, "cannot stat: %s", strerror(errno));
 		goto out;
 	}
-	if (S_ISDIR(st.st_mode)) {
-		ij->result = INGEST_SKIPPED;
-		goto out;
-	}
 	if (!S_ISREG(st.st_mode)) {
-		set_reason(ij, "%s is refused", file_kind(st.st_mode));
-		close(fd);
-		fd = -1;
-		refuse_entry(ij);
+		ij->result = INGEST_NOT_READY;
+		ij->retry_after_ms = 0;
+		set_reason(ij, "replaced while being looked at");
 		goto out;
 	}
 	if (st.st_nlink != 1) {

@@ -26,17 +26,22 @@
 #include "daemon/relay.h"
 #include "daemon/sched.h"
 
-#define MAX_IN_FLIGHT 8
-#define ERROR_RETRY_MS 5000
+#define MAX_IN_FLIGHT	8
+#define ERROR_RETRY_MS	5000
 #define ENOSPC_CHECK_MS 2000
+#define BUSY_WARN_MS	(5 * 60 * 1000)
 
-enum cand_where { C_NONE, C_READY, C_WAITING, C_IN_FLIGHT };
+/* C_PARKED: not ours to take (a directory); only a new event about the name
+ * looks at it again, rescans do not. */
+enum cand_where { C_NONE, C_READY, C_WAITING, C_IN_FLIGHT, C_PARKED };
 
 struct cand {
 	char *name;
 	enum cand_where where;
-	bool again;        /* an event came while in flight */
-	bool error_logged; /* permission problems are logged once per file */
+	bool again;	    /* an event came while in flight */
+	bool error_logged;  /* permission problems are logged once per file */
+	bool busy_logged;   /* "still being written" is logged once per file */
+	int64_t busy_since; /* first NOT_READY of the current wait; 0 = none */
 	int64_t not_before;
 	struct cand *hnext; /* hash chain */
 	struct cand *next;  /* FIFO or waiting list */
@@ -194,11 +199,16 @@ static void note(struct pickup *p, const char *name, bool finished)
 		ready_push(p, c);
 		break;
 	case C_WAITING:
-		/* A writer closed it: no need to wait for the timer. */
-		if (finished) {
+		/* A writer closed it, or someone changed its owner or mode
+		 * (a permission problem fixed): no need to wait for the timer. */
+		if (finished || c->error_logged) {
 			waiting_remove(p, c);
 			ready_push(p, c);
 		}
+		break;
+	case C_PARKED:
+		if (finished)
+			ready_push(p, c);
 		break;
 	case C_IN_FLIGHT:
 		c->again = true;
@@ -213,7 +223,8 @@ static void rescan(struct pickup *p)
 	int fd = dup(p->dir_fd);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (d == NULL) {
-		log_error("pickup %s: cannot read %s: %s", p->cfg->name, p->cfg->dir, strerror(errno));
+		log_error("pickup %s: cannot read %s: %s", p->cfg->name, p->cfg->dir,
+			  strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return;
@@ -222,8 +233,8 @@ static void rescan(struct pickup *p)
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL)
 		if (de->d_type == DT_REG || de->d_type == DT_UNKNOWN || de->d_type == DT_LNK ||
-		    de->d_type == DT_FIFO || de->d_type == DT_SOCK || de->d_type == DT_CHR ||
-		    de->d_type == DT_BLK)
+		    de->d_type == DT_DIR || de->d_type == DT_FIFO || de->d_type == DT_SOCK ||
+		    de->d_type == DT_CHR || de->d_type == DT_BLK)
 			note(p, de->d_name, false);
 	closedir(d);
 	pump(p);
@@ -266,20 +277,41 @@ static void job_done(struct job *j)
 	switch (ij->result) {
 	case INGEST_QUEUED:
 		log_info("%s: pickup=%s, file=%s, from=<%s>, nrcpt=%zu, size=%llu", ij->id,
-			 p->cfg->name, ij->name, ij->sender, ij->n_rcpts, (unsigned long long)ij->size);
+			 p->cfg->name, ij->name, ij->sender, ij->n_rcpts,
+			 (unsigned long long)ij->size);
 		sched_add(pd->sched, ij->id, SPOOL_QUEUE, 0);
 		relay_pool_wake(pd->pool);
 		break;
 	case INGEST_REFUSED:
-		log_warn("%s: pickup=%s, file=%s, refused: %s; moved to badmail", ij->id, p->cfg->name,
-			 ij->name, ij->reason);
+		log_warn("%s: pickup=%s, file=%s, refused: %s; moved to badmail", ij->id,
+			 p->cfg->name, ij->name, ij->reason);
 		break;
 	case INGEST_GONE:
+		break;
 	case INGEST_SKIPPED:
+		if (c && !c->again) {
+			keep = true;
+			if (!c->error_logged)
+				log_warn("pickup %s: %s/%s: %s", p->cfg->name, p->cfg->dir,
+					 ij->name, ij->reason);
+			c->error_logged = true;
+			c->where = C_PARKED;
+		}
 		break;
 	case INGEST_NOT_READY:
 		keep = true;
 		log_debug("pickup %s: %s not ready: %s", p->cfg->name, ij->name, ij->reason);
+		if (c && c->busy_since == 0)
+			c->busy_since = now;
+		if (c && !c->busy_logged && now - c->busy_since >= BUSY_WARN_MS) {
+			/* A writer that never finishes (a leaked handle) would
+			 * otherwise hold a message back without a word. */
+			log_warn("pickup %s: %s/%s is still not complete after %lld s (%s); "
+				 "waiting",
+				 p->cfg->name, p->cfg->dir, ij->name,
+				 (long long)((now - c->busy_since) / 1000), ij->reason);
+			c->busy_logged = true;
+		}
 		if (c && !p->stopping)
 			waiting_push(p, c, now + ij->retry_after_ms);
 		break;
@@ -287,8 +319,13 @@ static void job_done(struct job *j)
 		keep = true;
 		if (c && !c->error_logged) {
 			log_error("pickup %s: %s/%s: %s; it stays and is tried again", p->cfg->name,
-				  p->cfg->dir, ij->name, ij->reason ? ij->reason : strerror(ij->err));
+				  p->cfg->dir, ij->name,
+				  ij->reason ? ij->reason : strerror(ij->err));
 			c->error_logged = true;
+		} else if (c) {
+			log_debug("pickup %s: %s/%s still cannot be taken: %s", p->cfg->name,
+				  p->cfg->dir, ij->name,
+				  ij->reason ? ij->reason : strerror(ij->err));
 		}
 		if (c && !p->stopping)
 			waiting_push(p, c, now + ERROR_RETRY_MS);
@@ -298,9 +335,10 @@ static void job_done(struct job *j)
 		if (!pd->enospc) {
 			/* Once, not per file; delivery goes on and frees space. */
 			pd->enospc = true;
-			log_error("spool %s: no space left on device; ingestion paused, delivery goes "
-				  "on",
-				  pd->spool.dir);
+			log_error(
+			    "spool %s: no space left on device; ingestion paused, delivery goes "
+			    "on",
+			    pd->spool.dir);
 		}
 		if (c && !p->stopping)
 			waiting_push(p, c, now + ENOSPC_CHECK_MS);
@@ -316,6 +354,8 @@ static void job_done(struct job *j)
 	} else if (c && p->stopping && c->where == C_IN_FLIGHT) {
 		c->where = C_NONE;
 	}
+	if (c && keep && ij->result != INGEST_NOT_READY)
+		c->busy_since = 0;
 	ingest_job_free(ij);
 	pump(p);
 }
@@ -327,9 +367,11 @@ static void retry_cb(uv_timer_t *t)
 	int64_t now = pickupd_now_ms(), next = 0;
 	if (pd->enospc) {
 		struct statvfs sv;
-		if (fstatvfs(pd->spool.data_fd, &sv) == 0 && sv.f_bavail * sv.f_frsize > (1 << 20)) {
+		if (fstatvfs(pd->spool.data_fd, &sv) == 0 &&
+		    sv.f_bavail * sv.f_frsize > (1 << 20)) {
 			pd->enospc = false;
-			log_info("spool %s: space is available again; ingestion resumed", pd->spool.dir);
+			log_info("spool %s: space is available again; ingestion resumed",
+				 pd->spool.dir);
 		}
 	}
 	for (struct cand **pp = &p->waiting; *pp;) {
@@ -353,6 +395,20 @@ static void rescan_cb(uv_timer_t *t)
 	rescan(t->data);
 }
 
+/* Files that could not be taken are tried again now, not at their timer. */
+static void retry_errors(struct pickup *p)
+{
+	for (struct cand **pp = &p->waiting; *pp;) {
+		struct cand *c = *pp;
+		if (c->error_logged) {
+			*pp = c->next;
+			ready_push(p, c);
+			continue;
+		}
+		pp = &c->next;
+	}
+}
+
 static void poll_cb(uv_poll_t *h, int status, int events)
 {
 	struct pickup *p = h->data;
@@ -370,10 +426,15 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 				overflow = true;
 			else if (ev->len && (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)))
 				note(p, ev->name, true);
+			else if (ev->len && (ev->mask & IN_ATTRIB))
+				note(p, ev->name, false);
+			else if (ev->mask & IN_ATTRIB)
+				retry_errors(p); /* the folder's owner or mode changed */
 			if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF))
-				log_error("pickup %s: folder %s was removed or moved; watching stops "
-					  "until restart",
-					  p->cfg->name, p->cfg->dir);
+				log_error(
+				    "pickup %s: folder %s was removed or moved; watching stops "
+				    "until restart",
+				    p->cfg->name, p->cfg->dir);
 			q += sizeof(*ev) + ev->len;
 		}
 	}
@@ -401,9 +462,9 @@ struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, s
 		goto fail;
 	}
 	p->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (p->ino_fd < 0 ||
-	    inotify_add_watch(p->ino_fd, cfg->dir,
-			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+	if (p->ino_fd < 0 || inotify_add_watch(p->ino_fd, cfg->dir,
+					       IN_CLOSE_WRITE | IN_MOVED_TO | IN_ATTRIB |
+						   IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
 		buf_printf(errors, "pickup %s: cannot watch %s: %s\n", cfg->name, cfg->dir,
 			   strerror(errno));
 		goto fail;
