@@ -335,16 +335,32 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
 	unlinkat(s->tmp_fd, tmp, 0); /* a leftover of a failed attempt */
 	if (spool__write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms) < 0)
 		goto out;
-	if (spool__hook("env-rename") < 0 ||
-	    renameat(s->tmp_fd, tmp, s->state_fd[state], e->id) < 0) {
+	/* A new envelope or a replacement? A failure after the rename undoes a
+	 * new one (nothing changed, as the caller is told); a replacement stays,
+	 * since the old text is gone either way. */
+	bool replaced = false;
+	int r = spool__hook("env-rename");
+	if (r == 0) {
+		r = renameat2(s->tmp_fd, tmp, s->state_fd[state], e->id, RENAME_NOREPLACE);
+		if (r < 0 && errno == EEXIST) {
+			replaced = true;
+			r = renameat(s->tmp_fd, tmp, s->state_fd[state], e->id);
+		}
+	}
+	if (r < 0) {
 		int saved = errno;
 		unlinkat(s->tmp_fd, tmp, 0);
 		errno = saved;
 		goto out;
 	}
 	struct dirsync_ticket t = dir_ticket(s, (int)state);
-	if (spool__hook("env-dirsync") < 0 || dir_commit(s, (int)state, t) < 0)
+	if (spool__hook("env-dirsync") < 0 || dir_commit(s, (int)state, t) < 0) {
+		int saved = errno;
+		if (!replaced)
+			unlinkat(s->state_fd[state], e->id, 0);
+		errno = saved;
 		goto out;
+	}
 	ret = 0;
 out:
 	if (ret < 0)

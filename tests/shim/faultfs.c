@@ -1,0 +1,234 @@
+/*
+ * Purpose: LD_PRELOAD fault injection for file-system calls, for the fault
+ * tests (ENOSPC, EIO, EROFS) of the real pickupd.
+ *
+ *   LD_PRELOAD=.../libfaultfs.so FAULTFS_CTL=/path/to/ctl pickupd ...
+ *
+ * The control file holds one rule, or nothing (no fault); it is read again
+ * on every intercepted call, so a test turns faults on and off while the
+ * daemon runs:
+ *
+ *   OPS:ERRNO:PATH      e.g.  write,fsync:ENOSPC:/spool/
+ *
+ * OPS is a comma list of write (write, pwrite, writev), fsync (fsync,
+ * fdatasync), rename (rename, renameat, renameat2), open (openat/open with
+ * O_CREAT); ERRNO is ENOSPC, EIO, EROFS, EDQUOT or a number; the call fails
+ * when the path of its descriptor (from /proc/self/fd) or one of its path
+ * arguments (resolved against the directory descriptor) contains PATH.
+ * FAULTFS=RULE may be given instead of FAULTFS_CTL for a fixed rule.
+ *
+ * Owns: nothing; Invariants: calls that do not match go to libc unchanged,
+ * and the shim itself only calls functions it does not intercept.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8 };
+
+struct rule {
+	unsigned ops;
+	int err;
+	char path[256];
+};
+
+/* Reads the rule; 0 when there is none. Uses raw system calls only. */
+static int read_rule(struct rule *r)
+{
+	char text[512];
+	const char *ctl = getenv("FAULTFS_CTL");
+	const char *fixed = getenv("FAULTFS");
+	ssize_t n;
+
+	if (ctl) {
+		int fd = (int)syscall(SYS_openat, AT_FDCWD, ctl, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return 0;
+		n = syscall(SYS_read, fd, text, sizeof(text) - 1);
+		syscall(SYS_close, fd);
+		if (n <= 0)
+			return 0;
+		text[n] = '\0';
+	} else if (fixed) {
+		snprintf(text, sizeof(text), "%s", fixed);
+	} else {
+		return 0;
+	}
+	text[strcspn(text, "\r\n")] = '\0';
+	char *c1 = strchr(text, ':');
+	if (c1 == NULL)
+		return 0;
+	*c1++ = '\0';
+	char *c2 = strchr(c1, ':');
+	if (c2)
+		*c2++ = '\0';
+	memset(r, 0, sizeof(*r));
+	for (char *tok = strtok(text, ","); tok; tok = strtok(NULL, ","))
+		r->ops |= strcmp(tok, "write") == 0    ? OP_WRITE
+			  : strcmp(tok, "fsync") == 0  ? OP_FSYNC
+			  : strcmp(tok, "rename") == 0 ? OP_RENAME
+			  : strcmp(tok, "open") == 0   ? OP_OPEN
+						       : 0;
+	r->err = strcmp(c1, "ENOSPC") == 0   ? ENOSPC
+		 : strcmp(c1, "EIO") == 0    ? EIO
+		 : strcmp(c1, "EROFS") == 0  ? EROFS
+		 : strcmp(c1, "EDQUOT") == 0 ? EDQUOT
+					     : atoi(c1);
+	snprintf(r->path, sizeof(r->path), "%s", c2 ? c2 : "");
+	return r->ops && r->err > 0;
+}
+
+static int fd_path(int fd, char *out, size_t len)
+{
+	char link[64];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, out, len - 1);
+	if (n < 0)
+		return -1;
+	out[n] = '\0';
+	return 0;
+}
+
+/* dirfd + name as a path (best effort: for matching only). */
+static void at_path(int dirfd, const char *name, char *out, size_t len)
+{
+	char dir[PATH_MAX - 256];
+	if (name[0] == '/' || dirfd == AT_FDCWD || fd_path(dirfd, dir, sizeof(dir)) < 0)
+		snprintf(out, len, "%s", name);
+	else
+		snprintf(out, len, "%s/%s", dir, name);
+}
+
+/* Whether a call of kind op on these paths fails; sets errno when it does. */
+static int should_fail(unsigned op, const char *p1, const char *p2)
+{
+	struct rule r;
+	if (!read_rule(&r) || !(r.ops & op))
+		return 0;
+	if ((p1 && strstr(p1, r.path)) || (p2 && strstr(p2, r.path))) {
+		errno = r.err;
+		return 1;
+	}
+	return 0;
+}
+
+static int fd_fails(unsigned op, int fd)
+{
+	char p[PATH_MAX];
+	if (fd <= 2 || (getenv("FAULTFS_CTL") == NULL && getenv("FAULTFS") == NULL))
+		return 0;
+	if (fd_path(fd, p, sizeof(p)) < 0)
+		return 0;
+	return should_fail(op, p, NULL);
+}
+
+#define NEXT(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+	if (fd_fails(OP_WRITE, fd))
+		return -1;
+	return NEXT(write)(fd, buf, n);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+	if (fd_fails(OP_WRITE, fd))
+		return -1;
+	return NEXT(pwrite)(fd, buf, n, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
+{
+	if (fd_fails(OP_WRITE, fd))
+		return -1;
+	return NEXT(pwrite64)(fd, buf, n, off);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	if (fd_fails(OP_WRITE, fd))
+		return -1;
+	return NEXT(writev)(fd, iov, cnt);
+}
+
+int fsync(int fd)
+{
+	if (fd_fails(OP_FSYNC, fd))
+		return -1;
+	return NEXT(fsync)(fd);
+}
+
+int fdatasync(int fd)
+{
+	if (fd_fails(OP_FSYNC, fd))
+		return -1;
+	return NEXT(fdatasync)(fd);
+}
+
+int rename(const char *a, const char *b)
+{
+	if (should_fail(OP_RENAME, a, b))
+		return -1;
+	return NEXT(rename)(a, b);
+}
+
+int renameat(int da, const char *a, int db, const char *b)
+{
+	char pa[PATH_MAX], pb[PATH_MAX];
+	at_path(da, a, pa, sizeof(pa));
+	at_path(db, b, pb, sizeof(pb));
+	if (should_fail(OP_RENAME, pa, pb))
+		return -1;
+	return NEXT(renameat)(da, a, db, b);
+}
+
+int renameat2(int da, const char *a, int db, const char *b, unsigned flags)
+{
+	char pa[PATH_MAX], pb[PATH_MAX];
+	at_path(da, a, pa, sizeof(pa));
+	at_path(db, b, pb, sizeof(pb));
+	if (should_fail(OP_RENAME, pa, pb))
+		return -1;
+	return NEXT(renameat2)(da, a, db, b, flags);
+}
+
+int openat(int dirfd, const char *name, int flags, ...)
+{
+	mode_t mode = 0;
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+		char p[PATH_MAX];
+		at_path(dirfd, name, p, sizeof(p));
+		if (should_fail(OP_OPEN, p, NULL))
+			return -1;
+	}
+	return NEXT(openat)(dirfd, name, flags, mode);
+}
+
+int openat64(int dirfd, const char *name, int flags, ...)
+{
+	mode_t mode = 0;
+	if (flags & (O_CREAT | O_TMPFILE)) {
+		va_list ap;
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+		char p[PATH_MAX];
+		at_path(dirfd, name, p, sizeof(p));
+		if (should_fail(OP_OPEN, p, NULL))
+			return -1;
+	}
+	return NEXT(openat64)(dirfd, name, flags, mode);
+}
