@@ -276,6 +276,7 @@ int main(int argc, char **argv)
 	pd.cfg = config_load(path, &errs);
 	if (pd.cfg == NULL) {
 		fputs(errs.data ? errs.data : "invalid configuration\n", stderr);
+		buf_deinit(&errs);
 		return 1;
 	}
 	set_log_level(pd.cfg->general.log_level);
