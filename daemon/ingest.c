@@ -340,8 +340,11 @@ void ingest_run(struct job *j)
 		refuse_entry(ij);
 		goto out;
 	}
+	/* Content found in data/ at recovery was claimed complete before the
+	 * crash: the writer checks are for pickup folders only. */
+	bool recovering = ij->dir_fd == pd->spool.data_fd;
 	/* .NET on Linux holds LOCK_SH while it writes. */
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	if (!recovering && flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		ij->result = INGEST_NOT_READY;
 		ij->retry_after_ms = pk->settle_time_ms > 1000 ? (int64_t)pk->settle_time_ms : 1000;
 		set_reason(ij, "a writer holds a lock on it");
@@ -349,7 +352,7 @@ void ingest_run(struct job *j)
 	}
 	/* Writers without a lock: a read lease is granted only when nobody has
 	 * the file open for writing. */
-	if (open_for_writing(fd)) {
+	if (!recovering && open_for_writing(fd)) {
 		ij->result = INGEST_NOT_READY;
 		ij->retry_after_ms = pk->settle_time_ms > 500 ? (int64_t)pk->settle_time_ms : 500;
 		set_reason(ij, "another process has it open for writing");
@@ -357,7 +360,7 @@ void ingest_run(struct job *j)
 	}
 	int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	int64_t age = ij->now_ms - mtime_ms;
-	if (pk->settle_time_ms && age < (int64_t)pk->settle_time_ms) {
+	if (!recovering && pk->settle_time_ms && age < (int64_t)pk->settle_time_ms) {
 		ij->result = INGEST_NOT_READY;
 		ij->retry_after_ms = (int64_t)pk->settle_time_ms - (age > 0 ? age : 0);
 		set_reason(ij, "modified %lld ms ago (settle_time)", (long long)age);

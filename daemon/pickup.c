@@ -283,6 +283,7 @@ static void job_done(struct job *j)
 		relay_pool_wake(pd->pool);
 		break;
 	case INGEST_REFUSED:
+		pd->stats.refused++;
 		log_warn("%s: pickup=%s, file=%s, refused: %s; moved to badmail", ij->id,
 			 p->cfg->name, ij->name, ij->reason);
 		break;

@@ -375,5 +375,23 @@ def test_same_name_again_is_a_new_submission():
         d.wait_spool_empty()
 
 
+def test_claim_cut_short_is_recovered_at_once():
+    """Content in data/ without an envelope (a crash between the claim and
+    the envelope) is ingested again at start-up even though it was written a
+    moment ago: the writer checks (flock, settle_time) are for pickup folders."""
+    with SmtpServer() as srv:
+        d = Pickupd(cfg(settle_time="30s"), relay=srv, start=False)
+        with d:
+            os.makedirs(os.path.join(d.spool, "data"))
+            with open(os.path.join(d.spool, "data", "0123456789ABCDEF0123"), "wb") as f:
+                f.write(b"From: a@example.org\nTo: b@example.net\nSubject: orphan\n\nx\n")
+            d.start()
+            d.wait_ready()
+            m = srv.wait_messages(1, timeout=20)[0]
+            assert m.header("Subject") == ["orphan"], m.headers
+            d.wait_log(r"recovered content of 0123456789ABCDEF0123")
+            d.wait_spool_empty()
+
+
 if __name__ == "__main__":
     harness.main(globals())
