@@ -332,9 +332,13 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
 		return -1;
 	spool_env_format(e, &text);
 	snprintf(tmp, sizeof(tmp), "%s.env", e->id);
-	unlinkat(s->tmp_fd, tmp, 0); /* a leftover of a failed attempt */
-	if (spool__write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms) < 0)
-		goto out;
+	if (spool__write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms) < 0) {
+		if (errno != EEXIST)
+			goto out;
+		unlinkat(s->tmp_fd, tmp, 0); /* a leftover of a killed attempt */
+		if (spool__write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms) < 0)
+			goto out;
+	}
 	/* A new envelope or a replacement? A failure after the rename undoes a
 	 * new one (nothing changed, as the caller is told); a replacement stays,
 	 * since the old text is gone either way. */
