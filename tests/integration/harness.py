@@ -998,6 +998,163 @@ class Pickupd:
 
 
 # ---------------------------------------------------------------------------
+# Scheduling and failure handling (issue 6): messages, queue IDs, envelopes,
+# bounces (RFC 3464). Used by test_retry, test_bounce, test_failover,
+# test_signals.
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now (a relay
+    that is down; start a SmtpServer(port=...) on it later for "up")."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def make_message(sender, rcpts, subject="test", body="hello\n", x_sender=False):
+    """A small .eml (bytes). x_sender=True writes leading X-Sender/X-Receiver
+    lines (sender "" gives "X-Sender: <>", the null sender); otherwise the
+    envelope comes from From:/To:."""
+    lines = []
+    if x_sender:
+        lines.append("X-Sender: <%s>" % sender)
+        lines += ["X-Receiver: <%s>" % r for r in rcpts]
+    lines.append("From: <%s>" % (sender or "mailer-daemon@example.org"))
+    lines.append("To: " + ", ".join("<%s>" % r for r in rcpts))
+    lines.append("Subject: " + subject)
+    return ("\n".join(lines) + "\n\n" + body).encode()
+
+
+def claim_qid(d, filename, timeout=30):
+    """The queue ID pickupd gave pickup/FILENAME (from its claim line)."""
+    m = d.wait_log(r"(?:^|\s)(?P<qid>[0-9A-Za-z._-]+): pickup=[^,]+, file=%s,"
+                   % re.escape(filename), timeout=timeout)
+    return m[0].group("qid")
+
+
+def read_envelope(path):
+    """An envelope file as a dict: the single-valued fields by key ("id",
+    "attempts", "next-attempt", "sender", "reason", ...; text unescaped), "rcpts"
+    as a list of {"status", "addr", "reply", "params"}, and "text" (the raw file).
+    Returns None if the file vanished (moved on)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    env = {"text": text, "rcpts": [], "path": path}
+    last = env
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        value = re.sub(r"\\x([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+        if key == "rcpt":
+            status, _, addr = value.partition(" ")
+            last = {"status": status, "addr": addr.strip("<>"), "reply": None, "params": None}
+            env["rcpts"].append(last)
+        elif key in ("reply", "params") and last is not env:
+            last[key] = value
+        else:
+            env.setdefault(key, value)
+    return env
+
+
+def envelopes(d, states):
+    """read_envelope() of every envelope under spool/STATE(S) (recursive)."""
+    out = []
+    for p in d.spool_files(states):
+        e = read_envelope(p)
+        if e is not None:
+            out.append(e)
+    return out
+
+
+def find_envelope(d, states, qid):
+    """The envelope of queue ID qid in one of states, or None."""
+    for e in envelopes(d, states):
+        if e.get("id") == qid or os.path.basename(e["path"]) == qid:
+            return e
+    return None
+
+
+class Dsn:
+    """A delivery status notification (RFC 3464) parsed from a Transaction.
+
+    msg: the email.message.Message; report_type: the report-type parameter;
+    text: the text/plain part (str); per_message: the per-message fields
+    ({lowercase name: value}); recipients: the per-recipient field blocks,
+    each {lowercase name: value}; headers_part: the text/rfc822-headers part
+    (str) or None; parts: the content types of the top-level parts in order."""
+
+    def __init__(self, t):
+        import email
+        import email.policy
+        self.transaction = t
+        self.msg = email.message_from_bytes(t.data, policy=email.policy.compat32)
+        self.content_type = self.msg.get_content_type()
+        self.report_type = (self.msg.get_param("report-type") or "").lower()
+        self.parts = []
+        self.text = None
+        self.per_message = {}
+        self.recipients = []
+        self.headers_part = None
+        if not self.msg.is_multipart():
+            return
+        for part in self.msg.get_payload():
+            ct = part.get_content_type()
+            self.parts.append(ct)
+            if ct == "text/plain" and self.text is None:
+                self.text = part.get_payload(decode=True).decode("utf-8", "replace")
+            elif ct == "message/delivery-status":
+                self._status_blocks(part)
+            elif ct in ("text/rfc822-headers", "message/rfc822-headers"):
+                raw = part.get_payload(decode=True)
+                self.headers_part = raw.decode("utf-8", "replace") if raw else ""
+
+    def _status_blocks(self, part):
+        # compat32 parses message/delivery-status into a list of Message blocks.
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            blocks = [dict((k.lower(), " ".join(str(v).split())) for k, v in b.items())
+                      for b in payload]
+        else:  # a single text blob: split on blank lines ourselves
+            text = payload if isinstance(payload, str) else payload.decode()
+            text = re.sub(r"\r?\n[ \t]+", " ", text.replace("\r\n", "\n"))
+            blocks = []
+            for chunk in re.split(r"\n\s*\n", text.strip()):
+                b = {}
+                for line in chunk.splitlines():
+                    k, sep, v = line.partition(":")
+                    if sep:
+                        b[k.strip().lower()] = " ".join(v.split())
+                blocks.append(b)
+        if blocks:
+            self.per_message = blocks[0]
+            self.recipients = [b for b in blocks[1:] if b]
+
+    def final_recipients(self):
+        """Addresses of Final-Recipient fields ("rfc822; a@b" -> "a@b"), lowercase."""
+        out = []
+        for b in self.recipients:
+            v = b.get("final-recipient", "")
+            out.append(v.split(";", 1)[-1].strip().strip("<>").lower())
+        return out
+
+    def recipient(self, addr):
+        """The per-recipient block of addr, or None."""
+        for b, a in zip(self.recipients, self.final_recipients()):
+            if a == addr.lower():
+                return b
+        return None
+
+
+def bounces(srv):
+    """Accepted transactions from the null sender (bounces, delay warnings)."""
+    return [t for t in srv.messages if t.mail_from in ("", "<>")]
+
+
+# ---------------------------------------------------------------------------
 # Runner
 
 _registry = []  # servers and daemons to clean up after each test
