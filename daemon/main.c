@@ -201,8 +201,9 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		/* Re-claiming renames data/ID to a new ID in data/. */
 		ingest_run(&ij.job);
 		if (ij.result == INGEST_QUEUED) {
+			/* load_schedule finds it in queue/: scheduling it here too
+			 * would send it twice. */
 			log_info("%s: recovered content of %s (claim cut short)", ij.id, ij.name);
-			sched_add(pd->sched, ij.id, SPOOL_QUEUE, 0);
 		} else if (ij.result == INGEST_REFUSED) {
 			log_warn("%s: recovered content of %s refused: %s; moved to badmail", ij.id,
 				 ij.name, ij.reason);
@@ -297,6 +298,10 @@ int main(int argc, char **argv)
 		      pd.magic ? magic_error(pd.magic) : "out of memory");
 	uv_mutex_init(&pd.magic_lock);
 
+	/* Up to 8 ingest jobs per folder plus delivery records share libuv's
+	 * pool (4 threads by default); fsync latency, not CPU, bounds them. */
+	if (getenv("UV_THREADPOOL_SIZE") == NULL)
+		setenv("UV_THREADPOOL_SIZE", "8", 0);
 	pd.loop = uv_default_loop();
 	pd.sched = sched_new(&pd);
 	pd.pool = relay_pool_new(&pd, &errs);

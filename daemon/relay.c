@@ -31,6 +31,7 @@ struct session {
 	struct smtpc *smtpc;
 	struct delivery *d; /* the transaction in progress */
 	bool ready;         /* reached READY at least once */
+	unsigned gen;       /* the relay's settings generation it was opened with */
 	bool quitting;
 	struct session *next;
 };
@@ -46,6 +47,7 @@ struct relay {
 	int64_t paused_until_ms;
 	int64_t next_send_ms; /* rate_limit: messages evenly spaced */
 	bool retired;         /* removed by a reload: finishes, takes no new work */
+	unsigned gen;         /* bumped by a reload: older sessions take no new work */
 	struct relay *next_retired;
 };
 
@@ -491,7 +493,7 @@ static bool dispatch(struct session *s)
 	struct sched_item it;
 	char why[256];
 
-	if (s->relay->retired)
+	if (s->relay->retired || s->gen != s->relay->gen)
 		return false;
 	while (!pool->stopping && sched_has_due(pd->sched) &&
 	       relay_may_send(s->relay, pickupd_now_ms()) && sched_pop_due(pd->sched, &it)) {
@@ -555,6 +557,7 @@ static void open_session(struct relay *r)
 	}
 	struct session *s = xcalloc(1, sizeof(*s));
 	s->relay = r;
+	s->gen = r->gen;
 	s->next = r->sessions;
 	r->sessions = s;
 	r->n_sessions++;
@@ -655,7 +658,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			r->paused_until_ms = 0;
 			log_debug("relay %s: session to %s ready", r->cfg->name, smtpc_peer(c));
 		}
-		if (pool->stopping || r->retired)
+		if (pool->stopping || r->retired || s->gen != r->gen)
 			smtpc_quit(c);
 		else if (!dispatch(s))
 			relay_pool_wake(pool); /* maybe another relay or later work */
@@ -663,10 +666,18 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	case SMTPC_EV_DONE: {
 		struct delivery *d = s->d;
 		s->d = NULL;
-		if (d)
+		if (d && d->txn.session_stale) {
+			/* An idle session the server had dropped: nothing was
+			 * attempted, so no attempt is counted; it goes again now. */
+			log_debug("%s: session to %s was stale; sending again", d->env.id,
+				  smtpc_peer(c));
+			sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
+			delivery_free(d);
+		} else if (d) {
 			record(d);
+		}
 		if (smtpc_idle(c)) {
-			if (pool->stopping || r->retired ||
+			if (pool->stopping || r->retired || s->gen != r->gen ||
 			    smtpc_messages(c) >= r->cfg->max_messages_per_session)
 				smtpc_quit(c);
 			else
@@ -709,7 +720,7 @@ void relay_pool_wake(struct relay_pool *pool)
 		for (struct session *s = r->sessions; s; s = s->next) {
 			if (!sched_has_due(pd->sched))
 				break;
-			if (s->ready && s->d == NULL && smtpc_idle(s->smtpc))
+			if (s->ready && s->d == NULL && s->gen == r->gen && smtpc_idle(s->smtpc))
 				dispatch(s);
 		}
 		/* One new session at a time: each that comes up pulls work and
@@ -807,6 +818,12 @@ int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct 
 				pool->old_ctx[pool->n_old_ctx++] = old->ssl_ctx;
 			}
 			old->ssl_ctx = ctx;
+			/* Open sessions carry the old settings: idle ones quit now,
+			 * busy ones after their transaction. */
+			old->gen++;
+			for (struct session *se = old->sessions; se; se = se->next)
+				if (se->d == NULL && se->ready)
+					smtpc_quit(se->smtpc);
 			fresh[i] = old;
 			pool->relays[k] = NULL;
 			break;
