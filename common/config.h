@@ -28,59 +28,59 @@ enum auth_mode { AUTH_MODE_AUTO, AUTH_MODE_PLAIN, AUTH_MODE_LOGIN, AUTH_MODE_XOA
 
 /* [general] (an extension of DESIGN.md: settings that belong to no room) */
 struct config_general {
-	char *hostname;  /* EHLO name, Message-ID domain; default: gethostname() */
+	char *hostname;	 /* EHLO name, Message-ID domain; default: gethostname() */
 	char *log_level; /* debug | info | warning | error; default info */
-	char *instance;  /* tells several pickupd on one host apart in IDs; default "" */
+	char *instance;	 /* tells several pickupd on one host apart in IDs; default "" */
 };
 
 /* [spool] */
 struct config_spool {
-	char *dir; /* required */
+	char *dir;		      /* required */
 	uint64_t shutdown_timeout_ms; /* SIGTERM deadline for in-flight work; default 30s */
 };
 
 /* [pickup] or [pickup NAME]; at least one is required. */
 struct config_pickup {
-	char *name;               /* "default" for a plain [pickup] */
-	char *dir;                /* required */
-	char *match;              /* glob on the file name, case-insensitive; default "*.eml" */
-	bool dot_stuffed;         /* default no */
-	uint64_t max_message_size; /* bytes; default 35M */
-	unsigned max_recipients;  /* default 1000 */
-	uint64_t max_header_size; /* bytes; default 64K */
-	uint64_t settle_time_ms;  /* size and mtime unchanged this long; default 2s */
+	char *name;		     /* "default" for a plain [pickup] */
+	char *dir;		     /* required */
+	char *match;		     /* glob on the file name, case-insensitive; default "*.eml" */
+	bool dot_stuffed;	     /* default no */
+	uint64_t max_message_size;   /* bytes; default 35M */
+	unsigned max_recipients;     /* default 1000 */
+	uint64_t max_header_size;    /* bytes; default 64K */
+	uint64_t settle_time_ms;     /* size and mtime unchanged this long; default 2s */
 	uint64_t rescan_interval_ms; /* default 30s */
-	int line; /* where the section starts, for later error messages */
+	int line;		     /* where the section starts, for later error messages */
 };
 
 /* [relay NAME]; at least one is required; tried in the order written. */
 struct config_relay {
 	char *name;
-	char *host;     /* required */
-	unsigned port;  /* default 587 (starttls), 465 (implicit), 25 (none) */
-	enum tls_mode tls;  /* default starttls */
-	bool tls_verify;    /* default yes */
-	char *ca_file;      /* default: system store (NULL) */
-	char *cert_file;    /* client certificate (NULL = none) */
+	char *host;	   /* required */
+	unsigned port;	   /* default 587 (starttls), 465 (implicit), 25 (none) */
+	enum tls_mode tls; /* default starttls */
+	bool tls_verify;   /* default yes */
+	char *ca_file;	   /* default: system store (NULL) */
+	char *cert_file;   /* client certificate (NULL = none) */
 	char *key_file;
-	char *user;         /* NULL = no AUTH */
+	char *user; /* NULL = no AUTH */
 	char *password_file;
 	char *password_command;
-	enum auth_mode auth; /* default auto */
-	bool allow_plaintext_auth; /* default no */
-	char *force_sender;  /* NULL = keep the message's sender */
-	bool force_from;     /* default no */
-	unsigned max_sessions; /* default 4, >= 1 */
+	enum auth_mode auth;		   /* default auto */
+	bool allow_plaintext_auth;	   /* default no */
+	char *force_sender;		   /* NULL = keep the message's sender */
+	bool force_from;		   /* default no */
+	unsigned max_sessions;		   /* default 4, >= 1 */
 	unsigned max_messages_per_session; /* default 100, >= 1 */
-	unsigned rate_limit;   /* messages per minute; 0 = none */
-	uint64_t idle_timeout_ms; /* default 60s */
+	unsigned rate_limit;		   /* messages per minute; 0 = none */
+	uint64_t idle_timeout_ms;	   /* default 60s */
 	/* RFC 5321 4.5.3.2 defaults */
-	uint64_t connect_timeout_ms;    /* default 30s */
-	uint64_t greeting_timeout_ms;   /* default 5m */
-	uint64_t command_timeout_ms;    /* EHLO/MAIL/RCPT/RSET/AUTH etc.; default 5m */
-	uint64_t data_timeout_ms;       /* DATA command; default 2m */
+	uint64_t connect_timeout_ms;	/* default 30s */
+	uint64_t greeting_timeout_ms;	/* default 5m */
+	uint64_t command_timeout_ms;	/* EHLO/MAIL/RCPT/RSET/AUTH etc.; default 5m */
+	uint64_t data_timeout_ms;	/* DATA command; default 2m */
 	uint64_t data_block_timeout_ms; /* each block of content; default 3m */
-	uint64_t data_done_timeout_ms;  /* after the final dot; default 10m */
+	uint64_t data_done_timeout_ms;	/* after the final dot; default 10m */
 	int line;
 };
 
@@ -88,9 +88,9 @@ struct config_relay {
 struct config_retry {
 	uint64_t *schedule_ms; /* default 1m 5m 15m 30m 1h 2h 4h; the last repeats */
 	size_t n_schedule;
-	uint64_t max_age_ms;   /* default 5d */
+	uint64_t max_age_ms;	 /* default 5d */
 	unsigned jitter_percent; /* default 10 */
-	bool soft_bounce;      /* never bounce; default no */
+	bool soft_bounce;	 /* never bounce; default no */
 	/* temporary_reply = TEXT (repeatable): a reply whose "CODE text" starts
 	 * with TEXT is treated as temporary, e.g. "554 DT:SPM". */
 	char **temporary_replies;
@@ -99,9 +99,9 @@ struct config_retry {
 
 /* [bounce] */
 struct config_bounce {
-	bool enabled;              /* default yes */
+	bool enabled;		   /* default yes */
 	uint64_t delay_warning_ms; /* 0 = off */
-	unsigned rate_limit;       /* bounces per minute; default 60; 0 = none */
+	unsigned rate_limit;	   /* bounces per minute; default 60; 0 = none */
 };
 
 /* [control] */

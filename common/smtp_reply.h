@@ -19,21 +19,21 @@
 
 #include "common/buf.h"
 
-#define SMTP_REPLY_MAX_LINE 4096 /* longer lines are an error (RFC says 512) */
+#define SMTP_REPLY_MAX_LINE  4096 /* longer lines are an error (RFC says 512) */
 #define SMTP_REPLY_MAX_LINES 256
 
 struct smtp_reply {
-	int code;        /* 200..599 */
-	int enh_class;   /* enhanced status code x.y.z of the first line; 0 when absent */
+	int code;      /* 200..599 */
+	int enh_class; /* enhanced status code x.y.z of the first line; 0 when absent */
 	int enh_subject;
 	int enh_detail;
-	char *text;      /* each line's text after "NNN-"/"NNN ", joined by '\n'; never NULL
-			    once parsed; the enhanced code stays in the text */
+	char *text; /* each line's text after "NNN-"/"NNN ", joined by '\n'; never NULL
+		       once parsed; the enhanced code stays in the text */
 	size_t n_lines;
 };
 
 struct smtp_reply_parser {
-	struct buf line; /* partial line carried between feeds */
+	struct buf line;       /* partial line carried between feeds */
 	struct smtp_reply cur; /* code, enh and n_lines of the reply being read */
 	struct buf text;
 	const char *error; /* sticky after -1: later calls fail the same way until deinit+init */

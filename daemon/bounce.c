@@ -77,8 +77,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 	buf_puts(out, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* The words. */
-	buf_printf(out, "--%s\r\nContent-Description: Notification\r\n"
-			"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+	buf_printf(out,
+		   "--%s\r\nContent-Description: Notification\r\n"
+		   "Content-Type: text/plain; charset=utf-8\r\n\r\n",
 		   boundary);
 	buf_printf(out, "This is the mail system (pickupd) at host %s.\r\n\r\n", hostname);
 	if (kind == BOUNCE_FAILED)
@@ -97,8 +98,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 	}
 
 	/* The machine-readable report. */
-	buf_printf(out, "\r\n--%s\r\nContent-Description: Delivery report\r\n"
-			"Content-Type: message/delivery-status\r\n\r\n",
+	buf_printf(out,
+		   "\r\n--%s\r\nContent-Description: Delivery report\r\n"
+		   "Content-Type: message/delivery-status\r\n\r\n",
 		   boundary);
 	buf_printf(out, "Reporting-MTA: dns; %s\r\n", hostname);
 	buf_printf(out, "X-Pickupd-Queue-ID: %s\r\n", env->id);
@@ -148,8 +150,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 	}
 
 	if (headers && headers_len) {
-		buf_printf(out, "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
-				"Content-Type: text/rfc822-headers\r\n\r\n",
+		buf_printf(out,
+			   "\r\n--%s\r\nContent-Description: Undelivered Message Headers\r\n"
+			   "Content-Type: text/rfc822-headers\r\n\r\n",
 			   boundary);
 		buf_append(out, headers, headers_len);
 		if (out->data[out->len - 1] != '\n')
@@ -177,8 +180,9 @@ static void read_headers(struct spool *sp, const struct spool_env *env, struct b
 	/* The header section ends at the first empty line. */
 	size_t end = (size_t)n;
 	for (size_t i = 0; i + 1 < (size_t)n; i++) {
-		if (raw[i] == '\n' && (raw[i + 1] == '\n' || (raw[i + 1] == '\r' && i + 2 < (size_t)n &&
-								raw[i + 2] == '\n'))) {
+		if (raw[i] == '\n' &&
+		    (raw[i + 1] == '\n' ||
+		     (raw[i + 1] == '\r' && i + 2 < (size_t)n && raw[i + 2] == '\n'))) {
 			end = i + 1;
 			break;
 		}

@@ -14,13 +14,13 @@
 #include "daemon/pickupd.h"
 
 enum ingest_result {
-	INGEST_QUEUED,    /* envelope in queue/ */
-	INGEST_REFUSED,   /* in badmail/ with a reason */
+	INGEST_QUEUED,	  /* envelope in queue/ */
+	INGEST_REFUSED,	  /* in badmail/ with a reason */
 	INGEST_NOT_READY, /* a writer may still be at work: try again later */
-	INGEST_GONE,      /* the file is no longer there (another instance took it) */
-	INGEST_SKIPPED,   /* not ours to take (a directory...) */
-	INGEST_ERROR,     /* could not be taken now (permissions, disk): it stays */
-	INGEST_NOSPACE,   /* the spool's disk is full: it stays, ingestion pauses */
+	INGEST_GONE,	  /* the file is no longer there (another instance took it) */
+	INGEST_SKIPPED,	  /* not ours to take (a directory...) */
+	INGEST_ERROR,	  /* could not be taken now (permissions, disk): it stays */
+	INGEST_NOSPACE,	  /* the spool's disk is full: it stays, ingestion pauses */
 };
 
 struct ingest_job {
@@ -34,8 +34,8 @@ struct ingest_job {
 	int64_t now_ms;
 	/* output */
 	enum ingest_result result;
-	int err;               /* errno for INGEST_ERROR */
-	char *reason;          /* for REFUSED, NOT_READY and ERROR */
+	int err;		/* errno for INGEST_ERROR */
+	char *reason;		/* for REFUSED, NOT_READY and ERROR */
 	int64_t retry_after_ms; /* for NOT_READY */
 	char id[SPOOL_ID_LEN + 1];
 	char *sender;

@@ -106,8 +106,8 @@ static void stop(struct pickupd *pd, const char *why)
 	relay_pool_stop(pd->pool);
 	ctl_stop(pd->ctl);
 	metrics_stop(pd->metrics);
-	uv_timer_start(&pd->shutdown_timer, shutdown_deadline_cb, pd->cfg->spool.shutdown_timeout_ms,
-		       0);
+	uv_timer_start(&pd->shutdown_timer, shutdown_deadline_cb,
+		       pd->cfg->spool.shutdown_timeout_ms, 0);
 	uv_unref((uv_handle_t *)&pd->shutdown_timer);
 	pickupd_check_stopped(pd);
 }
@@ -236,11 +236,11 @@ static int load_schedule(struct pickupd *pd)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"check-config", no_argument, NULL, 'C'},
-		{"version", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, 'C'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *path = NULL;
 	bool check = false;

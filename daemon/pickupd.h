@@ -21,10 +21,10 @@ struct metrics;
 
 /* Counters since start, shown by the metrics endpoint. Loop thread only. */
 struct pickupd_stats {
-	uint64_t delivered; /* recipients accepted by a relay (relay.c, record_done) */
-	uint64_t deferred;  /* recipient deferrals recorded (relay.c, record_done) */
-	uint64_t bounced;   /* recipients failed for good (relay.c, record_done) */
-	uint64_t refused;   /* pickup files refused into badmail (pickup.c, ingest done) */
+	uint64_t delivered;	  /* recipients accepted by a relay (relay.c, record_done) */
+	uint64_t deferred;	  /* recipient deferrals recorded (relay.c, record_done) */
+	uint64_t bounced;	  /* recipients failed for good (relay.c, record_done) */
+	uint64_t refused;	  /* pickup files refused into badmail (pickup.c, ingest done) */
 	uint64_t sessions_opened; /* SMTP sessions started (relay.c) */
 };
 
@@ -40,7 +40,7 @@ struct pickupd {
 	struct relay_pool *pool;
 	struct pickup **pickups;
 	size_t n_pickups;
-	struct ctl *ctl;         /* control socket (ctl.c) */
+	struct ctl *ctl;	 /* control socket (ctl.c) */
 	struct metrics *metrics; /* Prometheus endpoint (metrics.c), NULL when off */
 	struct pickupd_stats stats;
 	unsigned jobs_in_flight;

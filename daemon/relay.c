@@ -30,8 +30,8 @@ struct session {
 	struct relay *relay;
 	struct smtpc *smtpc;
 	struct delivery *d; /* the transaction in progress */
-	bool ready;         /* reached READY at least once */
-	unsigned gen;       /* the relay's settings generation it was opened with */
+	bool ready;	    /* reached READY at least once */
+	unsigned gen;	    /* the relay's settings generation it was opened with */
 	bool quitting;
 	struct session *next;
 };
@@ -46,8 +46,8 @@ struct relay {
 	unsigned failures; /* consecutive sessions that failed before READY */
 	int64_t paused_until_ms;
 	int64_t next_send_ms; /* rate_limit: messages evenly spaced */
-	bool retired;         /* removed by a reload: finishes, takes no new work */
-	unsigned gen;         /* bumped by a reload: older sessions take no new work */
+	bool retired;	      /* removed by a reload: finishes, takes no new work */
+	unsigned gen;	      /* bumped by a reload: older sessions take no new work */
 	struct relay *next_retired;
 };
 
@@ -75,8 +75,8 @@ struct delivery {
 	struct smtpc_txn txn;
 	char peer[160];
 	enum record_action action;
-	bool bounce;        /* send a non-delivery notification to the sender */
-	bool warn;          /* send a delay notification to the sender */
+	bool bounce;	    /* send a non-delivery notification to the sender */
+	bool warn;	    /* send a delay notification to the sender */
 	int64_t bounce_due; /* when (bounces are rate limited) */
 	char bounce_id[SPOOL_ID_LEN + 1];
 	int bounce_err;
@@ -85,10 +85,9 @@ struct delivery {
 	struct buf log; /* lines logged once the record is durable */
 };
 
-#define RELAY_MAX_PAUSE_MS (5 * 60 * 1000)
+#define RELAY_MAX_PAUSE_MS  (5 * 60 * 1000)
 #define RELAY_AUTH_PAUSE_MS (10 * 60 * 1000)
-#define DEFER_BATCH 1000
-
+#define DEFER_BATCH	    1000
 
 int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random)
 {
@@ -117,7 +116,8 @@ char *relay_read_secret(const struct config_relay *r, struct buf *reason)
 	if (file == NULL || *file == '\0') {
 		const char *cd = getenv("CREDENTIALS_DIRECTORY");
 		if (cd == NULL) {
-			buf_printf(reason, "relay %s: no password_file and no $CREDENTIALS_DIRECTORY",
+			buf_printf(reason,
+				   "relay %s: no password_file and no $CREDENTIALS_DIRECTORY",
 				   r->name);
 			return NULL;
 		}
@@ -159,7 +159,8 @@ char *relay_read_secret(const struct config_relay *r, struct buf *reason)
 static bool reply_overridden_temporary(const struct config_retry *cfg, const char *reply)
 {
 	for (size_t i = 0; reply && i < cfg->n_temporary_replies; i++)
-		if (strncmp(reply, cfg->temporary_replies[i], strlen(cfg->temporary_replies[i])) == 0)
+		if (strncmp(reply, cfg->temporary_replies[i], strlen(cfg->temporary_replies[i])) ==
+		    0)
 			return true;
 	return false;
 }
@@ -210,12 +211,15 @@ static void apply_policy(struct delivery *d)
 		r->reply = xstrdup(reply ? reply : "");
 	}
 	/* Expiry: a recipient still deferred past max_age fails for good. */
-	bool expired = cfg->retry.max_age_ms && now - env->arrival_ms >= (int64_t)cfg->retry.max_age_ms;
+	bool expired =
+	    cfg->retry.max_age_ms && now - env->arrival_ms >= (int64_t)cfg->retry.max_age_ms;
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		struct spool_rcpt *r = &env->rcpts[i];
-		if (attempted[i] && r->status == RCPT_DEFERRED && expired && !cfg->retry.soft_bounce) {
+		if (attempted[i] && r->status == RCPT_DEFERRED && expired &&
+		    !cfg->retry.soft_bounce) {
 			struct buf why = BUF_INIT;
-			buf_printf(&why, "message expired after %.0f s in the queue; last reply: %s",
+			buf_printf(&why,
+				   "message expired after %.0f s in the queue; last reply: %s",
 				   delay, r->reply ? r->reply : "none");
 			free(r->reply);
 			r->reply = buf_steal(&why);
@@ -237,7 +241,8 @@ static void apply_policy(struct delivery *d)
 		d->n_deferred += r->status == RCPT_DEFERRED;
 		d->n_failed += r->status == RCPT_FAILED;
 		buf_printf(&d->log, "%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)\n", env->id,
-			   r->addr, d->peer, delay, status_word(r->status), r->reply ? r->reply : "");
+			   r->addr, d->peer, delay, status_word(r->status),
+			   r->reply ? r->reply : "");
 	}
 	free(attempted);
 	if (t->maybe_delivered)
@@ -247,8 +252,8 @@ static void apply_policy(struct delivery *d)
 			   env->id);
 	if (n_deferred) {
 		env->attempts++;
-		env->next_ms = now + relay_retry_delay_ms(&cfg->retry, env->attempts,
-							  (unsigned)random());
+		env->next_ms =
+		    now + relay_retry_delay_ms(&cfg->retry, env->attempts, (unsigned)random());
 		d->action = REC_DEFER;
 	} else if (n_failed) {
 		struct buf why = BUF_INIT;
@@ -282,8 +287,8 @@ static void record_fn(struct job *j)
 		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
 		break;
 	case REC_DEFER:
-		if (d->warn && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_DELAYED, pickupd_now_ms(),
-					    d->bounce_due, d->bounce_id) < 0) {
+		if (d->warn && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_DELAYED,
+					    pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0) {
 			d->bounce_err = errno;
 			d->env.delay_warned = false; /* try again at the next attempt */
 		}
@@ -294,9 +299,8 @@ static void record_fn(struct job *j)
 	case REC_BADMAIL:
 		/* The notification first: once the original is in badmail
 		 * nothing would send it any more. */
-		if (d->bounce &&
-		    bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_FAILED, pickupd_now_ms(),
-				 d->bounce_due, d->bounce_id) < 0)
+		if (d->bounce && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_FAILED,
+					      pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0)
 			d->bounce_err = errno;
 		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		if (r == 0)
@@ -346,7 +350,8 @@ static void record_done(struct job *j)
 		case REC_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
 			if (d->warn && d->bounce_err == 0) {
-				log_info("%s: sender delay notification: %s", d->env.id, d->bounce_id);
+				log_info("%s: sender delay notification: %s", d->env.id,
+					 d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
@@ -449,7 +454,8 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	}
 	int fd = spool_data_open(sp, it->id);
 	if (fd < 0) {
-		log_error("%s: cannot open the content: %s; moved to badmail", it->id, strerror(errno));
+		log_error("%s: cannot open the content: %s; moved to badmail", it->id,
+			  strerror(errno));
 		free(d->env.reason);
 		d->env.reason = xstrdup("content file missing or unreadable");
 		spool_env_write(sp, SPOOL_QUEUE, &d->env);

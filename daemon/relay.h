@@ -35,8 +35,8 @@ bool relay_pool_idle(const struct relay_pool *pool);
 /* What pickupctl status and the metrics show of one relay. */
 struct relay_info {
 	const char *name;
-	unsigned sessions;        /* open or opening */
-	int64_t paused_until_ms;  /* 0 or in the past: not paused */
+	unsigned sessions;	 /* open or opening */
+	int64_t paused_until_ms; /* 0 or in the past: not paused */
 };
 /* Fills up to max entries in configured order; returns the number of relays. */
 size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, size_t max);

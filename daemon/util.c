@@ -22,7 +22,8 @@ void pickupd_notify(const char *state)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sa;
-	if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof(sa.sun_path))
 		return;
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;

@@ -318,8 +318,8 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 			char *ins = NULL;
 			if (sp2 && unescape(sp2 + 1, rest - l2 - 1, &ins) < 0)
 				goto bad;
-			if (e->n_edits && off < e->edits[e->n_edits - 1].offset +
-							 e->edits[e->n_edits - 1].skip) {
+			if (e->n_edits &&
+			    off < e->edits[e->n_edits - 1].offset + e->edits[e->n_edits - 1].skip) {
 				free(ins);
 				why = "edits out of order";
 				goto fail;

@@ -71,7 +71,7 @@ struct spool_env {
 	size_t n_rcpts;
 	struct spool_edit *edits;
 	size_t n_edits;
-	char *reason; /* why it is in badmail/, or NULL */
+	char *reason;	   /* why it is in badmail/, or NULL */
 	bool delay_warned; /* the sender was told the message is delayed */
 };
 
