@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "daemon/bounce.h"
 #include "daemon/sched.h"
+#include "daemon/secret.h"
 
 struct relay;
 
@@ -106,51 +107,16 @@ int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, uns
 
 char *relay_read_secret(const struct config_relay *r, struct buf *reason)
 {
-	char path[4096];
-	const char *file = r->password_file;
 	if (r->password_command && *r->password_command) {
 		/* smtpc runs the command itself, asynchronously, when it is about
 		 * to authenticate (and again when a token is refused). */
 		return xstrdup("");
 	}
-	if (file == NULL || *file == '\0') {
-		const char *cd = getenv("CREDENTIALS_DIRECTORY");
-		if (cd == NULL) {
-			buf_printf(reason,
-				   "relay %s: no password_file and no $CREDENTIALS_DIRECTORY",
-				   r->name);
-			return NULL;
-		}
-		snprintf(path, sizeof(path), "%s/%s", cd, r->name);
-		file = path;
-	}
-	int fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		buf_printf(reason, "relay %s: cannot open %s: %s", r->name, file, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-		buf_printf(reason,
-			   "relay %s: %s must be a regular file that only its owner can read "
-			   "(mode %03o)",
-			   r->name, file, (unsigned)(st.st_mode & 0777));
-		close(fd);
-		return NULL;
-	}
-	char tmp[4096];
-	ssize_t n = read(fd, tmp, sizeof(tmp) - 1);
-	close(fd);
-	if (n < 0) {
-		buf_printf(reason, "relay %s: cannot read %s: %s", r->name, file, strerror(errno));
-		return NULL;
-	}
-	while (n > 0 && (tmp[n - 1] == '\n' || tmp[n - 1] == '\r'))
-		n--;
-	char *secret = xstrndup(tmp, (size_t)n);
-	OPENSSL_cleanse(tmp, sizeof(tmp));
+	struct buf why = BUF_INIT;
+	char *secret = secret_read_file(r, &why);
+	if (secret == NULL)
+		buf_printf(reason, "relay %s: %s", r->name, why.data);
+	buf_deinit(&why);
 	return secret;
 }
 

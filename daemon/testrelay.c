@@ -8,6 +8,7 @@
  * every step is bounded by the relay's timeouts (capped at 60 s).
  */
 #include "daemon/testrelay.h"
+#include "daemon/secret.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -469,46 +470,7 @@ static char *get_secret(const struct config_relay *r, struct buf *why)
 			buf_printf(why, "password_command failed (status %d)", st);
 		return s;
 	}
-	/* The daemon's rule (relay_read_secret), repeated here so pickupctl does
-	 * not link the daemon's pool: owner-only regular file, no symlink. */
-	char path[4096];
-	const char *file = r->password_file;
-	if (file == NULL || *file == '\0') {
-		const char *cd = getenv("CREDENTIALS_DIRECTORY");
-		if (cd == NULL) {
-			buf_printf(why, "no password_file and no $CREDENTIALS_DIRECTORY");
-			return NULL;
-		}
-		snprintf(path, sizeof(path), "%s/%s", cd, r->name);
-		file = path;
-	}
-	int fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		buf_printf(why, "cannot open %s: %s", file, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	if (!S_ISREG(st.st_mode) || (st.st_mode & 077)) {
-		buf_printf(why,
-			   "%s must be a regular file that only its owner can read (mode %03o)",
-			   file, (unsigned)(st.st_mode & 0777));
-		close(fd);
-		return NULL;
-	}
-	char tmp[4096];
-	ssize_t n = read(fd, tmp, sizeof(tmp) - 1);
-	close(fd);
-	if (n < 0) {
-		buf_printf(why, "cannot read %s: %s", file, strerror(errno));
-		return NULL;
-	}
-	while (n > 0 && (tmp[n - 1] == '\n' || tmp[n - 1] == '\r'))
-		n--;
-	char *secret = xstrndup(tmp, (size_t)n);
-	OPENSSL_cleanse(tmp, sizeof(tmp));
-	return secret;
+	return secret_read_file(r, why);
 }
 
 int testrelay_run(const struct config *cfg, const char *relay_name, FILE *out)

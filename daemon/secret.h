@@ -1,0 +1,16 @@
+/*
+ * secret: a relay's password file (or $CREDENTIALS_DIRECTORY/<relay name>),
+ * read under the ssh rule: a regular file, not a link, that only its owner
+ * can read. Shared by the daemon and pickupctl test-relay.
+ */
+#ifndef PICKUPD_SECRET_H
+#define PICKUPD_SECRET_H
+
+#include "common/buf.h"
+#include "common/config.h"
+
+/* The secret without its trailing newline (free after OPENSSL_cleanse), or
+ * NULL with a reason naming the file appended. */
+char *secret_read_file(const struct config_relay *r, struct buf *reason);
+
+#endif
