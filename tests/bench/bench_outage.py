@@ -94,7 +94,7 @@ def main():
         f.write("[spool]\ndir = %s\n[pickup]\ndir = %s\n"
                 "[relay down]\nhost = 127.0.0.1\nport = %d\ntls = none\nmax_sessions = 1\n"
                 "max_messages_per_session = 1000000\n"
-                "[retry]\nschedule = 1m\nmax_age = 3650d\n[bounce]\nenabled = no\n"
+                "[retry]\nschedule = 1m\nmax_age = 365d\nsoft_bounce = yes\n[bounce]\nenabled = no\n"
                 % (spool, pickup, port))
     log = os.path.join(work, "pickupd.log")
     t0 = time.time()

@@ -57,7 +57,7 @@ static void sample_env(struct spool_env *e, const char *id)
 {
 	memset(e, 0, sizeof(*e));
 	memcpy(e->id, id, SPOOL_ID_LEN + 1);
-	e->arrival_ms = 1732350000123;
+	e->arrival_ms = (int64_t)time(NULL) * 1000;
 	e->size = 1834;
 	e->origin_pickup = xstrdup("default");
 	e->origin_file = xstrdup("invoice-1001.eml");
