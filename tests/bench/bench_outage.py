@@ -11,9 +11,9 @@
    the CPU it used in the second half of the outage (idle means ~0 s).
 3. Snapshots the schedule order (queue/ first, deferred/ by mtime = next
    attempt, ties by queue ID), brings the relay up (Postfix smtp-sink on the
-   same port, max_sessions = 1 so the order is observable) and counts, for the
-   messages delivered within --drain seconds, how many came out of due-time
-   order (inversions against the snapshot) and the drain rate.
+   same port, max_sessions = 1) and reports, for the messages delivered within
+   --drain seconds, the drain rate and how many went ahead of a message due
+   earlier that was still waiting (due-time order means 0).
 """
 import argparse
 import os
@@ -134,11 +134,17 @@ def main():
                 seen.add(q)
                 ids.append(q)
         ranks = [rank[q] for q in ids if q in rank]
-        inversions = sum(1 for i in range(1, len(ranks)) if ranks[i] < ranks[i - 1])
+        # Outcomes are logged from 8 pool threads, so log order jitters a
+        # little; due-time order means the delivered set is a prefix of the
+        # snapshot order: nothing went while a message due earlier waited.
+        k = len(ranks)
+        ahead = sum(1 for r in ranks if r >= k)
+        shift = max((abs(i - r) for i, r in enumerate(ranks)), default=0)
         st = proc_status(p.pid)
-        print("relay up %.0f s: %d messages delivered (%.0f msg/s), out of due-time order: %d; "
-              "VmHWM %.1f MiB" % (time.time() - t1, len(ids), len(ids) / (time.time() - t1),
-                                  inversions, st["VmHWM"]))
+        print("relay up %.0f s: %d messages delivered (%.0f msg/s); delivered ahead of a message "
+              "due earlier: %d; largest log-order shift: %d; VmHWM %.1f MiB"
+              % (time.time() - t1, len(ids), len(ids) / (time.time() - t1), ahead, shift,
+                 st["VmHWM"]))
     finally:
         p.send_signal(signal.SIGTERM)
         try:
