@@ -34,8 +34,10 @@ def test_dsn_parameters_passed_on_when_offered():
             d.start()
             d.wait_ready()
             d.drop("dsn.eml", FILE)
-            got = wait_for(lambda: dumps(dump), 30, what="a transaction at smtp-sink")
             d.wait_spool_empty(timeout=30)
+            # smtp-sink writes its dump as the transaction goes: wait for the end.
+            got = wait_for(lambda: [t for t in dumps(dump) if b"\nbody" in t], 30,
+                           what="a whole transaction in smtp-sink's dump")
     text = got[0].decode("ascii", "replace")
     assert "X-Mail-Args: <app@example.org> RET=HDRS ENVID=inv1001\n" in text.replace("\r\n", "\n"), text
     assert ("X-Rcpt-Args: <bob@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.net"
