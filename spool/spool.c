@@ -581,6 +581,22 @@ int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r
 	return 0;
 }
 
+/* A readdir stream over a directory descriptor we keep open: on a duplicate,
+ * rewound, so each listing starts at the beginning. */
+static DIR *dir_stream(int dir_fd)
+{
+	int fd = dup(dir_fd);
+	if (fd < 0)
+		return NULL;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return NULL;
+	}
+	rewinddir(d);
+	return d;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -588,15 +604,9 @@ static int cmp_str(const void *a, const void *b)
 
 static int list_fd(int dir_fd, bool ids_only, char ***ids_r, size_t *n_r)
 {
-	int fd = dup(dir_fd);
-	if (fd < 0)
+	DIR *d = dir_stream(dir_fd);
+	if (d == NULL)
 		return -1;
-	DIR *d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -1;
-	}
-	rewinddir(d);
 	char **ids = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
@@ -626,15 +636,9 @@ int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n
 
 int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r, size_t *n_r)
 {
-	int fd = dup(s->state_fd[state]);
-	if (fd < 0)
+	DIR *d = dir_stream(s->state_fd[state]);
+	if (d == NULL)
 		return -1;
-	DIR *d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -1;
-	}
-	rewinddir(d);
 	struct spool_entry *v = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
@@ -704,15 +708,9 @@ static int cmp_key(const void *a, const void *b)
 /* The valid IDs in a directory, as sorted keys. */
 static int list_keys(int dir_fd, struct idkey **v_r, size_t *n_r)
 {
-	int fd = dup(dir_fd);
-	if (fd < 0)
+	DIR *d = dir_stream(dir_fd);
+	if (d == NULL)
 		return -1;
-	DIR *d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -1;
-	}
-	rewinddir(d);
 	struct idkey *v = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
