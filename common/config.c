@@ -29,6 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/match.h"
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #define MS_S	 1000ULL
@@ -1103,9 +1105,10 @@ static const char *check_instance(const char *v)
 	return strlen(v) <= 32 && all_of(v, "-_") ? NULL : "up to 32 letters, digits, '-' or '_'";
 }
 
+/* A glob that can never match a file name is an error (common/match.h). */
 static const char *check_glob(const char *v)
 {
-	return strchr(v, '/') == NULL ? NULL : "a file name pattern without '/'";
+	return match_check(v);
 }
 
 /* An envelope address goes into MAIL FROM:<...>: nothing that could break out of it. */
