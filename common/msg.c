@@ -1,6 +1,8 @@
 /*
  * Purpose: read the header section of a pickup file and derive the SMTP
- * envelope from it (msg.h; DESIGN.md "Pickup"; research/pickup-compat.md).
+ * envelope from it; judge its Date: and Message-ID: fields and find the
+ * outermost multipart boundary (msg.h; DESIGN.md "Pickup";
+ * research/pickup-compat.md).
  * Owns: nothing beyond the msg_info it fills; input bytes are never modified.
  * Invariants: every address handed out passes msg_addr_valid() (no CTL, no
  * SP outside a quoted local part, at most MSG_MAX_ADDR octets), so it can be
