@@ -29,6 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/match.h"
+
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #define MS_S	 1000ULL
@@ -115,6 +117,8 @@ static const char *const tls_modes[] = {[TLS_MODE_STARTTLS] = "starttls",
 					[TLS_MODE_IMPLICIT] = "implicit",
 					[TLS_MODE_NONE] = "none",
 					NULL};
+static const char *const rcpt_dedups[] = {
+    [RCPT_DEDUP_NOCASE] = "nocase", [RCPT_DEDUP_EXACT] = "exact", NULL};
 static const char *const auth_modes[] = {[AUTH_MODE_AUTO] = "auto",
 					 [AUTH_MODE_PLAIN] = "plain",
 					 [AUTH_MODE_LOGIN] = "login",
@@ -149,6 +153,7 @@ static const struct key keys[] = {
     PICKUP("dir", KT_PATH, NULL, dir, .flags = K_REQUIRED),
     PICKUP("match", KT_STR, "*.eml", match, .check = check_glob),
     PICKUP("dot_stuffed", KT_BOOL, "no", dot_stuffed),
+    PICKUP("rcpt_dedup", KT_ENUM, "nocase", rcpt_dedup, .choices = rcpt_dedups),
     PICKUP("max_message_size", KT_SIZE, "35M", max_message_size, RANGE(KIB, TIB)),
     PICKUP("max_recipients", KT_UINT, "1000", max_recipients, RANGE(1, 1000000)),
     PICKUP("max_header_size", KT_SIZE, "64K", max_header_size, RANGE(KIB, GIB)),
@@ -199,6 +204,7 @@ static const struct key keys[] = {
 
 _Static_assert(sizeof(enum tls_mode) == sizeof(int), "KT_ENUM stores an int");
 _Static_assert(sizeof(enum auth_mode) == sizeof(int), "KT_ENUM stores an int");
+_Static_assert(sizeof(enum rcpt_dedup) == sizeof(int), "KT_ENUM stores an int");
 
 /* One section as written, alive while parsing. */
 struct inst {
@@ -1103,9 +1109,10 @@ static const char *check_instance(const char *v)
 	return strlen(v) <= 32 && all_of(v, "-_") ? NULL : "up to 32 letters, digits, '-' or '_'";
 }
 
+/* A glob that can never match a file name is an error (common/match.h). */
 static const char *check_glob(const char *v)
 {
-	return strchr(v, '/') == NULL ? NULL : "a file name pattern without '/'";
+	return match_check(v);
 }
 
 /* An envelope address goes into MAIL FROM:<...>: nothing that could break out of it. */

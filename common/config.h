@@ -25,6 +25,9 @@
 
 enum tls_mode { TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT, TLS_MODE_NONE };
 enum auth_mode { AUTH_MODE_AUTO, AUTH_MODE_PLAIN, AUTH_MODE_LOGIN, AUTH_MODE_XOAUTH2 };
+/* How duplicate recipients are recognised: the whole address without case
+ * (IIS, Exchange, the big providers), or the local part with case. */
+enum rcpt_dedup { RCPT_DEDUP_NOCASE, RCPT_DEDUP_EXACT };
 
 /* [general] (an extension of DESIGN.md: settings that belong to no room) */
 struct config_general {
@@ -41,10 +44,11 @@ struct config_spool {
 
 /* [pickup] or [pickup NAME]; at least one is required. */
 struct config_pickup {
-	char *name;		     /* "default" for a plain [pickup] */
-	char *dir;		     /* required */
-	char *match;		     /* glob on the file name, case-insensitive; default "*.eml" */
+	char *name;  /* "default" for a plain [pickup] */
+	char *dir;   /* required */
+	char *match; /* glob on the file name, case-insensitive; default "*.eml" (common/match.h) */
 	bool dot_stuffed;	     /* default no */
+	enum rcpt_dedup rcpt_dedup;  /* default nocase */
 	uint64_t max_message_size;   /* bytes; default 35M */
 	unsigned max_recipients;     /* default 1000 */
 	uint64_t max_header_size;    /* bytes; default 64K */

@@ -1,6 +1,8 @@
 /*
  * Purpose: read the header section of a pickup file and derive the SMTP
- * envelope from it (msg.h; DESIGN.md "Pickup"; research/pickup-compat.md).
+ * envelope from it; judge its Date: and Message-ID: fields and find the
+ * outermost multipart boundary (msg.h; DESIGN.md "Pickup";
+ * research/pickup-compat.md).
  * Owns: nothing beyond the msg_info it fills; input bytes are never modified.
  * Invariants: every address handed out passes msg_addr_valid() (no CTL, no
  * SP outside a quoted local part, at most MSG_MAX_ADDR octets), so it can be
@@ -47,6 +49,12 @@ static bool is_atext(unsigned char c)
 static bool is_dtext(unsigned char c)
 {
 	return (c >= 33 && c <= 90) || (c >= 94 && c <= 126);
+}
+
+/* token := 1*<any CHAR except SPACE, CTLs, or tspecials> (RFC 2045 5.1) */
+static bool is_token_char(unsigned char c)
+{
+	return c > 32 && c < 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
 }
 
 static unsigned char ascii_lower(unsigned char c)
@@ -838,6 +846,34 @@ fail:
 	return -1;
 }
 
+/*
+ * msg-id   = [CFWS] "<" id-left "@" id-right ">" [CFWS]    (RFC 5322 3.6.4)
+ * id-left  = dot-atom-text / obs-id-left  ; obs-id-left  = local-part
+ * id-right = dot-atom-text / no-fold-literal / obs-id-right ; = domain
+ */
+int msg_msgid_valid(const char *s, size_t len)
+{
+	struct buf err = BUF_INIT, local = BUF_INIT;
+	struct lexer lx = {s, len, 0, &err};
+	struct tok t;
+	size_t n;
+	int r = -1;
+
+	if (check_ctl(s, len, &err) < 0 || lex(&lx, &t) < 0 || !tok_is(&t, '<'))
+		goto out;
+	size_t start = lx.pos;
+	if (skip_words(&lx, &t, &n) < 0 || !tok_is(&t, '@') || n == 0 ||
+	    build_local(&lx, start, t.off, &local) < 0 || parse_domain(&lx, NULL) < 0)
+		goto out;
+	if (lex(&lx, &t) < 0 || !tok_is(&t, '>') || lex(&lx, &t) < 0 || t.type != TOK_END)
+		goto out;
+	r = 0;
+out:
+	buf_deinit(&err);
+	buf_deinit(&local);
+	return r;
+}
+
 /* ---- header section ---- */
 
 struct field {
@@ -849,12 +885,14 @@ struct field {
 	unsigned line;	 /* 1-based line number of the first line */
 };
 
-/* Recipients de-duplicated with a hash set on (exact local part, lower-cased domain). */
+/* Recipients de-duplicated with a hash set on the address without ASCII case
+ * (or, with exact_local, on the exact local part and the lower-cased domain). */
 struct rcpt_set {
 	struct msg_addr *v;
 	size_t n, cap;
 	size_t *slots; /* index + 1 into v; 0 = free */
 	size_t n_slots;
+	bool exact_local;
 };
 
 struct scan {
@@ -871,32 +909,36 @@ struct scan {
 	struct rcpt_set rcpts;
 };
 
-static uint64_t addr_hash(const char *a)
+/* The part of an address compared with case: the local part when exact_local
+ * (the domain never is), else none. */
+static size_t cased_len(const char *a, bool exact_local)
 {
 	const char *at = strrchr(a, '@');
+	return exact_local && at != NULL ? (size_t)(at - a) : 0;
+}
+
+static uint64_t addr_hash(const char *a, bool exact_local)
+{
+	size_t cased = cased_len(a, exact_local);
 	uint64_t h = 1469598103934665603ULL;
-	for (const char *p = a; *p; p++) {
-		unsigned char c = *p;
-		if (at != NULL && p > at)
-			c = ascii_lower(c);
+	for (size_t i = 0; a[i]; i++) {
+		unsigned char c = i < cased ? (unsigned char)a[i] : ascii_lower(a[i]);
 		h = (h ^ c) * 1099511628211ULL;
 	}
 	return h;
 }
 
-static bool addr_equal(const char *a, const char *b)
+static bool addr_equal(const char *a, const char *b, bool exact_local)
 {
-	const char *aa = strrchr(a, '@'), *ba = strrchr(b, '@');
-	if (aa == NULL || ba == NULL)
-		return strcmp(a, b) == 0;
-	if (aa - a != ba - b || memcmp(a, b, (size_t)(aa - a)) != 0)
+	size_t ca = cased_len(a, exact_local), cb = cased_len(b, exact_local);
+	if (ca != cb || memcmp(a, b, ca) != 0)
 		return false;
-	return ascii_ieq(aa + 1, strlen(aa + 1), ba + 1);
+	return ascii_ieq(a + ca, strlen(a + ca), b + ca);
 }
 
 static void set_insert_slot(struct rcpt_set *set, size_t idx)
 {
-	size_t mask = set->n_slots - 1, i = addr_hash(set->v[idx].addr) & mask;
+	size_t mask = set->n_slots - 1, i = addr_hash(set->v[idx].addr, set->exact_local) & mask;
 	while (set->slots[i] != 0)
 		i = (i + 1) & mask;
 	set->slots[i] = idx + 1;
@@ -906,9 +948,9 @@ static void set_insert_slot(struct rcpt_set *set, size_t idx)
 static void rcpt_add(struct rcpt_set *set, struct msg_addr a)
 {
 	if (set->n_slots > 0) {
-		size_t mask = set->n_slots - 1, i = addr_hash(a.addr) & mask;
+		size_t mask = set->n_slots - 1, i = addr_hash(a.addr, set->exact_local) & mask;
 		for (; set->slots[i] != 0; i = (i + 1) & mask) {
-			if (addr_equal(set->v[set->slots[i] - 1].addr, a.addr)) {
+			if (addr_equal(set->v[set->slots[i] - 1].addr, a.addr, set->exact_local)) {
 				free(a.addr);
 				free(a.params);
 				return;
@@ -1175,12 +1217,131 @@ static bool has_8bit(const char *s)
 	return false;
 }
 
+/*
+ * Content-Type := type "/" subtype *(";" parameter)          (RFC 2045 5.1)
+ * parameter    := attribute "=" value ; value := token / quoted-string
+ * (an unquoted value is taken up to ";", WSP or a comment). Copies the boundary parameter of a
+ * multipart type into out (NUL-terminated), or leaves out empty. RFC 2231 continuations
+ * (boundary*0=) are not followed.
+ */
+static void mime_boundary(const char *s, size_t len, char *out)
+{
+	struct buf err = BUF_INIT;
+	struct lexer lx = {s, len, 0, &err};
+	size_t i, n;
+
+	out[0] = '\0';
+	if (skip_cfws(&lx) < 0)
+		goto out;
+	for (i = lx.pos; i < len && is_token_char(s[i]); i++)
+		;
+	if (!ascii_ieq(s + lx.pos, i - lx.pos, "multipart") || i >= len || s[i] != '/')
+		goto out;
+	for (i++; i < len && is_token_char(s[i]); i++)
+		;
+	lx.pos = i;
+	for (;;) {
+		if (skip_cfws(&lx) < 0 || lx.pos >= len || s[lx.pos] != ';')
+			goto out;
+		lx.pos++;
+		if (skip_cfws(&lx) < 0)
+			goto out;
+		size_t attr = lx.pos;
+		for (i = attr; i < len && is_token_char(s[i]); i++)
+			;
+		size_t attr_len = i - attr;
+		lx.pos = i;
+		if (skip_cfws(&lx) < 0 || lx.pos >= len || s[lx.pos] != '=')
+			goto out;
+		lx.pos++;
+		if (skip_cfws(&lx) < 0)
+			goto out;
+		bool want = ascii_ieq(s + attr, attr_len, "boundary");
+		n = 0;
+		bool too_long = false;
+		if (lx.pos < len && s[lx.pos] == '"') {
+			for (i = lx.pos + 1; i < len && s[i] != '"'; i++) {
+				if (s[i] == '\\' && i + 1 < len)
+					i++;
+				if (n < MSG_MAX_BOUNDARY)
+					out[n++] = s[i];
+				else
+					too_long = true;
+			}
+			if (i >= len)
+				break; /* unterminated */
+			i++;
+		} else {
+			/* Lenient: writers leave "=" and "/" unquoted, and a value
+			 * cut short here would make every close delimiter a miss. */
+			for (i = lx.pos; i < len && s[i] > 32 && s[i] < 127 && s[i] != ';' &&
+					 s[i] != '(' && s[i] != '"';
+			     i++) {
+				if (n < MSG_MAX_BOUNDARY)
+					out[n++] = s[i];
+				else
+					too_long = true;
+			}
+		}
+		lx.pos = i;
+		if (want) {
+			out[too_long ? 0 : n] = '\0';
+			break;
+		}
+	}
+out:
+	buf_deinit(&err);
+}
+
+/* Date:, Message-ID: (valid or not) and the first Content-Type: field. */
+static void check_field(struct scan *sc, const struct field *f, bool *has_content_type)
+{
+	struct buf body = BUF_INIT;
+	unfold(sc, f, &body);
+	if (field_is(sc, f, "Date")) {
+		if (msg_parse_date(body.data, body.len, NULL) == 0)
+			sc->info->has_date = true;
+	} else if (field_is(sc, f, "Message-ID")) {
+		if (msg_msgid_valid(body.data, body.len) == 0)
+			sc->info->has_message_id = true;
+	} else {
+		*has_content_type = true;
+		mime_boundary(body.data, body.len, sc->info->mime_boundary);
+	}
+	buf_deinit(&body);
+}
+
+/* When no Date: (Message-ID:) field is valid, every one there is gets renamed
+ * X-Original-Date: (X-Original-Message-ID:), and the caller adds a new one. */
+static void rename_invalid(struct scan *sc)
+{
+	struct msg_info *info = sc->info;
+	size_t cap = 0;
+	for (size_t i = sc->n_block; i < sc->n_fields; i++) {
+		const struct field *f = &sc->fields[i];
+		const char *to = NULL;
+		if (!info->has_date && field_is(sc, f, "Date"))
+			to = "X-Original-Date";
+		else if (!info->has_message_id && field_is(sc, f, "Message-ID"))
+			to = "X-Original-Message-ID";
+		if (to == NULL)
+			continue;
+		if (info->n_renames == cap) {
+			cap = cap ? cap * 2 : 2;
+			info->renames = xrealloc(info->renames, cap * sizeof(*info->renames));
+		}
+		info->renames[info->n_renames++] = (struct msg_rename){
+		    {f->start, f->end - f->start}, {f->body, f->cend - f->body}, to};
+	}
+}
+
 void msg_info_deinit(struct msg_info *info)
 {
 	free(info->sender.addr);
 	free(info->sender.params);
 	addrs_free(info->rcpts, info->n_rcpts);
 	free(info->skips);
+	free(info->renames);
 	memset(info, 0, sizeof(*info));
 }
 
@@ -1192,9 +1353,11 @@ int msg_scan(const char *data, size_t len, bool at_eof, const struct msg_scan_op
 			  .at_eof = at_eof,
 			  .opts = opts,
 			  .info = info_r,
-			  .reason = reason};
+			  .reason = reason,
+			  .rcpts = {.exact_local = opts->exact_local_part}};
 	struct msg_info *info = info_r;
 	size_t skip_cap = 0;
+	bool has_content_type = false;
 	bool have_sender = false, have_rcpts = false, has_to_cc = false, has_bcc = false;
 
 	memset(info, 0, sizeof(*info));
@@ -1227,15 +1390,15 @@ int msg_scan(const char *data, size_t len, bool at_eof, const struct msg_scan_op
 		}
 		if (field_is(&sc, f, "To") || field_is(&sc, f, "Cc"))
 			has_to_cc = true;
-		else if (field_is(&sc, f, "Date"))
-			info->has_date = true;
-		else if (field_is(&sc, f, "Message-ID"))
-			info->has_message_id = true;
+		else if (field_is(&sc, f, "Date") || field_is(&sc, f, "Message-ID") ||
+			 (field_is(&sc, f, "Content-Type") && !has_content_type))
+			check_field(&sc, f, &has_content_type);
 		for (size_t k = f->start; k < f->end && !info->eightbit_headers; k++)
 			if ((unsigned char)data[k] >= 0x80)
 				info->eightbit_headers = true;
 	}
 
+	rename_invalid(&sc);
 	if (envelope_block(&sc, &have_sender, &have_rcpts) < 0)
 		goto fail;
 	if (!have_sender && sender_from_headers(&sc) < 0)
@@ -1268,6 +1431,143 @@ fail:
 	free(sc.fields);
 	msg_info_deinit(info);
 	return -1;
+}
+
+/* ---- RFC 5322 3.3 date-time, with the obsolete forms of 4.3 ---- */
+
+/* A date token: a run of digits ('0'), a run of letters ('A'), or one other
+ * character (its own value); 0 at the end. CFWS is skipped before each. */
+struct dtok {
+	char type;
+	size_t off, len;
+	uint32_t num; /* digits: their value, saturated */
+};
+
+static int date_lex(struct lexer *lx, struct dtok *t)
+{
+	if (skip_cfws(lx) < 0)
+		return -1;
+	const char *s = lx->s;
+	size_t i = lx->pos;
+	t->off = i;
+	t->num = 0;
+	if (i >= lx->len) {
+		t->type = 0;
+	} else if (s[i] >= '0' && s[i] <= '9') {
+		t->type = '0';
+		for (; i < lx->len && s[i] >= '0' && s[i] <= '9'; i++)
+			t->num =
+			    t->num > 99999999 ? 999999999 : t->num * 10 + (uint32_t)(s[i] - '0');
+	} else if (is_alnum(s[i])) {
+		t->type = 'A';
+		while (i < lx->len && is_alnum(s[i]) && !(s[i] >= '0' && s[i] <= '9'))
+			i++;
+	} else {
+		t->type = s[i++];
+	}
+	t->len = i - t->off;
+	lx->pos = i;
+	return 0;
+}
+
+/* Index of the 3-letter name among names (any case), or -1. */
+static int name_index(const char *s, const struct dtok *t, const char *const *names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (t->type == 'A' && ascii_ieq(s + t->off, t->len, names[i]))
+			return i;
+	return -1;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (int64_t)doe - 719468;
+}
+
+/*
+ * date-time   = [ day-of-week "," ] date time [CFWS]
+ * date        = day month year ; day = 1*2DIGIT ; year = 4*DIGIT / obs-year (2*DIGIT)
+ * time        = hour ":" minute [ ":" second ] zone ; 2DIGIT each
+ * zone        = ( "+" / "-" ) 4DIGIT / obs-zone
+ * obs-zone    = "UT" / "GMT" / "EST" / "EDT" / "CST" / "CDT" / "MST" / "MDT" /
+ *               "PST" / "PDT" / %d65-73 / %d75-90 / %d97-105 / %d107-122
+ * The obsolete forms allow CFWS between all tokens, which date_lex skips.
+ */
+int msg_parse_date(const char *s, size_t len, int64_t *unix_r)
+{
+	static const char *const days[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	static const char *const zones[] = {"UT",  "UTC", "GMT", "EST", "EDT", "CST",
+					    "CDT", "MST", "MDT", "PST", "PDT"};
+	static const int zone_min[] = {0, 0, 0, -300, -240, -360, -300, -420, -360, -480, -420};
+	static const unsigned char mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	struct buf err = BUF_INIT;
+	struct lexer lx = {s, len, 0, &err};
+	struct dtok t, day, year, hh, mm, ss = {0};
+	int mon, zone = 0, r = -1;
+
+	if (check_ctl(s, len, &err) < 0 || date_lex(&lx, &t) < 0)
+		goto out;
+	if (t.type == 'A') {
+		if (name_index(s, &t, days, 7) < 0 || date_lex(&lx, &t) < 0 || t.type != ',' ||
+		    date_lex(&lx, &t) < 0)
+			goto out;
+	}
+	day = t;
+	if (day.type != '0' || day.len > 2 || date_lex(&lx, &t) < 0 ||
+	    (mon = name_index(s, &t, months, 12)) < 0 || date_lex(&lx, &year) < 0 ||
+	    year.type != '0' || year.len < 2 || date_lex(&lx, &hh) < 0 || hh.type != '0' ||
+	    hh.len != 2 || date_lex(&lx, &t) < 0 || t.type != ':' || date_lex(&lx, &mm) < 0 ||
+	    mm.type != '0' || mm.len != 2 || date_lex(&lx, &t) < 0)
+		goto out;
+	if (t.type == ':') {
+		if (date_lex(&lx, &ss) < 0 || ss.type != '0' || ss.len != 2 ||
+		    date_lex(&lx, &t) < 0)
+			goto out;
+	}
+	if (t.type == '+' || t.type == '-') {
+		struct dtok z;
+		if (date_lex(&lx, &z) < 0 || z.type != '0' || z.len != 4 || z.off != t.off + 1 ||
+		    z.num % 100 > 59)
+			goto out;
+		zone = (int)(z.num / 100 * 60 + z.num % 100) * (t.type == '-' ? -1 : 1);
+	} else if (t.type == 'A' && t.len == 1) {
+		/* Military zones: RFC 5322 4.3 says to take them as -0000. */
+		if (s[t.off] == 'J' || s[t.off] == 'j')
+			goto out;
+	} else {
+		int z = name_index(s, &t, zones, 11);
+		if (z < 0)
+			goto out;
+		zone = zone_min[z];
+	}
+	if (date_lex(&lx, &t) < 0 || t.type != 0)
+		goto out;
+
+	/* obs-year (RFC 5322 4.3): two digits 00-49 are 20xx, 50-99 19xx; three digits + 1900 */
+	int64_t y = year.num;
+	if (year.len == 2)
+		y += y < 50 ? 2000 : 1900;
+	else if (year.len == 3)
+		y += 1900;
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (y < 1900 || y > 9999 || day.num < 1 || day.num > mdays[mon] ||
+	    (mon == 1 && day.num == 29 && !leap) || hh.num > 23 || mm.num > 59 || ss.num > 60)
+		goto out;
+	if (unix_r != NULL)
+		*unix_r = days_from_civil(y, (unsigned)mon + 1, day.num) * 86400 + hh.num * 3600 +
+			  mm.num * 60 + ss.num - zone * 60;
+	r = 0;
+out:
+	buf_deinit(&err);
+	return r;
 }
 
 /* date-time = day-of-week "," SP date SP time SP zone (RFC 5322 3.3), always in UTC. */

@@ -6,8 +6,16 @@
  * lines (any case, folded, display names, RFC 2047 words, DSN parameters;
  * only before the first other header) give the envelope and are skipped on
  * the wire. Otherwise the sender is Sender:, else From:, and the recipients
- * are To:, Cc:, Bcc:. Recipients are de-duplicated (case-insensitive domain,
- * exact local part). Bcc: fields are always skipped on the wire.
+ * are To:, Cc:, Bcc:. Recipients are de-duplicated, the first spelling kept:
+ * by default the whole address is compared without regard to ASCII case
+ * (a@x.com = A@X.COM), as IIS, Exchange and the big mailbox providers treat
+ * them; with exact_local_part only the domain is (RFC 5321 2.4). Bcc: fields
+ * are always skipped on the wire.
+ *
+ * Date: and Message-ID: are checked (RFC 5322 3.3 with the obsolete forms of
+ * 4.3; 3.6.4): when no field of that name is valid (empty, unparseable), each
+ * one is renamed X-Original-Date: / X-Original-Message-ID: on the wire and
+ * the caller adds a fresh one, as Exchange's pickup does.
  */
 #ifndef PICKUPD_MSG_H
 #define PICKUPD_MSG_H
@@ -18,7 +26,8 @@
 
 #include "common/buf.h"
 
-#define MSG_MAX_ADDR 254 /* octets of an addr-spec, RFC 5321 4.5.3.1.3 path minus brackets */
+#define MSG_MAX_ADDR	 254 /* octets of an addr-spec, RFC 5321 4.5.3.1.3 path minus brackets */
+#define MSG_MAX_BOUNDARY 70  /* octets of a MIME boundary, RFC 2046 5.1.1 */
 
 struct msg_addr {
 	char *addr; /* addr-spec "local@domain" (local part may be quoted); "" = null sender */
@@ -34,10 +43,19 @@ struct msg_range {
 	size_t len;
 };
 
+/* A field sent under another name: the field (its folded lines and line
+ * ending included) is replaced by "to:" and the value, byte for byte. */
+struct msg_rename {
+	struct msg_range field; /* the whole field */
+	struct msg_range value; /* after the colon, to the end of its last line's content */
+	const char *to;		/* static: "X-Original-Date", "X-Original-Message-ID" */
+};
+
 struct msg_scan_opts {
 	/* bytes of header section (BOM and envelope lines included); 0 = no limit */
 	size_t max_header_size;
 	unsigned max_recipients; /* distinct recipients; 0 = no limit */
+	bool exact_local_part;	 /* de-duplicate comparing local parts with case */
 };
 
 struct msg_info {
@@ -54,8 +72,16 @@ struct msg_info {
 	size_t header_end;    /* first byte of the body (just past the empty line), or the
 				 end of input when the message has no body */
 	bool has_body_separator;
-	bool has_date;	     /* a Date: field exists (any case) */
-	bool has_message_id; /* a Message-ID: field exists (any case), even an empty one */
+	bool has_date;	     /* a valid Date: field exists (name in any case) */
+	bool has_message_id; /* a valid Message-ID: field exists (name in any case) */
+	/* Date:/Message-ID: fields to rename X-Original-...: every field of that
+	 * name when none is valid; in field order, disjoint from the skips. */
+	struct msg_rename *renames;
+	size_t n_renames;
+	/* The boundary of the outermost multipart (Content-Type: multipart/...;
+	 * boundary=...), "" when the message is not multipart, names none, or
+	 * names one over MSG_MAX_BOUNDARY octets (then it is not checked). */
+	char mime_boundary[MSG_MAX_BOUNDARY + 1];
 	/* The transmitted header will name no recipient: add "To: undisclosed-recipients:;".
 	 * Recipients from headers: a Bcc: field and no To:/Cc: field. Recipients from
 	 * X-Receiver: no To:/Cc: field at all (Bcc: or not), since the visible
@@ -94,6 +120,18 @@ int msg_parse_address_list(const char *s, size_t len, struct msg_addr **list_r, 
  * "@" dot-atom or [literal]; no CTL, SP only inside a quoted local part, within
  * MSG_MAX_ADDR; UTF-8 allowed. "" (the null path) is valid. Returns 0 or -1. */
 int msg_addr_valid(const char *addr);
+
+/* Checks an unfolded Date: field body: RFC 5322 3.3 date-time, the obsolete
+ * forms of 4.3 included (two- and three-digit years, zone names and military
+ * letters, comments, no seconds), plus "UTC" (as common as "UT"). The weekday,
+ * when present, is not checked against the date. Returns 0 with the time in
+ * *unix_r (may be NULL), or -1. */
+int msg_parse_date(const char *s, size_t len, int64_t *unix_r);
+
+/* Checks an unfolded Message-ID: field body: exactly one msg-id, RFC 5322
+ * 3.6.4 with the obsolete forms ("<" local-part "@" domain ">", CFWS around).
+ * Returns 0 or -1. */
+int msg_msgid_valid(const char *s, size_t len);
 
 /* Appends unix_seconds as an RFC 5322 date-time in UTC ("Mon, 23 Nov 2026 09:23:04 +0000");
  * times outside years 1970-9999 give the epoch. */

@@ -19,7 +19,9 @@
  * after the skipped range, and skipping a whole line at a line start leaves a
  * line start. Un-stuffing (input_dot_stuffed) drops a '.' only if it is an
  * input byte (never inserted text) and the first byte of a logical line; so in
- * that mode a "." line becomes an empty line. Edits past the end of input
+ * that mode a "." line becomes an empty line; pickup never hands one over
+ * (ingest refuses a premature one and skips a final one, common/msgbody.h).
+ * Edits past the end of input
  * apply at finish (their inserts are emitted, their skips are void).
  * The output ends "\r\n.\r\n", or is exactly ".\r\n" when the content is
  * empty (empty input, or nothing left after skips and un-stuffing).

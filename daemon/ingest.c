@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/msg.h"
+#include "common/msgbody.h"
 
 #define SNIFF_BYTES 8192
 
@@ -126,13 +127,12 @@ static void refuse_entry(struct ingest_job *ij)
 	spool_env_deinit(&env);
 }
 
-/* Scans the whole content for NUL bytes and 8-bit bytes. 0, or -1 on a read error. */
-static int scan_content(int fd, uint64_t size, int64_t *nul_at_r, bool *eightbit_r)
+/* Runs the whole-content checks (common/msgbody.h) over the file in one
+ * pass of bounded reads. 0, or -1 on a read error. */
+static int scan_content(int fd, uint64_t size, struct msgbody *mb)
 {
 	char chunk[65536];
 	uint64_t off = 0;
-	*nul_at_r = -1;
-	*eightbit_r = false;
 	while (off < size) {
 		ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)off);
 		if (n < 0) {
@@ -142,17 +142,7 @@ static int scan_content(int fd, uint64_t size, int64_t *nul_at_r, bool *eightbit
 		}
 		if (n == 0)
 			break;
-		const char *z = memchr(chunk, '\0', (size_t)n);
-		if (z) {
-			*nul_at_r = (int64_t)(off + (uint64_t)(z - chunk));
-			return 0;
-		}
-		if (!*eightbit_r)
-			for (ssize_t i = 0; i < n; i++)
-				if ((unsigned char)chunk[i] >= 0x80) {
-					*eightbit_r = true;
-					break;
-				}
+		msgbody_feed(mb, chunk, (size_t)n);
 		off += (uint64_t)n;
 	}
 	return 0;
@@ -191,7 +181,7 @@ static void add_edit(struct spool_env *env, uint64_t off, uint64_t skip, const c
 /* The envelope of a valid message: addresses from msg_scan, and the header
  * fixes recorded as edits applied on the wire, so the body is never copied. */
 static void build_envelope(struct ingest_job *ij, const struct msg_info *info, const char *head,
-			   size_t head_len, bool eightbit, struct spool_env *env)
+			   size_t head_len, const struct msgbody *mb, struct spool_env *env)
 {
 	struct buf line = BUF_INIT;
 	struct buf date = BUF_INIT;
@@ -201,7 +191,7 @@ static void build_envelope(struct ingest_job *ij, const struct msg_info *info, c
 	env->origin_pickup = xstrdup(ij->pickup->name);
 	env->origin_file = xstrdup(ij->name);
 	env->dot_stuffed = ij->pickup->dot_stuffed;
-	env->eightbit = eightbit;
+	env->eightbit = mb->eightbit;
 	env->smtputf8 = info->needs_smtputf8;
 	env->sender = xstrdup(info->sender.addr);
 	env->sender_params = info->sender.params ? xstrdup(info->sender.params) : NULL;
@@ -210,11 +200,22 @@ static void build_envelope(struct ingest_job *ij, const struct msg_info *info, c
 
 	for (size_t i = 0; i < info->n_skips; i++)
 		add_edit(env, info->skips[i].off, info->skips[i].len, NULL);
+	/* A stuffed file's final "." line is its end-of-data marker, not content. */
+	if (mb->dot_off >= 0)
+		add_edit(env, (uint64_t)mb->dot_off, ij->size - (uint64_t)mb->dot_off, NULL);
 
 	msg_format_date(ij->now_ms / 1000, &date);
 	buf_printf(&line, "Received: from pickup (folder %s) by %s (pickupd) id %s; %s",
 		   ij->pickup->name, ij->hostname, ij->id, date.data);
 	add_edit(env, info->headers_start, 0, line.data);
+	/* An invalid Date:/Message-ID: keeps its value under an X-Original- name
+	 * (after Received:, whose insert it may share an offset with). */
+	for (size_t i = 0; i < info->n_renames; i++) {
+		const struct msg_rename *r = &info->renames[i];
+		buf_clear(&line);
+		buf_printf(&line, "%s:%.*s", r->to, (int)r->value.len, head + r->value.off);
+		add_edit(env, r->field.off, r->field.len, line.data);
+	}
 
 	/* Missing fields go at the end of the header section. */
 	uint64_t end = info->header_end;
@@ -389,8 +390,10 @@ void ingest_run(struct job *j)
 		goto out;
 	}
 	char mime[128];
-	int64_t nul_at;
-	bool eightbit;
+	struct msgbody mb;
+	struct msg_scan_opts opts = {.max_header_size = pk->max_header_size,
+				     .max_recipients = pk->max_recipients,
+				     .exact_local_part = pk->rcpt_dedup == RCPT_DEDUP_EXACT};
 	if (ij->size == 0) {
 		set_reason(ij, "empty file");
 	} else if (ij->size > pk->max_message_size) {
@@ -398,19 +401,18 @@ void ingest_run(struct job *j)
 			   (unsigned long long)ij->size, (unsigned long long)pk->max_message_size);
 	} else if (sniff_binary(pd, head, (size_t)got, mime, sizeof(mime))) {
 		set_reason(ij, "binary file (%s)", mime);
-	} else if (scan_content(fd, ij->size, &nul_at, &eightbit) < 0) {
-		set_reason(ij, "read error: %s", strerror(errno));
-	} else if (nul_at >= 0) {
-		set_reason(ij, "NUL byte at offset %lld", (long long)nul_at);
+	} else if (msg_scan(head, (size_t)got, (uint64_t)got >= ij->size, &opts, &info, &reason) <
+		   0) {
+		set_reason(ij, "%s", reason.len ? reason.data : "not a message");
 	} else {
-		struct msg_scan_opts opts = {.max_header_size = pk->max_header_size,
-					     .max_recipients = pk->max_recipients};
-		if (msg_scan(head, (size_t)got, (uint64_t)got >= ij->size, &opts, &info, &reason) <
-		    0) {
-			set_reason(ij, "%s", reason.len ? reason.data : "not a message");
+		have_info = true;
+		msgbody_init(&mb, &info, pk->dot_stuffed);
+		if (scan_content(fd, ij->size, &mb) < 0) {
+			set_reason(ij, "read error: %s", strerror(errno));
+		} else if (msgbody_finish(&mb, &reason) < 0) {
+			set_reason(ij, "%s", reason.data);
 		} else {
-			have_info = true;
-			build_envelope(ij, &info, head, (size_t)got, eightbit, &env);
+			build_envelope(ij, &info, head, (size_t)got, &mb, &env);
 			if (spool_env_write(&pd->spool, SPOOL_QUEUE, &env) < 0) {
 				int e = errno;
 				/* Put it back where it was found: nothing is lost. */

@@ -13,15 +13,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/inotify.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/match.h"
 #include "daemon/ingest.h"
 #include "daemon/relay.h"
 #include "daemon/sched.h"
@@ -64,17 +63,6 @@ struct pickup {
 	struct cand *ready_head, *ready_tail;
 	struct cand *waiting;
 };
-
-bool pickup_name_matches(const char *glob, const char *name)
-{
-	size_t n = strlen(name);
-	if (name[0] == '.')
-		return false;
-	if ((n >= 4 && strcasecmp(name + n - 4, ".tmp") == 0) ||
-	    (n >= 5 && strcasecmp(name + n - 5, ".part") == 0))
-		return false;
-	return fnmatch(glob, name, FNM_CASEFOLD | FNM_PERIOD) == 0;
-}
 
 static size_t hash_name(const char *s)
 {
@@ -189,7 +177,7 @@ static void pump(struct pickup *p);
 /* A file name was seen (event or scan). */
 static void note(struct pickup *p, const char *name, bool finished)
 {
-	if (p->stopping || !pickup_name_matches(p->cfg->match, name))
+	if (p->stopping || !match_name(p->cfg->match, name))
 		return;
 	struct cand *c = cand_find(p, name);
 	if (c == NULL)

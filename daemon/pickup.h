@@ -21,8 +21,4 @@ void pickup_free(struct pickup *p);
 /* Ingestion resumes after a pause (disk full). */
 void pickup_resume(struct pickup *p);
 
-/* True when name is a candidate: matches the folder's glob (case-insensitive),
- * is not a dotfile, not *.tmp / *.part. */
-bool pickup_name_matches(const char *glob, const char *name);
-
 #endif

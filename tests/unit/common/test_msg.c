@@ -23,22 +23,24 @@ enum {
 	F_UNDISCLOSED = 1 << 1, /* needs_undisclosed */
 	F_UTF8 = 1 << 2,	/* needs_smtputf8 */
 	F_8BIT = 1 << 3,	/* eightbit_headers */
-	F_DATE = 1 << 4,	/* has_date */
-	F_MID = 1 << 5,		/* has_message_id */
+	F_DATE = 1 << 4,	/* has_date (a valid one) */
+	F_MID = 1 << 5,		/* has_message_id (a valid one) */
 	F_NOSEP = 1 << 6,	/* !has_body_separator */
 };
 
 struct scan_case {
 	const char *name;
 	const char *in;
-	size_t in_len;	    /* 0: strlen(in) */
-	bool partial;	    /* at_eof = false */
-	size_t max_hdr;	    /* 0: 65536 */
-	unsigned max_rcpt;  /* 0: 100 */
-	const char *err;    /* substring of the reason; NULL = must succeed */
-	const char *sender; /* "addr" or "addr PARAMS" */
-	const char *rcpts;  /* the same, one per line */
-	const char *kept;   /* header section minus skips; NULL = not checked */
+	size_t in_len;	      /* 0: strlen(in) */
+	bool partial;	      /* at_eof = false */
+	size_t max_hdr;	      /* 0: 65536 */
+	unsigned max_rcpt;    /* 0: 100 */
+	bool exact;	      /* exact_local_part */
+	const char *err;      /* substring of the reason; NULL = must succeed */
+	const char *sender;   /* "addr" or "addr PARAMS" */
+	const char *rcpts;    /* the same, one per line */
+	const char *kept;     /* header section minus skips, renames applied; NULL = not checked */
+	const char *boundary; /* mime_boundary; NULL = "" */
 	unsigned flags;
 };
 
@@ -140,8 +142,7 @@ static const struct scan_case scan_cases[] = {
 	   "date: now\n\nbody\n",
      .sender = "a@example.com",
      .rcpts = "b@example.com\nc@example.com\nd@example.com",
-     .kept = "From: a@example.com\nTo: b@example.com,\n c@example.com\ndate: now\n\n",
-     .flags = F_DATE},
+     .kept = "From: a@example.com\nTo: b@example.com,\n c@example.com\nX-Original-Date: now\r\n\n"},
     {.name = "msg_group_undisclosed",
      .in = "From: a@example.com\r\nTo: undisclosed-recipients:;\r\nBcc: x@example.com\r\n\r\n",
      .sender = "a@example.com",
@@ -172,15 +173,37 @@ static const struct scan_case scan_cases[] = {
 	   "Cc: a@example.com, \"Again\" <a@EXAMPLE.com>\r\nBcc: b@example.com, "
 	   "a@example.com\r\n\r\n",
      .sender = "x@example.com",
+     .rcpts = "a@Example.COM\nb@example.com",
+     .max_rcpt = 2},
+    {.name = "msg_duplicates_exact_local_part",
+     .in = "From: x@example.com\r\nTo: a@Example.COM, A@example.com\r\n"
+	   "Cc: a@example.com, \"Again\" <a@EXAMPLE.com>\r\nBcc: b@example.com, "
+	   "a@example.com\r\n\r\n",
+     .exact = true,
+     .sender = "x@example.com",
      .rcpts = "a@Example.COM\nA@example.com\nb@example.com",
      .max_rcpt = 3},
+    {.name = "msg_duplicates_xreceiver_quoted_and_utf8",
+     .in = "X-Sender: x@example.com\r\nX-Receiver: \"John Doe\"@example.com\r\n"
+	   "X-Receiver: \"john doe\"@EXAMPLE.com\r\nX-Receiver: \xc3\xa4"
+	   "B@example.com\r\n"
+	   "X-Receiver: \xc3\xa4"
+	   "b@example.com\r\nX-Receiver: \xc3\x84"
+	   "b@example.com\r\n"
+	   "To: t@example.com\r\n\r\n",
+     .sender = "x@example.com",
+     /* ASCII case only: U+00C4 and U+00E4 are different addresses. */
+     .rcpts = "\"John Doe\"@example.com\n\xc3\xa4"
+	      "B@example.com\n\xc3\x84"
+	      "b@example.com",
+     .flags = F_XHDR | F_UTF8},
     {.name = "msg_bcc_only",
      .in = "From: a@example.com\r\nSubject: s\r\nBcc: b@example.com,\r\n\tc@example.com\r\n"
 	   "Date: x\r\n\r\n",
      .sender = "a@example.com",
      .rcpts = "b@example.com\nc@example.com",
-     .kept = "From: a@example.com\r\nSubject: s\r\nDate: x\r\n\r\n",
-     .flags = F_UNDISCLOSED | F_DATE},
+     .kept = "From: a@example.com\r\nSubject: s\r\nX-Original-Date: x\r\n\r\n",
+     .flags = F_UNDISCLOSED},
     {.name = "msg_two_bcc_fields_merge_with_block",
      .in = "X-Sender: s@example.com\r\nBcc: b@example.com\r\nBCC: c@example.com\r\n"
 	   "To: t@example.com\r\n\r\n",
@@ -254,6 +277,61 @@ static const struct scan_case scan_cases[] = {
      .max_rcpt = 2,
      .sender = "x@example.com",
      .rcpts = "a@example.com\nb@example.com"},
+    /* Date:/Message-ID: replaced when none is valid; the value stays under X-Original- */
+    {.name = "msg_empty_message_id_and_bad_date",
+     .in = "From: a@example.com\r\nTo: b@example.com\r\nDate: yesterday-ish\r\n"
+	   "Message-ID:\r\nmessage-id: 12345\r\n\r\nbody\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com",
+     .kept = "From: a@example.com\r\nTo: b@example.com\r\nX-Original-Date: yesterday-ish\r\n"
+	     "X-Original-Message-ID:\r\nX-Original-Message-ID: 12345\r\n\r\n"},
+    {.name = "msg_one_valid_date_keeps_all",
+     .in = "From: a@example.com\r\nTo: b@example.com\r\nDate: junk\r\n"
+	   "Date: Tue, 2 Jan 2024 03:04:05 -0800\r\nMessage-ID:\r\n <a.b@c>\r\n\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com",
+     .kept = "From: a@example.com\r\nTo: b@example.com\r\nDate: junk\r\n"
+	     "Date: Tue, 2 Jan 2024 03:04:05 -0800\r\nMessage-ID:\r\n <a.b@c>\r\n\r\n",
+     .flags = F_DATE | F_MID},
+    {.name = "msg_rename_first_field_after_block",
+     .in = "X-Sender: a@example.com\r\nX-Receiver: b@example.com\r\nDate: 1 Jan\r\n"
+	   "Message-ID: <x@y>\r\n\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com",
+     .kept = "X-Original-Date: 1 Jan\r\nMessage-ID: <x@y>\r\n\r\n",
+     .flags = F_XHDR | F_MID | F_UNDISCLOSED},
+    /* the outermost multipart's boundary */
+    {.name = "msg_mime_boundary_quoted_folded",
+     .in = "From: a@example.com\r\nTo: b@example.com\r\nMIME-Version: 1.0\r\n"
+	   "Content-Type: Multipart/Mixed; (c) charset=x;\r\n\tBoundary = \"=_a \\\"b\\\" c\"\r\n"
+	   "Content-Type: multipart/mixed; boundary=second\r\n\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com",
+     .boundary = "=_a \"b\" c"},
+    {.name = "msg_mime_boundary_token",
+     .in = "From: a@example.com\r\nTo: b@example.com\r\n"
+	   "content-type: multipart/alternative;boundary=----=_Part_1_2.3\r\n\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com",
+     .boundary = "----=_Part_1_2.3"},
+    {.name = "msg_mime_not_multipart",
+     .in = "From: a@example.com\r\nTo: b@example.com\r\n"
+	   "Content-Type: text/plain; boundary=x\r\n\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com"},
+    {.name = "msg_mime_boundary_too_long",
+     .in = "From: a@example.com\r\nTo: b@example.com\r\nContent-Type: multipart/mixed; "
+	   "boundary=\"12345678901234567890123456789012345678901234567890123456789012345678901\""
+	   "\r\n\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com"},
+    {.name = "msg_mime_boundary_70",
+     .in = "From: a@example.com\r\nTo: b@example.com\r\nContent-Type: multipart/mixed; "
+	   "boundary=1234567890123456789012345678901234567890123456789012345678901234567890"
+	   "\r\n\r\n",
+     .sender = "a@example.com",
+     .rcpts = "b@example.com",
+     .boundary = "1234567890123456789012345678901234567890123456789012345678901234567890"},
 
     /* refused input */
     {.name = "msg_empty_file", .in = "", .err = "empty file"},
@@ -446,6 +524,18 @@ static void check_invariants(const struct msg_info *info, size_t len, unsigned m
 		assert_true(info->skips[i].off + info->skips[i].len <= info->header_end);
 		prev_end = info->skips[i].off + info->skips[i].len;
 	}
+	prev_end = 0;
+	for (size_t i = 0; i < info->n_renames; i++) {
+		const struct msg_range *r = &info->renames[i].field;
+		const struct msg_range *v = &info->renames[i].value;
+		assert_true(r->len > 0 && r->off >= prev_end &&
+			    r->off + r->len <= info->header_end);
+		assert_true(v->off > r->off && v->off + v->len <= r->off + r->len);
+		for (size_t k = 0; k < info->n_skips; k++) /* disjoint from the skips */
+			assert_true(r->off + r->len <= info->skips[k].off ||
+				    r->off >= info->skips[k].off + info->skips[k].len);
+		prev_end = r->off + r->len;
+	}
 	assert_int_equal(msg_addr_valid(info->sender.addr), 0);
 	assert_true(info->n_rcpts > 0 && info->n_rcpts <= max_rcpt);
 	for (size_t i = 0; i < info->n_rcpts; i++) {
@@ -454,12 +544,35 @@ static void check_invariants(const struct msg_info *info, size_t len, unsigned m
 	}
 }
 
+/* The header section as sent: input[0..header_end) without the skips, the
+ * renamed fields written "to:value" plus a CRLF (both lists are sorted and
+ * disjoint). */
+static void render_kept(struct buf *out, const char *in, const struct msg_info *info)
+{
+	size_t off = 0, s = 0, r = 0;
+	buf_puts(out, "");
+	while (s < info->n_skips || r < info->n_renames) {
+		bool skip = r >= info->n_renames ||
+			    (s < info->n_skips && info->skips[s].off < info->renames[r].field.off);
+		const struct msg_range *e = skip ? &info->skips[s++] : &info->renames[r].field;
+		buf_append(out, in + off, e->off - off);
+		if (!skip) {
+			const struct msg_rename *rn = &info->renames[r++];
+			buf_printf(out, "%s:%.*s\r\n", rn->to, (int)rn->value.len,
+				   in + rn->value.off);
+		}
+		off = e->off + e->len;
+	}
+	buf_append(out, in + off, info->header_end - off);
+}
+
 static void test_scan_table(void **state)
 {
 	for (size_t c = 0; c < sizeof(scan_cases) / sizeof(scan_cases[0]); c++) {
 		const struct scan_case *tc = &scan_cases[c];
-		struct msg_scan_opts opts = {tc->max_hdr ? tc->max_hdr : 65536,
-					     tc->max_rcpt ? tc->max_rcpt : 100};
+		struct msg_scan_opts opts = {.max_header_size = tc->max_hdr ? tc->max_hdr : 65536,
+					     .max_recipients = tc->max_rcpt ? tc->max_rcpt : 100,
+					     .exact_local_part = tc->exact};
 		struct msg_info info;
 		struct buf reason = BUF_INIT;
 
@@ -495,14 +608,10 @@ static void test_scan_table(void **state)
 		assert_string_equal(got.data, tc->rcpts);
 		if (tc->kept != NULL) {
 			buf_clear(&got);
-			size_t off = 0;
-			for (size_t i = 0; i < info.n_skips; i++) {
-				buf_append(&got, tc->in + off, info.skips[i].off - off);
-				off = info.skips[i].off + info.skips[i].len;
-			}
-			buf_append(&got, tc->in + off, info.header_end - off);
+			render_kept(&got, tc->in, &info);
 			assert_string_equal(got.data, tc->kept);
 		}
+		assert_string_equal(info.mime_boundary, tc->boundary ? tc->boundary : "");
 		unsigned flags = (info.envelope_from_xheaders ? F_XHDR : 0) |
 				 (info.needs_undisclosed ? F_UNDISCLOSED : 0) |
 				 (info.needs_smtputf8 ? F_UTF8 : 0) |
@@ -523,7 +632,7 @@ static void test_scan_table(void **state)
 static void test_msg_partial_prefixes(void **state)
 {
 	static const char in[] = DOTNET_ENVELOPE DOTNET_HEADERS "body\r\n";
-	struct msg_scan_opts opts = {65536, 100};
+	struct msg_scan_opts opts = {.max_header_size = 65536, .max_recipients = 100};
 	struct msg_info info;
 	struct buf reason = BUF_INIT;
 
@@ -553,7 +662,7 @@ static void test_msg_many_recipients(void **state)
 	for (int i = 0; i < 300; i++)
 		buf_printf(&in, "%su%d@%s", i ? ", " : "", i % 150, i < 150 ? "ex.com" : "EX.COM");
 	buf_puts(&in, "\r\n\r\n");
-	struct msg_scan_opts opts = {65536, 150};
+	struct msg_scan_opts opts = {.max_header_size = 65536, .max_recipients = 150};
 	assert_int_equal(msg_scan(in.data, in.len, true, &opts, &info, &reason), 0);
 	assert_int_equal(info.n_rcpts, 150);
 	for (size_t i = 0; i < info.n_rcpts; i++) {
@@ -661,6 +770,114 @@ static void test_msg_format_date(void **state)
 	}
 }
 
+#define NOPARSE INT64_MIN
+
+/* RFC 5322 3.3 date-time and the obsolete forms of 4.3: what parses, to
+ * which instant, and what does not. */
+static void test_msg_parse_date(void **state)
+{
+	static const struct {
+		const char *in;
+		int64_t want;
+	} cases[] = {
+	    {"Tue, 14 Nov 2023 22:13:20 +0000", 1700000000},
+	    {"14 Nov 2023 23:13:20 +0100", 1700000000}, /* .NET: no weekday */
+	    {"Tue, 14 Nov 2023 17:13:20 -0500", 1700000000},
+	    {"  Tue ,14 Nov 2023 22:13:20 +0000  ", 1700000000},
+	    {"tue, 14 nov 2023 22:13:20 +0000", 1700000000}, /* names in any case */
+	    {"Tue, 14 Nov 2023 22:13 +0000", 1699999980},    /* no seconds */
+	    {"Tue, 14 Nov 2023 17:13:20 EST", 1700000000},   /* obs-zone */
+	    {"Tue, 14 Nov 2023 22:13:20 GMT", 1700000000},
+	    {"Tue, 14 Nov 2023 22:13:20 UT", 1700000000},
+	    {"Tue, 14 Nov 2023 22:13:20 UTC", 1700000000}, /* common extension */
+	    {"Tue, 14 Nov 2023 14:13:20 PST", 1700000000},
+	    {"Tue, 14 Nov 2023 22:13:20 Z", 1700000000}, /* military: -0000 */
+	    {"Tue, 14 Nov 2023 22:13:20 a", 1700000000},
+	    {"Tue, 14 Nov 23 22:13:20 +0000", 1700000000},    /* obs-year 2 digits */
+	    {"Fri, 1 Jan 99 23:59 EST (Eastern)", 915253140}, /* 1999 */
+	    {"1 Jan 100 00:00:00 +0000", 946684800},	      /* 3 digits: 2000 */
+	    {"(c) Tue (d), (e) 14 (f) Nov (g) 2023 (h) 22 (i) : (j) 13 : 20 (k) +0000 (l)",
+	     1700000000}, /* CFWS everywhere */
+	    {"Tue,\t14 Nov 2023 22:13:20 +0000 (UTC)", 1700000000},
+	    {"Thu, 29 Feb 2024 00:00:00 +0000", 1709164800}, /* leap day */
+	    {"Sat, 31 Dec 2016 23:59:60 +0000", 1483228800}, /* leap second */
+	    {"Sun, 14 Nov 2023 22:13:20 +0000", 1700000000}, /* weekday not checked */
+	    {"1 Jan 1900 00:00:00 +0000", INT64_C(-2208988800)},
+	    {"31 Dec 9999 23:59:59 +0000", INT64_C(253402300799)},
+	    {"", NOPARSE},
+	    {"yesterday-ish", NOPARSE},
+	    {"Tue, 14 Nov 2023", NOPARSE},	    /* no time */
+	    {"Tue, 14 Nov 2023 22:13:20", NOPARSE}, /* no zone */
+	    {"Tue, 32 Nov 2023 22:13:20 +0000", NOPARSE},
+	    {"Tue, 31 Nov 2023 22:13:20 +0000", NOPARSE},
+	    {"Thu, 29 Feb 2023 00:00:00 +0000", NOPARSE},
+	    {"Tue, 0 Nov 2023 22:13:20 +0000", NOPARSE},
+	    {"Tue, 14 Nov 2023 24:00:00 +0000", NOPARSE},
+	    {"Tue, 14 Nov 2023 22:60:00 +0000", NOPARSE},
+	    {"Tue, 14 Nov 2023 22:13:61 +0000", NOPARSE},
+	    {"Tue, 14 Nov 2023 2:13:20 +0000", NOPARSE}, /* hour 2DIGIT */
+	    {"Tue, 14 Nov 2023 22:13:20 +01", NOPARSE},
+	    {"Tue, 14 Nov 2023 22:13:20 +0160", NOPARSE},
+	    {"Tue, 14 Nov 2023 22:13:20 + 0100", NOPARSE},
+	    {"Tue, 14 Nov 2023 22:13:20 J", NOPARSE}, /* no military J */
+	    {"Tue, 14 Nov 2023 22:13:20 CET", NOPARSE},
+	    {"Tue, 14 Nov 2023 22:13:20 +0000 extra", NOPARSE},
+	    {"Tue 14 Nov 2023 22:13:20 +0000", NOPARSE}, /* weekday without comma */
+	    {"Tuesday, 14 Nov 2023 22:13:20 +0000", NOPARSE},
+	    {"14 November 2023 22:13:20 +0000", NOPARSE},
+	    {"14 Nov 1899 22:13:20 +0000", NOPARSE},
+	    {"14 Nov 10000 22:13:20 +0000", NOPARSE},
+	    {"14 Nov 2023 22:13:20 +0000 (unterminated", NOPARSE},
+	    {"14 Nov 2023\r22:13:20 +0000", NOPARSE}, /* control character */
+	    {"2023-11-14T22:13:20Z", NOPARSE},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int64_t t = 42;
+		int r = msg_parse_date(cases[i].in, strlen(cases[i].in), &t);
+		if (cases[i].want == NOPARSE ? r != -1 : (r != 0 || t != cases[i].want))
+			fail_msg("msg_parse_date(\"%s\"): r=%d t=%lld", cases[i].in, r,
+				 (long long)t);
+	}
+	/* What we write, we parse. */
+	for (int64_t t = 0; t < INT64_C(253402300799); t += INT64_C(86400) * 3653 + 12345) {
+		struct buf b = BUF_INIT;
+		int64_t back;
+		msg_format_date(t, &b);
+		assert_int_equal(msg_parse_date(b.data, b.len, &back), 0);
+		assert_int_equal(back, t);
+		buf_deinit(&b);
+	}
+}
+
+static void test_msg_msgid_valid(void **state)
+{
+	static const struct {
+		const char *in;
+		int valid;
+	} cases[] = {
+	    {"<1.2@example.com>", 0},
+	    {"  <abc$def@host> (comment)", 0},
+	    {"<\"quoted local\"@host>", 0}, /* obs-id-left */
+	    {"<a@[192.0.2.1]>", 0},
+	    {"<007d01c4$1a2b3c40$6401a8c0@host>", 0}, /* MimeOLE */
+	    {"<a . b@c . d>", 0},		      /* obs: CFWS inside */
+	    {"", -1},
+	    {"   ", -1},
+	    {"12345", -1},
+	    {"<12345>", -1},
+	    {"<@host>", -1},
+	    {"<a@>", -1},
+	    {"a@b", -1},
+	    {"<a@b", -1},
+	    {"<a@b> <c@d>", -1},
+	    {"<a b@c>", -1},
+	    {"<a@b\x01>", -1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (msg_msgid_valid(cases[i].in, strlen(cases[i].in)) != cases[i].valid)
+			fail_msg("msg_msgid_valid(\"%s\") != %d", cases[i].in, cases[i].valid);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -670,6 +887,8 @@ int main(void)
 	    cmocka_unit_test(test_msg_parse_address_list),
 	    cmocka_unit_test(test_msg_addr_valid),
 	    cmocka_unit_test(test_msg_format_date),
+	    cmocka_unit_test(test_msg_parse_date),
+	    cmocka_unit_test(test_msg_msgid_valid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
