@@ -13,7 +13,11 @@
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import subprocess
+import tempfile
 import urllib.request
 
 import harness
@@ -177,8 +181,9 @@ def check_connection_limit(srv, d, mport):
     d.wait_log(r"relay test: connection refused while 2 session\(s\) work: .*421 4\.7\.0",
                timeout=60)
     d.wait_spool_empty(timeout=90)
-    got = sorted(srv.rcpts_accepted())
-    assert got == rcpts, got
+    if isinstance(srv, SmtpServer):
+        got = sorted(srv.rcpts_accepted())
+        assert got == rcpts, got
     log = d.log_text()
     assert not re.search(r"paused", log), log
     assert not d.log_matches(status_re("deferred")), log
@@ -212,6 +217,116 @@ def test_connection_limit_per_client():
             Pickupd(relay=srv, config=limit_config(mport)) as d:
         check_connection_limit(srv, d, mport)
         assert srv.refused >= 1, srv.refused
+
+
+class Postfix:
+    """A private Postfix instance (its own config, queue and data directories
+    under a temp dir) whose smtpd listens on 127.0.0.1:port and lets each
+    client have 2 connections (anvil: smtpd_client_connection_count_limit,
+    loopback not exempted); everything it accepts goes to the discard
+    transport. Delivered recipients are read from its mail log. Needs root
+    (master runs as root and its services as the postfix user)."""
+
+    MASTER_CF = """{listen} inet n - n - - smtpd
+cleanup   unix n - n - 0 cleanup
+qmgr      unix n - n 300 1 qmgr
+rewrite   unix - - n - - trivial-rewrite
+bounce    unix - - n - 0 bounce
+defer     unix - - n - 0 bounce
+trace     unix - - n - 0 bounce
+verify    unix - - n - 1 verify
+flush     unix n - n 1000? 0 flush
+proxymap  unix - - n - - proxymap
+error     unix - - n - - error
+retry     unix - - n - - error
+discard   unix - - n - - discard
+anvil     unix - - n - 1 anvil
+scache    unix - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+showq     unix n - n - - showq
+"""
+
+    def __init__(self, connection_limit=2):
+        self.dir = tempfile.mkdtemp(prefix="pickupd-postfix-")
+        os.chmod(self.dir, 0o755)  # its services run as the postfix user
+        self.port = free_port()
+        self.etc = os.path.join(self.dir, "etc")
+        self.maillog = os.path.join(self.dir, "maillog")
+        for sub in ("etc", "queue", "data"):
+            os.makedirs(os.path.join(self.dir, sub))
+        shutil.chown(os.path.join(self.dir, "data"), "postfix")
+        main = {
+            "compatibility_level": "3.6", "queue_directory": self.dir + "/queue",
+            "data_directory": self.dir + "/data", "maillog_file": self.maillog,
+            "maillog_file_prefixes": self.dir, "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4", "myhostname": "smtp.test", "mydestination": "",
+            "mynetworks": "127.0.0.0/8", "alias_maps": "", "alias_database": "",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "smtpd_client_connection_count_limit": str(connection_limit),
+            "smtpd_client_event_limit_exceptions": "",
+            "default_transport": "discard", "relay_transport": "discard"}
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.write("".join("%s = %s\n" % kv for kv in main.items()))
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.write(self.MASTER_CF.format(listen="127.0.0.1:%d" % self.port))
+
+    def _postfix(self, cmd):
+        return subprocess.run(["postfix", "-c", self.etc, cmd], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=120)
+
+    def log(self):
+        try:
+            with open(self.maillog) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self):
+        r = self._postfix("start")
+        if r.returncode != 0:
+            self.__exit__()
+            raise AssertionError("postfix start failed: %s%s\n%s" % (r.stdout, r.stderr,
+                                                                     self.log()))
+
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, 60, what="Postfix smtpd on port %d" % self.port)
+        return self
+
+    def __exit__(self, *exc):
+        self._postfix("stop")
+        if not exc or exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print("  (kept %s)" % self.dir)
+
+    def delivered(self):
+        """Recipients the discard transport took, in log order."""
+        return re.findall(r"postfix/discard\[\d+\]: \w+: to=<([^>]+)>.*status=sent",
+                          self.log())
+
+    @property
+    def refused(self):
+        return len(re.findall(r"Connection concurrency limit exceeded", self.log()))
+
+
+def test_connection_limit_real_postfix():
+    """The same against Postfix's own smtpd, anvil counting connections."""
+    if os.geteuid() != 0 or shutil.which("postfix") is None:
+        print("  note: needs root and Postfix; covered by test_connection_limit_per_client")
+        return
+    mport = free_port()
+    with Postfix(connection_limit=2) as pf, \
+            Pickupd(relay=pf.port, config=limit_config(mport)) as d:
+        check_connection_limit(pf, d, mport)
+        wait_for(lambda: len(pf.delivered()) >= N_MESSAGES, 60,
+                 what="Postfix's discard transport to take 40 recipients")
+        assert sorted(pf.delivered()) == ["r%02d@example.net" % i for i in range(N_MESSAGES)]
+        assert pf.refused >= 1, pf.log()
 
 
 if __name__ == "__main__":
