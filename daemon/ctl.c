@@ -282,8 +282,8 @@ static void cmd_status(struct ctl_client *cl)
 	for (size_t i = 0; i < n; i++) {
 		int64_t paused = info[i].paused_until_ms > now ? info[i].paused_until_ms - now : 0;
 		sessions += info[i].sessions;
-		buf_printf(&b, " relay=%s,%u,%lld", info[i].name, info[i].sessions,
-			   (long long)((paused + 999) / 1000));
+		buf_printf(&b, " relay=%s,%u,%lld,%u,%u", info[i].name, info[i].sessions,
+			   (long long)((paused + 999) / 1000), info[i].limit, info[i].max_sessions);
 	}
 	reply(cl, "ok queued=%zu sessions=%u stopping=%d pid=%ld version=%s%s",
 	      sched_size(pd->sched), sessions, pd->stopping ? 1 : 0, (long)getpid(),
@@ -295,7 +295,7 @@ static void cmd_flush(struct ctl_client *cl)
 {
 	struct pickupd *pd = cl->ctl->pd;
 	size_t n = sched_make_due(pd->sched, SPOOL_DEFERRED);
-	relay_pool_wake(pd->pool);
+	relay_pool_unpause(pd->pool, "flush by operator"); /* wakes the pool */
 	log_info("flush by operator: %zu deferred message(s) scheduled now", n);
 	reply(cl, "ok %zu deferred message(s) scheduled now", n);
 }

@@ -239,6 +239,14 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 		put_label(b, info[i].name);
 		buf_printf(b, "\"} %d\n", info[i].paused_until_ms > now ? 1 : 0);
 	}
+	metric_head(b, "pickupd_relay_concurrency_limit", "gauge",
+		    "Sessions a relay may have now: max_sessions, or fewer while its server "
+		    "refuses extra connections.");
+	for (size_t i = 0; i < n; i++) {
+		buf_puts(b, "pickupd_relay_concurrency_limit{relay=\"");
+		put_label(b, info[i].name);
+		buf_printf(b, "\"} %u\n", info[i].limit);
+	}
 }
 
 /* The arrival time a queue ID encodes (its first 12 hex digits, ms). */

@@ -320,6 +320,7 @@ struct daemon_status {
 		char name[128];
 		unsigned sessions;
 		long paused_s;
+		unsigned limit, max_sessions;
 	} relays[64];
 	size_t n_relays;
 };
@@ -345,20 +346,24 @@ static void parse_daemon_status(char *line, struct daemon_status *ds)
 		else if (strcmp(tok, "version") == 0)
 			snprintf(ds->version, sizeof(ds->version), "%s", v);
 		else if (strcmp(tok, "relay") == 0 && ds->n_relays < 64) {
-			/* NAME,SESSIONS,PAUSED: the name is everything before the
-			 * second-to-last comma. */
-			char *c2 = strrchr(v, ',');
-			if (c2 == NULL)
+			/* NAME,SESSIONS,PAUSED,LIMIT,MAX: the name is everything
+			 * before the fourth comma from the end. */
+			char *f[4];
+			size_t k;
+			for (k = 0; k < 4; k++) {
+				f[3 - k] = strrchr(v, ',');
+				if (f[3 - k] == NULL)
+					break;
+				*f[3 - k]++ = '\0';
+			}
+			if (k < 4)
 				continue;
-			*c2 = '\0';
-			char *c1 = strrchr(v, ',');
-			if (c1 == NULL)
-				continue;
-			*c1 = '\0';
 			snprintf(ds->relays[ds->n_relays].name, sizeof(ds->relays[0].name), "%s",
 				 v);
-			ds->relays[ds->n_relays].sessions = (unsigned)strtoul(c1 + 1, NULL, 10);
-			ds->relays[ds->n_relays].paused_s = strtol(c2 + 1, NULL, 10);
+			ds->relays[ds->n_relays].sessions = (unsigned)strtoul(f[0], NULL, 10);
+			ds->relays[ds->n_relays].paused_s = strtol(f[1], NULL, 10);
+			ds->relays[ds->n_relays].limit = (unsigned)strtoul(f[2], NULL, 10);
+			ds->relays[ds->n_relays].max_sessions = (unsigned)strtoul(f[3], NULL, 10);
 			ds->n_relays++;
 		}
 	}
@@ -445,10 +450,12 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			for (size_t i = 0; i < ds.n_relays; i++) {
 				printf("%s{\"name\":", i ? "," : "");
 				json_str(stdout, ds.relays[i].name);
-				printf(",\"sessions\":%u,\"paused\":%s,\"paused_seconds\":%ld}",
+				printf(",\"sessions\":%u,\"paused\":%s,\"paused_seconds\":%ld,"
+				       "\"concurrency_limit\":%u,\"max_sessions\":%u}",
 				       ds.relays[i].sessions,
 				       ds.relays[i].paused_s ? "true" : "false",
-				       ds.relays[i].paused_s);
+				       ds.relays[i].paused_s, ds.relays[i].limit,
+				       ds.relays[i].max_sessions);
 			}
 			printf("]");
 		}
@@ -480,8 +487,9 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			       ds.pid, ds.version, ds.stopping ? ", stopping" : "", ds.sessions,
 			       ds.queued);
 			for (size_t i = 0; i < ds.n_relays; i++) {
-				printf("relay %s: %u session(s)", ds.relays[i].name,
-				       ds.relays[i].sessions);
+				printf("relay %s: %u session(s), concurrency limit %u of %u",
+				       ds.relays[i].name, ds.relays[i].sessions, ds.relays[i].limit,
+				       ds.relays[i].max_sessions);
 				if (ds.relays[i].paused_s)
 					printf(", paused for %ld s more", ds.relays[i].paused_s);
 				printf("\n");

@@ -9,8 +9,15 @@
 #include "common/buf.h"
 #include "common/config.h"
 
+#define SECRET_FP_LEN 32
+
 /* The secret without its trailing newline (free after OPENSSL_cleanse), or
  * NULL with a reason naming the file appended. */
 char *secret_read_file(const struct config_relay *r, struct buf *reason);
+
+/* A digest of the secret file's content and metadata (or of its absence):
+ * it differs once an operator has changed, touched, chmod-ed or replaced
+ * the file. Reveals nothing of the secret. */
+void secret_file_fingerprint(const struct config_relay *r, unsigned char fp[SECRET_FP_LEN]);
 
 #endif
