@@ -32,7 +32,7 @@ def pages():
 
 def test_man_pages_render_without_warnings():
     for page in pages():
-        built = os.path.join(BIN_DIR, "man", page)
+        built = os.path.join(BIN_DIR, "man", "man" + page.rsplit(".", 1)[1], page)
         assert os.path.exists(built), "%s not built (is scdoc installed? make deps)" % built
         env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
         p = subprocess.run(["man", "--warnings", "-l", built], env=env,
