@@ -58,14 +58,16 @@ check-asan:
 	$(call run_tests,$(ASAN_BUILD))
 
 # The systemd files: unit syntax (against the built binary, since the real
-# path /usr/sbin/pickupd is not installed here), then sysusers and tmpfiles
+# path /usr/sbin/pickupd is not installed here, and the built man pages that
+# Documentation= names), then sysusers and tmpfiles
 # applied to a throw-away root. Skipped, not failed, where the tools are absent.
 check-systemd: build
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
 		d=$$(mktemp -d) && \
 		sed 's|/usr/sbin/pickupd|$(CURDIR)/$(BUILD)/pickupd|g' systemd/pickupd.service \
 			>$$d/pickupd.service && \
-		systemd-analyze verify $$d/pickupd.service && rm -rf $$d && \
+		MANPATH=$(CURDIR)/$(BUILD)/man systemd-analyze verify $$d/pickupd.service && \
+		rm -rf $$d && \
 		echo "systemd-analyze verify: ok"; \
 	else echo "systemd-analyze not found: unit not verified"; fi
 	@if command -v systemd-sysusers >/dev/null 2>&1 && \
