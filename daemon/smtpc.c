@@ -492,20 +492,24 @@ const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *e
 				size_t len)
 {
 	/* What the message needs and the server lacks is a permanent failure
-	 * named as such, never a guess. */
+	 * named as such, never a guess. The openings are what bounce.c maps to
+	 * RFC 3463 status codes. */
 	if (s->caps.size_present && s->caps.size && env->size > s->caps.size) {
-		snprintf(why, len, "message size %llu exceeds the relay's limit of %llu",
-			 (unsigned long long)env->size, (unsigned long long)s->caps.size);
+		snprintf(why, len, "message size %llu exceeds the size limit %llu of server %s",
+			 (unsigned long long)env->size, (unsigned long long)s->caps.size,
+			 smtpc_peer(s));
 		return why;
 	}
 	if (env->smtputf8 && !s->caps.smtputf8) {
 		snprintf(why, len,
-			 "the message has UTF-8 addresses and the relay does not offer SMTPUTF8");
+			 "the message has UTF-8 addresses and server %s does not offer SMTPUTF8",
+			 smtpc_peer(s));
 		return why;
 	}
 	if (env->eightbit && !s->caps.eightbitmime) {
 		snprintf(why, len,
-			 "the message has 8-bit content and the relay does not offer 8BITMIME");
+			 "the message has 8-bit content and server %s does not offer 8BITMIME",
+			 smtpc_peer(s));
 		return why;
 	}
 	return NULL;
