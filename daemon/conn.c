@@ -79,6 +79,18 @@ struct conn *conn_new(uv_loop_t *loop, conn_event_cb cb, void *arg)
 	return c;
 }
 
+/* One address failed: "ip: why" joins the list the connect error shows
+ * after "connect to host:port failed: " (just "why" when the host is that
+ * address, so it is not said twice). */
+static void addr_failed(struct conn *c, const char *why)
+{
+	if (c->error.len)
+		buf_puts(&c->error, "; ");
+	if (strcmp(c->addr, c->host) != 0)
+		buf_printf(&c->error, "%s: ", c->addr);
+	buf_puts(&c->error, why);
+}
+
 static void timer_cb(uv_timer_t *t)
 {
 	struct conn *c = t->data;
@@ -91,8 +103,7 @@ static void timer_cb(uv_timer_t *t)
 	if (c->connecting) {
 		/* connect_timeout is per address: go on with the next one. */
 		c->connecting = false;
-		buf_printf(&c->error, "%s%s: connection timed out", c->error.len ? "; " : "",
-			   c->peer);
+		addr_failed(c, "connection timed out");
 		close_tcp_for_retry(c);
 		return;
 	}
@@ -322,8 +333,7 @@ static void connect_cb(uv_connect_t *req, int status)
 		return; /* closed, or given up by the connect timer */
 	c->connecting = false;
 	if (status < 0) {
-		buf_printf(&c->error, "%s%s: %s", c->error.len ? "; " : "", c->peer,
-			   uv_strerror(status));
+		addr_failed(c, uv_strerror(status));
 		/* Try the next address on a fresh handle, once this one is closed. */
 		close_tcp_for_retry(c);
 		return;
@@ -356,6 +366,7 @@ static void try_next_addr(struct conn *c)
 		else
 			continue;
 		snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->host, ip, c->port);
+		snprintf(c->addr, sizeof(c->addr), "%s", ip);
 		uv_tcp_init(c->loop, &c->tcp);
 		c->tcp.data = c;
 		c->tcp_open = true;
@@ -366,8 +377,7 @@ static void try_next_addr(struct conn *c)
 		int r = uv_tcp_connect(&c->connect_req, &c->tcp, ai->ai_addr, connect_cb);
 		if (r < 0) {
 			c->connecting = false;
-			buf_printf(&c->error, "%s%s: %s", c->error.len ? "; " : "", c->peer,
-				   uv_strerror(r));
+			addr_failed(c, uv_strerror(r));
 			close_tcp_for_retry(c);
 		}
 		return;

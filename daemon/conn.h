@@ -39,8 +39,9 @@ struct conn {
 	struct addrinfo *ai_list, *ai_next;
 	char *host;
 	unsigned port;
-	char peer[128];	  /* "host[ip]:port" for logs once connected */
-	SSL_CTX *ssl_ctx; /* not owned */
+	char peer[128];		     /* "host[ip]:port" for logs once connected */
+	char addr[INET6_ADDRSTRLEN]; /* the address being tried */
+	SSL_CTX *ssl_ctx;	     /* not owned */
 	SSL *ssl;
 	BIO *rbio; /* network -> OpenSSL */
 	BIO *wbio; /* OpenSSL -> network */
