@@ -6,12 +6,12 @@ delivered twice" warning only after the final dot reached the server
 (smtp-sink -q . versus a server that cuts the body), QUIT after a refused
 AUTH, and the RFC 3463 status of failures pickupd decides itself."""
 
-import os
 import re
 
 import harness
 from harness import Pickupd, status_re, wait_for
 from hostile import HostileServer
+from test_relay import secret_file
 from test_relay_sink import Sink
 
 SENDER = "a@example.org"
@@ -28,14 +28,6 @@ def _daemon(port, retry=None, **relay_keys):
     d.start()
     d.wait_ready()
     return d
-
-
-def _secret(d):
-    p = d.dir + "/secret"
-    with open(p, "w") as f:
-        f.write("pw\n")
-    os.chmod(p, 0o600)
-    return p
 
 
 def _dsns(srv):
@@ -93,7 +85,7 @@ def _extra_bytes_at(verb, pipelining, words):
         keys = {"tls": "none"}
         d = Pickupd(relay=srv.port, start=False)
         if verb == "AUTH":
-            keys.update(user="u", allow_plaintext_auth="yes", password_file=_secret(d))
+            keys.update(user="u", allow_plaintext_auth="yes", password_file=secret_file(d))
         d.write_config({"relay test": keys, "general": {"log_level": "debug"},
                         "retry": {"schedule": "500ms", "jitter_percent": "0"}}, srv.port)
         with d:
@@ -186,11 +178,22 @@ def test_dot_without_reply_warns_once():
             assert not re.search(r"(while [a-z ]+) \1", text), text
 
 
+def test_connect_error_says_the_address_once():
+    """It said "connect to 127.0.0.1:P failed: 127.0.0.1[127.0.0.1]:P: ..."."""
+    port = harness.free_port()
+    d = _daemon(port, retry={"schedule": "1h"})
+    with d:
+        d.drop("c.eml", MSG)
+        line = d.wait_log(status_re("deferred", "bob@example.net"), timeout=20)[0]
+        assert line.group("reply") == "connect to 127.0.0.1:%d failed: connection refused" \
+            % port, line.group(0)
+
+
 def test_quit_after_auth_refused():
     with HostileServer("script", auth_reply="535 5.7.8 bad credentials") as srv:
         d = Pickupd(relay=srv.port, start=False)
         d.write_config({"relay test": {"tls": "none", "user": "u", "allow_plaintext_auth": "yes",
-                                       "password_file": _secret(d)},
+                                       "password_file": secret_file(d)},
                         "general": {"log_level": "debug"}}, srv.port)
         d.start()
         d.wait_ready()
