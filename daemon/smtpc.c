@@ -97,7 +97,8 @@ struct smtpc {
 	char *helo_name;
 	SSL_CTX *ssl_ctx;
 	char *secret;
-	struct conn *conn;
+	struct conn *conn; /* NULL once it reported CONN_EV_CLOSED (and is freed) */
+	char peer[128];	   /* its peer, kept for the owner's last questions */
 	enum state state;
 	struct smtp_reply_parser parser;
 	struct smtp_caps caps;
@@ -148,7 +149,7 @@ static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt,
 
 const char *smtpc_peer(const struct smtpc *s)
 {
-	return s->conn ? s->conn->peer : s->relay->host;
+	return s->conn ? s->conn->peer : s->peer[0] ? s->peer : s->relay->host;
 }
 
 enum smtpc_class smtpc_error_class(const struct smtpc *s)
@@ -289,7 +290,8 @@ static char *b64(const void *data, size_t len)
  * have been taken and a retry is clean (a body cut mid-way). */
 static bool at_risk(struct smtpc *s)
 {
-	return states[s->state].risk != NULL && !s->answered && conn_unacked(s->conn) == 0;
+	return states[s->state].risk != NULL && !s->answered &&
+	       (s->conn == NULL || conn_unacked(s->conn) == 0);
 }
 
 static void set_error(struct smtpc *s, enum smtpc_class cls, const char *fmt, va_list ap)
@@ -1391,6 +1393,10 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 			txn_fail(s, SMTPC_CONN, "session closed");
 			finish_txn(s);
 		}
+		/* The conn frees itself after this event; the session may live
+		 * on (a file read in flight) and still be asked its peer. */
+		snprintf(s->peer, sizeof(s->peer), "%s", c->peer);
+		s->conn = NULL;
 		maybe_free(s);
 		break;
 	}
