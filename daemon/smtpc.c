@@ -5,9 +5,12 @@
  * Owns: its conn, the reply parser, the content read buffer.
  * Invariants: "send on entering a state" (enter()) is kept apart from
  * "interpret the reply" (on_reply()); every command line passes through
- * send_cmd(), which refuses CR, LF and NUL; after the STARTTLS 220 no
- * plaintext byte may be buffered; the session frees itself only after its
- * conn closed and no file read is in flight.
+ * send_cmd(), which refuses CR, LF and NUL; no byte may follow the last
+ * reply that is due (replies_due(): after the STARTTLS 220 none at all),
+ * else the transaction is a protocol error, never a bounce; "may be
+ * delivered twice" only when the dot reached the peer and no reply came;
+ * the session frees itself only after its conn closed and no file read is
+ * in flight.
  */
 #include "daemon/smtpc.h"
 
