@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/esc.h"
 #include "common/log.h"
 #include "daemon/ctl_spool.h"
 #include "spool/spool.h"
@@ -70,33 +71,6 @@ static void usage(FILE *f)
 
 /* ---- JSON output ------------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-	unsigned c = s[0];
-	size_t n;
-	unsigned min;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, min = 0x80;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, min = 0x800;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, min = 0x10000;
-	else
-		return 0;
-	unsigned v = c & (0x7f >> n);
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = v << 6 | (s[i] & 0x3f);
-	}
-	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-		return 0;
-	return n;
-}
-
 /* A JSON string: quotes, backslash and control characters escaped, invalid
  * UTF-8 replaced by U+FFFD, so the output always parses. NULL -> null. */
 static void json_str(FILE *f, const char *s)
@@ -105,7 +79,7 @@ static void json_str(FILE *f, const char *s)
 		fputs("null", f);
 		return;
 	}
-	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
 	fputc('"', f);
 	while (*p) {
 		unsigned c = *p;
@@ -122,7 +96,7 @@ static void json_str(FILE *f, const char *s)
 			fprintf(f, "\\u%04x", c);
 			p++;
 		} else {
-			size_t n = utf8_len(p);
+			size_t n = esc_utf8_len(p, (size_t)(end - p));
 			if (n == 0) {
 				fputs("\\ufffd", f);
 				p++;
@@ -190,14 +164,27 @@ static void fmt_age(int64_t ms, char *out, size_t size)
 			 (long long)(s % 86400 / 3600));
 }
 
-/* Printable, one line, at most width characters (with "..." when cut). */
+/* Outside text for a terminal, escaped as in the log (common/esc.h), cut
+ * after width bytes at a character boundary (with "..." when cut). */
 static void put_short(FILE *f, const char *s, size_t width)
 {
-	size_t n = 0;
-	for (; s && *s && n < width; s++, n++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
-	if (s && *s)
+	struct buf b = BUF_INIT;
+	if (s)
+		esc_append(&b, s, strlen(s));
+	size_t n = b.len;
+	if (n > width) {
+		n = width;
+		while (n > 0 && ((unsigned char)b.data[n] & 0xc0) == 0x80)
+			n--;
+		for (size_t k = n > 3 ? n - 3 : 0; k < n; k++)
+			if (b.data[k] == '\\')
+				n = k; /* not half an escape either */
+	}
+	if (n)
+		fwrite(b.data, 1, n, f);
+	if (n < b.len)
 		fputs("...", f);
+	buf_deinit(&b);
 }
 
 static int64_t now_ms(void)
