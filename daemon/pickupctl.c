@@ -635,18 +635,21 @@ static int cmd_list(struct spool *sp, const char *state)
 	return rc;
 }
 
-/* The first header lines of the content, up to the blank line. */
-static void read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
+/* The first header lines of the content, up to the blank line; NULL, or
+ * why the content cannot be read. */
+static const char *read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
 {
 	*lines_r = NULL;
 	*n_r = 0;
 	int fd = spool_data_open(sp, id);
 	if (fd < 0)
-		return;
+		return errno == EINVAL ? "not a regular file (refused at pickup); not read"
+				       : strerror(errno);
 	FILE *f = fdopen(fd, "r");
 	if (f == NULL) {
+		int e = errno;
 		close(fd);
-		return;
+		return strerror(e);
 	}
 	char *line = NULL;
 	size_t cap = 0;
@@ -663,6 +666,7 @@ static void read_headers(struct spool *sp, const char *id, char ***lines_r, size
 	}
 	free(line);
 	fclose(f);
+	return NULL;
 }
 
 static int cmd_show(struct spool *sp, const char *id)
@@ -683,7 +687,7 @@ static int cmd_show(struct spool *sp, const char *id)
 	buf_deinit(&why);
 	char **lines;
 	size_t n_lines;
-	read_headers(sp, id, &lines, &n_lines);
+	const char *unread = read_headers(sp, id, &lines, &n_lines);
 	if (json) {
 		json_env(stdout, &e, (enum spool_state)st);
 		printf(",\"headers\":[");
@@ -692,7 +696,9 @@ static int cmd_show(struct spool *sp, const char *id)
 				printf(",");
 			json_str(stdout, lines[i]);
 		}
-		printf("]}\n");
+		printf("],\"content_error\":");
+		json_str(stdout, unread);
+		printf("}\n");
 	} else {
 		char t[32];
 		printf("id:           %s\n", e.id);
@@ -721,7 +727,10 @@ static int cmd_show(struct spool *sp, const char *id)
 			}
 			printf("\n");
 		}
-		printf("content (first header lines):\n");
+		if (unread)
+			printf("content:      %s\n", unread);
+		else
+			printf("content (first header lines):\n");
 		for (size_t i = 0; i < n_lines; i++) {
 			printf("  ");
 			put_short(stdout, lines[i], 200);
