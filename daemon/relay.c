@@ -283,9 +283,12 @@ static void log_lines(const char *text)
 		const char *nl = strchr(p, '\n');
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
 		const char *w = strstr(p, ": warning: ");
-		if (w && (size_t)(w - p) < n)
-			log_warn("%.*s", (int)n, p);
-		else
+		if (w && (size_t)(w - p) < n) {
+			/* log_warn says "warning: " itself: "ID: the text", not
+			 * "warning: ID: warning: the text". */
+			size_t id = (size_t)(w - p), skip = id + strlen(": warning: ");
+			log_warn("%.*s: %.*s", (int)id, p, (int)(n - skip), p + skip);
+		} else
 			log_info("%.*s", (int)n, p);
 		p = nl ? nl + 1 : NULL;
 	}
