@@ -492,7 +492,7 @@ int ctl_lock_spool(struct spool *sp, struct buf *errors)
 	return -1;
 }
 
-int ctl_check_path(const char *path, struct buf *errors)
+int ctl_check_path(const char *path, const char *made_dir, struct buf *errors)
 {
 	struct sockaddr_un sa;
 	struct stat st;
@@ -509,7 +509,9 @@ int ctl_check_path(const char *path, struct buf *errors)
 	char *dir = slash && slash != path ? xstrndup(path, (size_t)(slash - path))
 					   : xstrdup(slash ? "/" : ".");
 	int rc = 0;
-	if (stat(dir, &st) < 0) {
+	if (made_dir && strcmp(dir, made_dir) == 0) {
+		/* Made by start-up before the socket is bound. */
+	} else if (stat(dir, &st) < 0) {
 		buf_printf(errors, "control socket %s: directory %s: %s\n", path, dir,
 			   strerror(errno));
 		rc = -1;
@@ -582,7 +584,7 @@ static void server_close_free_cb(uv_handle_t *h)
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 {
 	const char *path = pd->cfg->control.socket;
-	if (ctl_check_path(path, errors) < 0 || clear_stale(path, errors) < 0)
+	if (ctl_check_path(path, NULL, errors) < 0 || clear_stale(path, errors) < 0)
 		return NULL;
 	struct ctl *c = xcalloc(1, sizeof(*c));
 	c->pd = pd;

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,12 +53,31 @@ static void check_dir(struct buf *why, const char *what, const char *dir, bool w
 	close(fd);
 }
 
+/* The spool: spool_open makes the directory itself when its parent exists. */
+static void check_spool(struct buf *why, const char *dir)
+{
+	struct stat st;
+	if (stat(dir, &st) == 0 || errno != ENOENT) {
+		/* Not "writable": its state directories may be made beforehand. */
+		check_dir(why, "[spool] dir", dir, false);
+		return;
+	}
+	const char *slash = strrchr(dir, '/');
+	char *parent = xstrndup(dir, slash && slash != dir ? (size_t)(slash - dir) : 1);
+	struct buf inner = BUF_INIT;
+	check_dir(&inner, "cannot be made: its parent", parent, true);
+	if (inner.len)
+		buf_printf(why, "[spool] dir %s %s", dir, inner.data);
+	buf_deinit(&inner);
+	free(parent);
+}
+
 int preflight_run(const struct config *cfg, struct buf *errors, struct buf *warnings)
 {
 	struct buf why = BUF_INIT;
 	size_t before = errors->len;
 
-	check_dir(&why, "[spool] dir", cfg->spool.dir, true);
+	check_spool(&why, cfg->spool.dir);
 	put_lines(errors, cfg->path, 0, why.data);
 	buf_clear(&why);
 	for (size_t i = 0; i < cfg->n_pickups; i++) {
@@ -80,7 +100,7 @@ int preflight_run(const struct config *cfg, struct buf *errors, struct buf *warn
 		put_lines(errors, cfg->path, 0, why.data);
 		buf_clear(&why);
 	}
-	ctl_check_path(cfg->control.socket, &why);
+	ctl_check_path(cfg->control.socket, cfg->spool.dir, &why);
 	put_lines(errors, cfg->path, 0, why.data);
 	buf_clear(&why);
 
