@@ -61,7 +61,8 @@ static void openssl_errors(struct buf *out)
 	char tmp[256];
 	while ((e = ERR_get_error()) != 0) {
 		ERR_error_string_n(e, tmp, sizeof(tmp));
-		if (out->len)
+		/* After "what failed: " no separator: it read ": ; error:..." */
+		if (out->len && out->data[out->len - 1] != ' ')
 			buf_puts(out, "; ");
 		buf_puts(out, tmp);
 	}

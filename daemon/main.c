@@ -21,6 +21,7 @@
 #include "daemon/metrics.h"
 #include "daemon/pickup.h"
 #include "daemon/pickupd.h"
+#include "daemon/preflight.h"
 #include "daemon/relay.h"
 #include "daemon/sched.h"
 
@@ -30,12 +31,46 @@ static void usage(FILE *f)
 		   "       pickupd --version\n");
 }
 
+/* Logs each "FILE:LINE: message" line of errs on a line of its own. */
+static void log_lines(void (*log_fn)(const char *, ...), const char *prefix, const char *errs)
+{
+	const char *p = errs;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		int n = nl ? (int)(nl - p) : (int)strlen(p);
+		if (n)
+			log_fn("%s%.*s", prefix, n, p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+/*
+ * The configuration and every check of it against the machine (preflight):
+ * the same steps for --check-config, start-up and reload, so that the check
+ * passes exactly the configurations the daemon accepts. NULL with the
+ * "FILE:LINE: message" lines in errs; warnings are logged with prefix.
+ */
+static struct config *load_config(const char *path, struct buf *errs, const char *prefix)
+{
+	struct buf warns = BUF_INIT;
+	struct config *cfg = config_load(path, errs);
+	if (cfg && preflight_run(cfg, errs, &warns) < 0) {
+		config_free(cfg);
+		cfg = NULL;
+	}
+	log_lines(log_warn, prefix, warns.data);
+	buf_deinit(&warns);
+	if (cfg == NULL && errs->len == 0)
+		buf_puts(errs, "invalid configuration\n");
+	return cfg;
+}
+
 static int check_config(const char *path)
 {
 	struct buf errs = BUF_INIT;
-	struct config *cfg = config_load(path, &errs);
+	struct config *cfg = load_config(path, &errs, "");
 	if (cfg == NULL) {
-		fputs(errs.data ? errs.data : "invalid configuration\n", stdout);
+		fputs(errs.data, stdout);
 		buf_deinit(&errs);
 		return 1;
 	}
@@ -112,19 +147,6 @@ static void stop(struct pickupd *pd, const char *why)
 	pickupd_check_stopped(pd);
 }
 
-/* Logs each "FILE:LINE: message" error on a line of its own. */
-static void log_errors(const char *prefix, const char *errs)
-{
-	const char *p = errs;
-	while (p && *p) {
-		const char *nl = strchr(p, '\n');
-		int n = nl ? (int)(nl - p) : (int)strlen(p);
-		if (n)
-			log_error("%s%.*s", prefix, n, p);
-		p = nl ? nl + 1 : NULL;
-	}
-}
-
 static bool same_str(const char *a, const char *b)
 {
 	return strcmp(a ? a : "", b ? b : "") == 0;
@@ -139,9 +161,9 @@ static bool same_str(const char *a, const char *b)
 static void reload(struct pickupd *pd)
 {
 	struct buf errs = BUF_INIT;
-	struct config *cfg = config_load(pd->cfg->path, &errs);
+	struct config *cfg = load_config(pd->cfg->path, &errs, "reload: ");
 	if (cfg == NULL) {
-		log_errors("reload refused: ", errs.data);
+		log_lines(log_error, "reload refused: ", errs.data);
 		log_error("reload refused; keeping the running configuration");
 		goto out;
 	}
@@ -151,7 +173,7 @@ static void reload(struct pickupd *pd)
 		goto out;
 	}
 	if (relay_pool_reload(pd->pool, cfg, &errs) < 0) {
-		log_errors("reload refused: ", errs.data);
+		log_lines(log_error, "reload refused: ", errs.data);
 		config_free(cfg);
 		goto out;
 	}
@@ -274,11 +296,11 @@ int main(int argc, char **argv)
 	struct pickupd pd;
 	struct buf errs = BUF_INIT;
 	memset(&pd, 0, sizeof(pd));
-	pd.cfg = config_load(path, &errs);
+	pd.cfg = load_config(path, &errs, "");
 	if (pd.cfg == NULL) {
-		fputs(errs.data ? errs.data : "invalid configuration\n", stderr);
+		log_lines(log_error, "", errs.data);
 		buf_deinit(&errs);
-		return 1;
+		fatal("cannot start");
 	}
 	set_log_level(pd.cfg->general.log_level);
 	/* A core dump would hold relay secrets. */
@@ -289,7 +311,7 @@ int main(int argc, char **argv)
 	if (spool_open(&pd.spool, pd.cfg->spool.dir) < 0)
 		fatal("cannot open spool %s: %s", pd.cfg->spool.dir, strerror(errno));
 	if (ctl_lock_spool(&pd.spool, &errs) < 0) {
-		fputs(errs.data, stderr);
+		log_lines(log_error, "", errs.data);
 		fatal("cannot start");
 	}
 	pd.magic = magic_open(MAGIC_MIME_TYPE | MAGIC_NO_CHECK_COMPRESS);
@@ -310,7 +332,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < pd.n_pickups; i++)
 		pd.pickups[i] = pickup_new(&pd, &pd.cfg->pickups[i], &errs);
 	if (errs.len) {
-		fputs(errs.data, stderr);
+		log_lines(log_error, "", errs.data);
 		fatal("cannot start");
 	}
 
@@ -329,7 +351,7 @@ int main(int argc, char **argv)
 	pd.ctl = ctl_start(&pd, &errs);
 	pd.metrics = metrics_start(&pd, &errs);
 	if (pd.ctl == NULL || errs.len) {
-		fputs(errs.data ? errs.data : "", stderr);
+		log_lines(log_error, "", errs.data);
 		fatal("cannot start");
 	}
 

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/esc.h"
 #include "common/log.h"
 #include "daemon/ctl_spool.h"
 #include "spool/spool.h"
@@ -70,33 +71,6 @@ static void usage(FILE *f)
 
 /* ---- JSON output ------------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-	unsigned c = s[0];
-	size_t n;
-	unsigned min;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, min = 0x80;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, min = 0x800;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, min = 0x10000;
-	else
-		return 0;
-	unsigned v = c & (0x7f >> n);
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = v << 6 | (s[i] & 0x3f);
-	}
-	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-		return 0;
-	return n;
-}
-
 /* A JSON string: quotes, backslash and control characters escaped, invalid
  * UTF-8 replaced by U+FFFD, so the output always parses. NULL -> null. */
 static void json_str(FILE *f, const char *s)
@@ -105,7 +79,7 @@ static void json_str(FILE *f, const char *s)
 		fputs("null", f);
 		return;
 	}
-	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
 	fputc('"', f);
 	while (*p) {
 		unsigned c = *p;
@@ -122,7 +96,7 @@ static void json_str(FILE *f, const char *s)
 			fprintf(f, "\\u%04x", c);
 			p++;
 		} else {
-			size_t n = utf8_len(p);
+			size_t n = esc_utf8_len(p, (size_t)(end - p));
 			if (n == 0) {
 				fputs("\\ufffd", f);
 				p++;
@@ -190,14 +164,27 @@ static void fmt_age(int64_t ms, char *out, size_t size)
 			 (long long)(s % 86400 / 3600));
 }
 
-/* Printable, one line, at most width characters (with "..." when cut). */
+/* Outside text for a terminal, escaped as in the log (common/esc.h), cut
+ * after width bytes at a character boundary (with "..." when cut). */
 static void put_short(FILE *f, const char *s, size_t width)
 {
-	size_t n = 0;
-	for (; s && *s && n < width; s++, n++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
-	if (s && *s)
+	struct buf b = BUF_INIT;
+	if (s)
+		esc_append(&b, s, strlen(s));
+	size_t n = b.len;
+	if (n > width) {
+		n = width;
+		while (n > 0 && ((unsigned char)b.data[n] & 0xc0) == 0x80)
+			n--;
+		for (size_t k = n > 3 ? n - 3 : 0; k < n; k++)
+			if (b.data[k] == '\\')
+				n = k; /* not half an escape either */
+	}
+	if (n)
+		fwrite(b.data, 1, n, f);
+	if (n < b.len)
 		fputs("...", f);
+	buf_deinit(&b);
 }
 
 static int64_t now_ms(void)
@@ -656,18 +643,21 @@ static int cmd_list(struct spool *sp, const char *state)
 	return rc;
 }
 
-/* The first header lines of the content, up to the blank line. */
-static void read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
+/* The first header lines of the content, up to the blank line; NULL, or
+ * why the content cannot be read. */
+static const char *read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
 {
 	*lines_r = NULL;
 	*n_r = 0;
 	int fd = spool_data_open(sp, id);
 	if (fd < 0)
-		return;
+		return errno == EINVAL ? "not a regular file (refused at pickup); not read"
+				       : strerror(errno);
 	FILE *f = fdopen(fd, "r");
 	if (f == NULL) {
+		int e = errno;
 		close(fd);
-		return;
+		return strerror(e);
 	}
 	char *line = NULL;
 	size_t cap = 0;
@@ -684,6 +674,7 @@ static void read_headers(struct spool *sp, const char *id, char ***lines_r, size
 	}
 	free(line);
 	fclose(f);
+	return NULL;
 }
 
 static int cmd_show(struct spool *sp, const char *id)
@@ -704,7 +695,7 @@ static int cmd_show(struct spool *sp, const char *id)
 	buf_deinit(&why);
 	char **lines;
 	size_t n_lines;
-	read_headers(sp, id, &lines, &n_lines);
+	const char *unread = read_headers(sp, id, &lines, &n_lines);
 	if (json) {
 		json_env(stdout, &e, (enum spool_state)st);
 		printf(",\"headers\":[");
@@ -713,7 +704,9 @@ static int cmd_show(struct spool *sp, const char *id)
 				printf(",");
 			json_str(stdout, lines[i]);
 		}
-		printf("]}\n");
+		printf("],\"content_error\":");
+		json_str(stdout, unread);
+		printf("}\n");
 	} else {
 		char t[32];
 		printf("id:           %s\n", e.id);
@@ -742,7 +735,10 @@ static int cmd_show(struct spool *sp, const char *id)
 			}
 			printf("\n");
 		}
-		printf("content (first header lines):\n");
+		if (unread)
+			printf("content:      %s\n", unread);
+		else
+			printf("content (first header lines):\n");
 		for (size_t i = 0; i < n_lines; i++) {
 			printf("  ");
 			put_short(stdout, lines[i], 200);

@@ -310,9 +310,12 @@ static void log_lines(const char *text)
 		const char *nl = strchr(p, '\n');
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
 		const char *w = strstr(p, ": warning: ");
-		if (w && (size_t)(w - p) < n)
-			log_warn("%.*s", (int)n, p);
-		else
+		if (w && (size_t)(w - p) < n) {
+			/* log_warn says "warning: " itself: "ID: the text", not
+			 * "warning: ID: warning: the text". */
+			size_t id = (size_t)(w - p), skip = id + strlen(": warning: ");
+			log_warn("%.*s: %.*s", (int)id, p, (int)(n - skip), p + skip);
+		} else
 			log_info("%.*s", (int)n, p);
 		p = nl ? nl + 1 : NULL;
 	}
@@ -931,26 +934,27 @@ void relay_pool_wake(struct relay_pool *pool)
 	}
 }
 
-/* A relay object for a [relay] section; NULL with errors appended. */
-static struct relay *relay_new(struct relay_pool *pool, const struct config_relay *cfg,
-			       struct buf *errors)
+int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *errors)
 {
-	struct relay *r = xcalloc(1, sizeof(*r));
-	r->pool = pool;
-	r->cfg = cfg;
 	bool ok = true;
+	if (ctx_r)
+		*ctx_r = NULL;
 	if (cfg->tls != TLS_MODE_NONE) {
 		struct buf why = BUF_INIT;
-		r->ssl_ctx = conn_tls_ctx_new(cfg->tls_verify, cfg->ca_file, cfg->cert_file,
-					      cfg->key_file, &why);
-		if (r->ssl_ctx == NULL) {
+		SSL_CTX *ctx = conn_tls_ctx_new(cfg->tls_verify, cfg->ca_file, cfg->cert_file,
+						cfg->key_file, &why);
+		if (ctx == NULL) {
 			buf_printf(errors, "relay %s: %s\n", cfg->name, why.data);
 			ok = false;
+		} else if (ctx_r) {
+			*ctx_r = ctx;
+		} else {
+			SSL_CTX_free(ctx);
 		}
 		buf_deinit(&why);
 	}
 	if (cfg->user && *cfg->user && cfg->password_command == NULL) {
-		/* Refuse at start a secret others could read. */
+		/* Refuse at start a secret others could read or replace. */
 		struct buf why = BUF_INIT;
 		char *secret = relay_read_secret(cfg, &why);
 		if (secret == NULL) {
@@ -962,7 +966,21 @@ static struct relay *relay_new(struct relay_pool *pool, const struct config_rela
 		free(secret);
 		buf_deinit(&why);
 	}
-	if (!ok) {
+	if (!ok && ctx_r && *ctx_r) {
+		SSL_CTX_free(*ctx_r);
+		*ctx_r = NULL;
+	}
+	return ok ? 0 : -1;
+}
+
+/* A relay object for a [relay] section; NULL with errors appended. */
+static struct relay *relay_new(struct relay_pool *pool, const struct config_relay *cfg,
+			       struct buf *errors)
+{
+	struct relay *r = xcalloc(1, sizeof(*r));
+	r->pool = pool;
+	r->cfg = cfg;
+	if (relay_prepare(cfg, &r->ssl_ctx, errors) < 0) {
 		relay_free(r);
 		return NULL;
 	}

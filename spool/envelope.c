@@ -24,7 +24,8 @@
  *   delay-warned yes            a delay notice went to the sender (optional)
  *   end                         last line: a file without it is torn
  *
- * Free text is escaped: a backslash, control characters and DEL become \xHH.
+ * Free text is escaped by esc_append (common/esc.h), as in the log: a backslash,
+ * control characters, DEL and invalid UTF-8 bytes become \xHH.
  * Invariants: parse(format(e)) == e; the parser refuses unknown keys, missing
  * required fields, control characters and anything after "end".
  */
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/esc.h"
 #include "spool/spool.h"
 
 #define ENV_MAGIC "pickupd-envelope 1"
@@ -42,13 +44,7 @@ const char *const spool_rcpt_status_names[4] = {"pending", "sent", "deferred", "
 
 static void put_escaped(struct buf *out, const char *s)
 {
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c < 0x20 || c == 0x7f || c == '\\')
-			buf_printf(out, "\\x%02X", c);
-		else
-			buf_putc(out, (char)c);
-	}
+	esc_append(out, s, strlen(s));
 }
 
 static void put_field(struct buf *out, const char *key, const char *value)

@@ -373,9 +373,37 @@ out:
 	return ret;
 }
 
+/*
+ * Opens a spool file for reading. A FIFO or device refused at pickup stays in
+ * data/ as what it is (badmail keeps the original), so a plain open() could
+ * hang an operator command or a pool thread on it, or act on a device: look
+ * before opening, never block or follow, and check what was opened.
+ * -1 with errno EINVAL for anything but a regular file.
+ */
+static int open_regular(int dir_fd, const char *name)
+{
+	struct stat st;
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		return -1;
+	}
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		int saved = S_ISREG(st.st_mode) ? errno : EINVAL;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
 int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out)
 {
-	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = open_regular(dir_fd, name);
 	if (fd < 0)
 		return -1;
 	for (;;) {
@@ -479,7 +507,7 @@ fail:
 
 int spool_data_open(struct spool *s, const char *id)
 {
-	return openat(s->data_fd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	return open_regular(s->data_fd, id);
 }
 
 static int copy_fd(int in, int out)

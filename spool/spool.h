@@ -143,7 +143,8 @@ int spool_remove(struct spool *s, const char *id, enum spool_state state);
  * under a new ID; the caller then writes its envelope. 0 or -1 (errno). */
 int spool_data_create(struct spool *s, const char *data, size_t len, char id_r[SPOOL_ID_LEN + 1]);
 
-/* Opens the content read-only; -1 with errno. */
+/* Opens the content read-only, without blocking (never a FIFO or device:
+ * EINVAL); -1 with errno. */
 int spool_data_open(struct spool *s, const char *id);
 
 /*

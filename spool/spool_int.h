@@ -11,7 +11,8 @@
  * the file's mtime is set to it (the next-attempt time, readable by stat
  * alone at start-up, as Postfix's qmgr does). 0 or -1 (errno). */
 int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms);
-/* Reads a whole small file into out (at most max bytes). 0 or -1 (errno). */
+/* Reads a whole small regular file into out (at most max bytes), never
+ * blocking on a FIFO (EINVAL). 0 or -1 (errno). */
 int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
 
 /*
