@@ -88,20 +88,15 @@ package: build
 demo: deps build
 	sh scripts/demo.sh
 
-# Benchmarks are run by hand, never by ctest: tests/bench/*.sh and *.py,
-# and the bench_* programs CMake builds from tests/bench/bench_*.c.
+# Benchmarks are run by hand, never by ctest. `make bench` runs
+# tests/bench/compare (as root): pickupd and a private Postfix instance side by
+# side with the disk's and SMTP's ceilings, printed as one markdown table.
+# BENCH_ARGS=--quick uses smaller counts. The other tests/bench/ programs
+# (bench_spool, bench_pickup.py, ...) take arguments; see their headers.
+BENCH_ARGS ?=
 bench: build
-	@found=0; \
-	for f in tests/bench/*.sh tests/bench/*.py $(BUILD)/bench_*; do \
-		[ -f "$$f" ] || continue; found=1; \
-		echo "== $$f"; \
-		case "$$f" in \
-		*.sh) PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) sh "$$f" ;; \
-		*.py) PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) $(PYTHON) "$$f" ;; \
-		*) [ -x "$$f" ] && "$$f" ;; \
-		esac || exit 1; \
-	done; \
-	if [ $$found = 0 ]; then echo "make bench: no benchmarks yet (tests/bench/ is empty)"; fi
+	PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) \
+		$(PYTHON) tests/bench/compare $(BENCH_ARGS)
 
 format:
 	@command -v clang-format >/dev/null 2>&1 || { echo "clang-format not found: make deps"; exit 1; }
