@@ -118,6 +118,11 @@ struct config_metrics {
 	char *listen; /* "" or NULL = off; default ""; see config_parse_listen */
 };
 
+/* [log] */
+struct config_log {
+	bool syslog; /* syslog(3), mail facility, instead of stderr; default no */
+};
+
 /* A listen address, as config_parse_listen splits it. */
 struct config_listen {
 	enum { LISTEN_ALL, LISTEN_IPV4, LISTEN_IPV6, LISTEN_NAME } kind;
@@ -137,6 +142,7 @@ struct config {
 	struct config_bounce bounce;
 	struct config_control control;
 	struct config_metrics metrics;
+	struct config_log log;
 };
 
 /*

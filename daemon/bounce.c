@@ -20,6 +20,9 @@
 #include "common/msg.h"
 
 #define HEADER_READ_MAX (64 * 1024)
+/* The origin a report's envelope names instead of a [pickup] folder. */
+#define ORIGIN_FAILED  "bounce"
+#define ORIGIN_DELAYED "delay-notice"
 
 /* RFC 3463 subject.detail of the failures pickupd decides itself (no server
  * reply to quote), by the opening of the reason their producer writes. */
@@ -35,15 +38,12 @@ static const struct {
     {"recipient address holds ", 1, 3},		/* X.1.3 bad destination mailbox syntax */
 };
 
-/* Status from the reply's enhanced code ("550 5.1.1 ..." -> "5.1.1"), else
- * from the local reason's opening, else the class's default. */
-static void status_of(const char *reply, enum bounce_kind kind, char *out, size_t len)
+void bounce_status(const char *reply, int klass, char *out, size_t len)
 {
 	const char *p = reply ? strchr(reply, ' ') : NULL;
-	int klass = kind == BOUNCE_DELAYED ? 4 : 5;
 	int a, b, c, n = 0;
 	if (p && sscanf(p + 1, "%1d.%3d.%3d%n", &a, &b, &c, &n) == 3 && n > 0 &&
-	    (p[1 + n] == ' ' || p[1 + n] == '\0') && (a == 4 || a == 5)) {
+	    (p[1 + n] == ' ' || p[1 + n] == '\0') && (a == 2 || a == 4 || a == 5)) {
 		snprintf(out, len, "%d.%d.%d", klass, b, c);
 		return;
 	}
@@ -55,6 +55,13 @@ static void status_of(const char *reply, enum bounce_kind kind, char *out, size_
 		}
 	}
 	snprintf(out, len, "%d.0.0", klass);
+}
+
+bool bounce_is_notification(const struct spool_env *env)
+{
+	return env->sender[0] == '\0' && env->origin_pickup &&
+	       (strcmp(env->origin_pickup, ORIGIN_FAILED) == 0 ||
+		strcmp(env->origin_pickup, ORIGIN_DELAYED) == 0);
 }
 
 /* Delivery-status fields are ASCII text on one line. */
@@ -136,7 +143,7 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		char status[16];
 		if (!wanted(r, kind))
 			continue;
-		status_of(r->reply, kind, status, sizeof(status));
+		bounce_status(r->reply, kind == BOUNCE_DELAYED ? 4 : 5, status, sizeof(status));
 		buf_puts(out, "\r\n");
 		buf_printf(out, "Final-Recipient: rfc822; %s\r\n", r->addr);
 		if (r->params && strstr(r->params, "ORCPT=")) {
@@ -246,7 +253,7 @@ int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_
 	b.arrival_ms = now_ms;
 	b.next_ms = due_ms > now_ms ? due_ms : 0;
 	b.size = content.len;
-	b.origin_pickup = xstrdup(kind == BOUNCE_FAILED ? "bounce" : "delay-notice");
+	b.origin_pickup = xstrdup(kind == BOUNCE_FAILED ? ORIGIN_FAILED : ORIGIN_DELAYED);
 	b.origin_file = xstrdup(env->id);
 	b.sender = xstrdup("");
 	for (size_t i = 0; i < content.len; i++)

@@ -80,8 +80,11 @@ static int check_config(const char *path)
 	return 0;
 }
 
-static void set_log_level(const char *lvl)
+/* [general] log_level and [log]: at start-up and at each reload. */
+static void set_logging(const struct config *cfg)
 {
+	const char *lvl = cfg->general.log_level;
+	log_set_syslog(cfg->log.syslog);
 	if (lvl == NULL || strcmp(lvl, "info") == 0)
 		log_set_level(LOG_LVL_INFO);
 	else if (strcmp(lvl, "debug") == 0)
@@ -185,7 +188,7 @@ static void reload(struct pickupd *pd)
 	pd->old_cfgs = xrealloc(pd->old_cfgs, (pd->n_old_cfgs + 1) * sizeof(*pd->old_cfgs));
 	pd->old_cfgs[pd->n_old_cfgs++] = pd->cfg;
 	pd->cfg = cfg;
-	set_log_level(cfg->general.log_level);
+	set_logging(cfg);
 	log_info("reloaded %s: %zu relay(s)", cfg->path, cfg->n_relays);
 	relay_pool_wake(pd->pool);
 out:
@@ -302,7 +305,7 @@ int main(int argc, char **argv)
 		buf_deinit(&errs);
 		fatal("cannot start");
 	}
-	set_log_level(pd.cfg->general.log_level);
+	set_logging(pd.cfg);
 	/* A core dump would hold relay secrets. */
 	prctl(PR_SET_DUMPABLE, 0);
 	signal(SIGPIPE, SIG_IGN);

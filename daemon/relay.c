@@ -36,6 +36,8 @@ struct session {
 	struct smtpc *smtpc;
 	struct delivery *d; /* the transaction in progress */
 	bool ready;	    /* reached READY at least once */
+	bool setup_told;    /* a delivery's delays= has counted the setup time */
+	int64_t opened_ms, ready_ms; /* connection setup, for delays= */
 	unsigned gen;	    /* the relay's settings generation it was opened with */
 	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
 	struct session *next;
@@ -93,6 +95,9 @@ struct delivery {
 	struct spool_env env;
 	struct smtpc_txn txn;
 	char peer[160];
+	char relay_name[64]; /* the [relay NAME] section, or "none" */
+	int64_t dispatch_ms; /* loaded for this attempt */
+	int64_t setup_ms;    /* connection setup this attempt waited for (delays= c) */
 	enum record_action action;
 	bool bounce;	    /* send a non-delivery notification to the sender */
 	bool warn;	    /* send a delay notification to the sender */
@@ -161,6 +166,30 @@ static bool reply_overridden_temporary(const struct config_retry *cfg, const cha
 static const char *status_word(enum spool_rcpt_status st)
 {
 	return st == RCPT_SENT ? "sent" : st == RCPT_FAILED ? "bounced" : "deferred";
+}
+
+/* The one per-recipient result line, with Postfix smtp(8)'s fields in its
+ * order so that its tools (pflogsumm) read it:
+ * "ID: to=<a@b>, relay=host[ip]:port, delay=T, delays=a/b/c/d, dsn=X.Y.Z,
+ * status=sent (reply), relay_name=NAME". delays= splits delay: a, before
+ * the queue (0: arrival is the claim into the queue); b, in the queue until
+ * this attempt, less c; c, connection setup (connect, TLS, AUTH) that this
+ * attempt waited for; d, the transaction. */
+static void log_rcpt(struct buf *out, const struct delivery *d, const struct spool_rcpt *r,
+		     int64_t now)
+{
+	static const int klass[] = {[RCPT_SENT] = 2, [RCPT_FAILED] = 5};
+	char dsn[16];
+	int64_t queued = d->dispatch_ms - d->env.arrival_ms;
+	int64_t setup = d->setup_ms < queued ? d->setup_ms : queued;
+	bounce_status(r->reply, klass[r->status] ? klass[r->status] : 4, dsn, sizeof(dsn));
+	buf_printf(out,
+		   "%s: to=<%s>, relay=%s, delay=%.2f, delays=0/%.2f/%.2f/%.2f, dsn=%s, "
+		   "status=%s (%s), relay_name=%s\n",
+		   d->env.id, r->addr, d->peer, (double)(now - d->env.arrival_ms) / 1000.0,
+		   (double)(queued - setup) / 1000.0, (double)setup / 1000.0,
+		   (double)(now - d->dispatch_ms) / 1000.0, dsn, status_word(r->status),
+		   r->reply ? r->reply : "", d->relay_name);
 }
 
 /* Turns the transaction's results into recipient statuses, the record
@@ -233,9 +262,7 @@ static void apply_policy(struct delivery *d)
 		d->n_sent += r->status == RCPT_SENT;
 		d->n_deferred += r->status == RCPT_DEFERRED;
 		d->n_failed += r->status == RCPT_FAILED;
-		buf_printf(&d->log, "%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)\n", env->id,
-			   r->addr, d->peer, delay, status_word(r->status),
-			   r->reply ? r->reply : "");
+		log_rcpt(&d->log, d, r, now);
 	}
 	free(attempted);
 	if (t->maybe_delivered)
@@ -314,9 +341,10 @@ static void log_lines(const char *text)
 			/* log_warn says "warning: " itself: "ID: the text", not
 			 * "warning: ID: warning: the text". */
 			size_t id = (size_t)(w - p), skip = id + strlen(": warning: ");
-			log_warn("%.*s: %.*s", (int)id, p, (int)(n - skip), p + skip);
+			log_svc(LOG_LVL_WARN, "smtp", "%.*s: %.*s", (int)id, p, (int)(n - skip),
+				p + skip);
 		} else
-			log_info("%.*s", (int)n, p);
+			log_svc(LOG_LVL_INFO, "smtp", "%.*s", (int)n, p);
 		p = nl ? nl + 1 : NULL;
 	}
 }
@@ -341,35 +369,39 @@ static void record_done(struct job *j)
 		pd->stats.bounced += d->n_failed;
 		switch (d->action) {
 		case REC_REMOVE:
-			log_info("%s: removed", d->env.id);
+			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
 			break;
 		case REC_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
 			if (d->warn && d->bounce_err == 0) {
-				log_info("%s: sender delay notification: %s", d->env.id,
-					 d->bounce_id);
+				log_svc(LOG_LVL_INFO, "bounce", "%s: sender delay notification: %s",
+					d->env.id, d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
 			} else if (d->warn) {
-				log_error("%s: cannot create the delay notification: %s", d->env.id,
-					  strerror(d->bounce_err));
+				log_svc(LOG_LVL_ERR, "bounce",
+					"%s: cannot create the delay notification: %s", d->env.id,
+					strerror(d->bounce_err));
 			}
 			break;
 		case REC_BADMAIL:
 			if (d->bounce && d->bounce_err == 0) {
-				log_info("%s: sender non-delivery notification: %s", d->env.id,
-					 d->bounce_id);
+				log_svc(LOG_LVL_INFO, "bounce",
+					"%s: sender non-delivery notification: %s", d->env.id,
+					d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
 			} else if (d->bounce) {
-				log_error("%s: cannot create the non-delivery notification: %s",
-					  d->env.id, strerror(d->bounce_err));
+				log_svc(LOG_LVL_ERR, "bounce",
+					"%s: cannot create the non-delivery notification: %s",
+					d->env.id, strerror(d->bounce_err));
 			}
-			log_warn("%s: moved to badmail: %s", d->env.id, d->env.reason);
+			log_svc(LOG_LVL_WARN, "qmgr", "%s: moved to badmail: %s", d->env.id,
+				d->env.reason);
 			break;
 		}
 	}
@@ -462,6 +494,12 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 		goto out;
 	}
 	smtpc_txn_init(&d->txn, &d->env, fd);
+	d->dispatch_ms = pickupd_now_ms();
+	snprintf(d->relay_name, sizeof(d->relay_name), "none");
+	/* Postfix's qmgr line as a message becomes active: pflogsumm takes the
+	 * size and the sender's domain from it. */
+	log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
+		d->env.id, d->env.sender, (unsigned long long)d->env.size, d->env.n_rcpts);
 out:
 	buf_deinit(&reason);
 	return d;
@@ -507,6 +545,11 @@ static bool dispatch(struct session *s)
 			continue;
 		}
 		snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
+		snprintf(d->relay_name, sizeof(d->relay_name), "%s", s->relay->cfg->name);
+		if (!s->setup_told) {
+			s->setup_told = true;
+			d->setup_ms = s->ready_ms - s->opened_ms;
+		}
 		if (s->relay->cfg->force_sender)
 			d->txn.force_sender = s->relay->cfg->force_sender;
 		if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
@@ -524,7 +567,7 @@ static bool dispatch(struct session *s)
 
 /* Defers due messages when no relay can take them, so each records why. */
 static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char *why,
-		      const char *peer)
+		      const char *peer, const char *relay_name)
 {
 	struct sched_item it;
 	for (int n = 0; n < DEFER_BATCH && sched_pop_due(pool->pd->sched, &it); n++) {
@@ -532,6 +575,7 @@ static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char 
 		if (d == NULL)
 			continue;
 		snprintf(d->peer, sizeof(d->peer), "%s", peer);
+		snprintf(d->relay_name, sizeof(d->relay_name), "%s", relay_name);
 		d->txn.cls = cls;
 		d->txn.reply = xstrdup(why);
 		record(d);
@@ -745,6 +789,7 @@ static void open_session(struct relay *r)
 	if (file)
 		memcpy(s->secret_fp, fp, sizeof(fp));
 	s->relay = r;
+	s->opened_ms = pickupd_now_ms();
 	s->gen = r->gen;
 	s->next = r->sessions;
 	r->sessions = s;
@@ -833,7 +878,7 @@ static void relay_failed(struct relay *r, const struct session *s)
 	for (size_t i = 0; i < pool->n_relays; i++)
 		if (!relay_paused(pool->relays[i], now))
 			return;
-	defer_due(pool, cls, smtpc_error(c), smtpc_peer(c));
+	defer_due(pool, cls, smtpc_error(c), smtpc_peer(c), r->cfg->name);
 }
 
 static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
@@ -846,6 +891,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	case SMTPC_EV_READY:
 		if (!s->ready) {
 			s->ready = true;
+			s->ready_ms = pickupd_now_ms();
 			r->n_connecting--;
 			r->failures = 0;
 			r->paused_until_ms = 0;
