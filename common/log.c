@@ -34,9 +34,9 @@ static enum log_level min_level = LOG_LVL_INFO;
 static const char *ident = "pickupd";
 static atomic_bool use_syslog;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static bool journal;   /* stderr is a journald stream */
-static char host[64];  /* the line header's host: the short host name */
-static long pid;       /* pickupd never forks a logging child */
+static bool journal;  /* stderr is a journald stream */
+static char host[64]; /* the line header's host: the short host name */
+static long pid;      /* pickupd never forks a logging child */
 static pthread_mutex_t syslog_lock = PTHREAD_MUTEX_INITIALIZER;
 static char syslog_ident[64]; /* openlog keeps the pointer: stays valid */
 

@@ -38,7 +38,8 @@ static void log_header_rfc3339(void **state)
 		char out[128];
 		setenv("TZ", cases[i].tz, 1);
 		tzset();
-		size_t n = log__header(out, sizeof(out), &tv, "host", "pickupd", cases[i].service, 42);
+		size_t n =
+		    log__header(out, sizeof(out), &tv, "host", "pickupd", cases[i].service, 42);
 		assert_string_equal(out, cases[i].want);
 		assert_int_equal(n, strlen(cases[i].want));
 	}
