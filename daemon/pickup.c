@@ -270,13 +270,15 @@ static void job_done(struct job *j)
 			"%s: uid=%u from=<%s>, pickup=%s, file=%s, nrcpt=%zu, size=%llu", ij->id,
 			ij->uid, ij->sender, p->cfg->name, ij->name, ij->n_rcpts,
 			(unsigned long long)ij->size);
+		pd->stats.received++;
 		sched_add(pd->sched, ij->id, SPOOL_QUEUE, 0);
 		relay_pool_wake(pd->pool);
 		break;
 	case INGEST_REFUSED:
 		pd->stats.refused++;
-		log_svc(LOG_LVL_WARN, "pickup", "%s: pickup=%s, file=%s, refused: %s; moved to badmail",
-			ij->id, p->cfg->name, ij->name, ij->reason);
+		log_svc(LOG_LVL_WARN, "pickup",
+			"%s: pickup=%s, file=%s, refused: %s; moved to badmail", ij->id,
+			p->cfg->name, ij->name, ij->reason);
 		break;
 	case INGEST_GONE:
 		break;

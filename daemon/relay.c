@@ -34,11 +34,11 @@ struct relay;
 struct session {
 	struct relay *relay;
 	struct smtpc *smtpc;
-	struct delivery *d; /* the transaction in progress */
-	bool ready;	    /* reached READY at least once */
-	bool setup_told;    /* a delivery's delays= has counted the setup time */
+	struct delivery *d;	     /* the transaction in progress */
+	bool ready;		     /* reached READY at least once */
+	bool setup_told;	     /* a delivery's delays= has counted the setup time */
 	int64_t opened_ms, ready_ms; /* connection setup, for delays= */
-	unsigned gen;	    /* the relay's settings generation it was opened with */
+	unsigned gen;		     /* the relay's settings generation it was opened with */
 	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
 	struct session *next;
 };
@@ -51,6 +51,7 @@ struct relay {
 	unsigned n_sessions;
 	unsigned n_connecting;
 	unsigned failures; /* consecutive sessions that failed before READY */
+	uint64_t setup_failures[RELAY_N_CLASSES]; /* sessions that never became ready, by class */
 	int64_t paused_until_ms;
 	int64_t next_send_ms; /* rate_limit: messages evenly spaced */
 	bool retired;	      /* removed by a reload: finishes, takes no new work */
@@ -98,6 +99,7 @@ struct delivery {
 	char relay_name[64]; /* the [relay NAME] section, or "none" */
 	int64_t dispatch_ms; /* loaded for this attempt */
 	int64_t setup_ms;    /* connection setup this attempt waited for (delays= c) */
+	int64_t done_ms;     /* the attempt's outcome was known */
 	enum record_action action;
 	bool bounce;	    /* send a non-delivery notification to the sender */
 	bool warn;	    /* send a delay notification to the sender */
@@ -202,6 +204,7 @@ static void apply_policy(struct delivery *d)
 	struct smtpc_txn *t = &d->txn;
 	int64_t now = pickupd_now_ms();
 	double delay = (double)(now - env->arrival_ms) / 1000.0;
+	d->done_ms = now;
 	size_t n_deferred = 0, n_failed = 0;
 	const char *first_failure = NULL;
 	/* The recipients this attempt was for: the ones not yet done. */
@@ -349,6 +352,27 @@ static void log_lines(const char *text)
 	}
 }
 
+/* The metrics of a recorded attempt: writers' mail and notifications apart. */
+static void count_outcome(struct pickupd_stats *st, const struct delivery *d)
+{
+	st->sent_bytes += d->txn.bytes_sent;
+	if (bounce_is_notification(&d->env)) {
+		st->dsn_sent += d->n_sent;
+		st->dsn_deferred += d->n_deferred;
+		st->dsn_failed += d->n_failed;
+	} else {
+		st->delivered += d->n_sent;
+		st->deferred += d->n_deferred;
+		st->bounced += d->n_failed;
+		for (size_t i = 0; i < d->n_sent; i++)
+			pickupd_stats_delay(st, (double)(d->done_ms - d->env.arrival_ms) / 1000.0);
+	}
+	if (d->warn && d->bounce_err == 0 && d->action == REC_DEFER)
+		st->dsn_created[BOUNCE_DELAYED]++;
+	if (d->bounce && d->bounce_err == 0 && d->action == REC_BADMAIL)
+		st->dsn_created[BOUNCE_FAILED]++;
+}
+
 static void record_done(struct job *j)
 {
 	struct delivery *d = (struct delivery *)j;
@@ -364,9 +388,7 @@ static void record_done(struct job *j)
 		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 	} else {
 		log_lines(d->log.data);
-		pd->stats.delivered += d->n_sent;
-		pd->stats.deferred += d->n_deferred;
-		pd->stats.bounced += d->n_failed;
+		count_outcome(&pd->stats, d);
 		switch (d->action) {
 		case REC_REMOVE:
 			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
@@ -934,6 +956,8 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		bool stopping = pool->stopping;
 		enum smtpc_class cls = smtpc_error_class(c);
 		unsigned working = healthy_sessions(r, s);
+		if (!was_ready && cls != SMTPC_OK && !stopping)
+			r->setup_failures[cls]++;
 		if (!was_ready && cls != SMTPC_OK && !stopping && !r->retired) {
 			if ((cls == SMTPC_CONN || cls == SMTPC_TEMP) && working > 0)
 				relay_lower_limit(r, working, c);
@@ -1177,6 +1201,7 @@ size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, si
 		out[i].paused_until_ms = pool->relays[i]->paused_until_ms;
 		out[i].limit = relay_limit(pool->relays[i]);
 		out[i].max_sessions = pool->relays[i]->cfg->max_sessions;
+		out[i].setup_failures = pool->relays[i]->setup_failures;
 	}
 	return pool->n_relays;
 }
