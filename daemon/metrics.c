@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,11 +221,37 @@ void pickupd_stats_delay(struct pickupd_stats *st, double seconds)
 	st->delay_sum += seconds;
 }
 
-static void counter(struct buf *b, const char *name, const char *help, uint64_t v)
-{
-	metric_head(b, name, "counter", help);
-	buf_printf(b, "%s %llu\n", name, (unsigned long long)v);
-}
+/* The plain counters of struct pickupd_stats. */
+static const struct {
+	const char *name;
+	const char *help;
+	size_t off;
+} counters[] = {
+    {"pickupd_messages_received_total", "Messages queued from a pickup folder.",
+     offsetof(struct pickupd_stats, received)},
+    {"pickupd_messages_refused_total", "Pickup files refused and moved to badmail.",
+     offsetof(struct pickupd_stats, refused)},
+    {"pickupd_recipients_delivered_total",
+     "Recipients of writers' mail accepted by a relay (notifications apart).",
+     offsetof(struct pickupd_stats, delivered)},
+    {"pickupd_recipients_deferred_total",
+     "Recipient deliveries of writers' mail deferred (each attempt).",
+     offsetof(struct pickupd_stats, deferred)},
+    {"pickupd_recipients_bounced_total", "Recipients of writers' mail failed for good.",
+     offsetof(struct pickupd_stats, bounced)},
+    {"pickupd_dsn_sent_total", "Delivery status notifications accepted by a relay.",
+     offsetof(struct pickupd_stats, dsn_sent)},
+    {"pickupd_dsn_deferred_total", "Delivery status notification deferrals.",
+     offsetof(struct pickupd_stats, dsn_deferred)},
+    {"pickupd_dsn_failed_total",
+     "Delivery status notifications failed for good (moved to badmail).",
+     offsetof(struct pickupd_stats, dsn_failed)},
+    {"pickupd_sent_bytes_total",
+     "Message bytes written to relays after DATA, failed transactions included.",
+     offsetof(struct pickupd_stats, sent_bytes)},
+    {"pickupd_sessions_opened_total", "SMTP sessions started.",
+     offsetof(struct pickupd_stats, sessions_opened)},
+};
 
 /* One line of a metric with a relay label (and maybe one more label). */
 static void relay_line(struct buf *b, const char *name, const char *relay, const char *label,
@@ -259,33 +286,18 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 	buf_printf(b, "pickupd_queue_oldest_message_age_seconds %.3f\n",
 		   sc->oldest_ms && now > sc->oldest_ms ? (double)(now - sc->oldest_ms) / 1000.0
 							: 0.0);
-	counter(b, "pickupd_messages_received_total", "Messages queued from a pickup folder.",
-		st->received);
-	counter(b, "pickupd_messages_refused_total", "Pickup files refused and moved to badmail.",
-		st->refused);
-	counter(b, "pickupd_recipients_delivered_total",
-		"Recipients of writers' mail accepted by a relay (notifications apart).",
-		st->delivered);
-	counter(b, "pickupd_recipients_deferred_total",
-		"Recipient deliveries of writers' mail deferred (each attempt).", st->deferred);
-	counter(b, "pickupd_recipients_bounced_total",
-		"Recipients of writers' mail failed for good.", st->bounced);
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		metric_head(b, counters[i].name, "counter", counters[i].help);
+		buf_printf(
+		    b, "%s %llu\n", counters[i].name,
+		    (unsigned long long)*(const uint64_t *)((const char *)st + counters[i].off));
+	}
 	metric_head(b, "pickupd_dsn_created_total", "counter",
 		    "Delivery status notifications queued to senders, by type.");
 	buf_printf(b, "pickupd_dsn_created_total{type=\"failure\"} %llu\n",
 		   (unsigned long long)st->dsn_created[BOUNCE_FAILED]);
 	buf_printf(b, "pickupd_dsn_created_total{type=\"delay\"} %llu\n",
 		   (unsigned long long)st->dsn_created[BOUNCE_DELAYED]);
-	counter(b, "pickupd_dsn_sent_total", "Delivery status notifications accepted by a relay.",
-		st->dsn_sent);
-	counter(b, "pickupd_dsn_deferred_total", "Delivery status notification deferrals.",
-		st->dsn_deferred);
-	counter(b, "pickupd_dsn_failed_total",
-		"Delivery status notifications failed for good (moved to badmail).",
-		st->dsn_failed);
-	counter(b, "pickupd_sent_bytes_total",
-		"Message bytes written to relays after DATA, failed transactions included.",
-		st->sent_bytes);
 	metric_head(b, "pickupd_delivery_delay_seconds", "histogram",
 		    "Arrival to acceptance by a relay, per recipient of writers' mail.");
 	uint64_t cum = 0;
@@ -299,7 +311,6 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 		   (unsigned long long)cum);
 	buf_printf(b, "pickupd_delivery_delay_seconds_sum %.3f\n", st->delay_sum);
 	buf_printf(b, "pickupd_delivery_delay_seconds_count %llu\n", (unsigned long long)cum);
-	counter(b, "pickupd_sessions_opened_total", "SMTP sessions started.", st->sessions_opened);
 
 	struct relay_info info[METRICS_MAX_RELAYS];
 	size_t n = relay_pool_info(pd->pool, info, METRICS_MAX_RELAYS);

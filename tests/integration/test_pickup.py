@@ -30,8 +30,8 @@ def crlf(b):
 
 
 def claim_line(d, name):
-    m = d.wait_log(r"^pickupd: (?P<qid>\S+): uid=\d+ from=<(?P<from>[^>]*)>, "
-                   r"pickup=(?P<pickup>[^,]+), file=%s, nrcpt=(?P<n>\d+)" % re.escape(name))
+    m = d.wait_log(r"^pickupd: (?P<qid>\S+): pickup=(?P<pickup>[^,]+), file=%s, "
+                   r"from=<(?P<from>[^>]*)>, nrcpt=(?P<n>\d+)" % re.escape(name))
     return m[0]
 
 
