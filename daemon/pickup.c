@@ -264,11 +264,11 @@ static void job_done(struct job *j)
 	p->in_flight--;
 	switch (ij->result) {
 	case INGEST_QUEUED:
-		/* Postfix's pickup line ("uid=N from=<...>") is what pflogsumm
+		/* Opens with "uid=" as Postfix's pickup line does: what pflogsumm
 		 * counts as received. */
 		log_svc(LOG_LVL_INFO, "pickup",
-			"%s: uid=%u from=<%s>, pickup=%s, file=%s, nrcpt=%zu, size=%llu", ij->id,
-			ij->uid, ij->sender, p->cfg->name, ij->name, ij->n_rcpts,
+			"%s: uid=%u, pickup=%s, file=%s, from=<%s>, nrcpt=%zu, size=%llu", ij->id,
+			ij->uid, p->cfg->name, ij->name, ij->sender, ij->n_rcpts,
 			(unsigned long long)ij->size);
 		pd->stats.received++;
 		sched_add(pd->sched, ij->id, SPOOL_QUEUE, 0);

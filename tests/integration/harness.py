@@ -1065,7 +1065,7 @@ def make_message(sender, rcpts, subject="test", body="hello\n", x_sender=False):
 
 def claim_qid(d, filename, timeout=30):
     """The queue ID pickupd gave pickup/FILENAME (from its claim line)."""
-    m = d.wait_log(r"(?:^|\s)(?P<qid>[0-9A-Za-z._-]+): pickup=[^,]+, file=%s,"
+    m = d.wait_log(r"(?:^|\s)(?P<qid>[0-9A-Za-z._-]+): uid=\d+, pickup=[^,]+, file=%s,"
                    % re.escape(filename), timeout=timeout)
     return m[0].group("qid")
 

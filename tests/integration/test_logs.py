@@ -81,7 +81,8 @@ def test_pflogsumm_reports_a_run():
         assert int(m.group("pid")) == pid, line
         services.setdefault(m.group("service"), []).append(line[m.end():])
     # Each line about a message comes from the service Postfix would name.
-    assert all(re.match(r"\S+: uid=\d+ from=<", t) for t in services["pickup"]), services
+    assert all(re.match(r"\S+: uid=\d+, pickup=default, file=m\d\.eml, from=<", t)
+               for t in services["pickup"]), services
     assert all(re.match(r"(\S+: from=<[^>]*>, size=\d+, nrcpt=\d+ \(queue active\)"
                         r"|\S+: removed|warning: \S+: moved to badmail: )", t)
                for t in services["qmgr"]), services

@@ -106,7 +106,7 @@ def test_syslog_mail_facility():
     for m in parsed:
         by_prog.setdefault(m.group("prog"), []).append((int(m.group("pri")), m.group("text")))
     assert any(t.startswith("ready ") for p, t in by_prog["pickupd"]), by_prog
-    assert any(p == MAIL_INFO and re.match(r"\S+: uid=\d+ from=<app@shop\.example>, ", t)
+    assert any(p == MAIL_INFO and re.match(r"\S+: uid=\d+, pickup=default, file=ok\.eml, from=<app@shop\.example>, ", t)
                for p, t in by_prog["pickupd/pickup"]), by_prog
     assert any(p == MAIL_INFO and re.search(r": to=<a@one\.example>, .* status=sent ", t)
                for p, t in by_prog["pickupd/smtp"]), by_prog
