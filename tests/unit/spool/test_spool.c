@@ -295,7 +295,16 @@ static const struct {
     {"empty", "", "empty file"},
     {"torn mid-line", GOOD_HEAD "rcpt pending <x@y", "not terminated (torn"},
     {"torn at a line end", GOOD_HEAD "rcpt pending <x@y>\n", "no \"end\" line"},
-    {"other version", "pickupd-envelope 2\nend\n", "not a version 1"},
+    {"other version", "pickupd-envelope 3\nend\n", "not a version 1 or 2"},
+    {"v2 without checksum",
+     "pickupd-envelope 2\nid 0193A1B2C3D4E0012A00\narrival 1\nsender <a@b>\nend\n",
+     "no checksum line"},
+    {"v2 bad checksum",
+     "pickupd-envelope 2\nid 0193A1B2C3D4E0012A00\narrival 1\nsender <a@b>\n"
+     "crc32c 00000000\nend\n",
+     "checksum mismatch"},
+    {"v2 lower-case checksum", "pickupd-envelope 2\ncrc32c 5a0c33e1\nend\n", "bad value"},
+    {"checksum in v1", GOOD_HEAD "crc32c 00000000\nend\n", "unknown field"},
     {"unknown key", GOOD_HEAD "colour blue\nend\n", "unknown field"},
     {"bad escape", GOOD_HEAD "reason a\\q\nend\n", "bad value"},
     {"lower-case escape", GOOD_HEAD "reason a\\x0a\nend\n", "bad value"},
@@ -341,6 +350,58 @@ static void spool_env_refuses_corruption(void **state)
 	assert_int_equal(spool_env_parse(GOOD_HEAD "end\n", strlen(GOOD_HEAD "end\n"), &e, NULL),
 			 0);
 	spool_env_deinit(&e);
+}
+
+/* Version 2 carries a CRC-32C: a flipped bit anywhere, even one that leaves
+ * every field well-formed (user@example.com -> user@example.coi), is refused,
+ * and the reason says so when the structure itself still holds. */
+static void spool_env_checksum_catches_every_bit_flip(void **state)
+{
+	(void)state;
+	struct spool_env e, p;
+	struct buf t = BUF_INIT, why = BUF_INIT;
+	make_env(&e, "0193A1B2C3D4E0012A00");
+	free(e.rcpts[0].addr);
+	e.rcpts[0].addr = xstrdup("user@example.com");
+	spool_env_format(&e, &t);
+	assert_true(strncmp(t.data, "pickupd-envelope 2\n", 19) == 0);
+	assert_non_null(strstr(t.data, "\ncrc32c "));
+	for (size_t i = 0; i < t.len; i++) {
+		for (int bit = 0; bit < 8; bit++) {
+			t.data[i] ^= (char)(1 << bit);
+			int r = spool_env_parse(t.data, t.len, &p, NULL);
+			if (r == 0)
+				print_error("flip of bit %d at offset %zu accepted\n", bit, i);
+			assert_int_equal(r, -1);
+			t.data[i] ^= (char)(1 << bit);
+		}
+	}
+	/* The very case of the field report. */
+	char *at = strstr(t.data, "example.com>");
+	assert_non_null(at);
+	at[10] = 'i';
+	assert_int_equal(spool_env_parse(t.data, t.len, &p, &why), -1);
+	assert_non_null(strstr(why.data, "checksum mismatch"));
+	at[10] = 'm';
+	assert_int_equal(spool_env_parse(t.data, t.len, &p, NULL), 0);
+	assert_string_equal(p.rcpts[0].addr, "user@example.com");
+	spool_env_deinit(&p);
+	spool_env_deinit(&e);
+	buf_deinit(&t);
+	buf_deinit(&why);
+}
+
+/* Envelopes written before version 2 are still read. */
+static void spool_env_reads_version_1(void **state)
+{
+	(void)state;
+	static const char v1[] = "pickupd-envelope 1\nid 0193A1B2C3D4E0012A00\narrival 1\n"
+				 "attempts 2\nsender <a@b>\nrcpt pending <c@d>\nend\n";
+	struct spool_env p;
+	assert_int_equal(spool_env_parse(v1, strlen(v1), &p, NULL), 0);
+	assert_int_equal(p.attempts, 2);
+	assert_string_equal(p.rcpts[0].addr, "c@d");
+	spool_env_deinit(&p);
 }
 
 /* Every proper prefix of a valid envelope (a torn write) is refused. */
@@ -839,6 +900,8 @@ int main(void)
 	    cmocka_unit_test(spool_env_round_trip),
 	    cmocka_unit_test(spool_env_refuses_corruption),
 	    cmocka_unit_test(spool_env_refuses_every_prefix),
+	    cmocka_unit_test(spool_env_checksum_catches_every_bit_flip),
+	    cmocka_unit_test(spool_env_reads_version_1),
 	    cmocka_unit_test_setup_teardown(spool_env_write_is_durable_and_readable, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_move_and_list, setup, teardown),
