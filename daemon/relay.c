@@ -244,14 +244,13 @@ static void apply_policy(struct delivery *d)
 			   "delivered twice\n",
 			   env->id);
 	if (n_deferred) {
-		env->attempts++;
 		env->next_ms =
 		    now + relay_retry_delay_ms(&cfg->retry, env->attempts, (unsigned)random());
 		d->action = REC_DEFER;
 	} else if (n_failed) {
 		struct buf why = BUF_INIT;
-		buf_printf(&why, "delivery failed for %zu recipient(s): %s", n_failed,
-			   first_failure ? first_failure : "");
+		buf_printf(&why, "delivery failed for %zu recipient(s) after %u attempt(s): %s",
+			   n_failed, env->attempts, first_failure ? first_failure : "");
 		free(env->reason);
 		env->reason = buf_steal(&why);
 		d->action = REC_BADMAIL;
@@ -389,6 +388,9 @@ static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *
 static void record(struct delivery *d)
 {
 	struct pickupd *pd = d->pool->pd;
+	/* Every outcome recorded is one attempt, whatever it leads to: a message
+	 * that goes to badmail (partly delivered or not) shows how many it had. */
+	d->env.attempts++;
 	apply_policy(d);
 	const struct config_bounce *bc = &pd->cfg->bounce;
 	int64_t now = pickupd_now_ms();
