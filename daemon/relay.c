@@ -28,6 +28,7 @@
 #include "daemon/credprobe.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
+#include "daemon/space.h"
 
 struct relay;
 
@@ -323,7 +324,13 @@ static void record_done(struct job *j)
 	struct relay_pool *pool = d->pool;
 	struct pickupd *pd = j->pd;
 	pool->records_in_flight--;
-	if (d->err) {
+	if (d->err == EROFS) {
+		/* Not tried again here: pickupd stops (main.c), and the restart
+		 * sends it from queue/, where its mark says it was being sent. */
+		log_warn("%s: warning: the outcome cannot be recorded (read-only spool); the "
+			 "message stays queued and may be delivered twice",
+			 d->env.id);
+	} else if (d->err) {
 		/* The outcome is not on disk: the old envelope stays in queue/, so
 		 * after a restart the message is tried again. */
 		log_error("%s: cannot record the delivery result: %s; the message stays queued and "
@@ -338,6 +345,7 @@ static void record_done(struct job *j)
 		switch (d->action) {
 		case REC_REMOVE:
 			log_info("%s: removed", d->env.id);
+			space_check(pd); /* ingestion may wait for this space */
 			break;
 		case REC_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
@@ -422,10 +430,14 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	struct buf reason = BUF_INIT;
 	struct delivery *d = NULL;
 
+	/* No transaction whose outcome cannot be recorded: it stays where it
+	 * is for the next start (main.c stops the daemon). */
+	if (spool_readonly(sp))
+		goto out;
 	if (it->state == SPOOL_DEFERRED) {
 		/* No fsync: after a crash it is in one of the two, both fine. */
 		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
-			if (errno != ENOENT)
+			if (errno != ENOENT && errno != EROFS)
 				log_error("%s: cannot move to queue: %s", it->id, strerror(errno));
 			goto out;
 		}
@@ -455,6 +467,21 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 		d->env.reason = xstrdup("content file missing or unreadable");
 		spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		spool_env_deinit(&d->env);
+		free(d);
+		d = NULL;
+		goto out;
+	}
+	/* Marked before it is sent, so that recovery can name it if the outcome
+	 * never gets recorded; also the last check that it can be. */
+	if (spool_mark_sending(sp, it->id) < 0) {
+		if (errno != EROFS && errno != ENOENT) {
+			log_error("%s: cannot mark the envelope as being sent: %s; tried again in "
+				  "a minute",
+				  it->id, strerror(errno));
+			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		}
+		close(fd);
 		spool_env_deinit(&d->env);
 		free(d);
 		d = NULL;
