@@ -1,6 +1,8 @@
 /*
- * Purpose: pickupd's entry point: options, configuration, spool recovery,
- * the event loop, signals (SIGTERM/SIGINT graceful stop, SIGHUP reload),
+ * Purpose: pickupd's entry point: options, configuration, spool recovery
+ * (claims finished from their recorded folder, messages that may arrive
+ * twice named), the event loop, signals (SIGTERM/SIGINT graceful stop,
+ * SIGHUP reload), the stop with status 74 once the spool is read-only,
  * sd_notify.
  * Owns: the struct pickupd and every module instance.
  * Invariants: recovery finishes before READY=1 and before any file is

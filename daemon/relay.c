@@ -10,7 +10,9 @@
  * only while an earlier one is paused; a relay is paused only when no
  * session to it works (a connection refused beside working sessions lowers
  * its concurrency limit instead); an AUTH pause lasts only while the
- * credentials are unchanged and no reload or flush came.
+ * credentials are unchanged and no reload or flush came; no transaction
+ * starts on a read-only spool, and each is marked in the spool
+ * (spool_mark_sending) before it is.
  */
 #include "daemon/relay.h"
 

@@ -2,12 +2,15 @@
  * Purpose: the on-disk queue: paths, IDs, durable writes and transitions,
  * group commit of directory fsyncs, listing and recovery.
  * Owns: every path under the spool directory and every rename in it; the
- * per-directory sync generations (struct spool_dirsync).
+ * per-directory sync generations (struct spool_dirsync); the claim records
+ * (data/<id>.from|.copy) and the being-sent mark (owner-execute bit).
  * Invariants: each transition is made durable (fsync of the file and of the
  * directories involved) before the call returns success: a shared directory
  * fsync covers a caller only if it started after the caller's rename/unlink;
  * content is removed before its envelope, so an envelope without content
- * means "done"; after the first EROFS no state change is attempted.
+ * means "done"; a claim record is made before the content enters data/ and
+ * removed only after the envelope is durable; after the first EROFS (seen
+ * by any write) no state change is attempted.
  */
 #include "spool/spool.h"
 
