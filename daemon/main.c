@@ -2,7 +2,7 @@
  * Purpose: pickupd's entry point: options, configuration, spool recovery
  * (claims finished from their recorded folder, messages that may arrive
  * twice named), the event loop, signals (SIGTERM/SIGINT graceful stop,
- * SIGHUP reload), the stop with status 74 once the spool is read-only,
+ * SIGHUP reload), the stop with status 1 once the spool is read-only,
  * sd_notify.
  * Owns: the struct pickupd and every module instance.
  * Invariants: recovery finishes before READY=1 and before any file is
@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sysexits.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -202,7 +201,7 @@ static void ro_check_cb(uv_check_t *h)
 	struct pickupd *pd = h->data;
 	if (pd->stopping || !spool_readonly(&pd->spool))
 		return;
-	pd->exit_status = EX_IOERR;
+	pd->exit_status = EXIT_FAILURE; /* pickupd(8): 1, "a read-only file system" */
 	pickupd_notify("STATUS=spool read-only, stopping");
 	stop(pd, "the spool is read-only");
 }
