@@ -51,9 +51,9 @@ struct ctl_client {
 	uv_pipe_t pipe;
 	char in[CTL_MAX_LINE];
 	size_t in_len;
-	bool op_pending; /* a thread-pool operation will answer */
+	bool op_pending;	      /* a thread-pool operation will answer */
 	struct ctl_batch *collecting; /* "batch CMD N": IDs still to read */
-	bool want_close; /* the peer left while an operation was in flight */
+	bool want_close;	      /* the peer left while an operation was in flight */
 	bool closing;
 	struct ctl_client *prev, *next;
 };
@@ -555,7 +555,8 @@ static bool batch_start(struct ctl *c, struct ctl_batch *b)
 		if (it->result != CTL_PENDING)
 			continue; /* not a queue ID */
 		if (c->stopping || pd->stopping) {
-			ctl_item_set(it, CTL_BUSY, "pickupd is stopping; try again when it has stopped");
+			ctl_item_set(it, CTL_BUSY,
+				     "pickupd is stopping; try again when it has stopped");
 			continue;
 		}
 		if (id_busy(c, it->id)) {
@@ -713,17 +714,28 @@ static void expire_scan_done(struct job *j)
 	}
 }
 
-static void expire_timer_cb(uv_timer_t *t)
+/* How often badmail is looked at: a tenth of keep, between a second and
+ * an hour, so an entry stays at most 10 % (or an hour) longer than keep. */
+static uint64_t expire_every(uint64_t keep)
 {
-	struct ctl *c = t->data;
-	struct pickupd *pd = c->pd;
-	uint64_t keep = pd->cfg->badmail.keep_ms; /* a reload may change it */
 	uint64_t every = keep / 10;
 	if (every < EXPIRE_MIN_MS)
 		every = EXPIRE_MIN_MS;
 	if (every > EXPIRE_MAX_MS || keep == 0)
 		every = EXPIRE_MAX_MS;
-	uv_timer_set_repeat(t, every);
+	return every;
+}
+
+static void expire_timer_cb(uv_timer_t *t)
+{
+	struct ctl *c = t->data;
+	struct pickupd *pd = c->pd;
+	uint64_t keep = pd->cfg->badmail.keep_ms; /* a reload may change it */
+	uint64_t every = expire_every(keep);
+	/* A new repeat set from the callback would apply only after the next
+	 * (old) interval: start again instead. */
+	if (every != uv_timer_get_repeat(t))
+		uv_timer_start(t, expire_timer_cb, every, every);
 	if (keep == 0 || c->expire_running || c->stopping || pd->stopping)
 		return;
 	struct expire_scan *es = xcalloc(1, sizeof(*es));
@@ -1009,7 +1021,8 @@ struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 	/* Badmail retention: at start-up, then on the timer. */
 	uv_timer_init(pd->loop, &c->expire_timer);
 	c->expire_timer.data = c;
-	uv_timer_start(&c->expire_timer, expire_timer_cb, 0, EXPIRE_MAX_MS);
+	uv_timer_start(&c->expire_timer, expire_timer_cb, 0,
+		       expire_every(pd->cfg->badmail.keep_ms));
 	return c;
 }
 
