@@ -81,7 +81,7 @@ out:
 
 /* ---- commands over many IDs ------------------------------------------------------------ */
 
-const char *const ctl_cmd_names[CTL_N_CMDS] = {"retry",  "hold",    "release",
+const char *const ctl_cmd_names[CTL_N_CMDS] = {"retry",	 "hold",    "release",
 					       "delete", "requeue", "purge"};
 const char *const ctl_result_names[4] = {"pending", "ok", "error", "busy"};
 
@@ -204,8 +204,9 @@ void ctl_spool_apply(struct spool *sp, enum ctl_cmd cmd, struct ctl_item *items,
 				struct ctl_item *it = &items[i];
 				if (it->result != CTL_PENDING || it->from != from)
 					continue;
-				if (to < SPOOL_N_STATES ? it->act == CTL_ACT_MOVE && (int)it->to == to
-							: it->act == CTL_ACT_REMOVE)
+				if (to < SPOOL_N_STATES
+					? it->act == CTL_ACT_MOVE && (int)it->to == to
+					: it->act == CTL_ACT_REMOVE)
 					group[k++] = it;
 			}
 			if (k)

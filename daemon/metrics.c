@@ -53,7 +53,7 @@ struct scrape {
 	struct mclient *cl;
 	size_t counts[SPOOL_N_STATES];
 	bool counted[SPOOL_N_STATES];
-	int64_t oldest_ms; /* arrival encoded in the oldest queue/deferred ID; 0 = none */
+	int64_t oldest_ms;	  /* arrival encoded in the oldest queue/deferred ID; 0 = none */
 	const struct config *cfg; /* the one in force at the scrape (kept until exit) */
 	bool badmail_counted;
 	size_t badmail_entries;

@@ -64,32 +64,32 @@ static int64_t busy_wait_ms = 10000; /* --wait: how long "busy" is waited out */
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: pickupctl [-c FILE] COMMAND [ARGS] [--json] [--wait SECONDS]\n"
-		"commands:\n"
-		"  status                 daemon, counts per state, oldest message, why messages\n"
-		"                         wait, files stuck in the pickup folders (exit 3: pickupd\n"
-		"                         is not running)\n"
-		"  list [--state STATE] [--older-than AGE] [--to DOMAIN]\n"
-		"                         one line per message (queue|deferred|hold|badmail),\n"
-		"                         a header, and a total\n"
-		"  summary [--state STATE] messages per recipient domain and age in minutes\n"
-		"  show ID                envelope and first header lines of one message\n"
-		"  flush                  make every deferred message due now\n"
-		"  retry IDS              make deferred messages due now\n"
-		"  hold IDS | release IDS park messages / let them go again\n"
-		"  delete IDS             remove messages (content and envelope)\n"
-		"  requeue IDS            put badmail messages back into the queue\n"
-		"  purge [--older-than AGE]\n"
-		"                         remove badmail entries now: those older than AGE,\n"
-		"                         else than [badmail] keep\n"
-		"  test-relay [NAME]      connect, EHLO, STARTTLS, AUTH, QUIT, showing each step\n"
-		"IDS: one or more queue IDs, ALL, ALL STATE (e.g. delete ALL deferred), or -\n"
-		"     to read IDs from stdin, one per line (lines starting with '-' are skipped)\n"
-		"AGE: a duration such as 30s 15m 2h 7d\n"
-		"--json: one JSON document on stdout (schema: README, pickupctl section)\n"
-		"--wait: how long a busy message or a starting daemon is waited for (10)\n"
-		"config: -c FILE, else $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf\n");
+	fprintf(
+	    f, "usage: pickupctl [-c FILE] COMMAND [ARGS] [--json] [--wait SECONDS]\n"
+	       "commands:\n"
+	       "  status                 daemon, counts per state, oldest message, why messages\n"
+	       "                         wait, files stuck in the pickup folders (exit 3: pickupd\n"
+	       "                         is not running)\n"
+	       "  list [--state STATE] [--older-than AGE] [--to DOMAIN]\n"
+	       "                         one line per message (queue|deferred|hold|badmail),\n"
+	       "                         a header, and a total\n"
+	       "  summary [--state STATE] messages per recipient domain and age in minutes\n"
+	       "  show ID                envelope and first header lines of one message\n"
+	       "  flush                  make every deferred message due now\n"
+	       "  retry IDS              make deferred messages due now\n"
+	       "  hold IDS | release IDS park messages / let them go again\n"
+	       "  delete IDS             remove messages (content and envelope)\n"
+	       "  requeue IDS            put badmail messages back into the queue\n"
+	       "  purge [--older-than AGE]\n"
+	       "                         remove badmail entries now: those older than AGE,\n"
+	       "                         else than [badmail] keep\n"
+	       "  test-relay [NAME]      connect, EHLO, STARTTLS, AUTH, QUIT, showing each step\n"
+	       "IDS: one or more queue IDs, ALL, ALL STATE (e.g. delete ALL deferred), or -\n"
+	       "     to read IDs from stdin, one per line (lines starting with '-' are skipped)\n"
+	       "AGE: a duration such as 30s 15m 2h 7d\n"
+	       "--json: one JSON document on stdout (schema: README, pickupctl section)\n"
+	       "--wait: how long a busy message or a starting daemon is waited for (10)\n"
+	       "config: -c FILE, else $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf\n");
 }
 
 /* ---- JSON output ------------------------------------------------------------------------ */
@@ -270,10 +270,11 @@ static void audit_line(struct buf *out, const char *what)
 static void audit_record(struct spool *sp, const struct buf *lines)
 {
 	if (lines->len && spool_audit_append(sp, lines->data, lines->len) < 0)
-		fprintf(stderr,
-			"pickupctl: cannot record the actions in %s/operator-actions (%s): pickupd's "
-			"log will not show them\n",
-			sp->dir, strerror(errno));
+		fprintf(
+		    stderr,
+		    "pickupctl: cannot record the actions in %s/operator-actions (%s): pickupd's "
+		    "log will not show them\n",
+		    sp->dir, strerror(errno));
 }
 
 /* Connects to the control socket: 1 connected (fd_r), 0 no daemon listens
@@ -460,7 +461,8 @@ static int ctl_batch(const char *path, enum ctl_cmd cmd, struct ctl_item **todo,
 	}
 	for (size_t i = 0; r > 0 && i < n; i++)
 		if (todo[i]->result == CTL_PENDING)
-			ctl_item_set(todo[i], CTL_FAILED, "%s: pickupd gave no answer", todo[i]->id);
+			ctl_item_set(todo[i], CTL_FAILED, "%s: pickupd gave no answer",
+				     todo[i]->id);
 	buf_deinit(&req);
 	buf_deinit(&resp);
 	return r;
@@ -549,10 +551,11 @@ static void steer(const struct config *cfg, struct spool *sp, enum ctl_cmd cmd,
 						     "cannot lock the spool %s: %s", sp->dir,
 						     strerror(e));
 				else
-					ctl_item_set(todo[i], CTL_BUSY,
-						     "pickupd holds the spool but does not answer on "
-						     "%s (starting or stopping?); try again",
-						     cfg->control.socket);
+					ctl_item_set(
+					    todo[i], CTL_BUSY,
+					    "pickupd holds the spool but does not answer on "
+					    "%s (starting or stopping?); try again",
+					    cfg->control.socket);
 			}
 			break;
 		}
@@ -574,10 +577,10 @@ static int report(enum ctl_cmd cmd, const char *via, struct ctl_item *items, siz
 		count[it->result]++;
 		if (json) {
 			json_array_append_new(
-			    results, json_pack("{s:o,s:s,s:o}", "id",
-					       it->id[0] ? json_string(it->id) : json_null(),
-					       "result", ctl_result_names[it->result], "message",
-					       jstr(it->text)));
+			    results,
+			    json_pack("{s:o,s:s,s:o}", "id",
+				      it->id[0] ? json_string(it->id) : json_null(), "result",
+				      ctl_result_names[it->result], "message", jstr(it->text)));
 		} else if (it->result == CTL_OK) {
 			put_short(stdout, it->text, 500);
 			printf("\n");
@@ -589,11 +592,10 @@ static int report(enum ctl_cmd cmd, const char *via, struct ctl_item *items, siz
 		}
 	}
 	if (json) {
-		json_t *doc = json_pack("{s:s,s:s,s:o,s:I,s:I,s:I}", "command", ctl_cmd_names[cmd],
-					"via", via, "results", results, "ok",
-					(json_int_t)count[CTL_OK], "failed",
-					(json_int_t)count[CTL_FAILED], "busy",
-					(json_int_t)count[CTL_BUSY]);
+		json_t *doc =
+		    json_pack("{s:s,s:s,s:o,s:I,s:I,s:I}", "command", ctl_cmd_names[cmd], "via",
+			      via, "results", results, "ok", (json_int_t)count[CTL_OK], "failed",
+			      (json_int_t)count[CTL_FAILED], "busy", (json_int_t)count[CTL_BUSY]);
 		if (extra)
 			json_object_update(doc, extra);
 		jprint(doc);
@@ -700,7 +702,8 @@ static int gather_ids(struct spool *sp, enum ctl_cmd cmd, char **args, int nargs
 	} else {
 		for (int i = 0; i < nargs; i++) {
 			if (strcmp(args[i], "ALL") == 0 || strcmp(args[i], "-") == 0) {
-				fprintf(stderr, "pickupctl: %s goes alone (IDs, ALL [STATE], or -)\n",
+				fprintf(stderr,
+					"pickupctl: %s goes alone (IDs, ALL [STATE], or -)\n",
 					args[i]);
 				free(v);
 				return EXIT_USAGE;
@@ -757,7 +760,8 @@ static int cmd_purge(const struct config *cfg, struct spool *sp, int64_t older_m
 	struct ctl_badmail *bm;
 	size_t nb;
 	if (ctl_spool_badmail(sp, &bm, &nb) < 0) {
-		fprintf(stderr, "pickupctl: cannot list %s/badmail: %s\n", sp->dir, strerror(errno));
+		fprintf(stderr, "pickupctl: cannot list %s/badmail: %s\n", sp->dir,
+			strerror(errno));
 		return EXIT_FAIL;
 	}
 	int64_t cutoff = now_ms() - older_ms;
@@ -831,7 +835,8 @@ static int cmd_flush(const struct config *cfg, struct spool *sp)
 				rc = EXIT_FAIL;
 			} else {
 				int *errs = xcalloc(n ? n : 1, sizeof(*errs));
-				moved = spool_move_many(sp, ids, n, SPOOL_DEFERRED, SPOOL_QUEUE, errs);
+				moved =
+				    spool_move_many(sp, ids, n, SPOOL_DEFERRED, SPOOL_QUEUE, errs);
 				free(errs);
 				spool_list_free(ids, n);
 				buf_printf(&out, "%zu deferred message(s) moved to queue", moved);
@@ -858,8 +863,10 @@ static int cmd_flush(const struct config *cfg, struct spool *sp)
 	}
 	if (json)
 		jprint(json_pack("{s:s,s:s,s:s,s:o,s:I}", "command", "flush", "via", via, "result",
-				 rc == 0 ? "ok" : rc == EXIT_BUSY ? "busy" : "error", "message",
-				 jstr(out.data), "messages", (json_int_t)moved));
+				 rc == 0	   ? "ok"
+				 : rc == EXIT_BUSY ? "busy"
+						   : "error",
+				 "message", jstr(out.data), "messages", (json_int_t)moved));
 	else
 		fprintf(rc ? stderr : stdout, "%s%s\n", rc ? "pickupctl: " : "", out.data);
 	buf_deinit(&resp);
@@ -892,8 +899,8 @@ static int cmd_test_relay(const struct config *cfg, const char *name)
 		p = nl ? nl + 1 : NULL;
 	}
 	free(text);
-	jprint(json_pack("{s:s,s:o,s:b,s:i,s:o}", "command", "test-relay", "relay",
-			 jstr(name), "ok", rc == 0, "exit_status", rc, "transcript", lines));
+	jprint(json_pack("{s:s,s:o,s:b,s:i,s:o}", "command", "test-relay", "relay", jstr(name),
+			 "ok", rc == 0, "exit_status", rc, "transcript", lines));
 	return rc;
 #else
 	(void)cfg;
@@ -996,12 +1003,14 @@ static json_t *stuck_report(const struct config *cfg, bool print)
 						      "examples", ex));
 		}
 		json_array_append_new(
-		    arr, json_pack("{s:o,s:o,s:o,s:I,s:I,s:o}", "pickup", jstr(pk->name), "dir",
-				   jstr(pk->dir), "error", r.err ? jstr(strerror(r.err)) : json_null(),
-				   "stuck_after_seconds", (json_int_t)(ctl_stuck_age_ms(pk) / 1000),
-				   "files", (json_int_t)total, "reasons", reasons));
+		    arr,
+		    json_pack("{s:o,s:o,s:o,s:I,s:I,s:o}", "pickup", jstr(pk->name), "dir",
+			      jstr(pk->dir), "error", r.err ? jstr(strerror(r.err)) : json_null(),
+			      "stuck_after_seconds", (json_int_t)(ctl_stuck_age_ms(pk) / 1000),
+			      "files", (json_int_t)total, "reasons", reasons));
 		if (print && r.err) {
-			printf("pickup %s: cannot read %s: %s\n", pk->name, pk->dir, strerror(r.err));
+			printf("pickup %s: cannot read %s: %s\n", pk->name, pk->dir,
+			       strerror(r.err));
 		} else if (print && total) {
 			printf("pickup %s: %zu file(s) stay in %s:", pk->name, total, pk->dir);
 			const char *sep = " ";
@@ -1097,11 +1106,11 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			json_t *relays = json_array();
 			for (size_t i = 0; i < ds.n_relays; i++)
 				json_array_append_new(
-				    relays, json_pack("{s:o,s:i,s:b,s:I}", "name",
-						      jstr(ds.relays[i].name), "sessions",
-						      (int)ds.relays[i].sessions, "paused",
-						      ds.relays[i].paused_s != 0, "paused_seconds",
-						      (json_int_t)ds.relays[i].paused_s));
+				    relays,
+				    json_pack("{s:o,s:i,s:b,s:I}", "name", jstr(ds.relays[i].name),
+					      "sessions", (int)ds.relays[i].sessions, "paused",
+					      ds.relays[i].paused_s != 0, "paused_seconds",
+					      (json_int_t)ds.relays[i].paused_s));
 			json_object_set_new(d, "pid", json_integer(ds.pid));
 			json_object_set_new(d, "version", jstr(ds.version));
 			json_object_set_new(d, "stopping", json_boolean(ds.stopping));
@@ -1117,12 +1126,12 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			json_array_append_new(rs, json_pack("{s:o,s:I}", "reply",
 							    jstr(reasons[i].reply), "messages",
 							    (json_int_t)reasons[i].messages));
-		jprint(json_pack(
-		    "{s:o,s:o,s:o,s:o,s:o,s:o}", "daemon", d, "counts", c, "oldest_id",
-		    oldest ? jstr(oldest_id) : json_null(), "oldest_age_seconds",
-		    oldest ? json_real((double)(now > oldest ? now - oldest : 0) / 1000.0)
-			   : json_null(),
-		    "deferred_reasons", rs, "pickup_stuck", stuck_report(cfg, false)));
+		jprint(json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "daemon", d, "counts", c, "oldest_id",
+				 oldest ? jstr(oldest_id) : json_null(), "oldest_age_seconds",
+				 oldest
+				     ? json_real((double)(now > oldest ? now - oldest : 0) / 1000.0)
+				     : json_null(),
+				 "deferred_reasons", rs, "pickup_stuck", stuck_report(cfg, false)));
 	} else {
 		if (ds.running) {
 			printf("pickupd: running (pid %ld, version %s%s), %u session(s) open, %zu "
@@ -1175,14 +1184,14 @@ static json_t *json_env(const struct spool_env *e, enum spool_state st)
 {
 	json_t *rcpts = json_array();
 	for (size_t i = 0; i < e->n_rcpts; i++)
-		json_array_append_new(
-		    rcpts, json_pack("{s:o,s:s,s:o}", "address", jstr(e->rcpts[i].addr), "status",
-				     spool_rcpt_status_names[e->rcpts[i].status], "reply",
-				     jstr(e->rcpts[i].reply)));
+		json_array_append_new(rcpts, json_pack("{s:o,s:s,s:o}", "address",
+						       jstr(e->rcpts[i].addr), "status",
+						       spool_rcpt_status_names[e->rcpts[i].status],
+						       "reply", jstr(e->rcpts[i].reply)));
 	return json_pack("{s:o,s:s,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o,s:o}", "id", jstr(e->id),
 			 "state", spool_state_names[st], "arrival", jtime(e->arrival_ms), "size",
-			 jsize(e->size), "sender", jstr(e->sender), "recipients", rcpts,
-			 "attempts", (json_int_t)e->attempts, "next_attempt",
+			 jsize(e->size), "sender", jstr(e->sender), "recipients", rcpts, "attempts",
+			 (json_int_t)e->attempts, "next_attempt",
 			 jtime(st == SPOOL_DEFERRED ? e->next_ms : 0), "last_reply",
 			 jstr(last_reply(e)), "reason", jstr(e->reason), "pickup",
 			 jstr(e->origin_pickup), "file", jstr(e->origin_file));
@@ -1421,15 +1430,15 @@ static int cmd_summary(struct spool *sp, const struct filter *f)
 			json_array_append_new(mins, json_integer(bucket_minutes[i]));
 		for (size_t i = 0; i < sh.n; i++)
 			json_array_append_new(rows, json_row(&sh.rows[i]));
-		jprint(json_pack("{s:o,s:o,s:o,s:o}", "state",
-				 f->state >= 0 ? json_string(spool_state_names[f->state])
-					       : json_null(),
-				 "bucket_minutes", mins, "total", json_row(&sh.total), "domains",
-				 rows));
+		jprint(json_pack(
+		    "{s:o,s:o,s:o,s:o}", "state",
+		    f->state >= 0 ? json_string(spool_state_names[f->state]) : json_null(),
+		    "bucket_minutes", mins, "total", json_row(&sh.total), "domains", rows));
 	} else {
 		int width = 22;
 		for (size_t i = 0; i < sh.n; i++)
-			if ((int)strlen(sh.rows[i].domain) > width && strlen(sh.rows[i].domain) < 60)
+			if ((int)strlen(sh.rows[i].domain) > width &&
+			    strlen(sh.rows[i].domain) < 60)
 				width = (int)strlen(sh.rows[i].domain);
 		printf("%*s %6s", width, "", "T");
 		for (size_t i = 0; i < N_BUCKETS - 1; i++)
@@ -1592,9 +1601,11 @@ int main(int argc, char **argv)
 			break;
 		case 'o': {
 			uint64_t ms;
-			if (config_parse_duration(optarg, &ms) < 0 || ms > (uint64_t)INT64_MAX / 2) {
-				fprintf(stderr, "pickupctl: --older-than takes a duration (30s 15m 2h "
-						"7d)\n");
+			if (config_parse_duration(optarg, &ms) < 0 ||
+			    ms > (uint64_t)INT64_MAX / 2) {
+				fprintf(stderr,
+					"pickupctl: --older-than takes a duration (30s 15m 2h "
+					"7d)\n");
 				return EXIT_USAGE;
 			}
 			older_ms = (int64_t)ms;
@@ -1665,7 +1676,8 @@ int main(int argc, char **argv)
 	}
 	struct filter flt = {-1, older_ms > 0 ? older_ms : 0, to, now_ms()};
 	if (state && (flt.state = spool_state_from_name(state)) < 0) {
-		fprintf(stderr, "pickupctl: unknown state %s (queue|deferred|hold|badmail)\n", state);
+		fprintf(stderr, "pickupctl: unknown state %s (queue|deferred|hold|badmail)\n",
+			state);
 		return EXIT_USAGE;
 	}
 	if (path == NULL)

@@ -23,8 +23,8 @@
 
 int spool_audit_append(struct spool *s, const char *text, size_t len)
 {
-	int fd = openat(s->dir_fd, AUDIT_NAME, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
-			0640);
+	int fd = openat(s->dir_fd, AUDIT_NAME,
+			O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (fd < 0)
 		return -1;
 	size_t off = 0;
