@@ -2,7 +2,9 @@
  * Purpose: the Prometheus endpoint (see metrics.h): a tiny HTTP/1.0 server
  * on the loop, one request per connection, answered and closed.
  * Owns: the listening uv_tcp_t, a sweep timer that drops slow clients, the
- * client connections and their scrape jobs.
+ * client connections and their scrape jobs (which count the state
+ * directories, badmail's entries and bytes, and each pickup folder's stuck
+ * files, read-only, with the configuration in force when the scrape began).
  * Invariants: a client is freed only in its close callback and closed only
  * when no scrape job of its is in flight; the response is built on the loop
  * from counters the loop owns plus the directory counts the job made.
