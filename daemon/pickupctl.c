@@ -73,7 +73,8 @@ static void usage(FILE *f)
 	       "  list [--state STATE] [--older-than AGE] [--to DOMAIN]\n"
 	       "                         one line per message (queue|deferred|hold|badmail),\n"
 	       "                         a header, and a total\n"
-	       "  summary [--state STATE] messages per recipient domain and age in minutes\n"
+	       "  summary [--state STATE]\n"
+	       "                         messages per recipient domain and age in minutes\n"
 	       "  show ID                envelope and first header lines of one message\n"
 	       "  flush                  make every deferred message due now\n"
 	       "  retry IDS              make deferred messages due now\n"
@@ -89,7 +90,9 @@ static void usage(FILE *f)
 	       "AGE: a duration such as 30s 15m 2h 7d\n"
 	       "--json: one JSON document on stdout (schema: README, pickupctl section)\n"
 	       "--wait: how long a busy message or a starting daemon is waited for (10)\n"
-	       "config: -c FILE, else $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf\n");
+	       "config: -c FILE, else $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf\n"
+	       "exit: 0 done, 1 failed (any one ID), 2 usage, 3 status: pickupd not running,\n"
+	       "      75 busy (try again)\n");
 }
 
 /* ---- JSON output ------------------------------------------------------------------------ */
