@@ -334,8 +334,8 @@ static void cmd_status(struct ctl_client *cl)
 	for (size_t i = 0; i < n; i++) {
 		int64_t paused = info[i].paused_until_ms > now ? info[i].paused_until_ms - now : 0;
 		sessions += info[i].sessions;
-		buf_printf(&b, " relay=%s,%u,%lld", info[i].name, info[i].sessions,
-			   (long long)((paused + 999) / 1000));
+		buf_printf(&b, " relay=%s,%u,%lld,%u,%u", info[i].name, info[i].sessions,
+			   (long long)((paused + 999) / 1000), info[i].limit, info[i].max_sessions);
 	}
 	reply(cl, "ok queued=%zu sessions=%u stopping=%d pid=%ld version=%s%s",
 	      sched_size(pd->sched), sessions, pd->stopping ? 1 : 0, (long)getpid(),
@@ -347,7 +347,7 @@ static void cmd_flush(struct ctl_client *cl)
 {
 	struct pickupd *pd = cl->ctl->pd;
 	size_t n = sched_make_due(pd->sched, SPOOL_DEFERRED);
-	relay_pool_wake(pd->pool);
+	relay_pool_unpause(pd->pool, "flush by operator"); /* wakes the pool */
 	log_info("flush by operator: %zu deferred message(s) scheduled now", n);
 	reply(cl, "ok %zu deferred message(s) scheduled now", n);
 }
@@ -925,6 +925,37 @@ int ctl_lock_spool(struct spool *sp, struct buf *errors)
 	return -1;
 }
 
+int ctl_check_path(const char *path, const char *made_dir, struct buf *errors)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	if (path == NULL || *path == '\0') {
+		buf_printf(errors, "[control] socket is not set\n");
+		return -1;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		buf_printf(errors, "control socket %s: path longer than %zu bytes\n", path,
+			   sizeof(sa.sun_path) - 1);
+		return -1;
+	}
+	const char *slash = strrchr(path, '/');
+	char *dir = slash && slash != path ? xstrndup(path, (size_t)(slash - path))
+					   : xstrdup(slash ? "/" : ".");
+	int rc = 0;
+	if (made_dir && strcmp(dir, made_dir) == 0) {
+		/* Made by start-up before the socket is bound. */
+	} else if (stat(dir, &st) < 0) {
+		buf_printf(errors, "control socket %s: directory %s: %s\n", path, dir,
+			   strerror(errno));
+		rc = -1;
+	} else if (!S_ISDIR(st.st_mode)) {
+		buf_printf(errors, "control socket %s: %s is not a directory\n", path, dir);
+		rc = -1;
+	}
+	free(dir);
+	return rc;
+}
+
 /* Removes a socket file left by a daemon that died, never a live one. */
 static int clear_stale(const char *path, struct buf *errors)
 {
@@ -986,17 +1017,7 @@ static void server_close_free_cb(uv_handle_t *h)
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 {
 	const char *path = pd->cfg->control.socket;
-	struct sockaddr_un sa;
-	if (path == NULL || *path == '\0') {
-		buf_printf(errors, "[control] socket is not set\n");
-		return NULL;
-	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		buf_printf(errors, "control socket %s: path longer than %zu bytes\n", path,
-			   sizeof(sa.sun_path) - 1);
-		return NULL;
-	}
-	if (clear_stale(path, errors) < 0)
+	if (ctl_check_path(path, NULL, errors) < 0 || clear_stale(path, errors) < 0)
 		return NULL;
 	struct ctl *c = xcalloc(1, sizeof(*c));
 	c->pd = pd;

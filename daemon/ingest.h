@@ -30,6 +30,7 @@ struct ingest_job {
 	const struct config_pickup *pickup;
 	int dir_fd;
 	char *name;
+	const char *origin_file; /* recovery: the name it had in its folder; NULL = name */
 	const char *hostname;
 	int64_t now_ms;
 	/* output */

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/esc.h"
 #include "common/log.h"
 #include "daemon/ctl_spool.h"
 #include "spool/spool.h"
@@ -64,65 +65,33 @@ static int64_t busy_wait_ms = 10000; /* --wait: how long "busy" is waited out */
 
 static void usage(FILE *f)
 {
-	fprintf(
-	    f, "usage: pickupctl [-c FILE] COMMAND [ARGS] [--json] [--wait SECONDS]\n"
-	       "commands:\n"
-	       "  status                 daemon, counts per state, oldest message, why messages\n"
-	       "                         wait, files stuck in the pickup folders (exit 3: pickupd\n"
-	       "                         is not running)\n"
-	       "  list [--state STATE] [--older-than AGE] [--to DOMAIN]\n"
-	       "                         one line per message (queue|deferred|hold|badmail),\n"
-	       "                         a header, and a total\n"
-	       "  summary [--state STATE]\n"
-	       "                         messages per recipient domain and age in minutes\n"
-	       "  show ID                envelope and first header lines of one message\n"
-	       "  flush                  make every deferred message due now\n"
-	       "  retry IDS              make deferred messages due now\n"
-	       "  hold IDS | release IDS park messages / let them go again\n"
-	       "  delete IDS             remove messages (content and envelope)\n"
-	       "  requeue IDS            put badmail messages back into the queue\n"
-	       "  purge [--older-than AGE]\n"
-	       "                         remove badmail entries now: those older than AGE,\n"
-	       "                         else than [badmail] keep\n"
-	       "  test-relay [NAME]      connect, EHLO, STARTTLS, AUTH, QUIT, showing each step\n"
-	       "IDS: one or more queue IDs, ALL, ALL STATE (e.g. delete ALL deferred), or -\n"
-	       "     to read IDs from stdin, one per line (lines starting with '-' are skipped)\n"
-	       "AGE: a duration such as 30s 15m 2h 7d\n"
-	       "--json: one JSON document on stdout (schema: README, pickupctl section)\n"
-	       "--wait: how long a busy message or a starting daemon is waited for (10)\n"
-	       "config: -c FILE, else $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf\n"
-	       "exit: 0 done, 1 failed (any one ID), 2 usage, 3 status: pickupd not running,\n"
-	       "      75 busy (try again)\n");
+	/* One line per command: test_docs.py reads the commands from here. */
+	fprintf(f,
+		"usage: pickupctl [-c FILE] COMMAND [ARGS] [--json] [--wait SECONDS]\n"
+		"commands:\n"
+		"  status                  daemon, counts, oldest, why messages wait, stuck files\n"
+		"  list [--state STATE] [--older-than AGE] [--to DOMAIN]  messages, header, total\n"
+		"  summary [--state STATE]  messages per recipient domain and age, as qshape\n"
+		"  show ID                 envelope and first header lines of one message\n"
+		"  flush                   make every deferred message due now\n"
+		"  retry IDS               make deferred messages due now\n"
+		"  hold IDS | release IDS  park messages / let them go again\n"
+		"  delete IDS              remove messages (content and envelope)\n"
+		"  requeue IDS             put badmail messages back into the queue\n"
+		"  purge [--older-than AGE]  remove badmail older than AGE, else [badmail] keep\n"
+		"  test-relay [NAME]       connect, EHLO, STARTTLS, AUTH, QUIT, showing each step\n"
+		"STATE: a state directory (queue|deferred|hold|badmail)\n"
+		"IDS: queue IDs, ALL, ALL STATE (delete ALL deferred), or - (IDs on stdin, one\n"
+		"     per line; lines starting with '-', like list's header, are skipped)\n"
+		"AGE: a duration such as 30s 15m 2h 7d\n"
+		"--json: one JSON document on stdout (schema: README, pickupctl section)\n"
+		"--wait: how long a busy message or a starting daemon is waited for (10)\n"
+		"config: -c FILE, else $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf\n"
+		"exit: 0 done, 1 failed (any one ID), 2 usage, 3 status: pickupd not running,\n"
+		"      75 busy (try again)\n");
 }
 
 /* ---- JSON output ------------------------------------------------------------------------ */
-
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-	unsigned c = s[0];
-	size_t n;
-	unsigned min;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, min = 0x80;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, min = 0x800;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, min = 0x10000;
-	else
-		return 0;
-	unsigned v = c & (0x7f >> n);
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = v << 6 | (s[i] & 0x3f);
-	}
-	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-		return 0;
-	return n;
-}
 
 /* A JSON string of outside text (file names, addresses, server replies):
  * jansson takes only valid UTF-8, so each byte that is not part of a valid
@@ -132,9 +101,9 @@ static json_t *jstr(const char *s)
 	if (s == NULL)
 		return json_null();
 	struct buf b = BUF_INIT;
-	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
 	while (*p) {
-		size_t n = utf8_len(p);
+		size_t n = esc_utf8_len(p, (size_t)(end - p));
 		if (n == 0) {
 			buf_puts(&b, "\xef\xbf\xbd");
 			p++;
@@ -205,14 +174,27 @@ static void fmt_age(int64_t ms, char *out, size_t size)
 			 (long long)(s % 86400 / 3600));
 }
 
-/* Printable, one line, at most width characters (with "..." when cut). */
+/* Outside text for a terminal, escaped as in the log (common/esc.h), cut
+ * after width bytes at a character boundary (with "..." when cut). */
 static void put_short(FILE *f, const char *s, size_t width)
 {
-	size_t n = 0;
-	for (; s && *s && n < width; s++, n++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
-	if (s && *s)
+	struct buf b = BUF_INIT;
+	if (s)
+		esc_append(&b, s, strlen(s));
+	size_t n = b.len;
+	if (n > width) {
+		n = width;
+		while (n > 0 && ((unsigned char)b.data[n] & 0xc0) == 0x80)
+			n--;
+		for (size_t k = n > 3 ? n - 3 : 0; k < n; k++)
+			if (b.data[k] == '\\')
+				n = k; /* not half an escape either */
+	}
+	if (n)
+		fwrite(b.data, 1, n, f);
+	if (n < b.len)
 		fputs("...", f);
+	buf_deinit(&b);
 }
 
 static int64_t now_ms(void)
@@ -940,6 +922,7 @@ struct daemon_status {
 		char name[128];
 		unsigned sessions;
 		long paused_s;
+		unsigned limit, max_sessions;
 	} relays[64];
 	size_t n_relays;
 };
@@ -965,20 +948,24 @@ static void parse_daemon_status(char *line, struct daemon_status *ds)
 		else if (strcmp(tok, "version") == 0)
 			snprintf(ds->version, sizeof(ds->version), "%s", v);
 		else if (strcmp(tok, "relay") == 0 && ds->n_relays < 64) {
-			/* NAME,SESSIONS,PAUSED: the name is everything before the
-			 * second-to-last comma. */
-			char *c2 = strrchr(v, ',');
-			if (c2 == NULL)
+			/* NAME,SESSIONS,PAUSED,LIMIT,MAX: the name is everything
+			 * before the fourth comma from the end. */
+			char *f[4];
+			size_t k;
+			for (k = 0; k < 4; k++) {
+				f[3 - k] = strrchr(v, ',');
+				if (f[3 - k] == NULL)
+					break;
+				*f[3 - k]++ = '\0';
+			}
+			if (k < 4)
 				continue;
-			*c2 = '\0';
-			char *c1 = strrchr(v, ',');
-			if (c1 == NULL)
-				continue;
-			*c1 = '\0';
 			snprintf(ds->relays[ds->n_relays].name, sizeof(ds->relays[0].name), "%s",
 				 v);
-			ds->relays[ds->n_relays].sessions = (unsigned)strtoul(c1 + 1, NULL, 10);
-			ds->relays[ds->n_relays].paused_s = strtol(c2 + 1, NULL, 10);
+			ds->relays[ds->n_relays].sessions = (unsigned)strtoul(f[0], NULL, 10);
+			ds->relays[ds->n_relays].paused_s = strtol(f[1], NULL, 10);
+			ds->relays[ds->n_relays].limit = (unsigned)strtoul(f[2], NULL, 10);
+			ds->relays[ds->n_relays].max_sessions = (unsigned)strtoul(f[3], NULL, 10);
 			ds->n_relays++;
 		}
 	}
@@ -1110,10 +1097,13 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			for (size_t i = 0; i < ds.n_relays; i++)
 				json_array_append_new(
 				    relays,
-				    json_pack("{s:o,s:i,s:b,s:I}", "name", jstr(ds.relays[i].name),
-					      "sessions", (int)ds.relays[i].sessions, "paused",
+				    json_pack("{s:o,s:i,s:b,s:I,s:i,s:i}", "name",
+					      jstr(ds.relays[i].name), "sessions",
+					      (int)ds.relays[i].sessions, "paused",
 					      ds.relays[i].paused_s != 0, "paused_seconds",
-					      (json_int_t)ds.relays[i].paused_s));
+					      (json_int_t)ds.relays[i].paused_s,
+					      "concurrency_limit", (int)ds.relays[i].limit,
+					      "max_sessions", (int)ds.relays[i].max_sessions));
 			json_object_set_new(d, "pid", json_integer(ds.pid));
 			json_object_set_new(d, "version", jstr(ds.version));
 			json_object_set_new(d, "stopping", json_boolean(ds.stopping));
@@ -1142,8 +1132,9 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			       ds.pid, ds.version, ds.stopping ? ", stopping" : "", ds.sessions,
 			       ds.queued);
 			for (size_t i = 0; i < ds.n_relays; i++) {
-				printf("relay %s: %u session(s)", ds.relays[i].name,
-				       ds.relays[i].sessions);
+				printf("relay %s: %u session(s), concurrency limit %u of %u",
+				       ds.relays[i].name, ds.relays[i].sessions, ds.relays[i].limit,
+				       ds.relays[i].max_sessions);
 				if (ds.relays[i].paused_s)
 					printf(", paused for %ld s more", ds.relays[i].paused_s);
 				printf("\n");
@@ -1462,18 +1453,21 @@ static int cmd_summary(struct spool *sp, const struct filter *f)
 	return rc;
 }
 
-/* The first header lines of the content, up to the blank line. */
-static void read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
+/* The first header lines of the content, up to the blank line; NULL, or
+ * why the content cannot be read. */
+static const char *read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
 {
 	*lines_r = NULL;
 	*n_r = 0;
 	int fd = spool_data_open(sp, id);
 	if (fd < 0)
-		return;
+		return errno == EINVAL ? "not a regular file (refused at pickup); not read"
+				       : strerror(errno);
 	FILE *f = fdopen(fd, "r");
 	if (f == NULL) {
+		int e = errno;
 		close(fd);
-		return;
+		return strerror(e);
 	}
 	char *line = NULL;
 	size_t cap = 0;
@@ -1490,6 +1484,7 @@ static void read_headers(struct spool *sp, const char *id, char ***lines_r, size
 	}
 	free(line);
 	fclose(f);
+	return NULL;
 }
 
 static int cmd_show(struct spool *sp, const char *id)
@@ -1510,12 +1505,13 @@ static int cmd_show(struct spool *sp, const char *id)
 	buf_deinit(&why);
 	char **lines;
 	size_t n_lines;
-	read_headers(sp, id, &lines, &n_lines);
+	const char *unread = read_headers(sp, id, &lines, &n_lines);
 	if (json) {
 		json_t *doc = json_env(&e, (enum spool_state)st), *h = json_array();
 		for (size_t i = 0; i < n_lines; i++)
 			json_array_append_new(h, jstr(lines[i]));
 		json_object_set_new(doc, "headers", h);
+		json_object_set_new(doc, "content_error", jstr(unread));
 		jprint(doc);
 	} else {
 		char t[32];
@@ -1545,7 +1541,10 @@ static int cmd_show(struct spool *sp, const char *id)
 			}
 			printf("\n");
 		}
-		printf("content (first header lines):\n");
+		if (unread)
+			printf("content:      %s\n", unread);
+		else
+			printf("content (first header lines):\n");
 		for (size_t i = 0; i < n_lines; i++) {
 			printf("  ");
 			put_short(stdout, lines[i], 200);

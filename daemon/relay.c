@@ -7,7 +7,12 @@
  * before its log lines say so and before it is scheduled again; protocol
  * code (smtpc) never decides retry or bounce, this file does (as Postfix's
  * smtp_trouble.c); relays are used in the order configured, the next one
- * only while an earlier one is paused.
+ * only while an earlier one is paused; a relay is paused only when no
+ * session to it works (a connection refused beside working sessions lowers
+ * its concurrency limit instead); an AUTH pause lasts only while the
+ * credentials are unchanged and no reload or flush came; no transaction
+ * starts on a read-only spool, and each is marked in the spool
+ * (spool_mark_sending) before it is.
  */
 #include "daemon/relay.h"
 
@@ -22,8 +27,10 @@
 
 #include "common/log.h"
 #include "daemon/bounce.h"
+#include "daemon/credprobe.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
+#include "daemon/space.h"
 
 struct relay;
 
@@ -33,7 +40,7 @@ struct session {
 	struct delivery *d; /* the transaction in progress */
 	bool ready;	    /* reached READY at least once */
 	unsigned gen;	    /* the relay's settings generation it was opened with */
-	bool quitting;
+	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
 	struct session *next;
 };
 
@@ -50,6 +57,18 @@ struct relay {
 	bool retired;	      /* removed by a reload: finishes, takes no new work */
 	unsigned gen;	      /* bumped by a reload: older sessions take no new work */
 	struct relay *next_retired;
+	/* Concurrency feedback, as Postfix's per-destination concurrency: a
+	 * connection refused while sessions work lowers the limit to those
+	 * sessions; RELAY_GROW_AFTER deliveries raise it by one again. */
+	unsigned limit;		  /* sessions allowed now; 0 = max_sessions */
+	unsigned limit_successes; /* deliveries since the limit last changed */
+	/* AUTH pause: ends when the credentials change (or reload, flush). */
+	bool auth_paused;
+	unsigned auth_failures;		      /* in a row: spaces the command probes */
+	unsigned char auth_fp[SECRET_FP_LEN]; /* the refused file, or the command's output */
+	bool auth_fp_set;		      /* (a command's: after its first probe) */
+	struct credprobe *probe;	      /* password_command running, or NULL */
+	int64_t probe_at_ms, probe_deadline_ms;
 };
 
 struct relay_pool {
@@ -61,6 +80,8 @@ struct relay_pool {
 	size_t n_old_ctx;
 	int64_t next_bounce_ms; /* [bounce] rate_limit */
 	uv_timer_t pause_timer;
+	uv_timer_t cred_timer; /* looks at AUTH-paused relays' credentials */
+	unsigned probes_in_flight;
 	unsigned records_in_flight;
 	bool stopping;
 	bool closed_timer;
@@ -88,7 +109,16 @@ struct delivery {
 
 #define RELAY_MAX_PAUSE_MS  (5 * 60 * 1000)
 #define RELAY_AUTH_PAUSE_MS (10 * 60 * 1000)
-#define DEFER_BATCH	    1000
+#define RELAY_CRED_CHECK_MS 1000 /* a paused relay's password file is looked at this often */
+/* password_command is run again (its output compared) after this, doubled
+ * for each refusal in a row: a command that prints a new token on every run
+ * cannot make the relay hammer the server. */
+#define RELAY_PROBE_FIRST_MS 5000
+#define RELAY_PROBE_MAX_MS   (5 * 60 * 1000)
+/* Deliveries at a lowered concurrency limit before one more session is
+ * tried: each try may cost one refused connection. */
+#define RELAY_GROW_AFTER 50
+#define DEFER_BATCH	 1000
 
 int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random)
 {
@@ -217,14 +247,13 @@ static void apply_policy(struct delivery *d)
 			   "delivered twice\n",
 			   env->id);
 	if (n_deferred) {
-		env->attempts++;
 		env->next_ms =
 		    now + relay_retry_delay_ms(&cfg->retry, env->attempts, (unsigned)random());
 		d->action = REC_DEFER;
 	} else if (n_failed) {
 		struct buf why = BUF_INIT;
-		buf_printf(&why, "delivery failed for %zu recipient(s): %s", n_failed,
-			   first_failure ? first_failure : "");
+		buf_printf(&why, "delivery failed for %zu recipient(s) after %u attempt(s): %s",
+			   n_failed, env->attempts, first_failure ? first_failure : "");
 		free(env->reason);
 		env->reason = buf_steal(&why);
 		d->action = REC_BADMAIL;
@@ -283,9 +312,12 @@ static void log_lines(const char *text)
 		const char *nl = strchr(p, '\n');
 		size_t n = nl ? (size_t)(nl - p) : strlen(p);
 		const char *w = strstr(p, ": warning: ");
-		if (w && (size_t)(w - p) < n)
-			log_warn("%.*s", (int)n, p);
-		else
+		if (w && (size_t)(w - p) < n) {
+			/* log_warn says "warning: " itself: "ID: the text", not
+			 * "warning: ID: warning: the text". */
+			size_t id = (size_t)(w - p), skip = id + strlen(": warning: ");
+			log_warn("%.*s: %.*s", (int)id, p, (int)(n - skip), p + skip);
+		} else
 			log_info("%.*s", (int)n, p);
 		p = nl ? nl + 1 : NULL;
 	}
@@ -297,7 +329,13 @@ static void record_done(struct job *j)
 	struct relay_pool *pool = d->pool;
 	struct pickupd *pd = j->pd;
 	pool->records_in_flight--;
-	if (d->err) {
+	if (d->err == EROFS) {
+		/* Not tried again here: pickupd stops (main.c), and the restart
+		 * sends it from queue/, where its mark says it was being sent. */
+		log_warn("%s: the outcome cannot be recorded (read-only spool); the "
+			 "message stays queued and may be delivered twice",
+			 d->env.id);
+	} else if (d->err) {
 		/* The outcome is not on disk: the old envelope stays in queue/, so
 		 * after a restart the message is tried again. */
 		log_error("%s: cannot record the delivery result: %s; the message stays queued and "
@@ -312,6 +350,7 @@ static void record_done(struct job *j)
 		switch (d->action) {
 		case REC_REMOVE:
 			log_info("%s: removed", d->env.id);
+			space_check(pd); /* ingestion may wait for this space */
 			break;
 		case REC_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
@@ -362,6 +401,9 @@ static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *
 static void record(struct delivery *d)
 {
 	struct pickupd *pd = d->pool->pd;
+	/* Every outcome recorded is one attempt, whatever it leads to: a message
+	 * that goes to badmail (partly delivered or not) shows how many it had. */
+	d->env.attempts++;
 	apply_policy(d);
 	const struct config_bounce *bc = &pd->cfg->bounce;
 	int64_t now = pickupd_now_ms();
@@ -393,10 +435,14 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	struct buf reason = BUF_INIT;
 	struct delivery *d = NULL;
 
+	/* No transaction whose outcome cannot be recorded: it stays where it
+	 * is for the next start (main.c stops the daemon). */
+	if (spool_readonly(sp))
+		goto out;
 	if (it->state == SPOOL_DEFERRED) {
 		/* No fsync: after a crash it is in one of the two, both fine. */
 		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
-			if (errno != ENOENT)
+			if (errno != ENOENT && errno != EROFS)
 				log_error("%s: cannot move to queue: %s", it->id, strerror(errno));
 			goto out;
 		}
@@ -431,6 +477,21 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 		d = NULL;
 		goto out;
 	}
+	/* Marked before it is sent, so that recovery can name it if the outcome
+	 * never gets recorded; also the last check that it can be. */
+	if (spool_mark_sending(sp, it->id) < 0) {
+		if (errno != EROFS && errno != ENOENT) {
+			log_error("%s: cannot mark the envelope as being sent: %s; tried again in "
+				  "a minute",
+				  it->id, strerror(errno));
+			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		}
+		close(fd);
+		spool_env_deinit(&d->env);
+		free(d);
+		d = NULL;
+		goto out;
+	}
 	smtpc_txn_init(&d->txn, &d->env, fd);
 out:
 	buf_deinit(&reason);
@@ -443,6 +504,8 @@ static bool relay_paused(const struct relay *r, int64_t now)
 }
 
 static void arm_pause_timer(struct relay_pool *pool, int64_t until);
+static void cred_timer_cb(uv_timer_t *t);
+static void probe_done_cb(struct credprobe *p, bool ok, const unsigned char *fp, void *arg);
 
 /* rate_limit: messages per minute, evenly spaced. True when one may go now. */
 static bool relay_may_send(struct relay *r, int64_t now)
@@ -506,6 +569,185 @@ static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char 
 	}
 }
 
+/* ---- pauses and concurrency feedback ------------------------------------------------- */
+
+/* The relay authenticates with a secret file (not a password_command). */
+static bool relay_uses_file(const struct relay *r)
+{
+	return r->cfg->user && *r->cfg->user &&
+	       !(r->cfg->password_command && *r->cfg->password_command);
+}
+
+static unsigned relay_limit(const struct relay *r)
+{
+	unsigned max = r->cfg->max_sessions;
+	return r->limit && r->limit < max ? r->limit : max;
+}
+
+/* Sessions to r that reached READY and are still open, but for except. */
+static unsigned healthy_sessions(const struct relay *r, const struct session *except)
+{
+	unsigned n = 0;
+	for (const struct session *s = r->sessions; s; s = s->next)
+		n += s != except && s->ready;
+	return n;
+}
+
+/* A connection refused (421 greeting, reset, refused) while `working`
+ * sessions to the relay work: the server limits connections per client.
+ * Keep to the sessions that work; nothing waits or is deferred for it. */
+static void relay_lower_limit(struct relay *r, unsigned working, struct smtpc *c)
+{
+	r->limit = working;
+	r->limit_successes = 0;
+	log_info("relay %s: connection refused while %u session(s) work: %s (%s); concurrency "
+		 "limit %u of %u",
+		 r->cfg->name, working, smtpc_error(c), smtpc_class_names[smtpc_error_class(c)],
+		 relay_limit(r), r->cfg->max_sessions);
+}
+
+/* A transaction went through: after enough of them, try one more session. */
+static void relay_delivered(struct relay *r)
+{
+	if (r->limit == 0 || ++r->limit_successes < RELAY_GROW_AFTER)
+		return;
+	r->limit_successes = 0;
+	r->limit = r->limit + 1 >= r->cfg->max_sessions ? 0 : r->limit + 1;
+	log_info("relay %s: concurrency limit raised to %u of %u", r->cfg->name, relay_limit(r),
+		 r->cfg->max_sessions);
+}
+
+static void relay_cancel_probe(struct relay *r)
+{
+	if (r->probe) {
+		credprobe_cancel(r->probe); /* its callback finds no relay */
+		r->probe = NULL;
+	}
+}
+
+/* Runs the relay's password_command to fingerprint its output. */
+static void relay_start_probe(struct relay *r)
+{
+	struct relay_pool *pool = r->pool;
+	r->probe_deadline_ms = pickupd_now_ms() + (int64_t)r->cfg->command_timeout_ms;
+	r->probe = credprobe_start(pool->pd->loop, r->cfg->password_command, probe_done_cb, pool);
+	pool->probes_in_flight++;
+}
+
+static int64_t probe_delay_ms(const struct relay *r)
+{
+	unsigned shift = r->auth_failures > 7 ? 6 : r->auth_failures ? r->auth_failures - 1 : 0;
+	int64_t d = (int64_t)RELAY_PROBE_FIRST_MS << shift;
+	return d > RELAY_PROBE_MAX_MS ? RELAY_PROBE_MAX_MS : d;
+}
+
+/* Credentials refused (or the secret unreadable): pause until the pause
+ * ends or the credentials change. fp: the secret file's fingerprint then;
+ * NULL for a password_command, whose output is fingerprinted from now on. */
+static void relay_pause_auth(struct relay *r, const unsigned char *fp)
+{
+	struct relay_pool *pool = r->pool;
+	int64_t now = pickupd_now_ms();
+	r->paused_until_ms = now + RELAY_AUTH_PAUSE_MS;
+	r->auth_paused = true;
+	r->auth_failures++;
+	r->auth_fp_set = fp != NULL;
+	if (fp)
+		memcpy(r->auth_fp, fp, SECRET_FP_LEN);
+	relay_cancel_probe(r);
+	arm_pause_timer(pool, r->paused_until_ms);
+	if (pool->stopping || pool->closed_timer)
+		return;
+	/* A command's output right now is what a later one is compared with:
+	 * as close as can be to what the refused session used. */
+	if (fp == NULL && r->cfg->password_command && *r->cfg->password_command)
+		relay_start_probe(r);
+	if (!uv_is_active((uv_handle_t *)&pool->cred_timer))
+		uv_timer_start(&pool->cred_timer, cred_timer_cb, RELAY_CRED_CHECK_MS,
+			       RELAY_CRED_CHECK_MS);
+}
+
+/* Ends a pause early (credentials changed, reload, flush); false when the
+ * relay was not paused. */
+static bool relay_unpause(struct relay *r, const char *why)
+{
+	bool was = relay_paused(r, pickupd_now_ms());
+	r->paused_until_ms = 0;
+	r->failures = 0;
+	r->auth_paused = false;
+	relay_cancel_probe(r);
+	if (was)
+		log_info("relay %s: pause ended: %s", r->cfg->name, why);
+	return was;
+}
+
+void relay_pool_unpause(struct relay_pool *pool, const char *why)
+{
+	for (size_t i = 0; i < pool->n_relays; i++)
+		relay_unpause(pool->relays[i], why);
+	relay_pool_wake(pool);
+}
+
+static void probe_done_cb(struct credprobe *p, bool ok, const unsigned char *fp, void *arg)
+{
+	struct relay_pool *pool = arg;
+	int64_t now = pickupd_now_ms();
+	pool->probes_in_flight--;
+	for (size_t i = 0; i < pool->n_relays; i++) {
+		struct relay *r = pool->relays[i];
+		if (r->probe != p)
+			continue;
+		r->probe = NULL;
+		r->probe_at_ms = now + probe_delay_ms(r);
+		if (!ok || !r->auth_paused)
+			break;
+		if (!r->auth_fp_set) {
+			memcpy(r->auth_fp, fp, SECRET_FP_LEN);
+			r->auth_fp_set = true;
+		} else if (memcmp(r->auth_fp, fp, SECRET_FP_LEN) != 0 &&
+			   relay_unpause(r, "password_command prints something new")) {
+			relay_pool_wake(pool);
+		}
+		break;
+	}
+	if (pool->stopping)
+		pickupd_check_stopped(pool->pd);
+}
+
+/* Every RELAY_CRED_CHECK_MS while a relay is paused for its credentials:
+ * has the operator changed them? */
+static void cred_timer_cb(uv_timer_t *t)
+{
+	struct relay_pool *pool = t->data;
+	int64_t now = pickupd_now_ms();
+	bool waiting = false, woke = false;
+	for (size_t i = 0; i < pool->n_relays; i++) {
+		struct relay *r = pool->relays[i];
+		if (r->auth_paused && !relay_paused(r, now)) {
+			r->auth_paused = false; /* the pause ran out by itself */
+			relay_cancel_probe(r);
+		}
+		if (!r->auth_paused)
+			continue;
+		waiting = true;
+		if (relay_uses_file(r)) {
+			unsigned char fp[SECRET_FP_LEN];
+			secret_file_fingerprint(r->cfg, fp);
+			if (memcmp(fp, r->auth_fp, sizeof(fp)) != 0)
+				woke |= relay_unpause(r, "the secret file changed");
+		} else if (r->probe) {
+			if (now >= r->probe_deadline_ms)
+				relay_cancel_probe(r); /* hung: try again later */
+		} else if (now >= r->probe_at_ms && r->cfg->password_command) {
+			relay_start_probe(r);
+		}
+	}
+	if (!waiting)
+		uv_timer_stop(t);
+	if (woke)
+		relay_pool_wake(pool);
+}
+
 static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg);
 
 static void open_session(struct relay *r)
@@ -517,17 +759,22 @@ static void open_session(struct relay *r)
 	p.relay = r->cfg;
 	p.helo_name = pool->pd->cfg->general.hostname;
 	p.ssl_ctx = r->ssl_ctx;
+	unsigned char fp[SECRET_FP_LEN];
+	bool file = relay_uses_file(r);
+	if (file) /* before reading: a change in between is seen, not missed */
+		secret_file_fingerprint(r->cfg, fp);
 	if (r->cfg->user && *r->cfg->user) {
 		p.secret = relay_read_secret(r->cfg, &reason);
 		if (p.secret == NULL) {
-			log_error("%s; relay paused", reason.data);
-			r->paused_until_ms = pickupd_now_ms() + RELAY_AUTH_PAUSE_MS;
-			arm_pause_timer(pool, r->paused_until_ms);
+			log_error("%s; relay paused until the file changes", reason.data);
+			relay_pause_auth(r, file ? fp : NULL);
 			buf_deinit(&reason);
 			return;
 		}
 	}
 	struct session *s = xcalloc(1, sizeof(*s));
+	if (file)
+		memcpy(s->secret_fp, fp, sizeof(fp));
 	s->relay = r;
 	s->gen = r->gen;
 	s->next = r->sessions;
@@ -541,6 +788,7 @@ static void open_session(struct relay *r)
 
 static void relay_free(struct relay *r)
 {
+	relay_cancel_probe(r);
 	if (r->ssl_ctx)
 		SSL_CTX_free(r->ssl_ctx);
 	free(r);
@@ -588,26 +836,30 @@ static void arm_pause_timer(struct relay_pool *pool, int64_t until)
 	uv_timer_start(&pool->pause_timer, pause_timer_cb, (uint64_t)wait, 0);
 }
 
-/* A session ended before it was ever usable: the relay is failing. */
-static void relay_failed(struct relay *r, struct smtpc *c)
+/* A session ended before it was ever usable, and none to the relay works:
+ * the relay is failing. */
+static void relay_failed(struct relay *r, const struct session *s)
 {
 	struct relay_pool *pool = r->pool;
+	struct smtpc *c = s->smtpc;
 	int64_t now = pickupd_now_ms();
 	enum smtpc_class cls = smtpc_error_class(c);
-	int64_t pause;
 	r->failures++;
 	if (cls == SMTPC_AUTH) {
 		/* The same credentials again would only lock the account. */
-		pause = RELAY_AUTH_PAUSE_MS;
+		log_warn("relay %s: %s (%s); paused for %.0f s or until its credentials change",
+			 r->cfg->name, smtpc_error(c), smtpc_class_names[cls],
+			 (double)RELAY_AUTH_PAUSE_MS / 1000.0);
+		relay_pause_auth(r, relay_uses_file(r) ? s->secret_fp : NULL);
 	} else {
-		pause = 1000LL << (r->failures > 9 ? 9 : r->failures - 1);
+		int64_t pause = 1000LL << (r->failures > 9 ? 9 : r->failures - 1);
 		if (pause > RELAY_MAX_PAUSE_MS)
 			pause = RELAY_MAX_PAUSE_MS;
+		r->paused_until_ms = now + pause;
+		log_warn("relay %s: %s (%s); paused for %.0f s", r->cfg->name, smtpc_error(c),
+			 smtpc_class_names[cls], (double)pause / 1000.0);
+		arm_pause_timer(pool, r->paused_until_ms);
 	}
-	r->paused_until_ms = now + pause;
-	log_warn("relay %s: %s (%s); paused for %.0f s", r->cfg->name, smtpc_error(c),
-		 smtpc_class_names[cls], (double)pause / 1000.0);
-	arm_pause_timer(pool, r->paused_until_ms);
 	/* When every relay is paused, the due messages record why and wait. */
 	for (size_t i = 0; i < pool->n_relays; i++)
 		if (!relay_paused(pool->relays[i], now))
@@ -628,6 +880,9 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			r->n_connecting--;
 			r->failures = 0;
 			r->paused_until_ms = 0;
+			r->auth_failures = 0;
+			r->auth_paused = false;
+			relay_cancel_probe(r);
 			log_debug("relay %s: session to %s ready", r->cfg->name, smtpc_peer(c));
 		}
 		if (pool->stopping || r->retired || s->gen != r->gen)
@@ -646,6 +901,8 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
 			delivery_free(d);
 		} else if (d) {
+			if (d->txn.cls == SMTPC_OK)
+				relay_delivered(r);
 			record(d);
 		}
 		if (smtpc_idle(c)) {
@@ -661,9 +918,13 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		bool was_ready = s->ready;
 		bool stopping = pool->stopping;
 		enum smtpc_class cls = smtpc_error_class(c);
-		if (!was_ready && cls != SMTPC_OK && !stopping && !r->retired)
-			relay_failed(r, c);
-		else if (was_ready && cls != SMTPC_OK)
+		unsigned working = healthy_sessions(r, s);
+		if (!was_ready && cls != SMTPC_OK && !stopping && !r->retired) {
+			if ((cls == SMTPC_CONN || cls == SMTPC_TEMP) && working > 0)
+				relay_lower_limit(r, working, c);
+			else
+				relay_failed(r, s);
+		} else if (was_ready && cls != SMTPC_OK)
 			log_info("relay %s: session to %s closed: %s", r->cfg->name, smtpc_peer(c),
 				 smtpc_error(c));
 		session_unlink(s); /* may free a retired relay */
@@ -697,33 +958,34 @@ void relay_pool_wake(struct relay_pool *pool)
 		}
 		/* One new session at a time: each that comes up pulls work and
 		 * wakes the pool again, so sessions ramp up while work waits. */
-		if (sched_has_due(pd->sched) && r->n_sessions < r->cfg->max_sessions &&
+		if (sched_has_due(pd->sched) && r->n_sessions < relay_limit(r) &&
 		    r->n_connecting == 0 && (r->cfg->rate_limit == 0 || r->next_send_ms <= now))
 			open_session(r);
 		break; /* later relays only while this one is paused */
 	}
 }
 
-/* A relay object for a [relay] section; NULL with errors appended. */
-static struct relay *relay_new(struct relay_pool *pool, const struct config_relay *cfg,
-			       struct buf *errors)
+int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *errors)
 {
-	struct relay *r = xcalloc(1, sizeof(*r));
-	r->pool = pool;
-	r->cfg = cfg;
 	bool ok = true;
+	if (ctx_r)
+		*ctx_r = NULL;
 	if (cfg->tls != TLS_MODE_NONE) {
 		struct buf why = BUF_INIT;
-		r->ssl_ctx = conn_tls_ctx_new(cfg->tls_verify, cfg->ca_file, cfg->cert_file,
-					      cfg->key_file, &why);
-		if (r->ssl_ctx == NULL) {
+		SSL_CTX *ctx = conn_tls_ctx_new(cfg->tls_verify, cfg->ca_file, cfg->cert_file,
+						cfg->key_file, &why);
+		if (ctx == NULL) {
 			buf_printf(errors, "relay %s: %s\n", cfg->name, why.data);
 			ok = false;
+		} else if (ctx_r) {
+			*ctx_r = ctx;
+		} else {
+			SSL_CTX_free(ctx);
 		}
 		buf_deinit(&why);
 	}
 	if (cfg->user && *cfg->user && cfg->password_command == NULL) {
-		/* Refuse at start a secret others could read. */
+		/* Refuse at start a secret others could read or replace. */
 		struct buf why = BUF_INIT;
 		char *secret = relay_read_secret(cfg, &why);
 		if (secret == NULL) {
@@ -735,7 +997,21 @@ static struct relay *relay_new(struct relay_pool *pool, const struct config_rela
 		free(secret);
 		buf_deinit(&why);
 	}
-	if (!ok) {
+	if (!ok && ctx_r && *ctx_r) {
+		SSL_CTX_free(*ctx_r);
+		*ctx_r = NULL;
+	}
+	return ok ? 0 : -1;
+}
+
+/* A relay object for a [relay] section; NULL with errors appended. */
+static struct relay *relay_new(struct relay_pool *pool, const struct config_relay *cfg,
+			       struct buf *errors)
+{
+	struct relay *r = xcalloc(1, sizeof(*r));
+	r->pool = pool;
+	r->cfg = cfg;
+	if (relay_prepare(cfg, &r->ssl_ctx, errors) < 0) {
 		relay_free(r);
 		return NULL;
 	}
@@ -748,6 +1024,8 @@ struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors)
 	pool->pd = pd;
 	uv_timer_init(pd->loop, &pool->pause_timer);
 	pool->pause_timer.data = pool;
+	uv_timer_init(pd->loop, &pool->cred_timer);
+	pool->cred_timer.data = pool;
 	pool->relays = xcalloc(pd->cfg->n_relays, sizeof(*pool->relays));
 	for (size_t i = 0; i < pd->cfg->n_relays; i++) {
 		struct relay *r = relay_new(pool, &pd->cfg->relays[i], errors);
@@ -796,6 +1074,8 @@ int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct 
 			for (struct session *se = old->sessions; se; se = se->next)
 				if (se->d == NULL && se->ready)
 					smtpc_quit(se->smtpc);
+			/* The operator may have fixed what paused it. */
+			relay_unpause(old, "configuration reloaded");
 			fresh[i] = old;
 			pool->relays[k] = NULL;
 			break;
@@ -807,6 +1087,7 @@ int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct 
 		if (old == NULL)
 			continue;
 		old->retired = true;
+		relay_cancel_probe(old);
 		if (old->n_sessions == 0) {
 			relay_free(old);
 			continue;
@@ -852,6 +1133,9 @@ void relay_pool_stop(struct relay_pool *pool)
 {
 	pool->stopping = true;
 	uv_timer_stop(&pool->pause_timer);
+	uv_timer_stop(&pool->cred_timer);
+	for (size_t i = 0; i < pool->n_relays; i++)
+		relay_cancel_probe(pool->relays[i]);
 	for_each_session(pool, quit_if_idle);
 }
 
@@ -862,7 +1146,7 @@ void relay_pool_abort(struct relay_pool *pool)
 
 bool relay_pool_idle(const struct relay_pool *pool)
 {
-	if (pool->records_in_flight || pool->retired)
+	if (pool->records_in_flight || pool->probes_in_flight || pool->retired)
 		return false;
 	for (size_t i = 0; i < pool->n_relays; i++)
 		if (pool->relays[i]->n_sessions)
@@ -876,6 +1160,8 @@ size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, si
 		out[i].name = pool->relays[i]->cfg->name;
 		out[i].sessions = pool->relays[i]->n_sessions;
 		out[i].paused_until_ms = pool->relays[i]->paused_until_ms;
+		out[i].limit = relay_limit(pool->relays[i]);
+		out[i].max_sessions = pool->relays[i]->cfg->max_sessions;
 	}
 	return pool->n_relays;
 }
@@ -885,6 +1171,7 @@ void relay_pool_close(struct relay_pool *pool)
 	if (!pool->closed_timer) {
 		pool->closed_timer = true;
 		uv_close((uv_handle_t *)&pool->pause_timer, NULL);
+		uv_close((uv_handle_t *)&pool->cred_timer, NULL);
 	}
 }
 

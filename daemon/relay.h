@@ -1,7 +1,8 @@
 /*
  * relay: the relay session pool and the failure policy. Sessions to each
  * [relay NAME] (up to max_sessions, reused for max_messages_per_session)
- * pull due messages from the schedule; each transaction's per-recipient
+ * pull due messages from the schedule (fewer while the server refuses extra
+ * connections: concurrency feedback); each transaction's per-recipient
  * results are turned into sent / deferred / failed here and only here, and
  * recorded durably in the spool before anything else happens to the message.
  * Owner: main.c.
@@ -23,6 +24,9 @@ void relay_pool_free(struct relay_pool *pool);
 int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct buf *errors);
 /* Something may have become due: give work to sessions, open more if allowed. */
 void relay_pool_wake(struct relay_pool *pool);
+/* Ends every relay's pause now (pickupctl flush: the operator fixed the
+ * cause); why goes to the log. Wakes the pool. */
+void relay_pool_unpause(struct relay_pool *pool, const char *why);
 /* Shutdown: QUIT idle sessions, let busy ones finish. */
 void relay_pool_stop(struct relay_pool *pool);
 /* Shutdown deadline passed: abort what is still in flight (it stays queued). */
@@ -37,6 +41,8 @@ struct relay_info {
 	const char *name;
 	unsigned sessions;	 /* open or opening */
 	int64_t paused_until_ms; /* 0 or in the past: not paused */
+	unsigned limit;		 /* sessions allowed now (concurrency feedback) */
+	unsigned max_sessions;	 /* the configured ceiling */
 };
 /* Fills up to max entries in configured order; returns the number of relays. */
 size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, size_t max);
@@ -48,5 +54,10 @@ int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, uns
 /* Reads a relay's secret (password_file, or $CREDENTIALS_DIRECTORY/<relay
  * name>); refuses a file that group or others may read. NULL with a reason. */
 char *relay_read_secret(const struct config_relay *r, struct buf *reason);
+/* What a [relay] section needs from the machine, checked as start-up,
+ * reload and --check-config all check it (preflight.c): its TLS files load
+ * (the context is kept in *ctx_r when ctx_r is not NULL) and its secret file
+ * is safe to read. -1 with lines in errors. */
+int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *errors);
 
 #endif

@@ -1,7 +1,9 @@
 /*
  * secret: a relay's password file (or $CREDENTIALS_DIRECTORY/<relay name>),
  * read under the ssh rule: a regular file, not a link, that only its owner
- * can read. Shared by the daemon and pickupctl test-relay.
+ * can read, owned by root or the daemon's user, in directories that no one
+ * else may write to (sticky ones excepted). Shared by the daemon, its config
+ * check and pickupctl test-relay.
  */
 #ifndef PICKUPD_SECRET_H
 #define PICKUPD_SECRET_H
@@ -9,8 +11,15 @@
 #include "common/buf.h"
 #include "common/config.h"
 
+#define SECRET_FP_LEN 32
+
 /* The secret without its trailing newline (free after OPENSSL_cleanse), or
  * NULL with a reason naming the file appended. */
 char *secret_read_file(const struct config_relay *r, struct buf *reason);
+
+/* A digest of the secret file's content and metadata (or of its absence):
+ * it differs once an operator has changed, touched, chmod-ed or replaced
+ * the file. Reveals nothing of the secret. */
+void secret_file_fingerprint(const struct config_relay *r, unsigned char fp[SECRET_FP_LEN]);
 
 #endif

@@ -462,17 +462,32 @@ class _XOAuth2Handler(_Handler):
 class _SMTP(SMTP):
     """Counts connections (minus the controller's own start-up probe)."""
 
+    _refused = False
+
     def connection_made(self, transport):
         upgrade = self._original_transport is not None  # called again after STARTTLS
+        owner = self.event_handler.owner
+        if not upgrade and owner.max_connections is not None:
+            with owner._lock:
+                self._refused = len(owner._live) >= owner.max_connections
+                owner.refused += self._refused
+            if self._refused:
+                # What Postfix's smtpd says when anvil counts too many
+                # connections from one client (smtpd_client_connection_count_limit).
+                transport.write(b"421 4.7.0 smtp.test Error: too many connections from "
+                                b"127.0.0.1\r\n")
+                transport.close()
+                return
         super().connection_made(transport)
         if upgrade:
             return
-        owner = self.event_handler.owner
         with owner._lock:
             owner._live.add(self)
             owner._conn_total += 1
 
     def connection_lost(self, exc):
+        if self._refused:
+            return  # never set up as a session
         owner = self.event_handler.owner
         with owner._lock:
             owner._live.discard(self)
@@ -515,6 +530,9 @@ class SmtpServer:
       on_message     callable(Transaction), called for each accepted message
       data_size_limit  SIZE; aiosmtpd's default 32 MiB; None = unlimited
       hostname       the server's name in its greeting
+      max_connections  more open connections than this get "421 4.7.0 ... too
+                     many connections" and are closed, as Postfix's
+                     smtpd_client_connection_count_limit does; None = no limit
     Records (read them from the test thread):
       transactions   every DATA transaction (Transaction), accepted or not
       messages       the accepted ones
@@ -522,6 +540,7 @@ class SmtpServer:
       auth_log       (mechanism, login, success) for every AUTH
       errors         exceptions in sessions (e.g. TLSSetupException: failed handshake)
       connections    connections accepted so far; ehlo_count
+      refused        connections refused for max_connections
     Use as a context manager, or start()/stop() yourself.
     """
 
@@ -529,7 +548,8 @@ class SmtpServer:
                  auth=None, auth_required=None, auth_require_tls=True, xoauth2_tokens=None,
                  rcpt_faults=DEFAULT_RCPT_FAULTS, mail_reply=None, data_replies=None,
                  data_reply=None, data_delay=0, ehlo_filter=None, on_message=None,
-                 data_size_limit=33554432, hostname="smtp.test", host="127.0.0.1"):
+                 data_size_limit=33554432, hostname="smtp.test", host="127.0.0.1",
+                 max_connections=None):
         self.host = host
         self.port = port
         self.tls_context = tls_context
@@ -549,6 +569,8 @@ class SmtpServer:
         self.on_message = on_message
         self.data_size_limit = data_size_limit
         self.hostname = hostname
+        self.max_connections = max_connections
+        self.refused = 0
         self.transactions = []
         self.rcpt_log = []
         self.auth_log = []
