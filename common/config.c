@@ -53,6 +53,7 @@ enum sect {
 	SEC_BOUNCE,
 	SEC_CONTROL,
 	SEC_METRICS,
+	SEC_BADMAIL,
 	SEC__COUNT
 };
 
@@ -76,6 +77,8 @@ static const struct section_def {
 		     sizeof(struct config_control)},
     [SEC_METRICS] = {"metrics", NAME_NONE, offsetof(struct config, metrics),
 		     sizeof(struct config_metrics)},
+    [SEC_BADMAIL] = {"badmail", NAME_NONE, offsetof(struct config, badmail),
+		     sizeof(struct config_badmail)},
 };
 
 enum ktype {
@@ -139,6 +142,7 @@ static const char *const auth_modes[] = {[AUTH_MODE_AUTO] = "auto",
 #define BOUNCE(...)	       KEY(SEC_BOUNCE, struct config_bounce, __VA_ARGS__)
 #define CONTROL(...)	       KEY(SEC_CONTROL, struct config_control, __VA_ARGS__)
 #define METRICS(...)	       KEY(SEC_METRICS, struct config_metrics, __VA_ARGS__)
+#define BADMAIL(...)	       KEY(SEC_BADMAIL, struct config_badmail, __VA_ARGS__)
 #define RANGE(lo, hi)	       .min = (lo), .max = (hi)
 #define TIMEOUT(nm, dflt, fld) RELAY(nm, KT_DURATION, dflt, fld, RANGE(1 * MS_S, MS_D))
 
@@ -201,6 +205,8 @@ static const struct key keys[] = {
     CONTROL("socket", KT_PATH, NULL, socket), /* default <spool.dir>/control.sock, later */
 
     METRICS("listen", KT_STR, "", listen, .check = check_listen),
+
+    BADMAIL("keep", KT_DURATION, "30d", keep_ms, RANGE(0, 3650 * MS_D)),
 };
 
 _Static_assert(sizeof(enum tls_mode) == sizeof(int), "KT_ENUM stores an int");

@@ -125,6 +125,13 @@ struct config_listen {
 	unsigned port;
 };
 
+/* [badmail] */
+struct config_badmail {
+	/* Entries older than this (since they entered badmail/) are removed,
+	 * content included; 0 = kept forever. Default 30d. */
+	uint64_t keep_ms;
+};
+
 struct config {
 	char *path;
 	struct config_general general;
@@ -137,6 +144,7 @@ struct config {
 	struct config_bounce bounce;
 	struct config_control control;
 	struct config_metrics metrics;
+	struct config_badmail badmail;
 };
 
 /*
