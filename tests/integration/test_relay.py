@@ -417,7 +417,7 @@ def test_test_relay_ok():
                      "issuer=/CN=pickupd test CA", "expires=", "verify=ok", "AUTH      ok",
                      "< 235", "< 221", "result    ok"):
             assert want in out, (want, out)
-        assert "s3cret" not in out and "(credentials hidden)" in out, out
+        assert "s3cret" not in out and "> AUTH PLAIN <hidden>" in out, out
         assert srv.auth_log == [("PLAIN", "user@example.org", True)], srv.auth_log
         assert srv.transactions == []
         d.cleanup()
