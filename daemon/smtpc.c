@@ -133,6 +133,7 @@ struct smtpc {
 };
 
 static void enter(struct smtpc *s, enum smtpc_state st);
+static void cmd_handle_closed(uv_handle_t *h);
 static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -393,8 +394,13 @@ static void close_session(struct smtpc *s)
 	if (s->closing)
 		return;
 	s->closing = true;
+	/* The command's whole process group: a helper it started would
+	 * otherwise live on, holding its stdout (and stderr, ours) open. */
 	if (s->cmd_handles > 0 && !s->cmd_exited)
-		uv_process_kill(&s->proc, SIGTERM);
+		uv_kill(-s->proc.pid, SIGTERM);
+	/* A child may still hold the pipe: the session does not wait for it. */
+	if (s->cmd_handles > 0 && !uv_is_closing((uv_handle_t *)&s->pipe))
+		uv_close((uv_handle_t *)&s->pipe, cmd_handle_closed);
 	if (s->txn && s->state == SMTPC_ST_ENVELOPE && !s->replies_seen && s->messages > 1)
 		s->txn->session_stale = true;
 	if (s->txn) {
@@ -1010,6 +1016,7 @@ static void run_secret_cmd(struct smtpc *s)
 	o.file = "/bin/sh";
 	o.args = args;
 	o.exit_cb = cmd_exit_cb;
+	o.flags = UV_PROCESS_DETACHED; /* its own process group, killed as one */
 	o.stdio = stdio;
 	o.stdio_count = 3;
 	s->proc.data = s;
