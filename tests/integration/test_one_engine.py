@@ -183,22 +183,14 @@ def test_password_command():
     c = certs()
     tokens = {"u@example.org": "fresh-token"}
 
-    def reset(d):
+    def reset(d):  # each run starts with the expired token
         try:
             os.unlink(os.path.join(d.dir, "count"))
         except FileNotFoundError:
             pass
 
     def token_script(d):
-        counter = os.path.join(d.dir, "count")
-        p = os.path.join(d.dir, "token.sh")
-        with open(p, "w") as f:
-            # The first run prints an expired token, later runs a fresh one.
-            f.write("#!/bin/sh\nn=$(cat %s 2>/dev/null || echo 0)\necho $((n+1)) > %s\n"
-                    "if [ $n = 0 ]; then echo expired-token; else echo fresh-token; fi\n"
-                    % (counter, counter))
-        os.chmod(p, 0o700)
-        return p
+        return harness.token_command(d.dir)
     agree("XOAUTH2, first token expired",
           lambda: SmtpServer(tls_context=c.context(), require_starttls=True,
                              xoauth2_tokens=tokens).start(),

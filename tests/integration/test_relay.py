@@ -209,13 +209,7 @@ def test_xoauth2_token_refreshed():
                     xoauth2_tokens={"u@example.org": "fresh-token"}) as srv:
         d = Pickupd(relay=srv, start=False)
         counter = os.path.join(d.dir, "count")
-        script = os.path.join(d.dir, "token.sh")
-        with open(script, "w") as f:
-            # First run prints an expired token, later runs a fresh one.
-            f.write("#!/bin/sh\nn=$(cat %s 2>/dev/null || echo 0)\necho $((n+1)) > %s\n"
-                    "if [ $n = 0 ]; then echo expired-token; else echo fresh-token; fi\n"
-                    % (counter, counter))
-        os.chmod(script, 0o700)
+        script = harness.token_command(d.dir)
         d.write_config(relay(tls="starttls", ca_file=c.ca, user="u@example.org",
                              auth="xoauth2", password_command=script), srv.port)
         with d:
