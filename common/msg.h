@@ -26,6 +26,8 @@
 
 #include "common/buf.h"
 
+struct addrmap;
+
 #define MSG_MAX_ADDR	 254 /* octets of an addr-spec, RFC 5321 4.5.3.1.3 path minus brackets */
 #define MSG_MAX_BOUNDARY 70  /* octets of a MIME boundary, RFC 2046 5.1.1 */
 
@@ -56,6 +58,10 @@ struct msg_scan_opts {
 	size_t max_header_size;
 	unsigned max_recipients; /* distinct recipients; 0 = no limit */
 	bool exact_local_part;	 /* de-duplicate comparing local parts with case */
+	/* [submit] rewrite of envelope addresses, before de-duplication; with it a
+	 * bare local part ("root") is an address for the map to qualify. NULL = as
+	 * written. */
+	const struct addrmap *map;
 };
 
 struct msg_info {

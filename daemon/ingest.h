@@ -31,6 +31,7 @@ struct ingest_job {
 	int dir_fd;
 	char *name;
 	const char *hostname;
+	const struct config_submit *submit; /* local envelope addresses (common/addrmap.h) */
 	int64_t now_ms;
 	/* output */
 	enum ingest_result result;

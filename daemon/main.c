@@ -197,6 +197,7 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		ij.dir_fd = pd->spool.data_fd;
 		ij.name = xstrdup(rec->orphans[i]);
 		ij.hostname = pd->cfg->general.hostname;
+		ij.submit = &pd->cfg->submit;
 		ij.now_ms = pickupd_now_ms();
 		/* Re-claiming renames data/ID to a new ID in data/. */
 		ingest_run(&ij.job);
