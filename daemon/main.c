@@ -24,10 +24,13 @@
 #include "daemon/relay.h"
 #include "daemon/sched.h"
 
+#define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: pickupd -c FILE [--check-config]\n"
-		   "       pickupd --version\n");
+	fprintf(f, "usage: pickupd [-c FILE] [--check-config]\n"
+		   "       pickupd --version\n"
+		   "config: -c FILE, else $PICKUPD_CONFIG, else " DEFAULT_CONFIG "\n");
 }
 
 static int check_config(const char *path)
@@ -39,6 +42,10 @@ static int check_config(const char *path)
 		buf_deinit(&errs);
 		return 1;
 	}
+	struct buf warn = BUF_INIT;
+	if (config_hostname_warning(cfg, &warn))
+		printf("%s: warning: %s", path, warn.data);
+	buf_deinit(&warn);
 	printf("%s: configuration is valid\n", path);
 	config_free(cfg);
 	buf_deinit(&errs);
@@ -265,10 +272,11 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (path == NULL) {
-		usage(stderr);
-		return 2;
-	}
+	/* The same default as pickupctl and pickupd-sendmail. */
+	if (path == NULL)
+		path = getenv("PICKUPD_CONFIG");
+	if (path == NULL || *path == '\0')
+		path = DEFAULT_CONFIG;
 	if (check)
 		return check_config(path);
 
@@ -282,6 +290,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	set_log_level(pd.cfg->general.log_level);
+	if (config_hostname_warning(pd.cfg, &errs)) {
+		errs.data[errs.len - 1] = '\0';
+		log_warn("%s", errs.data);
+		buf_clear(&errs);
+	}
 	/* A core dump would hold relay secrets. */
 	prctl(PR_SET_DUMPABLE, 0);
 	signal(SIGPIPE, SIG_IGN);
