@@ -17,19 +17,18 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/config.h"
 #include "common/log.h"
+#include "daemon/ctl_client.h"
+#include "daemon/ctl_list.h"
 #include "daemon/ctl_spool.h"
 #include "spool/spool.h"
 
@@ -146,20 +145,6 @@ static void json_key(FILE *f, bool *first, const char *key)
 
 /* ---- text helpers ------------------------------------------------------------------------ */
 
-/* "2024-11-23 10:00:00" local time, or "-" for 0. */
-static const char *fmt_time(int64_t ms, char *out, size_t size)
-{
-	if (ms <= 0) {
-		snprintf(out, size, "-");
-		return out;
-	}
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	localtime_r(&t, &tm);
-	strftime(out, size, "%Y-%m-%d %H:%M:%S", &tm);
-	return out;
-}
-
 /* ISO 8601 UTC for JSON. */
 static void json_time(FILE *f, int64_t ms)
 {
@@ -190,16 +175,6 @@ static void fmt_age(int64_t ms, char *out, size_t size)
 			 (long long)(s % 86400 / 3600));
 }
 
-/* Printable, one line, at most width characters (with "..." when cut). */
-static void put_short(FILE *f, const char *s, size_t width)
-{
-	size_t n = 0;
-	for (; s && *s && n < width; s++, n++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
-	if (s && *s)
-		fputs("...", f);
-}
-
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -211,86 +186,6 @@ static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
-}
-
-/* The reply to show for a message: its reason (badmail), else the last
- * reply of a recipient still waiting, else any recipient's reply. */
-static const char *last_reply(const struct spool_env *e)
-{
-	const char *any = NULL;
-	if (e->reason)
-		return e->reason;
-	for (size_t i = e->n_rcpts; i-- > 0;) {
-		if (e->rcpts[i].reply && e->rcpts[i].status != RCPT_SENT)
-			return e->rcpts[i].reply;
-		if (e->rcpts[i].reply && any == NULL)
-			any = e->rcpts[i].reply;
-	}
-	return any;
-}
-
-/* ---- the control socket ------------------------------------------------------------------ */
-
-/* Sends one request line and reads the answer line into resp.
- * 1: answered; 0: no daemon listens (no socket, or a stale one); -1: error. */
-static int ctl_request(const char *path, const char *line, struct buf *resp, struct buf *err)
-{
-	struct sockaddr_un sa;
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		buf_printf(err, "control socket path too long: %s", path);
-		return -1;
-	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path));
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		buf_printf(err, "socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		if (e == ENOENT || e == ECONNREFUSED)
-			return 0;
-		buf_printf(err, "cannot reach pickupd at %s: %s", path, strerror(e));
-		return -1;
-	}
-	size_t len = strlen(line);
-	if (send(fd, line, len, MSG_NOSIGNAL) != (ssize_t)len ||
-	    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
-		buf_printf(err, "cannot talk to pickupd at %s: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	buf_clear(resp);
-	int64_t deadline = now_ms() + 30000;
-	for (;;) {
-		if (resp->len && memchr(resp->data, '\n', resp->len))
-			break;
-		int64_t left = deadline - now_ms();
-		struct pollfd pfd = {fd, POLLIN, 0};
-		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
-			buf_printf(err, "pickupd did not answer on %s", path);
-			close(fd);
-			return -1;
-		}
-		char chunk[1024];
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			buf_printf(err, "pickupd closed the control connection without answering");
-			close(fd);
-			return -1;
-		}
-		buf_append(resp, chunk, (size_t)n);
-	}
-	close(fd);
-	char *nl = memchr(resp->data, '\n', resp->len);
-	*nl = '\0';
-	resp->len = (size_t)(nl - resp->data);
-	return 1;
 }
 
 /* ---- status ------------------------------------------------------------------------------ */
@@ -374,7 +269,7 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 	struct daemon_status ds;
 	struct buf resp = BUF_INIT, err = BUF_INIT;
 	memset(&ds, 0, sizeof(ds));
-	int r = ctl_request(cfg->control.socket, "status", &resp, &err);
+	int r = ctl_client_request(cfg->control.socket, "status", &resp, &err);
 	if (r > 0 && strncmp(resp.data, "ok ", 3) == 0)
 		parse_daemon_status(resp.data + 3, &ds);
 
@@ -509,7 +404,7 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			printf("deferred by last reply:\n");
 			for (size_t i = 0; i < shown; i++) {
 				printf("%7zu  ", reasons[i].messages);
-				put_short(stdout, reasons[i].reply, REPLY_WIDTH);
+				ctl_list_put_short(stdout, reasons[i].reply, REPLY_WIDTH);
 				printf("\n");
 			}
 			if (n_reasons > shown)
@@ -559,7 +454,7 @@ static void json_env(FILE *f, const struct spool_env *e, enum spool_state st)
 	json_key(f, &first, "next_attempt");
 	json_time(f, st == SPOOL_DEFERRED ? e->next_ms : 0);
 	json_key(f, &first, "last_reply");
-	json_str(f, last_reply(e));
+	json_str(f, ctl_list_last_reply(e));
 	json_key(f, &first, "reason");
 	json_str(f, e->reason);
 	json_key(f, &first, "pickup");
@@ -568,32 +463,31 @@ static void json_env(FILE *f, const struct spool_env *e, enum spool_state st)
 	json_str(f, e->origin_file);
 }
 
-static void text_line(const struct spool_env *e, enum spool_state st)
+/* One message of the JSON list (ctl_list_fn); arg counts those printed. */
+static void json_list_cb(void *arg, enum spool_state st, const char *id, const struct spool_env *e,
+			 const char *why)
 {
-	char t1[32], t2[32];
-	printf("%s %-8s %s %8" PRIu64 " <", e->id, spool_state_names[st],
-	       fmt_time(e->arrival_ms, t1, sizeof(t1)), e->size);
-	put_short(stdout, e->sender ? e->sender : "", 80);
-	printf(">");
-	for (size_t i = 0; i < e->n_rcpts; i++) {
-		printf("%s<", i ? ", " : " -> ");
-		put_short(stdout, e->rcpts[i].addr, 80);
-		printf("> %s", spool_rcpt_status_names[e->rcpts[i].status]);
+	size_t *shown = arg;
+	if ((*shown)++)
+		printf(",");
+	if (e) {
+		json_env(stdout, e, st);
+		printf("}");
+		return;
 	}
-	if (st == SPOOL_DEFERRED)
-		printf("; next %s", fmt_time(e->next_ms, t2, sizeof(t2)));
-	const char *rep = last_reply(e);
-	if (rep) {
-		printf("; ");
-		put_short(stdout, rep, REPLY_WIDTH);
-	}
-	printf("\n");
+	printf("{\"id\":");
+	json_str(stdout, id);
+	printf(",\"state\":\"%s\",\"error\":", spool_state_names[st]);
+	json_str(stdout, why);
+	printf("}");
 }
 
 static int cmd_list(struct spool *sp, const char *state)
 {
-	int only = -1, rc = 0;
+	int only = -1;
 	size_t shown = 0;
+	struct buf err = BUF_INIT;
+	long r;
 	if (state) {
 		only = spool_state_from_name(state);
 		if (only < 0) {
@@ -603,57 +497,20 @@ static int cmd_list(struct spool *sp, const char *state)
 			return EXIT_USAGE;
 		}
 	}
-	if (json)
+	if (json) {
 		printf("[");
-	for (int s = 0; s < SPOOL_N_STATES; s++) {
-		char **ids;
-		size_t n;
-		if (only >= 0 && s != only)
-			continue;
-		if (spool_list(sp, (enum spool_state)s, &ids, &n) < 0) {
-			fprintf(stderr, "pickupctl: cannot list %s: %s\n", spool_state_names[s],
-				strerror(errno));
-			rc = EXIT_FAIL;
-			continue;
-		}
-		for (size_t i = 0; i < n; i++) {
-			struct spool_env e;
-			struct buf why = BUF_INIT;
-			if (spool_env_read(sp, (enum spool_state)s, ids[i], &e, &why) < 0) {
-				if (errno != ENOENT) { /* gone meanwhile is not worth a line */
-					if (json) {
-						printf("%s{\"id\":", shown++ ? "," : "");
-						json_str(stdout, ids[i]);
-						printf(",\"state\":\"%s\",\"error\":",
-						       spool_state_names[s]);
-						json_str(stdout, why.data);
-						printf("}");
-					} else {
-						printf("%s %-8s ", ids[i], spool_state_names[s]);
-						put_short(stdout, why.data, 120);
-						printf("\n");
-					}
-				}
-				buf_deinit(&why);
-				continue;
-			}
-			if (json) {
-				if (shown++)
-					printf(",");
-				json_env(stdout, &e, (enum spool_state)s);
-				printf("}");
-			} else {
-				text_line(&e, (enum spool_state)s);
-				shown++;
-			}
-			spool_env_deinit(&e);
-			buf_deinit(&why);
-		}
-		spool_list_free(ids, n);
-	}
-	if (json)
+		r = ctl_list_each(sp, only, json_list_cb, &shown, &err);
 		printf("]\n");
-	return rc;
+	} else {
+		r = ctl_list_text(sp, only, stdout, &err);
+	}
+	if (err.len) {
+		fflush(stdout);
+		for (char *line = err.data, *nl; (nl = strchr(line, '\n')); line = nl + 1)
+			fprintf(stderr, "pickupctl: %.*s\n", (int)(nl - line), line);
+	}
+	buf_deinit(&err);
+	return r < 0 ? EXIT_FAIL : 0;
 }
 
 /* The first header lines of the content, up to the blank line. */
@@ -718,34 +575,34 @@ static int cmd_show(struct spool *sp, const char *id)
 		char t[32];
 		printf("id:           %s\n", e.id);
 		printf("state:        %s\n", spool_state_names[st]);
-		printf("arrival:      %s\n", fmt_time(e.arrival_ms, t, sizeof(t)));
+		printf("arrival:      %s\n", ctl_list_fmt_time(e.arrival_ms, t, sizeof(t)));
 		printf("size:         %" PRIu64 "\n", e.size);
 		printf("from pickup:  %s, file ", e.origin_pickup ? e.origin_pickup : "-");
-		put_short(stdout, e.origin_file ? e.origin_file : "-", 200);
+		ctl_list_put_short(stdout, e.origin_file ? e.origin_file : "-", 200);
 		printf("\nsender:       <");
-		put_short(stdout, e.sender ? e.sender : "", 200);
+		ctl_list_put_short(stdout, e.sender ? e.sender : "", 200);
 		printf(">\nattempts:     %u\n", e.attempts);
 		if (st == SPOOL_DEFERRED)
-			printf("next attempt: %s\n", fmt_time(e.next_ms, t, sizeof(t)));
+			printf("next attempt: %s\n", ctl_list_fmt_time(e.next_ms, t, sizeof(t)));
 		if (e.reason) {
 			printf("reason:       ");
-			put_short(stdout, e.reason, 500);
+			ctl_list_put_short(stdout, e.reason, 500);
 			printf("\n");
 		}
 		for (size_t i = 0; i < e.n_rcpts; i++) {
 			printf("recipient:    <");
-			put_short(stdout, e.rcpts[i].addr, 200);
+			ctl_list_put_short(stdout, e.rcpts[i].addr, 200);
 			printf("> %s", spool_rcpt_status_names[e.rcpts[i].status]);
 			if (e.rcpts[i].reply) {
 				printf(": ");
-				put_short(stdout, e.rcpts[i].reply, 500);
+				ctl_list_put_short(stdout, e.rcpts[i].reply, 500);
 			}
 			printf("\n");
 		}
 		printf("content (first header lines):\n");
 		for (size_t i = 0; i < n_lines; i++) {
 			printf("  ");
-			put_short(stdout, lines[i], 200);
+			ctl_list_put_short(stdout, lines[i], 200);
 			printf("\n");
 		}
 	}
@@ -848,7 +705,7 @@ static int cmd_steer(const struct config *cfg, struct spool *sp, const char *cmd
 	buf_printf(&line, "%s%s%s", cmd, id ? " " : "", id ? id : "");
 	for (;;) {
 		buf_clear(&err);
-		int r = ctl_request(cfg->control.socket, line.data, &resp, &err);
+		int r = ctl_client_request(cfg->control.socket, line.data, &resp, &err);
 		if (r < 0) {
 			fprintf(stderr, "pickupctl: %s\n", err.data);
 			rc = EXIT_FAIL;
