@@ -9,8 +9,10 @@
  * are To:, Cc:, Bcc:. Recipients are de-duplicated, the first spelling kept:
  * by default the whole address is compared without regard to ASCII case
  * (a@x.com = A@X.COM), as IIS, Exchange and the big mailbox providers treat
- * them; with exact_local_part only the domain is (RFC 5321 2.4). Bcc: fields
- * are always skipped on the wire.
+ * them; with exact_local_part only the domain is (RFC 5321 2.4). With a map
+ * (common/addrmap.h), each envelope address is rewritten first and a bare
+ * local part ("root") is an address the map may qualify. Bcc: fields are
+ * always skipped on the wire.
  *
  * Date: and Message-ID: are checked (RFC 5322 3.3 with the obsolete forms of
  * 4.3; 3.6.4): when no field of that name is valid (empty, unparseable), each

@@ -26,7 +26,9 @@
  *
  * Envelope sender: -f, else the first address of From: (or Sender:), else
  * LOGIN@hostname. A bare local name ("root", as cron writes) is qualified
- * with [general] hostname. A From: line is added when the message has none.
+ * with [general] hostname; the daemon then applies [submit] root_alias and
+ * origin_domain to it as to every pickup file's envelope (common/addrmap.h).
+ * A From: line is added when the message has none.
  */
 #include <errno.h>
 #include <fcntl.h>
