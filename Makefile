@@ -2,7 +2,7 @@
 #   make demo    install what is missing, build, run scripts/demo.sh
 #   make check   install what is missing, then build and test twice:
 #                gcc (build/) and clang with ASan+UBSan+libFuzzer (build-asan/)
-# Other targets: build, test, bench, format, clean, deps, check-systemd.
+# Other targets: build, test, bench, format, clean, deps, check-systemd, package.
 
 BUILD        ?= build
 ASAN_BUILD   ?= build-asan
@@ -11,7 +11,8 @@ FUZZ_SECONDS ?= 20
 PYTHON       := /usr/bin/python3
 CTEST        := ctest --output-on-failure --no-tests=ignore
 
-.PHONY: all build test check check-gcc check-asan check-systemd demo bench format clean deps
+.PHONY: all build test check check-gcc check-asan check-systemd demo bench format clean deps \
+	package
 
 all: build
 
@@ -57,14 +58,16 @@ check-asan:
 	$(call run_tests,$(ASAN_BUILD))
 
 # The systemd files: unit syntax (against the built binary, since the real
-# path /usr/sbin/pickupd is not installed here), then sysusers and tmpfiles
+# path /usr/sbin/pickupd is not installed here, and the built man pages that
+# Documentation= names), then sysusers and tmpfiles
 # applied to a throw-away root. Skipped, not failed, where the tools are absent.
 check-systemd: build
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
 		d=$$(mktemp -d) && \
 		sed 's|/usr/sbin/pickupd|$(CURDIR)/$(BUILD)/pickupd|g' systemd/pickupd.service \
 			>$$d/pickupd.service && \
-		systemd-analyze verify $$d/pickupd.service && rm -rf $$d && \
+		MANPATH=$(CURDIR)/$(BUILD)/man systemd-analyze verify $$d/pickupd.service && \
+		rm -rf $$d && \
 		echo "systemd-analyze verify: ok"; \
 	else echo "systemd-analyze not found: unit not verified"; fi
 	@if command -v systemd-sysusers >/dev/null 2>&1 && \
@@ -77,23 +80,23 @@ check-systemd: build
 		rm -rf $$d && echo "sysusers + tmpfiles: ok"; \
 	else echo "systemd-sysusers/systemd-tmpfiles not found: not checked"; fi
 
+# The Debian package, build/pickupd_VERSION-1_ARCH.deb (CPack; see the end of
+# CMakeLists.txt). tests/integration/test_package.py checks it in `make check`.
+package: build
+	cmake --build $(BUILD) --target package
+
 demo: deps build
 	sh scripts/demo.sh
 
-# Benchmarks are run by hand, never by ctest: tests/bench/*.sh and *.py,
-# and the bench_* programs CMake builds from tests/bench/bench_*.c.
+# Benchmarks are run by hand, never by ctest. `make bench` runs
+# tests/bench/compare (as root): pickupd and a private Postfix instance side by
+# side with the disk's and SMTP's ceilings, printed as one markdown table.
+# BENCH_ARGS=--quick uses smaller counts. The other tests/bench/ programs
+# (bench_spool, bench_pickup.py, ...) take arguments; see their headers.
+BENCH_ARGS ?=
 bench: build
-	@found=0; \
-	for f in tests/bench/*.sh tests/bench/*.py $(BUILD)/bench_*; do \
-		[ -f "$$f" ] || continue; found=1; \
-		echo "== $$f"; \
-		case "$$f" in \
-		*.sh) PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) sh "$$f" ;; \
-		*.py) PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) $(PYTHON) "$$f" ;; \
-		*) [ -x "$$f" ] && "$$f" ;; \
-		esac || exit 1; \
-	done; \
-	if [ $$found = 0 ]; then echo "make bench: no benchmarks yet (tests/bench/ is empty)"; fi
+	PICKUPD_BIN_DIR=$(CURDIR)/$(BUILD) PICKUPD_SRC_DIR=$(CURDIR) \
+		$(PYTHON) tests/bench/compare $(BENCH_ARGS)
 
 format:
 	@command -v clang-format >/dev/null 2>&1 || { echo "clang-format not found: make deps"; exit 1; }

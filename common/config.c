@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1162,15 +1163,59 @@ static const char *check_domain(const char *v)
 	return all_of(v, ".-") && v[0] != '.' && v[0] != '-' ? NULL : "a domain like example.com";
 }
 
-/* listen = HOST:PORT, HOST may be empty (all addresses) or "[v6]". */
+int config_parse_listen(const char *s, struct config_listen *l, const char **expected_r)
+{
+	static const char *const form = "HOST:PORT, like 127.0.0.1:9325, [::1]:9325, "
+					"localhost:9325 or :9325 (all addresses)";
+	const char *colon = strrchr(s, ':'), *end, *host = s;
+	size_t hlen;
+	uint64_t port;
+	unsigned char addr[16];
+
+	memset(l, 0, sizeof *l);
+	*expected_r = form;
+	if (colon == NULL || parse_digits(colon + 1, &port, &end) < 0 || *end != '\0' || port < 1 ||
+	    port > 65535)
+		return -1;
+	l->port = (unsigned)port;
+	hlen = (size_t)(colon - s);
+	if (hlen > 0 && s[0] == '[') {
+		if (s[hlen - 1] != ']')
+			return -1;
+		host = s + 1;
+		hlen -= 2;
+		l->kind = LISTEN_IPV6;
+	} else if (memchr(s, ':', hlen) != NULL) {
+		*expected_r = "an IPv6 address in brackets, like [::1]:9325";
+		return -1;
+	}
+	if (hlen >= sizeof l->host)
+		return -1;
+	memcpy(l->host, host, hlen);
+	l->host[hlen] = '\0';
+	if (l->kind == LISTEN_IPV6) {
+		if (inet_pton(AF_INET6, l->host, addr) != 1) {
+			*expected_r = "an IPv6 address in brackets, like [::1]:9325";
+			return -1;
+		}
+	} else if (hlen == 0) {
+		l->kind = LISTEN_ALL;
+	} else if (inet_pton(AF_INET, l->host, addr) == 1) {
+		l->kind = LISTEN_IPV4;
+	} else if (all_of(l->host, ".-") && l->host[strspn(l->host, "0123456789.")] != '\0' &&
+		   l->host[0] != '-' && l->host[0] != '.') {
+		/* A name; all digits and dots is a mistyped address, not a name. */
+		l->kind = LISTEN_NAME;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
 static const char *check_listen(const char *v)
 {
-	const char *colon = strrchr(v, ':');
-	uint64_t port;
-	const char *end;
+	struct config_listen l;
+	const char *expected;
 
-	if (colon == NULL || parse_digits(colon + 1, &port, &end) < 0 || *end != '\0' || port < 1 ||
-	    port > 65535 || strpbrk(v, " \t") != NULL)
-		return "HOST:PORT, like 127.0.0.1:9325";
-	return NULL;
+	return config_parse_listen(v, &l, &expected) < 0 ? expected : NULL;
 }

@@ -118,7 +118,14 @@ struct config_control {
 
 /* [metrics] */
 struct config_metrics {
-	char *listen; /* "" or NULL = off; default "" */
+	char *listen; /* "" or NULL = off; default ""; see config_parse_listen */
+};
+
+/* A listen address, as config_parse_listen splits it. */
+struct config_listen {
+	enum { LISTEN_ALL, LISTEN_IPV4, LISTEN_IPV6, LISTEN_NAME } kind;
+	char host[256]; /* "" for LISTEN_ALL; an address without brackets; a DNS name */
+	unsigned port;
 };
 
 /* [submit]: local envelope addresses before they reach a relay (common/addrmap.h) */
@@ -155,6 +162,14 @@ void config_free(struct config *cfg);
 int config_parse_duration(const char *s, uint64_t *ms_r);
 int config_parse_size(const char *s, uint64_t *bytes_r);
 int config_parse_bool(const char *s, bool *b_r);
+/*
+ * listen = IPV4:PORT | [IPV6]:PORT | NAME:PORT (resolved when the listener
+ * starts) | :PORT (all addresses). An IPv6 address needs its brackets: in
+ * "::1:9325" the port cannot be told apart. The one parser of [metrics]
+ * listen, for the config check and the listener alike. On -1, *expected_r
+ * says what was expected.
+ */
+int config_parse_listen(const char *s, struct config_listen *l, const char **expected_r);
 
 /*
  * Appends one line to out when the name used for EHLO, Message-ID and

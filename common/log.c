@@ -1,7 +1,12 @@
 /*
  * Purpose: the single place log lines are formatted and written.
  * Invariants: each event is written with one write(2), so lines from
- * concurrent threads (the libuv pool) never interleave.
+ * concurrent threads (the libuv pool) never interleave. Everything a caller
+ * formats goes through esc_copy: file names, addresses and server replies are
+ * outside text, and none of them can end a line, steer a terminal or put
+ * invalid UTF-8 into the log. The format strings themselves are printable
+ * text without a backslash, which esc_copy leaves as it is, so no caller has
+ * to sort its arguments into trusted and outside ones.
  */
 #include "common/log.h"
 
@@ -10,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "common/esc.h"
 
 static enum log_level min_level = LOG_LVL_INFO;
 static const char *ident = "pickupd";
@@ -32,22 +39,18 @@ void log_set_ident(const char *s)
 static void vlog(enum log_level lvl, const char *fmt, va_list ap)
 {
 	static const char *const prefix[] = {"debug: ", "", "warning: ", "error: "};
-	char line[4096];
+	char msg[4096], line[8192];
 	if (lvl < min_level)
 		return;
-	int n = snprintf(line, sizeof(line), "%s: %s", ident, prefix[lvl]);
-	if (n < 0 || (size_t)n >= sizeof(line))
-		return;
-	int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	int m = vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (m < 0)
 		return;
-	size_t len = (size_t)n + (size_t)m;
-	if (len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
-	/* Keep one event on one line whatever the message holds. */
-	for (size_t i = (size_t)n; i < len; i++)
-		if (line[i] == '\n' || line[i] == '\r')
-			line[i] = ' ';
+	size_t mlen = (size_t)m < sizeof(msg) ? (size_t)m : sizeof(msg) - 1;
+	int n = snprintf(line, sizeof(line), "%s: %s", ident, prefix[lvl]);
+	if (n < 0 || (size_t)n >= sizeof(line) / 2)
+		return;
+	/* Room for the newline after the escaped text. */
+	size_t len = (size_t)n + esc_copy(line + n, sizeof(line) - (size_t)n - 1, msg, mlen);
 	line[len++] = '\n';
 	ssize_t w = write(STDERR_FILENO, line, len);
 	(void)w;

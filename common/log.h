@@ -1,6 +1,8 @@
 /*
  * log: one line per event on stderr (journald captures it), Postfix-like:
  * "QUEUEID: key=value, key=value". Never pass secrets to these functions.
+ * Arguments may be outside text (file names, addresses, server replies): the
+ * logger escapes the whole line with esc_copy (common/esc.h).
  */
 #ifndef PICKUPD_LOG_H
 #define PICKUPD_LOG_H

@@ -21,20 +21,40 @@
 
 #define HEADER_READ_MAX (64 * 1024)
 
-/* Status from the reply's enhanced code ("550 5.1.1 ..." -> "5.1.1"), else a default. */
-static void status_of(const char *reply, enum bounce_kind kind, bool expired, char *out, size_t len)
+/* RFC 3463 subject.detail of the failures pickupd decides itself (no server
+ * reply to quote), by the opening of the reason their producer writes. */
+static const struct {
+	const char *opening;
+	int subject, detail;
+} local_status[] = {
+    {"message expired ", 4, 7},			/* relay.c: X.4.7 delivery time expired */
+    {"message size ", 3, 4},			/* smtpc.c: X.3.4 message too big for system */
+    {"the message has UTF-8 addresses ", 6, 7}, /* RFC 6531: X.6.7 non-ASCII addresses */
+    {"the message has 8-bit content ", 6, 3},	/* X.6.3 conversion required, not supported */
+    {"sender address holds ", 1, 7},		/* X.1.7 bad sender's mailbox address syntax */
+    {"recipient address holds ", 1, 3},		/* X.1.3 bad destination mailbox syntax */
+};
+
+/* Status from the reply's enhanced code ("550 5.1.1 ..." -> "5.1.1"), else
+ * from the local reason's opening, else the class's default. */
+static void status_of(const char *reply, enum bounce_kind kind, char *out, size_t len)
 {
 	const char *p = reply ? strchr(reply, ' ') : NULL;
+	int klass = kind == BOUNCE_DELAYED ? 4 : 5;
 	int a, b, c, n = 0;
 	if (p && sscanf(p + 1, "%1d.%3d.%3d%n", &a, &b, &c, &n) == 3 && n > 0 &&
 	    (p[1 + n] == ' ' || p[1 + n] == '\0') && (a == 4 || a == 5)) {
-		snprintf(out, len, "%d.%d.%d", kind == BOUNCE_DELAYED ? 4 : 5, b, c);
+		snprintf(out, len, "%d.%d.%d", klass, b, c);
 		return;
 	}
-	if (expired)
-		snprintf(out, len, "%d.4.7", kind == BOUNCE_DELAYED ? 4 : 5);
-	else
-		snprintf(out, len, "%s", kind == BOUNCE_DELAYED ? "4.0.0" : "5.0.0");
+	for (size_t i = 0; reply && i < sizeof(local_status) / sizeof(local_status[0]); i++) {
+		if (strncmp(reply, local_status[i].opening, strlen(local_status[i].opening)) == 0) {
+			snprintf(out, len, "%d.%d.%d", klass, local_status[i].subject,
+				 local_status[i].detail);
+			return;
+		}
+	}
+	snprintf(out, len, "%d.0.0", klass);
 }
 
 /* Delivery-status fields are ASCII text on one line. */
@@ -116,8 +136,7 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		char status[16];
 		if (!wanted(r, kind))
 			continue;
-		bool expired = r->reply && strstr(r->reply, "expired") != NULL;
-		status_of(r->reply, kind, expired, status, sizeof(status));
+		status_of(r->reply, kind, status, sizeof(status));
 		buf_puts(out, "\r\n");
 		buf_printf(out, "Final-Recipient: rfc822; %s\r\n", r->addr);
 		if (r->params && strstr(r->params, "ORCPT=")) {

@@ -4,15 +4,19 @@
  * Invariants: conn_pump() is the only caller of SSL_do_handshake, SSL_read and
  * SSL_write's output path; each write request owns its bytes; memory is freed
  * only after both handles' close callbacks ran; events are never reported
- * from inside a call the owner made (only from libuv callbacks).
+ * from inside a call the owner made (only from libuv callbacks); a failed
+ * write is reported only after the read side has delivered what the peer
+ * sent before it went away.
  */
 #include "daemon/conn.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "common/log.h"
 
@@ -57,7 +61,8 @@ static void openssl_errors(struct buf *out)
 	char tmp[256];
 	while ((e = ERR_get_error()) != 0) {
 		ERR_error_string_n(e, tmp, sizeof(tmp));
-		if (out->len)
+		/* After "what failed: " no separator: it read ": ; error:..." */
+		if (out->len && out->data[out->len - 1] != ' ')
 			buf_puts(out, "; ");
 		buf_puts(out, tmp);
 	}
@@ -75,6 +80,18 @@ struct conn *conn_new(uv_loop_t *loop, conn_event_cb cb, void *arg)
 	return c;
 }
 
+/* One address failed: "ip: why" joins the list the connect error shows
+ * after "connect to host:port failed: " (just "why" when the host is that
+ * address, so it is not said twice). */
+static void addr_failed(struct conn *c, const char *why)
+{
+	if (c->error.len)
+		buf_puts(&c->error, "; ");
+	if (strcmp(c->addr, c->host) != 0)
+		buf_printf(&c->error, "%s: ", c->addr);
+	buf_puts(&c->error, why);
+}
+
 static void timer_cb(uv_timer_t *t)
 {
 	struct conn *c = t->data;
@@ -87,8 +104,7 @@ static void timer_cb(uv_timer_t *t)
 	if (c->connecting) {
 		/* connect_timeout is per address: go on with the next one. */
 		c->connecting = false;
-		buf_printf(&c->error, "%s%s: connection timed out", c->error.len ? "; " : "",
-			   c->peer);
+		addr_failed(c, "connection timed out");
 		close_tcp_for_retry(c);
 		return;
 	}
@@ -118,6 +134,11 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	if (n == 0 || c->closing)
 		return;
 	if (n < 0) {
+		if (c->write_error.len) {
+			/* Everything the peer said is delivered: now the write. */
+			fail(c, CONN_ERR_IO, "%s", c->write_error.data);
+			return;
+		}
 		if (n == UV_EOF) {
 			if (c->handshaking)
 				fail(c, CONN_ERR_TLS, "connection closed during TLS handshake");
@@ -137,6 +158,16 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	emit(c, CONN_EV_DATA);
 }
 
+/* The peer reset or closed the connection under a write. What it said
+ * before (a 5xx in the middle of the content, smtp-sink -A) may still wait
+ * in the receive queue: the read side delivers it, then reports this error
+ * when it meets the end (read_cb); the phase timer bounds the wait. */
+static void write_failed(struct conn *c, int status)
+{
+	if (c->write_error.len == 0)
+		buf_printf(&c->write_error, "write error: %s", uv_strerror(status));
+}
+
 static void write_cb(uv_write_t *req, int status)
 {
 	struct write_req *w = (struct write_req *)req;
@@ -146,7 +177,7 @@ static void write_cb(uv_write_t *req, int status)
 	if (c->closing)
 		return;
 	if (status < 0) {
-		fail(c, CONN_ERR_IO, "write error: %s", uv_strerror(status));
+		write_failed(c, status);
 		return;
 	}
 	if (c->writes_pending == 0)
@@ -155,7 +186,7 @@ static void write_cb(uv_write_t *req, int status)
 
 static void raw_write(struct conn *c, const void *data, size_t len)
 {
-	if (len == 0 || c->closing || !c->tcp_open)
+	if (len == 0 || c->closing || !c->tcp_open || c->write_error.len)
 		return;
 	struct write_req *w = xmalloc(sizeof(*w) + len);
 	w->c = c;
@@ -165,7 +196,7 @@ static void raw_write(struct conn *c, const void *data, size_t len)
 	int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
 	if (r < 0) {
 		free(w);
-		fail(c, CONN_ERR_IO, "write error: %s", uv_strerror(r));
+		write_failed(c, r);
 		return;
 	}
 	c->writes_pending++;
@@ -303,8 +334,7 @@ static void connect_cb(uv_connect_t *req, int status)
 		return; /* closed, or given up by the connect timer */
 	c->connecting = false;
 	if (status < 0) {
-		buf_printf(&c->error, "%s%s: %s", c->error.len ? "; " : "", c->peer,
-			   uv_strerror(status));
+		addr_failed(c, uv_strerror(status));
 		/* Try the next address on a fresh handle, once this one is closed. */
 		close_tcp_for_retry(c);
 		return;
@@ -337,6 +367,7 @@ static void try_next_addr(struct conn *c)
 		else
 			continue;
 		snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->host, ip, c->port);
+		snprintf(c->addr, sizeof(c->addr), "%s", ip);
 		uv_tcp_init(c->loop, &c->tcp);
 		c->tcp.data = c;
 		c->tcp_open = true;
@@ -347,8 +378,7 @@ static void try_next_addr(struct conn *c)
 		int r = uv_tcp_connect(&c->connect_req, &c->tcp, ai->ai_addr, connect_cb);
 		if (r < 0) {
 			c->connecting = false;
-			buf_printf(&c->error, "%s%s: %s", c->error.len ? "; " : "", c->peer,
-				   uv_strerror(r));
+			addr_failed(c, uv_strerror(r));
 			close_tcp_for_retry(c);
 		}
 		return;
@@ -422,6 +452,19 @@ void conn_write(struct conn *c, const void *data, size_t len)
 	raw_write(c, data, len);
 }
 
+size_t conn_unacked(struct conn *c)
+{
+	uv_os_fd_t fd;
+	int outq = 0;
+	if (!c->tcp_open)
+		return 0;
+	size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &outq) == 0 &&
+	    outq > 0)
+		n += (size_t)outq;
+	return n;
+}
+
 static void free_conn(struct conn *c)
 {
 	if (c->ssl)
@@ -430,6 +473,7 @@ static void free_conn(struct conn *c)
 		uv_freeaddrinfo(c->ai_list);
 	buf_deinit(&c->in);
 	buf_deinit(&c->error);
+	buf_deinit(&c->write_error);
 	free(c->host);
 	free(c);
 }

@@ -39,8 +39,9 @@ struct conn {
 	struct addrinfo *ai_list, *ai_next;
 	char *host;
 	unsigned port;
-	char peer[128];	  /* "host[ip]:port" for logs once connected */
-	SSL_CTX *ssl_ctx; /* not owned */
+	char peer[128];		     /* "host[ip]:port" for logs once connected */
+	char addr[INET6_ADDRSTRLEN]; /* the address being tried */
+	SSL_CTX *ssl_ctx;	     /* not owned */
 	SSL *ssl;
 	BIO *rbio; /* network -> OpenSSL */
 	BIO *wbio; /* OpenSSL -> network */
@@ -56,8 +57,9 @@ struct conn {
 	bool deferred_error; /* an error to report from the timer (never synchronously) */
 	int handles_open;    /* tcp and timer, freed when both are closed */
 	unsigned writes_pending;
-	uint64_t timeout_ms; /* connect timeout, per address */
-	struct buf in;	     /* plaintext from the peer, consumed by the owner */
+	uint64_t timeout_ms;	/* connect timeout, per address */
+	struct buf in;		/* plaintext from the peer, consumed by the owner */
+	struct buf write_error; /* a failed write, reported after the peer's last words */
 	enum conn_error_class error_class;
 	struct buf error;
 	char tls_info[256]; /* protocol, cipher, verify result */
@@ -73,6 +75,10 @@ void conn_connect(struct conn *c, const char *host, unsigned port, uint64_t time
 /* Starts TLS on the open connection (STARTTLS); reports TLS_READY or ERROR. */
 void conn_start_tls(struct conn *c, SSL_CTX *ctx);
 void conn_write(struct conn *c, const void *data, size_t len);
+/* Bytes written that the peer's TCP has not acknowledged yet: still queued
+ * in libuv or in the kernel's send queue (SIOCOUTQ, which keeps its count
+ * after a reset). 0 when all arrived, or when it cannot be known. */
+size_t conn_unacked(struct conn *c);
 /* Restarts the phase timer (0 = none). */
 void conn_set_timeout(struct conn *c, uint64_t ms);
 /* Closes (idempotent). CLOSED is reported asynchronously. */

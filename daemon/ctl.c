@@ -492,6 +492,37 @@ int ctl_lock_spool(struct spool *sp, struct buf *errors)
 	return -1;
 }
 
+int ctl_check_path(const char *path, const char *made_dir, struct buf *errors)
+{
+	struct sockaddr_un sa;
+	struct stat st;
+	if (path == NULL || *path == '\0') {
+		buf_printf(errors, "[control] socket is not set\n");
+		return -1;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		buf_printf(errors, "control socket %s: path longer than %zu bytes\n", path,
+			   sizeof(sa.sun_path) - 1);
+		return -1;
+	}
+	const char *slash = strrchr(path, '/');
+	char *dir = slash && slash != path ? xstrndup(path, (size_t)(slash - path))
+					   : xstrdup(slash ? "/" : ".");
+	int rc = 0;
+	if (made_dir && strcmp(dir, made_dir) == 0) {
+		/* Made by start-up before the socket is bound. */
+	} else if (stat(dir, &st) < 0) {
+		buf_printf(errors, "control socket %s: directory %s: %s\n", path, dir,
+			   strerror(errno));
+		rc = -1;
+	} else if (!S_ISDIR(st.st_mode)) {
+		buf_printf(errors, "control socket %s: %s is not a directory\n", path, dir);
+		rc = -1;
+	}
+	free(dir);
+	return rc;
+}
+
 /* Removes a socket file left by a daemon that died, never a live one. */
 static int clear_stale(const char *path, struct buf *errors)
 {
@@ -553,17 +584,7 @@ static void server_close_free_cb(uv_handle_t *h)
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 {
 	const char *path = pd->cfg->control.socket;
-	struct sockaddr_un sa;
-	if (path == NULL || *path == '\0') {
-		buf_printf(errors, "[control] socket is not set\n");
-		return NULL;
-	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		buf_printf(errors, "control socket %s: path longer than %zu bytes\n", path,
-			   sizeof(sa.sun_path) - 1);
-		return NULL;
-	}
-	if (clear_stale(path, errors) < 0)
+	if (ctl_check_path(path, NULL, errors) < 0 || clear_stale(path, errors) < 0)
 		return NULL;
 	struct ctl *c = xcalloc(1, sizeof(*c));
 	c->pd = pd;

@@ -35,6 +35,10 @@ struct pickupd;
  * Called before recovery. Waits a few seconds for a pickupctl that holds it
  * for one operation; -1 with a line in errors when another holds it. */
 int ctl_lock_spool(struct spool *sp, struct buf *errors);
+/* What can be checked of [control] socket before binding it: set, short
+ * enough for sun_path, in an existing directory (or made_dir, which start-up
+ * creates first: the spool). -1 with a line in errors. */
+int ctl_check_path(const char *path, const char *made_dir, struct buf *errors);
 /* Binds the socket (replacing a stale one that nobody answers on) and
  * listens. NULL with a line in errors when it cannot. */
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors);

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/esc.h"
+
 #define REPLY_WIDTH 70
 
 long ctl_list_each(struct spool *sp, int only, ctl_list_fn fn, void *arg, struct buf *err)
@@ -82,11 +84,23 @@ const char *ctl_list_fmt_time(int64_t ms, char *out, size_t size)
 
 void ctl_list_put_short(FILE *out, const char *s, size_t width)
 {
-	size_t n = 0;
-	for (; s && *s && n < width; s++, n++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, out);
-	if (s && *s)
+	struct buf b = BUF_INIT;
+	if (s)
+		esc_append(&b, s, strlen(s));
+	size_t n = b.len;
+	if (n > width) {
+		n = width;
+		while (n > 0 && ((unsigned char)b.data[n] & 0xc0) == 0x80)
+			n--;
+		for (size_t k = n > 3 ? n - 3 : 0; k < n; k++)
+			if (b.data[k] == '\\')
+				n = k; /* not half an escape either */
+	}
+	if (n)
+		fwrite(b.data, 1, n, out);
+	if (n < b.len)
 		fputs("...", out);
+	buf_deinit(&b);
 }
 
 const char *ctl_list_last_reply(const struct spool_env *e)

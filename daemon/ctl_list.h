@@ -34,7 +34,8 @@ void ctl_list_line(FILE *out, const struct spool_env *e, enum spool_state st);
 const char *ctl_list_last_reply(const struct spool_env *e);
 /* "2024-11-23 10:00:00" local time, "-" for 0. */
 const char *ctl_list_fmt_time(int64_t ms, char *out, size_t size);
-/* s on one line, control characters as '?', at most width characters (then "..."). */
+/* Outside text for a terminal, escaped as in the log (common/esc.h), cut
+ * after width bytes at a character boundary (with "..." when cut). */
 void ctl_list_put_short(FILE *out, const char *s, size_t width);
 
 #endif

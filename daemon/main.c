@@ -1,6 +1,8 @@
 /*
- * Purpose: pickupd's entry point: options, configuration, spool recovery,
- * the event loop, signals (SIGTERM/SIGINT graceful stop, SIGHUP reload),
+ * Purpose: pickupd's entry point: options, configuration, spool recovery
+ * (claims finished from their recorded folder, messages that may arrive
+ * twice named), the event loop, signals (SIGTERM/SIGINT graceful stop,
+ * SIGHUP reload), the stop with status 1 once the spool is read-only,
  * sd_notify.
  * Owns: the struct pickupd and every module instance.
  * Invariants: recovery finishes before READY=1 and before any file is
@@ -21,8 +23,10 @@
 #include "daemon/metrics.h"
 #include "daemon/pickup.h"
 #include "daemon/pickupd.h"
+#include "daemon/preflight.h"
 #include "daemon/relay.h"
 #include "daemon/sched.h"
+#include "daemon/space.h"
 
 #define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
 
@@ -33,19 +37,51 @@ static void usage(FILE *f)
 		   "config: -c FILE, else $PICKUPD_CONFIG, else " DEFAULT_CONFIG "\n");
 }
 
+/* Logs each "FILE:LINE: message" line of errs on a line of its own. */
+static void log_lines(void (*log_fn)(const char *, ...), const char *prefix, const char *errs)
+{
+	const char *p = errs;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		int n = nl ? (int)(nl - p) : (int)strlen(p);
+		if (n)
+			log_fn("%s%.*s", prefix, n, p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+/*
+ * The configuration and every check of it against the machine (preflight):
+ * the same steps for --check-config, start-up and reload, so that the check
+ * passes exactly the configurations the daemon accepts. NULL with the
+ * "FILE:LINE: message" lines in errs; warnings are logged with prefix.
+ */
+static struct config *load_config(const char *path, struct buf *errs, const char *prefix)
+{
+	struct buf warns = BUF_INIT;
+	struct config *cfg = config_load(path, errs);
+	if (cfg && preflight_run(cfg, errs, &warns) < 0) {
+		config_free(cfg);
+		cfg = NULL;
+	}
+	if (cfg)
+		config_hostname_warning(cfg, &warns);
+	log_lines(log_warn, prefix, warns.data);
+	buf_deinit(&warns);
+	if (cfg == NULL && errs->len == 0)
+		buf_puts(errs, "invalid configuration\n");
+	return cfg;
+}
+
 static int check_config(const char *path)
 {
 	struct buf errs = BUF_INIT;
-	struct config *cfg = config_load(path, &errs);
+	struct config *cfg = load_config(path, &errs, "");
 	if (cfg == NULL) {
-		fputs(errs.data ? errs.data : "invalid configuration\n", stdout);
+		fputs(errs.data, stdout);
 		buf_deinit(&errs);
 		return 1;
 	}
-	struct buf warn = BUF_INIT;
-	if (config_hostname_warning(cfg, &warn))
-		printf("%s: warning: %s", path, warn.data);
-	buf_deinit(&warn);
 	printf("%s: configuration is valid\n", path);
 	config_free(cfg);
 	buf_deinit(&errs);
@@ -85,6 +121,10 @@ void pickupd_check_stopped(struct pickupd *pd)
 		return;
 	relay_pool_close(pd->pool);
 	sched_stop(pd->sched);
+	if (!uv_is_closing((uv_handle_t *)&pd->ro_check))
+		uv_close((uv_handle_t *)&pd->ro_check, NULL);
+	if (!uv_is_closing((uv_handle_t *)&pd->space_timer))
+		uv_close((uv_handle_t *)&pd->space_timer, NULL);
 	close_signal(&pd->sig_term);
 	close_signal(&pd->sig_int);
 	close_signal(&pd->sig_hup);
@@ -119,19 +159,6 @@ static void stop(struct pickupd *pd, const char *why)
 	pickupd_check_stopped(pd);
 }
 
-/* Logs each "FILE:LINE: message" error on a line of its own. */
-static void log_errors(const char *prefix, const char *errs)
-{
-	const char *p = errs;
-	while (p && *p) {
-		const char *nl = strchr(p, '\n');
-		int n = nl ? (int)(nl - p) : (int)strlen(p);
-		if (n)
-			log_error("%s%.*s", prefix, n, p);
-		p = nl ? nl + 1 : NULL;
-	}
-}
-
 static bool same_str(const char *a, const char *b)
 {
 	return strcmp(a ? a : "", b ? b : "") == 0;
@@ -146,9 +173,9 @@ static bool same_str(const char *a, const char *b)
 static void reload(struct pickupd *pd)
 {
 	struct buf errs = BUF_INIT;
-	struct config *cfg = config_load(pd->cfg->path, &errs);
+	struct config *cfg = load_config(pd->cfg->path, &errs, "reload: ");
 	if (cfg == NULL) {
-		log_errors("reload refused: ", errs.data);
+		log_lines(log_error, "reload refused: ", errs.data);
 		log_error("reload refused; keeping the running configuration");
 		goto out;
 	}
@@ -158,7 +185,7 @@ static void reload(struct pickupd *pd)
 		goto out;
 	}
 	if (relay_pool_reload(pd->pool, cfg, &errs) < 0) {
-		log_errors("reload refused: ", errs.data);
+		log_lines(log_error, "reload refused: ", errs.data);
 		config_free(cfg);
 		goto out;
 	}
@@ -193,14 +220,43 @@ static void watchdog_cb(uv_timer_t *t)
 	pickupd_notify("WATCHDOG=1");
 }
 
-/* Orphaned content (a claim cut short): parse it again as if just picked up. */
+/* EROFS: the spool said so once; no transaction is started whose outcome
+ * cannot be recorded. What is in flight ends as at SIGTERM, then the exit
+ * status hands over to systemd's restart policy (and StartLimitBurst). */
+static void ro_check_cb(uv_check_t *h)
+{
+	struct pickupd *pd = h->data;
+	if (pd->stopping || !spool_readonly(&pd->spool))
+		return;
+	pd->exit_status = EXIT_FAILURE; /* pickupd(8): 1, "a read-only file system" */
+	pickupd_notify("STATUS=spool read-only, stopping");
+	stop(pd, "the spool is read-only");
+}
+
+/* The [pickup NAME] a claim record names; folder 0 when it is unknown. */
+static const struct config_pickup *origin_pickup(struct pickupd *pd, const char *name,
+						 const char *id)
+{
+	for (size_t i = 0; name && i < pd->cfg->n_pickups; i++)
+		if (strcmp(pd->cfg->pickups[i].name, name) == 0)
+			return &pd->cfg->pickups[i];
+	if (name)
+		log_warn("%s: recovered content came from [pickup %s], which is no longer "
+			 "configured; taken as from [pickup %s]",
+			 id, name, pd->cfg->pickups[0].name);
+	return &pd->cfg->pickups[0];
+}
+
+/* Orphaned content (a claim cut short): parse it again as if just picked up,
+ * as from the folder its claim record names. */
 static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 {
 	for (size_t i = 0; i < rec->n_orphans; i++) {
 		struct ingest_job ij;
 		memset(&ij, 0, sizeof(ij));
 		ij.job.pd = pd;
-		ij.pickup = &pd->cfg->pickups[0];
+		ij.pickup = origin_pickup(pd, rec->orphan_pickups[i], rec->orphans[i]);
+		ij.origin_file = rec->orphan_files[i];
 		ij.dir_fd = pd->spool.data_fd;
 		ij.name = xstrdup(rec->orphans[i]);
 		ij.hostname = pd->cfg->general.hostname;
@@ -211,7 +267,10 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		if (ij.result == INGEST_QUEUED) {
 			/* load_schedule finds it in queue/: scheduling it here too
 			 * would send it twice. */
-			log_info("%s: recovered content of %s (claim cut short)", ij.id, ij.name);
+			log_info(
+			    "%s: recovered content of %s (claim cut short): pickup=%s, file=%s",
+			    ij.id, ij.name, ij.pickup->name,
+			    ij.origin_file ? ij.origin_file : ij.name);
 		} else if (ij.result == INGEST_REFUSED) {
 			log_warn("%s: recovered content of %s refused: %s; moved to badmail", ij.id,
 				 ij.name, ij.reason);
@@ -283,18 +342,13 @@ int main(int argc, char **argv)
 	struct pickupd pd;
 	struct buf errs = BUF_INIT;
 	memset(&pd, 0, sizeof(pd));
-	pd.cfg = config_load(path, &errs);
+	pd.cfg = load_config(path, &errs, "");
 	if (pd.cfg == NULL) {
-		fputs(errs.data ? errs.data : "invalid configuration\n", stderr);
+		log_lines(log_error, "", errs.data);
 		buf_deinit(&errs);
-		return 1;
+		fatal("cannot start");
 	}
 	set_log_level(pd.cfg->general.log_level);
-	if (config_hostname_warning(pd.cfg, &errs)) {
-		errs.data[errs.len - 1] = '\0';
-		log_warn("%s", errs.data);
-		buf_clear(&errs);
-	}
 	/* A core dump would hold relay secrets. */
 	prctl(PR_SET_DUMPABLE, 0);
 	signal(SIGPIPE, SIG_IGN);
@@ -303,7 +357,7 @@ int main(int argc, char **argv)
 	if (spool_open(&pd.spool, pd.cfg->spool.dir) < 0)
 		fatal("cannot open spool %s: %s", pd.cfg->spool.dir, strerror(errno));
 	if (ctl_lock_spool(&pd.spool, &errs) < 0) {
-		fputs(errs.data, stderr);
+		log_lines(log_error, "", errs.data);
 		fatal("cannot start");
 	}
 	pd.magic = magic_open(MAGIC_MIME_TYPE | MAGIC_NO_CHECK_COMPRESS);
@@ -324,7 +378,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < pd.n_pickups; i++)
 		pd.pickups[i] = pickup_new(&pd, &pd.cfg->pickups[i], &errs);
 	if (errs.len) {
-		fputs(errs.data, stderr);
+		log_lines(log_error, "", errs.data);
 		fatal("cannot start");
 	}
 
@@ -332,10 +386,18 @@ int main(int argc, char **argv)
 	struct spool_recovery rec;
 	if (spool_recover(&pd.spool, &rec) < 0)
 		fatal("spool recovery failed in %s: %s", pd.cfg->spool.dir, strerror(errno));
-	if (rec.tmp_cleaned || rec.duplicates || rec.dangling_envelopes || rec.n_orphans)
+	if (rec.tmp_cleaned || rec.duplicates || rec.dangling_envelopes || rec.n_orphans ||
+	    rec.copies_dropped)
 		log_info("recovery: %zu temporary files removed, %zu duplicate envelopes resolved, "
-			 "%zu finished envelopes dropped, %zu claims to finish",
-			 rec.tmp_cleaned, rec.duplicates, rec.dangling_envelopes, rec.n_orphans);
+			 "%zu finished envelopes dropped, %zu claims to finish, %zu copies dropped "
+			 "(originals still in their folders)",
+			 rec.tmp_cleaned, rec.duplicates, rec.dangling_envelopes, rec.n_orphans,
+			 rec.copies_dropped);
+	/* At-least-once: these were cut off between sending and recording. */
+	for (size_t i = 0; i < rec.n_maybe_sent; i++)
+		log_warn("%s: it was being sent when pickupd stopped without recording "
+			 "the outcome; the message may be delivered twice",
+			 rec.maybe_sent[i]);
 	reingest_orphans(&pd, &rec);
 	spool_recovery_deinit(&rec);
 	if (load_schedule(&pd) < 0)
@@ -343,7 +405,7 @@ int main(int argc, char **argv)
 	pd.ctl = ctl_start(&pd, &errs);
 	pd.metrics = metrics_start(&pd, &errs);
 	if (pd.ctl == NULL || errs.len) {
-		fputs(errs.data ? errs.data : "", stderr);
+		log_lines(log_error, "", errs.data);
 		fatal("cannot start");
 	}
 
@@ -357,6 +419,10 @@ int main(int argc, char **argv)
 	uv_timer_init(pd.loop, &pd.watchdog);
 	uv_timer_init(pd.loop, &pd.shutdown_timer);
 	pd.shutdown_timer.data = &pd;
+	space_init(&pd);
+	uv_check_init(pd.loop, &pd.ro_check);
+	pd.ro_check.data = &pd;
+	uv_check_start(&pd.ro_check, ro_check_cb);
 	const char *wd = getenv("WATCHDOG_USEC");
 	if (wd && atoll(wd) > 0) {
 		uint64_t ms = (uint64_t)atoll(wd) / 2000;
@@ -394,5 +460,7 @@ int main(int argc, char **argv)
 	buf_deinit(&errs);
 	uv_library_shutdown();
 	log_info("stopped");
+	if (pd.exit_status)
+		return pd.exit_status;
 	return rc == 0 ? 0 : 1;
 }

@@ -10,6 +10,7 @@
 #include "daemon/metrics.h"
 
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,42 +56,59 @@ struct scrape {
 	int64_t oldest_ms; /* arrival encoded in the oldest queue/deferred ID; 0 = none */
 };
 
-int metrics_parse_listen(const char *s, char *host, size_t host_size, unsigned *port_r)
+int metrics_addrs(const char *listen, struct sockaddr_storage *v, size_t max, struct buf *errors)
 {
-	const char *colon, *h = s;
-	size_t hlen;
-	if (s == NULL || *s == '\0')
+	struct config_listen l;
+	const char *expected;
+	size_t n = 0;
+	memset(v, 0, max * sizeof(*v));
+	if (config_parse_listen(listen, &l, &expected) < 0) {
+		buf_printf(errors, "[metrics] listen = %s: expected %s\n", listen, expected);
 		return -1;
-	if (*s == '[') {
-		const char *close = strchr(s, ']');
-		if (close == NULL || close[1] != ':')
-			return -1;
-		h = s + 1;
-		hlen = (size_t)(close - h);
-		colon = close + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
-			return -1;
-		hlen = (size_t)(colon - s);
 	}
-	if (hlen == 0 || hlen >= host_size)
-		return -1;
-	const char *p = colon + 1;
-	unsigned port = 0;
-	if (*p == '\0' || strlen(p) > 5)
-		return -1;
-	for (; *p; p++) {
-		if (*p < '0' || *p > '9')
+	switch (l.kind) {
+	case LISTEN_IPV4:
+		if (uv_ip4_addr(l.host, (int)l.port, (struct sockaddr_in *)&v[n]) == 0)
+			n++;
+		break;
+	case LISTEN_IPV6:
+		if (uv_ip6_addr(l.host, (int)l.port, (struct sockaddr_in6 *)&v[n]) == 0)
+			n++;
+		break;
+	case LISTEN_ALL:
+		/* [::] takes IPv4 too (dual stack); 0.0.0.0 where IPv6 is off. */
+		uv_ip6_addr("::", (int)l.port, (struct sockaddr_in6 *)&v[n++]);
+		if (n < max)
+			uv_ip4_addr("0.0.0.0", (int)l.port, (struct sockaddr_in *)&v[n++]);
+		break;
+	case LISTEN_NAME: {
+		/* The first address, as Go's and Python's listeners take it. */
+		struct addrinfo hints, *res = NULL;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_ADDRCONFIG;
+		int r = getaddrinfo(l.host, NULL, &hints, &res);
+		if (r != 0 || res == NULL) {
+			buf_printf(errors, "[metrics] listen = %s: cannot resolve %s: %s\n", listen,
+				   l.host, r ? gai_strerror(r) : "no address");
 			return -1;
-		port = port * 10 + (unsigned)(*p - '0');
+		}
+		memcpy(&v[n], res->ai_addr, res->ai_addrlen);
+		if (v[n].ss_family == AF_INET)
+			((struct sockaddr_in *)&v[n])->sin_port = htons((uint16_t)l.port);
+		else
+			((struct sockaddr_in6 *)&v[n])->sin6_port = htons((uint16_t)l.port);
+		n++;
+		freeaddrinfo(res);
+		break;
 	}
-	if (port == 0 || port > 65535)
+	}
+	if (n == 0) {
+		buf_printf(errors, "[metrics] listen = %s: not an address\n", listen);
 		return -1;
-	memcpy(host, h, hlen);
-	host[hlen] = '\0';
-	*port_r = port;
-	return 0;
+	}
+	return (int)n;
 }
 
 /* ---- clients --------------------------------------------------------------------------- */
@@ -418,22 +436,12 @@ static void handle_close_free_cb(uv_handle_t *h)
 struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 {
 	const char *listen = pd->cfg->metrics.listen;
-	char host[256];
-	unsigned port;
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss[2];
 	if (listen == NULL || *listen == '\0')
 		return NULL;
-	if (metrics_parse_listen(listen, host, sizeof(host), &port) < 0) {
-		buf_printf(errors, "[metrics] listen = %s: expected HOST:PORT or [IPV6]:PORT\n",
-			   listen);
+	int n = metrics_addrs(listen, ss, 2, errors);
+	if (n < 0)
 		return NULL;
-	}
-	if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) != 0 &&
-	    uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) != 0) {
-		buf_printf(errors, "[metrics] listen = %s: %s is not an IP address\n", listen,
-			   host);
-		return NULL;
-	}
 	struct metrics *m = xcalloc(1, sizeof(*m));
 	m->pd = pd;
 	uv_tcp_init(pd->loop, &m->server);
@@ -441,7 +449,11 @@ struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 	uv_timer_init(pd->loop, &m->sweep);
 	m->sweep.data = m;
 	m->handles_open = 2;
-	int r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss, 0);
+	int r = UV_EAFNOSUPPORT;
+	/* The next address only when the family is missing: a socket exists
+	 * otherwise, and it cannot change its family. */
+	for (int i = 0; i < n && r == UV_EAFNOSUPPORT; i++)
+		r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss[i], 0);
 	if (r == 0)
 		r = uv_listen((uv_stream_t *)&m->server, 64, connection_cb);
 	if (r < 0) {
@@ -453,7 +465,15 @@ struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 	uv_timer_start(&m->sweep, sweep_cb, METRICS_CLIENT_TIMEOUT_MS / 2,
 		       METRICS_CLIENT_TIMEOUT_MS / 2);
 	uv_unref((uv_handle_t *)&m->sweep);
-	log_info("metrics on http://%s/metrics", listen);
+	struct sockaddr_storage bound;
+	int blen = sizeof(bound);
+	memset(&bound, 0, sizeof(bound));
+	char ip[64] = "?";
+	if (uv_tcp_getsockname(&m->server, (struct sockaddr *)&bound, &blen) == 0)
+		uv_ip_name((struct sockaddr *)&bound, ip, sizeof(ip));
+	log_info("metrics on http://%s%s%s:%u/metrics (listen = %s)",
+		 bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
+		 (unsigned)ntohs(((struct sockaddr_in *)&bound)->sin_port), listen);
 	return m;
 }
 

@@ -23,6 +23,8 @@
 
 #include <stdbool.h>
 
+#include <sys/socket.h>
+
 #include "common/buf.h"
 
 struct pickupd;
@@ -34,7 +36,11 @@ void metrics_stop(struct metrics *m);
 bool metrics_idle(const struct metrics *m);
 void metrics_free(struct metrics *m);
 
-/* "HOST:PORT" or "[V6]:PORT" -> host and port; -1 when malformed. Pure. */
-int metrics_parse_listen(const char *s, char *host, size_t host_size, unsigned *port_r);
+/* The addresses [metrics] listen stands for (config_parse_listen), in the
+ * order to try: the address written, a name's first address (resolved here:
+ * blocking, so at start-up and in the config check only), or for :PORT [::]
+ * then 0.0.0.0. Returns how many (at most max, which is at least 2), or -1
+ * with a line in errors. Used by the listener and preflight alike. */
+int metrics_addrs(const char *listen, struct sockaddr_storage *v, size_t max, struct buf *errors);
 
 #endif

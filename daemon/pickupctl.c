@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/esc.h"
 #include "common/log.h"
 #include "daemon/ctl_client.h"
 #include "daemon/ctl_list.h"
@@ -69,33 +70,6 @@ static void usage(FILE *f)
 
 /* ---- JSON output ------------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-	unsigned c = s[0];
-	size_t n;
-	unsigned min;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, min = 0x80;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, min = 0x800;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, min = 0x10000;
-	else
-		return 0;
-	unsigned v = c & (0x7f >> n);
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = v << 6 | (s[i] & 0x3f);
-	}
-	if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-		return 0;
-	return n;
-}
-
 /* A JSON string: quotes, backslash and control characters escaped, invalid
  * UTF-8 replaced by U+FFFD, so the output always parses. NULL -> null. */
 static void json_str(FILE *f, const char *s)
@@ -104,7 +78,7 @@ static void json_str(FILE *f, const char *s)
 		fputs("null", f);
 		return;
 	}
-	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
 	fputc('"', f);
 	while (*p) {
 		unsigned c = *p;
@@ -121,7 +95,7 @@ static void json_str(FILE *f, const char *s)
 			fprintf(f, "\\u%04x", c);
 			p++;
 		} else {
-			size_t n = utf8_len(p);
+			size_t n = esc_utf8_len(p, (size_t)(end - p));
 			if (n == 0) {
 				fputs("\\ufffd", f);
 				p++;
@@ -513,18 +487,21 @@ static int cmd_list(struct spool *sp, const char *state)
 	return r < 0 ? EXIT_FAIL : 0;
 }
 
-/* The first header lines of the content, up to the blank line. */
-static void read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
+/* The first header lines of the content, up to the blank line; NULL, or
+ * why the content cannot be read. */
+static const char *read_headers(struct spool *sp, const char *id, char ***lines_r, size_t *n_r)
 {
 	*lines_r = NULL;
 	*n_r = 0;
 	int fd = spool_data_open(sp, id);
 	if (fd < 0)
-		return;
+		return errno == EINVAL ? "not a regular file (refused at pickup); not read"
+				       : strerror(errno);
 	FILE *f = fdopen(fd, "r");
 	if (f == NULL) {
+		int e = errno;
 		close(fd);
-		return;
+		return strerror(e);
 	}
 	char *line = NULL;
 	size_t cap = 0;
@@ -541,6 +518,7 @@ static void read_headers(struct spool *sp, const char *id, char ***lines_r, size
 	}
 	free(line);
 	fclose(f);
+	return NULL;
 }
 
 static int cmd_show(struct spool *sp, const char *id)
@@ -561,7 +539,7 @@ static int cmd_show(struct spool *sp, const char *id)
 	buf_deinit(&why);
 	char **lines;
 	size_t n_lines;
-	read_headers(sp, id, &lines, &n_lines);
+	const char *unread = read_headers(sp, id, &lines, &n_lines);
 	if (json) {
 		json_env(stdout, &e, (enum spool_state)st);
 		printf(",\"headers\":[");
@@ -570,7 +548,9 @@ static int cmd_show(struct spool *sp, const char *id)
 				printf(",");
 			json_str(stdout, lines[i]);
 		}
-		printf("]}\n");
+		printf("],\"content_error\":");
+		json_str(stdout, unread);
+		printf("}\n");
 	} else {
 		char t[32];
 		printf("id:           %s\n", e.id);
@@ -599,7 +579,10 @@ static int cmd_show(struct spool *sp, const char *id)
 			}
 			printf("\n");
 		}
-		printf("content (first header lines):\n");
+		if (unread)
+			printf("content:      %s\n", unread);
+		else
+			printf("content (first header lines):\n");
 		for (size_t i = 0; i < n_lines; i++) {
 			printf("  ");
 			ctl_list_put_short(stdout, lines[i], 200);

@@ -54,5 +54,10 @@ int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, uns
 /* Reads a relay's secret (password_file, or $CREDENTIALS_DIRECTORY/<relay
  * name>); refuses a file that group or others may read. NULL with a reason. */
 char *relay_read_secret(const struct config_relay *r, struct buf *reason);
+/* What a [relay] section needs from the machine, checked as start-up,
+ * reload and --check-config all check it (preflight.c): its TLS files load
+ * (the context is kept in *ctx_r when ctx_r is not NULL) and its secret file
+ * is safe to read. -1 with lines in errors. */
+int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *errors);
 
 #endif

@@ -64,8 +64,14 @@ static void arm(struct sched *s);
 static void timer_cb(uv_timer_t *t)
 {
 	struct sched *s = t->data;
-	log_debug("schedule: %zu message(s), the earliest due in %lld ms", s->n,
-		  s->n ? (long long)(s->heap[0].due_ms - pickupd_now_ms()) : 0LL);
+	/* due_ms 0 means "now": print it as such, not as a negative time. */
+	long long in_ms = s->n ? (long long)(s->heap[0].due_ms - pickupd_now_ms()) : 0;
+	if (s->n == 0)
+		log_debug("schedule: empty");
+	else if (in_ms > 0)
+		log_debug("schedule: %zu message(s), the earliest due in %lld ms", s->n, in_ms);
+	else
+		log_debug("schedule: %zu message(s), the earliest due now", s->n);
 	relay_pool_wake(s->pd->pool);
 	/* The loop's clock and the wall clock differ by a millisecond or so:
 	 * a timer may fire just before the entry is due. Try again then; a due

@@ -2,12 +2,14 @@
  * Purpose: reading relay secrets from files (see secret.h), and noticing
  * that an operator changed one (its fingerprint).
  * Invariants: the bytes read are wiped from the stack buffer; the file is
- * never followed through a symbolic link; a fingerprint never holds or
- * reveals the secret (a SHA-256 over it and the file's metadata).
+ * never followed through a symbolic link; a secret is used only when no user
+ * but us and root could have written or replaced it; a fingerprint never
+ * holds or reveals the secret (a SHA-256 over it and the file's metadata).
  */
 #include "daemon/secret.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -33,6 +35,67 @@ static const char *secret_path(const struct config_relay *r, char *path, size_t 
 	return path;
 }
 
+static bool trusted_owner(uid_t uid)
+{
+	return uid == 0 || uid == geteuid();
+}
+
+/*
+ * ssh's rule for the directories above a secret: each owned by us or root,
+ * and not writable by group or others, or else anyone who may write one
+ * could rename our file away and put theirs in its place. A sticky directory
+ * (/tmp) is allowed: there only a file's owner, or the directory's (us or
+ * root, as checked), may rename or remove it, and the file itself is checked
+ * to be ours or root's.
+ */
+static int check_dirs(const char *file, struct buf *reason)
+{
+	char *copy = xstrdup(file), *slash = strrchr(copy, '/');
+	char *dir = NULL;
+	int rc = -1;
+	if (slash == NULL)
+		dir = realpath(".", NULL);
+	else if (slash == copy)
+		dir = xstrdup("/");
+	else {
+		*slash = '\0';
+		dir = realpath(copy, NULL);
+	}
+	if (dir == NULL) {
+		buf_printf(reason, "cannot resolve the directory of %s: %s", file, strerror(errno));
+		goto out;
+	}
+	for (;;) {
+		struct stat st;
+		if (stat(dir, &st) < 0) {
+			buf_printf(reason, "cannot stat %s: %s", dir, strerror(errno));
+			goto out;
+		}
+		if (!trusted_owner(st.st_uid)) {
+			buf_printf(reason,
+				   "%s is in %s, owned by uid %u: only root or uid %u may own it",
+				   file, dir, (unsigned)st.st_uid, (unsigned)geteuid());
+			goto out;
+		}
+		if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)) {
+			buf_printf(reason,
+				   "%s is in %s, which others can write to (mode %04o): anyone who "
+				   "may write there could replace it",
+				   file, dir, (unsigned)(st.st_mode & 07777));
+			goto out;
+		}
+		char *up = strrchr(dir, '/');
+		if (up == NULL || (up == dir && dir[1] == '\0'))
+			break;
+		up[up == dir ? 1 : 0] = '\0';
+	}
+	rc = 0;
+out:
+	free(dir);
+	free(copy);
+	return rc;
+}
+
 char *secret_read_file(const struct config_relay *r, struct buf *reason)
 {
 	char path[4096];
@@ -51,6 +114,18 @@ char *secret_read_file(const struct config_relay *r, struct buf *reason)
 		buf_printf(reason,
 			   "%s must be a regular file that only its owner can read (mode %03o)",
 			   file, (unsigned)(st.st_mode & 0777));
+		close(fd);
+		return NULL;
+	}
+	if (!trusted_owner(st.st_uid)) {
+		buf_printf(reason,
+			   "%s is owned by uid %u: only root or the user pickupd runs as (uid %u) "
+			   "may own it",
+			   file, (unsigned)st.st_uid, (unsigned)geteuid());
+		close(fd);
+		return NULL;
+	}
+	if (check_dirs(file, reason) < 0) {
 		close(fd);
 		return NULL;
 	}

@@ -1,7 +1,9 @@
 /*
  * secret: a relay's password file (or $CREDENTIALS_DIRECTORY/<relay name>),
  * read under the ssh rule: a regular file, not a link, that only its owner
- * can read. Shared by the daemon and pickupctl test-relay.
+ * can read, owned by root or the daemon's user, in directories that no one
+ * else may write to (sticky ones excepted). Shared by the daemon, its config
+ * check and pickupctl test-relay.
  */
 #ifndef PICKUPD_SECRET_H
 #define PICKUPD_SECRET_H

@@ -549,6 +549,11 @@ int main(int argc, char **argv)
 	struct config *cfg = config_load(conf, &errs);
 	if (cfg == NULL) {
 		fputs(errs.data ? errs.data : "invalid configuration\n", stderr);
+		if (access(conf, R_OK) < 0 && errno == EACCES)
+			die(EX_CONFIG,
+			    "cannot read the configuration %s as uid %u: it holds no secrets and "
+			    "is meant to be readable by all (chmod 644 %s)",
+			    conf, (unsigned)getuid(), conf);
 		die(EX_CONFIG, "cannot use the configuration %s", conf);
 	}
 	if (mode != MODE_SEND) {

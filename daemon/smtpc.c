@@ -5,9 +5,12 @@
  * Owns: its conn, the reply parser, the content read buffer.
  * Invariants: "send on entering a state" (enter()) is kept apart from
  * "interpret the reply" (on_reply()); every command line passes through
- * send_cmd(), which refuses CR, LF and NUL; after the STARTTLS 220 no
- * plaintext byte may be buffered; the session frees itself only after its
- * conn closed and no file read is in flight.
+ * send_cmd(), which refuses CR, LF and NUL; no byte may follow the last
+ * reply that is due (replies_due(): after the STARTTLS 220 none at all),
+ * else the transaction is a protocol error, never a bounce; "may be
+ * delivered twice" only when the dot reached the peer and no reply came;
+ * the session frees itself only after its conn closed and no file read is
+ * in flight.
  */
 #include "daemon/smtpc.h"
 
@@ -97,7 +100,8 @@ struct smtpc {
 	char *helo_name;
 	SSL_CTX *ssl_ctx;
 	char *secret;
-	struct conn *conn;
+	struct conn *conn; /* NULL once it reported CONN_EV_CLOSED (and is freed) */
+	char peer[128];	   /* its peer, kept for the owner's last questions */
 	enum state state;
 	struct smtp_reply_parser parser;
 	struct smtp_caps caps;
@@ -129,6 +133,7 @@ struct smtpc {
 	struct buf out;
 	uint64_t data_size; /* fstat of the content at DATA: EOF without another read */
 	bool replies_seen;  /* a reply arrived in this transaction */
+	bool answered;	    /* a well-formed reply answered the final dot (or the body) */
 	/* password_command (uv_spawn, stdout through a pipe) */
 	uv_process_t proc;
 	uv_pipe_t pipe;
@@ -147,7 +152,7 @@ static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt,
 
 const char *smtpc_peer(const struct smtpc *s)
 {
-	return s->conn ? s->conn->peer : s->relay->host;
+	return s->conn ? s->conn->peer : s->peer[0] ? s->peer : s->relay->host;
 }
 
 enum smtpc_class smtpc_error_class(const struct smtpc *s)
@@ -282,6 +287,16 @@ static char *b64(const void *data, size_t len)
 	return out;
 }
 
+/* Whether ending the session now risks a duplicate (states[].risk): only
+ * when no reply answered, and the peer's TCP acknowledged every byte we
+ * sent. Bytes it never got include the final dot: then the message cannot
+ * have been taken and a retry is clean (a body cut mid-way). */
+static bool at_risk(struct smtpc *s)
+{
+	return states[s->state].risk != NULL && !s->answered &&
+	       (s->conn == NULL || conn_unacked(s->conn) == 0);
+}
+
 static void set_error(struct smtpc *s, enum smtpc_class cls, const char *fmt, va_list ap)
 {
 	if (s->error_class != SMTPC_OK)
@@ -302,7 +317,7 @@ static void txn_fail(struct smtpc *s, enum smtpc_class cls, const char *why)
 		free(t->reply);
 		t->reply = xstrdup(why);
 	}
-	if (s->state == ST_DOT)
+	if (at_risk(s))
 		t->maybe_delivered = true;
 }
 
@@ -367,18 +382,38 @@ static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt,
 	va_start(ap, fmt);
 	set_error(s, cls, fmt, ap);
 	va_end(ap);
-	if (states[s->state].risk)
-		log_warn("%s: %s while %s: %s", smtpc_peer(s), smtpc_error(s),
-			 states[s->state].name, states[s->state].risk);
+	/* The error names the phase already ("timeout while ..."). */
+	if (at_risk(s))
+		log_warn("%s: %s: %s", smtpc_peer(s), smtpc_error(s), states[s->state].risk);
 	close_session(s);
 }
 
-static void session_fail_reply(struct smtpc *s, enum smtpc_class cls, const struct smtp_reply *r,
-			       const char *what)
+/* Ends a session that failed while the server waits for our next command
+ * (a refusal during set-up, or a decision of ours): it leaves with QUIT
+ * (RFC 5321 4.1.1.10) instead of dropping the connection. */
+static void session_leave(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void session_leave(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	set_error(s, cls, fmt, ap);
+	va_end(ap);
+	enter(s, ST_QUIT);
+}
+
+/* A reply ends the session: "what: reply" becomes the error; with quit the
+ * session leaves politely (session_leave), else it drops (session_fail). */
+static void session_end_reply(struct smtpc *s, enum smtpc_class cls, const struct smtp_reply *r,
+			      const char *what, bool quit)
 {
 	struct buf sum = BUF_INIT;
 	smtp_reply_summary(r, &sum);
-	session_fail(s, cls, "%s: %s", what, sum.data);
+	if (quit)
+		session_leave(s, cls, "%s: %s", what, sum.data);
+	else
+		session_fail(s, cls, "%s: %s", what, sum.data);
 	buf_deinit(&sum);
 }
 
@@ -492,20 +527,24 @@ const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *e
 				size_t len)
 {
 	/* What the message needs and the server lacks is a permanent failure
-	 * named as such, never a guess. */
+	 * named as such, never a guess. The openings are what bounce.c maps to
+	 * RFC 3463 status codes. */
 	if (s->caps.size_present && s->caps.size && env->size > s->caps.size) {
-		snprintf(why, len, "message size %llu exceeds the relay's limit of %llu",
-			 (unsigned long long)env->size, (unsigned long long)s->caps.size);
+		snprintf(why, len, "message size %llu exceeds the size limit %llu of server %s",
+			 (unsigned long long)env->size, (unsigned long long)s->caps.size,
+			 smtpc_peer(s));
 		return why;
 	}
 	if (env->smtputf8 && !s->caps.smtputf8) {
 		snprintf(why, len,
-			 "the message has UTF-8 addresses and the relay does not offer SMTPUTF8");
+			 "the message has UTF-8 addresses and server %s does not offer SMTPUTF8",
+			 smtpc_peer(s));
 		return why;
 	}
 	if (env->eightbit && !s->caps.eightbitmime) {
 		snprintf(why, len,
-			 "the message has 8-bit content and the relay does not offer 8BITMIME");
+			 "the message has 8-bit content and server %s does not offer 8BITMIME",
+			 smtpc_peer(s));
 		return why;
 	}
 	return NULL;
@@ -698,6 +737,7 @@ static void start_body(struct smtpc *s)
 		s->chunk = xmalloc(READ_CHUNK);
 	s->read_off = 0;
 	s->read_eof = false;
+	s->answered = false;
 	struct stat st;
 	s->data_size = fstat(s->txn->data_fd, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
 	build_edits(s, s->txn->env);
@@ -741,7 +781,7 @@ static void on_envelope_reply(struct smtpc *s, const struct smtp_reply *r)
 	case CMD_RSET:
 		if (cls != SMTPC_OK) {
 			buf_deinit(&sum);
-			session_fail_reply(s, SMTPC_PROTO, r, "RSET refused");
+			session_end_reply(s, SMTPC_PROTO, r, "RSET refused", false);
 			return;
 		}
 		break;
@@ -821,6 +861,27 @@ static void on_final_reply(struct smtpc *s, const struct smtp_reply *r)
 		conn_set_timeout(s->conn, timeout_ms(s, TO_IDLE));
 }
 
+/* A complete reply before our final dot (smtp-sink -A): the server ended
+ * the transaction and its code decides, as at the end of data: 5xx fails,
+ * 4xx defers. A success before the dot makes no sense (protocol error).
+ * Half a message is in the stream: the session cannot go on. */
+static void on_early_reply(struct smtpc *s, const struct smtp_reply *r)
+{
+	struct smtpc_txn *t = s->txn;
+	struct buf sum = BUF_INIT;
+	enum smtpc_class cls = smtpc_classify_code(r->code);
+	if (cls == SMTPC_OK)
+		cls = SMTPC_PROTO;
+	smtp_reply_summary(r, &sum);
+	s->answered = true;
+	/* A protocol error is the transaction's (its words, not a "250"). */
+	for (size_t i = 0; i < t->env->n_rcpts && cls != SMTPC_PROTO; i++)
+		if (t->rcpt[i].tried && !t->rcpt[i].final)
+			set_rcpt(&t->rcpt[i], cls, r->code, sum.data, true);
+	session_fail(s, cls, "reply before the end of data: %s", sum.data);
+	buf_deinit(&sum);
+}
+
 /* ---- password_command: a secret or access token printed by a program ------------------ */
 
 #define CMD_MAX_OUTPUT 16384
@@ -841,12 +902,12 @@ static void cmd_finished(struct smtpc *s)
 	if (s->cmd_status != 0 || s->cmd_signal != 0 || n == 0 ||
 	    memchr(s->cmd_out.data, '\n', n) || memchr(s->cmd_out.data, '\0', n)) {
 		/* What it printed may be a secret: never in the log. */
-		session_fail(s, SMTPC_AUTH,
-			     "password_command failed (exit status %lld, signal %d, %s)",
-			     (long long)s->cmd_status, s->cmd_signal,
-			     n == 0			       ? "no output"
-			     : s->cmd_out.len > CMD_MAX_OUTPUT ? "output too long"
-							       : "output of one line expected");
+		session_leave(s, SMTPC_AUTH,
+			      "password_command failed (exit status %lld, signal %d, %s)",
+			      (long long)s->cmd_status, s->cmd_signal,
+			      n == 0				? "no output"
+			      : s->cmd_out.len > CMD_MAX_OUTPUT ? "output too long"
+								: "output of one line expected");
 		return;
 	}
 	wipe_secret(s);
@@ -929,7 +990,7 @@ static void run_secret_cmd(struct smtpc *s)
 		s->cmd_exited = true;
 		uv_close((uv_handle_t *)&s->proc, cmd_handle_closed);
 		uv_close((uv_handle_t *)&s->pipe, cmd_handle_closed);
-		session_fail(s, SMTPC_AUTH, "cannot run password_command: %s", uv_strerror(r));
+		session_leave(s, SMTPC_AUTH, "cannot run password_command: %s", uv_strerror(r));
 		return;
 	}
 	uv_read_start((uv_stream_t *)&s->pipe, cmd_alloc_cb, cmd_read_cb);
@@ -978,7 +1039,7 @@ static void after_ehlo(struct smtpc *s)
 	bool tls_now = s->conn->tls_up;
 	if (s->relay->tls == TLS_MODE_STARTTLS && !tls_now) {
 		if (!s->caps.starttls) {
-			session_fail(
+			session_leave(
 			    s, SMTPC_TLS,
 			    "TLS is required (tls = starttls) and the server does not offer "
 			    "STARTTLS; not sending in plaintext");
@@ -989,7 +1050,7 @@ static void after_ehlo(struct smtpc *s)
 	}
 	if (auth_wanted(s)) {
 		if (!tls_now && !s->relay->allow_plaintext_auth) {
-			session_fail(
+			session_leave(
 			    s, SMTPC_AUTH,
 			    "refusing to send credentials without TLS (allow_plaintext_auth = no)");
 			return;
@@ -1023,8 +1084,8 @@ static void enter(struct smtpc *s, enum state st)
 		const char *user = s->relay->user;
 		const char *secret = s->secret ? s->secret : "";
 		if (mech == 0 || (s->relay->auth == AUTH_MODE_AUTO && !(s->caps.auth & mech))) {
-			session_fail(s, SMTPC_AUTH,
-				     "no usable AUTH mechanism offered by the server");
+			session_leave(s, SMTPC_AUTH,
+				      "no usable AUTH mechanism offered by the server");
 			return;
 		}
 		if (mech == SMTP_AUTH_PLAIN) {
@@ -1073,8 +1134,9 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 	switch (s->state) {
 	case ST_GREETING:
 		if (r->code != 220) {
-			session_fail_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r,
-					   "server greeting");
+			/* 421: the server is going away, no QUIT. */
+			session_end_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r,
+					  "server greeting", r->code != 421);
 			return;
 		}
 		enter(s, ST_EHLO);
@@ -1087,7 +1149,7 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 				enter(s, ST_HELO); /* an SMTP-only server */
 				return;
 			}
-			session_fail_reply(s, cls, r, "EHLO refused");
+			session_end_reply(s, cls, r, "EHLO refused", true);
 			return;
 		}
 		s->esmtp = true;
@@ -1096,7 +1158,7 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 		return;
 	case ST_HELO:
 		if (cls != SMTPC_OK) {
-			session_fail_reply(s, cls, r, "HELO refused");
+			session_end_reply(s, cls, r, "HELO refused", true);
 			return;
 		}
 		memset(&s->caps, 0, sizeof(s->caps));
@@ -1104,17 +1166,10 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 		return;
 	case ST_STARTTLS:
 		if (r->code != 220) {
-			session_fail_reply(s, SMTPC_TLS, r, "STARTTLS refused");
+			session_end_reply(s, SMTPC_TLS, r, "STARTTLS refused", true);
 			return;
 		}
-		/* Bytes after the 220 were sent before TLS and would be taken as
-		 * if protected (CVE-2021-22947 class): drop the session. */
-		if (s->conn->in.len > 0 || smtp_reply_parser_pending(&s->parser)) {
-			session_fail(
-			    s, SMTPC_TLS,
-			    "server sent data after its STARTTLS reply (possible injection)");
-			return;
-		}
+		/* Bytes after the 220 were refused in on_data (desync). */
 		s->state = ST_TLS;
 		conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
 		conn_start_tls(s->conn, s->ssl_ctx);
@@ -1140,12 +1195,15 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 		}
 		if (r->code == 535 && pick_mech(s) == SMTP_AUTH_XOAUTH2 && token_refresh(s))
 			return;
-		session_fail_reply(s, r->code >= 500 || r->code == 454 ? SMTPC_AUTH : cls, r,
-				   "authentication failed");
+		session_end_reply(s,
+				  r->code >= 500 || r->code == 454 ? SMTPC_AUTH
+				  : cls == SMTPC_OK		   ? SMTPC_PROTO
+								   : cls,
+				  r, "authentication failed", true);
 		return;
 	case ST_AUTH_LOGIN_USER:
 		if (r->code != 334) {
-			session_fail_reply(s, SMTPC_AUTH, r, "authentication failed");
+			session_end_reply(s, SMTPC_AUTH, r, "authentication failed", true);
 			return;
 		}
 		s->state = ST_AUTH_LOGIN_PASS;
@@ -1166,31 +1224,77 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 		}
 		if (s->state == ST_AUTH_XOAUTH2_ERR && token_refresh(s))
 			return;
-		session_fail_reply(s, SMTPC_AUTH, r, "authentication failed");
+		session_end_reply(s, SMTPC_AUTH, r, "authentication failed", true);
 		return;
 	case ST_ENVELOPE:
-		s->replies_seen = true;
 		on_envelope_reply(s, r);
 		return;
 	case ST_DOT:
 		on_final_reply(s, r);
 		return;
 	case ST_BODY:
-		/* A reply in the middle of content: the server gave up on us. */
-		session_fail_reply(s, r->code == 421 ? SMTPC_TEMP : SMTPC_PROTO, r,
-				   "reply during message content");
+		on_early_reply(s, r);
 		return;
 	case ST_QUIT:
 		close_session(s);
 		return;
 	case ST_READY:
 		/* An unsolicited reply, typically "421 timeout" on an idle session. */
-		session_fail_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r, "unexpected reply");
+		session_end_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r, "unexpected reply",
+				  false);
 		return;
 	default:
-		session_fail_reply(s, SMTPC_PROTO, r, "unexpected reply");
+		session_end_reply(s, SMTPC_PROTO, r, "unexpected reply", false);
 		return;
 	}
+}
+
+/* Replies the server owes for what was sent, counting r, the one being
+ * read. Without PIPELINING one command is in flight. From DATA's 354 on,
+ * the end-of-data reply may come before the dot (a server that gives up on
+ * the message, smtp-sink -A). */
+static size_t replies_due(const struct smtpc *s, const struct smtp_reply *r)
+{
+	switch (s->state) {
+	case ST_ENVELOPE: {
+		size_t due = s->caps.pipelining ? s->n_cmds - s->cmd_next : 1;
+		if (s->cmds[s->cmd_next].kind == CMD_DATA && r->code == 354)
+			due++;
+		return due;
+	}
+	case ST_CONNECT:
+	case ST_TLS:
+	case ST_SECRET_CMD:
+	case ST_READY:
+	case ST_CLOSED:
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+/* Bytes after the last reply that is due: a server out of step (or an
+ * injection). Read as replies, they would shift every later reply onto the
+ * wrong command, so nothing this transaction was told can be trusted: every
+ * recipient answered by the server takes the protocol error (deferred,
+ * never bounced). */
+static void desync(struct smtpc *s, size_t extra)
+{
+	if (s->state == ST_STARTTLS) {
+		/* Sent before TLS, they would be taken as if protected
+		 * (CVE-2021-22947 class). */
+		session_fail(s, SMTPC_TLS,
+			     "server sent data after its STARTTLS reply (possible injection)");
+		return;
+	}
+	if (s->txn) {
+		for (size_t i = 0; i < s->txn->env->n_rcpts; i++)
+			if (s->txn->rcpt[i].code != 0) /* 0: refused by us, never sent */
+				s->txn->rcpt[i].final = false;
+		s->txn->cls = SMTPC_OK; /* txn_fail sets the protocol error */
+	}
+	session_fail(s, SMTPC_PROTO, "server sent %zu bytes more than its reply while %s", extra,
+		     states[s->state].name);
 }
 
 static void on_data(struct smtpc *s)
@@ -1214,10 +1318,18 @@ static void on_data(struct smtpc *s)
 			log_debug("%s: < %s", smtpc_peer(s), sum.data);
 			buf_deinit(&sum);
 		}
+		if (s->state == ST_ENVELOPE)
+			s->replies_seen = true;
+		if (s->conn->in.len > 0 && replies_due(s, &r) == 1 && s->state != ST_QUIT) {
+			desync(s, s->conn->in.len);
+			smtp_reply_deinit(&r);
+			return;
+		}
 		/* 421 in any phase: the server is closing the session. */
 		if (r.code == 421 && s->state != ST_QUIT && s->state != ST_GREETING) {
 			struct buf sum = BUF_INIT;
 			smtp_reply_summary(&r, &sum);
+			s->answered = true; /* after the dot: a reply, not a lost connection */
 			txn_fail(s, SMTPC_TEMP, sum.data);
 			session_fail(s, SMTPC_TEMP, "server closing the session: %s", sum.data);
 			buf_deinit(&sum);
@@ -1266,13 +1378,17 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 		session_fail(s, s->state == ST_TLS ? SMTPC_TLS : SMTPC_CONN,
 			     "connection closed by the server while %s", states[s->state].name);
 		break;
-	case CONN_EV_ERROR:
-		session_fail(s,
-			     c->error_class == CONN_ERR_TLS	  ? SMTPC_TLS
-			     : c->error_class == CONN_ERR_CONNECT ? SMTPC_CONN
-								  : SMTPC_CONN,
-			     "%s", c->error.len ? c->error.data : "connection error");
+	case CONN_EV_ERROR: {
+		const char *why = c->error.len ? c->error.data : "connection error";
+		enum smtpc_class cls = c->error_class == CONN_ERR_TLS ? SMTPC_TLS : SMTPC_CONN;
+		/* Connect and handshake errors say where they happened; a read or
+		 * write error later gets the phase, like a timeout or EOF does. */
+		if (s->state == ST_CONNECT || s->state == ST_TLS)
+			session_fail(s, cls, "%s", why);
+		else
+			session_fail(s, cls, "%s while %s", why, states[s->state].name);
 		break;
+	}
 	case CONN_EV_CLOSED:
 		s->conn_closed = true;
 		s->closing = true;
@@ -1280,6 +1396,10 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 			txn_fail(s, SMTPC_CONN, "session closed");
 			finish_txn(s);
 		}
+		/* The conn frees itself after this event; the session may live
+		 * on (a file read in flight) and still be asked its peer. */
+		snprintf(s->peer, sizeof(s->peer), "%s", c->peer);
+		s->conn = NULL;
 		maybe_free(s);
 		break;
 	}

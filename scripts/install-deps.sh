@@ -15,8 +15,14 @@ set -eu
 #   postfix                               smtp-sink/smtp-source for hostile-timing and load tests
 #   openssl                               certificates for the TLS tests
 #   file                                  libmagic's database (file type checks at pickup)
+#   scdoc                                 builds the man pages (config/man/*.scd) into roff
+#   man-db groff-base                     `man --warnings -l` checks that each page renders cleanly
+#   dpkg-dev                              dpkg-shlibdeps: the .deb's library dependencies (CPack)
+#   lintian                               checks the .deb against Debian policy (test_package)
+#   systemd                               systemd-sysusers/-tmpfiles, run by the .deb's postinst
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
-libuv1-dev libssl-dev libmagic-dev libcmocka-dev python3-aiosmtpd postfix openssl file"
+libuv1-dev libssl-dev libmagic-dev libcmocka-dev python3-aiosmtpd postfix openssl file
+scdoc man-db groff-base dpkg-dev lintian systemd"
 
 installed() {
 	[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]

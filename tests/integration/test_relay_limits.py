@@ -181,6 +181,9 @@ def check_connection_limit(srv, d, mport):
     d.wait_log(r"relay test: connection refused while 2 session\(s\) work: .*421 4\.7\.0",
                timeout=60)
     d.wait_spool_empty(timeout=90)
+    # The spool empties before the last status line is written (the record
+    # job runs in the pool, the log line on the loop): wait for the lines too.
+    d.wait_log(status_re("sent"), timeout=60, count=N_MESSAGES)
     if isinstance(srv, SmtpServer):
         got = sorted(srv.rcpts_accepted())
         assert got == rcpts, got

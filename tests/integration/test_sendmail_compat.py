@@ -189,18 +189,18 @@ def test_hostname_without_dot_warned():
         d.wait_log(r"warning: \[general\] hostname = vm is not fully qualified")
         p = ok(run_program("pickupd", "-c", d.conf, "--check-config"))
         assert re.search(r"warning: \[general\] hostname = vm is not fully qualified.*EHLO",
-                         p.stdout), p.stdout
+                         p.stderr), p.stderr
         assert "configuration is valid" in p.stdout, p.stdout
     d = Pickupd(NO_BOUNCE, relay=2525, start=False)
     p = ok(run_program("pickupd", "-c", d.conf, "--check-config"))
-    assert "not fully qualified" not in p.stdout, p.stdout
+    assert "not fully qualified" not in p.stdout + p.stderr, (p.stdout, p.stderr)
     # Unset: gethostname() is used, and the warning names the key to set.
     d = Pickupd({"general": None}, relay=2525, start=False)
     p = ok(run_program("pickupd", "--check-config", env={"PICKUPD_CONFIG": d.conf}))
     if "." in socket.gethostname():
-        assert "not fully qualified" not in p.stdout, p.stdout
+        assert "not fully qualified" not in p.stderr, p.stderr
     else:
-        assert "from gethostname(), as [general] hostname is not set" in p.stdout, p.stdout
+        assert "from gethostname(), as [general] hostname is not set" in p.stderr, p.stderr
     assert p.stdout.startswith(d.conf + ":"), p.stdout  # $PICKUPD_CONFIG, no -c needed
 
 

@@ -336,7 +336,10 @@ static void config_errors(void **state)
 	     "t.conf:6: bad value for 'host' ('a b'): expected a host name or address\n"},
 	    {BASE "[metrics]\nlisten = 9325\n",
 	     "t.conf:8: bad value for 'listen' ('9325'): expected HOST:PORT, like "
-	     "127.0.0.1:9325\n"},
+	     "127.0.0.1:9325, [::1]:9325, localhost:9325 or :9325 (all addresses)\n"},
+	    {BASE "[metrics]\nlisten = ::1:9325\n",
+	     "t.conf:8: bad value for 'listen' ('::1:9325'): expected an IPv6 address in "
+	     "brackets, like [::1]:9325\n"},
 	    {BASE "[general]\nlog_level = loud\n",
 	     "t.conf:8: bad value for 'log_level' ('loud'): expected one of debug, info, "
 	     "warning, error\n"},
@@ -657,6 +660,56 @@ static void config_auth_combinations(void **state)
 			     "[metrics]\nlisten = [::1]:9325\n"));
 }
 
+/* One parser for the config check and the listener: what each form means. */
+static void config_listen_forms(void **state)
+{
+	static const struct {
+		const char *in;
+		int kind; /* -1: refused */
+		const char *host;
+		unsigned port;
+	} cases[] = {
+	    {"127.0.0.1:9325", LISTEN_IPV4, "127.0.0.1", 9325},
+	    {"[::1]:9325", LISTEN_IPV6, "::1", 9325},
+	    {"[::]:1", LISTEN_IPV6, "::", 1},
+	    {"localhost:9325", LISTEN_NAME, "localhost", 9325},
+	    {"metrics.example.org:80", LISTEN_NAME, "metrics.example.org", 80},
+	    {":9325", LISTEN_ALL, "", 9325},
+	    {"::1:9325", -1, NULL, 0},
+	    {":::9325", -1, NULL, 0},
+	    {"[::1:9325", -1, NULL, 0},
+	    {"[127.0.0.1]:9325", -1, NULL, 0},
+	    {"[]:9325", -1, NULL, 0},
+	    {"1.2.3:9325", -1, NULL, 0},
+	    {"256.1.1.1:9325", -1, NULL, 0},
+	    {"localhost", -1, NULL, 0},
+	    {"localhost:", -1, NULL, 0},
+	    {"localhost:0", -1, NULL, 0},
+	    {"localhost:65536", -1, NULL, 0},
+	    {"local host:9325", -1, NULL, 0},
+	    {"-x:9325", -1, NULL, 0},
+	    {"", -1, NULL, 0},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct config_listen l;
+		const char *expected = NULL;
+		int r = config_parse_listen(cases[i].in, &l, &expected);
+		if (cases[i].kind < 0) {
+			if (r != -1)
+				print_error("'%s' accepted\n", cases[i].in);
+			assert_int_equal(r, -1);
+			assert_non_null(expected);
+			continue;
+		}
+		if (r != 0)
+			print_error("'%s' refused: %s\n", cases[i].in, expected);
+		assert_int_equal(r, 0);
+		assert_int_equal(l.kind, cases[i].kind);
+		assert_string_equal(l.host, cases[i].host);
+		assert_int_equal(l.port, cases[i].port);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +727,7 @@ int main(void)
 	    cmocka_unit_test(config_order_kept),
 	    cmocka_unit_test(config_temporary_reply_repeats),
 	    cmocka_unit_test(config_auth_combinations),
+	    cmocka_unit_test(config_listen_forms),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
