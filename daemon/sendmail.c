@@ -50,6 +50,7 @@
 #include "spool/spool.h"
 
 #define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
+#define SYNOPSIS       "[-t] [-i] [-f SENDER] [-F NAME] [-C CONFIG] [RECIPIENT...]"
 
 static const char *prog = "pickupd-sendmail";
 
@@ -343,7 +344,7 @@ static void write_all(int fd, const char *d, size_t len, const char *tmp, int di
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: %s [-t] [-i] [-f SENDER] [-F NAME] [-C CONFIG] [RECIPIENT...]\n"
+		"usage: %s " SYNOPSIS "\n"
 		"       %s -bp          list the queue (also as mailq)\n"
 		"       %s -q           ask pickupd to send every deferred message now\n"
 		"       %s -bi          nothing to do: pickupd has no aliases file (also as "
@@ -359,6 +360,18 @@ static void usage(FILE *f)
 		"  -h N -L TAG -O OPT=VALUE -p PROTOCOL; -q<anything> is one -q\n"
 		"exit status: sysexits.h (0 queued, 64 usage, 65 bad data, 75 try again, ...)\n",
 		prog, prog, prog, prog);
+}
+
+/* An option not known here: said, with the synopsis, and EX_USAGE. */
+static void unknown_option(const char *opt) __attribute__((noreturn));
+static void unknown_option(const char *opt)
+{
+	fprintf(stderr,
+		"%s: unknown option %s\n"
+		"usage: %s " SYNOPSIS "\n"
+		"(--help lists every option)\n",
+		prog, opt, prog);
+	exit(EX_USAGE);
 }
 
 /* What the invocation asks for: sendmail's modes that matter here. */
@@ -465,7 +478,7 @@ int main(int argc, char **argv)
 			return EX_OK;
 		}
 		if (a[1] == '-') {
-			die(EX_USAGE, "unknown option %s (--help lists the options)", a);
+			unknown_option(a);
 		}
 		for (const char *c = a + 1; *c; c++) {
 			const char **target = NULL;
@@ -525,7 +538,7 @@ int main(int argc, char **argv)
 				target = &ignored;
 				break;
 			default:
-				die(EX_USAGE, "unknown option -%c (--help lists the options)", *c);
+				unknown_option((char[]){'-', *c, '\0'});
 			}
 			/* An option with a value: the rest of this word, or the next one. */
 			if (c[1])
