@@ -32,6 +32,7 @@ struct ingest_job {
 	char *name;
 	const char *origin_file; /* recovery: the name it had in its folder; NULL = name */
 	const char *hostname;
+	const struct config_submit *submit; /* local envelope addresses (common/addrmap.h) */
 	int64_t now_ms;
 	/* output */
 	enum ingest_result result;
