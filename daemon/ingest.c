@@ -6,7 +6,8 @@
  * blocking; nothing is claimed while a writer may still be at work (flock,
  * settle time); once claimed, the file ends as a queued message or in
  * badmail with a reason, or, when the envelope cannot be written, it is put
- * back where it was found. Nothing is deleted.
+ * back where it was found at once (a copy is dropped, its original never
+ * left). Nothing is deleted. The claim records its folder (recovery).
  */
 #include "daemon/ingest.h"
 
@@ -20,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/addrmap.h"
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/msgbody.h"
@@ -80,8 +82,64 @@ static bool open_for_writing(int fd)
 	return false;
 }
 
+/* The name the file had in its folder (the data/ ID when recovery finishes
+ * a claim whose record is gone). */
+static const char *origin_file(const struct ingest_job *ij)
+{
+	return ij->origin_file ? ij->origin_file : ij->name;
+}
+
+/* Claims the file, with a claim record naming its folder. */
+static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
+{
+	struct spool *sp = &ij->job.pd->spool;
+	if (spool_claim(sp, ij->dir_fd, ij->name, fd, ij->pickup->name, origin_file(ij), c) < 0) {
+		ij->err = errno;
+		ij->result = errno == ENOENT			  ? INGEST_GONE
+			     : errno == ENOSPC || errno == EDQUOT ? INGEST_NOSPACE
+								  : INGEST_ERROR;
+		set_reason(ij, "cannot claim: %s", strerror(errno));
+		return -1;
+	}
+	memcpy(ij->id, c->id, sizeof(ij->id));
+	return 0;
+}
+
+/* The claim's envelope is durable in state st: the claim is complete. When
+ * the original of a copy cannot be removed, the file is not ours after all
+ * (another instance took it, or the folder is not writable): the message
+ * is removed again and the file left where it is. */
+static int claim_done(struct ingest_job *ij, struct spool_claim *c, enum spool_state st)
+{
+	struct spool *sp = &ij->job.pd->spool;
+	if (spool_claim_done(sp, c) == 0)
+		return 0;
+	int e = errno;
+	spool_remove(sp, c->id, st);
+	ij->err = e;
+	ij->result = e == ENOENT ? INGEST_GONE : INGEST_ERROR;
+	set_reason(ij, "cannot remove the original after copying it: %s", strerror(e));
+	return -1;
+}
+
+/* No envelope could be written (errno e): the claim is rolled back at once,
+ * so the file is back in its folder, visible, and taken again later. */
+static void claim_undo(struct ingest_job *ij, struct spool_claim *c, const char *what, int e)
+{
+	struct spool *sp = &ij->job.pd->spool;
+	ij->err = e;
+	ij->result = e == ENOSPC || e == EDQUOT ? INGEST_NOSPACE : INGEST_ERROR;
+	set_reason(ij, "cannot write the %s: %s", what, strerror(e));
+	if (spool_claim_undo(sp, c) < 0)
+		log_error("%s: pickup=%s, file=%s: cannot write the %s (%s) nor put the file back "
+			  "(%s); its content stays in %s/data/%s and is taken again at the next "
+			  "start",
+			  c->id, ij->pickup->name, origin_file(ij), what, strerror(e),
+			  strerror(errno), sp->dir, c->id);
+}
+
 /* Writes the badmail envelope for a claimed file (reason already set). */
-static void refuse_claimed(struct ingest_job *ij, struct spool_env *env)
+static void refuse_claimed(struct ingest_job *ij, struct spool_claim *c, struct spool_env *env)
 {
 	struct spool *sp = &ij->job.pd->spool;
 	memcpy(env->id, ij->id, sizeof(env->id));
@@ -90,40 +148,28 @@ static void refuse_claimed(struct ingest_job *ij, struct spool_env *env)
 	if (env->origin_pickup == NULL)
 		env->origin_pickup = xstrdup(ij->pickup->name);
 	if (env->origin_file == NULL)
-		env->origin_file = xstrdup(ij->name);
+		env->origin_file = xstrdup(origin_file(ij));
 	env->size = ij->size;
 	free(env->reason);
 	env->reason = xstrdup(ij->reason);
 	if (spool_env_write(sp, SPOOL_BADMAIL, env) < 0) {
-		/* The content is in data/ without an envelope: recovery
-		 * re-ingests it at the next start, so it is not lost. */
-		ij->err = errno;
-		ij->result = errno == ENOSPC ? INGEST_NOSPACE : INGEST_ERROR;
-		set_reason(ij, "cannot write badmail envelope: %s", strerror(errno));
+		claim_undo(ij, c, "badmail envelope", errno);
 		return;
 	}
-	ij->result = INGEST_REFUSED;
+	if (claim_done(ij, c, SPOOL_BADMAIL) == 0)
+		ij->result = INGEST_REFUSED;
 }
 
 /* Claims an entry that is not a regular file (or is a hard link) by renaming
  * the entry itself, without reading through it, then refuses it. */
 static void refuse_entry(struct ingest_job *ij)
 {
-	struct spool *sp = &ij->job.pd->spool;
+	struct spool_claim c;
 	struct spool_env env;
 	memset(&env, 0, sizeof(env));
-	spool_new_id(sp, ij->id);
-	if (renameat2(ij->dir_fd, ij->name, sp->data_fd, ij->id, RENAME_NOREPLACE) < 0) {
-		ij->err = errno;
-		ij->result = errno == ENOENT ? INGEST_GONE : INGEST_ERROR;
+	if (claim(ij, -1, &c) < 0)
 		return;
-	}
-	if (spool_fsync_dir(sp->data_fd) < 0 || spool_fsync_dir(ij->dir_fd) < 0) {
-		ij->err = errno;
-		ij->result = INGEST_ERROR;
-		return;
-	}
-	refuse_claimed(ij, &env);
+	refuse_claimed(ij, &c, &env);
 	spool_env_deinit(&env);
 }
 
@@ -189,7 +235,7 @@ static void build_envelope(struct ingest_job *ij, const struct msg_info *info, c
 	env->arrival_ms = ij->now_ms;
 	env->size = ij->size;
 	env->origin_pickup = xstrdup(ij->pickup->name);
-	env->origin_file = xstrdup(ij->name);
+	env->origin_file = xstrdup(origin_file(ij));
 	env->dot_stuffed = ij->pickup->dot_stuffed;
 	env->eightbit = mb->eightbit;
 	env->smtputf8 = info->needs_smtputf8;
@@ -381,20 +427,21 @@ void ingest_run(struct job *j)
 		set_reason(ij, "cannot read: %s", strerror(errno));
 		goto out;
 	}
-	/* From here on the file is ours: queued, or in badmail with a reason. */
-	if (spool_claim(&pd->spool, ij->dir_fd, ij->name, fd, ij->id) < 0) {
-		ij->err = errno;
-		ij->result = errno == ENOENT   ? INGEST_GONE
-			     : errno == ENOSPC ? INGEST_NOSPACE
-					       : INGEST_ERROR;
-		set_reason(ij, "cannot claim: %s", strerror(errno));
+	/* From here on the file is ours: queued, or in badmail with a reason,
+	 * or (no envelope could be written) back in its folder. */
+	struct spool_claim claimed;
+	if (claim(ij, fd, &claimed) < 0)
 		goto out;
-	}
 	char mime[128];
 	struct msgbody mb;
 	struct msg_scan_opts opts = {.max_header_size = pk->max_header_size,
 				     .max_recipients = pk->max_recipients,
 				     .exact_local_part = pk->rcpt_dedup == RCPT_DEDUP_EXACT};
+	struct addrmap map;
+	addrmap_init(&map, ij->submit ? ij->submit->root_alias : NULL,
+		     ij->submit ? ij->submit->origin_domain : NULL, ij->hostname);
+	if (addrmap_active(&map))
+		opts.map = &map;
 	if (ij->size == 0) {
 		set_reason(ij, "empty file");
 	} else if (ij->size > pk->max_message_size) {
@@ -415,23 +462,18 @@ void ingest_run(struct job *j)
 		} else {
 			build_envelope(ij, &info, head, (size_t)got, &mb, &env);
 			if (spool_env_write(&pd->spool, SPOOL_QUEUE, &env) < 0) {
-				int e = errno;
-				/* Put it back where it was found: nothing is lost. */
-				if (renameat2(pd->spool.data_fd, ij->id, ij->dir_fd, ij->name,
-					      RENAME_NOREPLACE) == 0)
-					spool_fsync_dir(ij->dir_fd);
-				ij->err = e;
-				ij->result = e == ENOSPC ? INGEST_NOSPACE : INGEST_ERROR;
-				set_reason(ij, "cannot write the envelope: %s", strerror(e));
+				claim_undo(ij, &claimed, "envelope", errno);
 				goto out;
 			}
+			if (claim_done(ij, &claimed, SPOOL_QUEUE) < 0)
+				goto out;
 			ij->result = INGEST_QUEUED;
 			ij->sender = xstrdup(info.sender.addr);
 			ij->n_rcpts = info.n_rcpts;
 			goto out;
 		}
 	}
-	refuse_claimed(ij, &env);
+	refuse_claimed(ij, &claimed, &env);
 out:
 	if (fd >= 0)
 		close(fd);

@@ -30,7 +30,9 @@ struct ingest_job {
 	const struct config_pickup *pickup;
 	int dir_fd;
 	char *name;
+	const char *origin_file; /* recovery: the name it had in its folder; NULL = name */
 	const char *hostname;
+	const struct config_submit *submit; /* local envelope addresses (common/addrmap.h) */
 	int64_t now_ms;
 	/* output */
 	enum ingest_result result;

@@ -1,6 +1,8 @@
 /*
- * Purpose: pickupd's entry point: options, configuration, spool recovery,
- * the event loop, signals (SIGTERM/SIGINT graceful stop, SIGHUP reload),
+ * Purpose: pickupd's entry point: options, configuration, spool recovery
+ * (claims finished from their recorded folder, messages that may arrive
+ * twice named), the event loop, signals (SIGTERM/SIGINT graceful stop,
+ * SIGHUP reload), the stop with status 1 once the spool is read-only,
  * sd_notify.
  * Owns: the struct pickupd and every module instance.
  * Invariants: recovery finishes before READY=1 and before any file is
@@ -24,11 +26,15 @@
 #include "daemon/preflight.h"
 #include "daemon/relay.h"
 #include "daemon/sched.h"
+#include "daemon/space.h"
+
+#define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: pickupd -c FILE [--check-config]\n"
-		   "       pickupd --version\n");
+	fprintf(f, "usage: pickupd [-c FILE] [--check-config]\n"
+		   "       pickupd --version\n"
+		   "config: -c FILE, else $PICKUPD_CONFIG, else " DEFAULT_CONFIG "\n");
 }
 
 /* Logs each "FILE:LINE: message" line of errs on a line of its own. */
@@ -58,6 +64,8 @@ static struct config *load_config(const char *path, struct buf *errs, const char
 		config_free(cfg);
 		cfg = NULL;
 	}
+	if (cfg)
+		config_hostname_warning(cfg, &warns);
 	log_lines(log_warn, prefix, warns.data);
 	buf_deinit(&warns);
 	if (cfg == NULL && errs->len == 0)
@@ -116,6 +124,10 @@ void pickupd_check_stopped(struct pickupd *pd)
 		return;
 	relay_pool_close(pd->pool);
 	sched_stop(pd->sched);
+	if (!uv_is_closing((uv_handle_t *)&pd->ro_check))
+		uv_close((uv_handle_t *)&pd->ro_check, NULL);
+	if (!uv_is_closing((uv_handle_t *)&pd->space_timer))
+		uv_close((uv_handle_t *)&pd->space_timer, NULL);
 	close_signal(&pd->sig_term);
 	close_signal(&pd->sig_int);
 	close_signal(&pd->sig_hup);
@@ -211,24 +223,57 @@ static void watchdog_cb(uv_timer_t *t)
 	pickupd_notify("WATCHDOG=1");
 }
 
-/* Orphaned content (a claim cut short): parse it again as if just picked up. */
+/* EROFS: the spool said so once; no transaction is started whose outcome
+ * cannot be recorded. What is in flight ends as at SIGTERM, then the exit
+ * status hands over to systemd's restart policy (and StartLimitBurst). */
+static void ro_check_cb(uv_check_t *h)
+{
+	struct pickupd *pd = h->data;
+	if (pd->stopping || !spool_readonly(&pd->spool))
+		return;
+	pd->exit_status = EXIT_FAILURE; /* pickupd(8): 1, "a read-only file system" */
+	pickupd_notify("STATUS=spool read-only, stopping");
+	stop(pd, "the spool is read-only");
+}
+
+/* The [pickup NAME] a claim record names; folder 0 when it is unknown. */
+static const struct config_pickup *origin_pickup(struct pickupd *pd, const char *name,
+						 const char *id)
+{
+	for (size_t i = 0; name && i < pd->cfg->n_pickups; i++)
+		if (strcmp(pd->cfg->pickups[i].name, name) == 0)
+			return &pd->cfg->pickups[i];
+	if (name)
+		log_warn("%s: recovered content came from [pickup %s], which is no longer "
+			 "configured; taken as from [pickup %s]",
+			 id, name, pd->cfg->pickups[0].name);
+	return &pd->cfg->pickups[0];
+}
+
+/* Orphaned content (a claim cut short): parse it again as if just picked up,
+ * as from the folder its claim record names. */
 static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 {
 	for (size_t i = 0; i < rec->n_orphans; i++) {
 		struct ingest_job ij;
 		memset(&ij, 0, sizeof(ij));
 		ij.job.pd = pd;
-		ij.pickup = &pd->cfg->pickups[0];
+		ij.pickup = origin_pickup(pd, rec->orphan_pickups[i], rec->orphans[i]);
+		ij.origin_file = rec->orphan_files[i];
 		ij.dir_fd = pd->spool.data_fd;
 		ij.name = xstrdup(rec->orphans[i]);
 		ij.hostname = pd->cfg->general.hostname;
+		ij.submit = &pd->cfg->submit;
 		ij.now_ms = pickupd_now_ms();
 		/* Re-claiming renames data/ID to a new ID in data/. */
 		ingest_run(&ij.job);
 		if (ij.result == INGEST_QUEUED) {
 			/* load_schedule finds it in queue/: scheduling it here too
 			 * would send it twice. */
-			log_info("%s: recovered content of %s (claim cut short)", ij.id, ij.name);
+			log_info(
+			    "%s: recovered content of %s (claim cut short): pickup=%s, file=%s",
+			    ij.id, ij.name, ij.pickup->name,
+			    ij.origin_file ? ij.origin_file : ij.name);
 		} else if (ij.result == INGEST_REFUSED) {
 			log_warn("%s: recovered content of %s refused: %s; moved to badmail", ij.id,
 				 ij.name, ij.reason);
@@ -289,10 +334,11 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (path == NULL) {
-		usage(stderr);
-		return 2;
-	}
+	/* The same default as pickupctl and pickupd-sendmail. */
+	if (path == NULL)
+		path = getenv("PICKUPD_CONFIG");
+	if (path == NULL || *path == '\0')
+		path = DEFAULT_CONFIG;
 	if (check)
 		return check_config(path);
 
@@ -343,10 +389,18 @@ int main(int argc, char **argv)
 	struct spool_recovery rec;
 	if (spool_recover(&pd.spool, &rec) < 0)
 		fatal("spool recovery failed in %s: %s", pd.cfg->spool.dir, strerror(errno));
-	if (rec.tmp_cleaned || rec.duplicates || rec.dangling_envelopes || rec.n_orphans)
+	if (rec.tmp_cleaned || rec.duplicates || rec.dangling_envelopes || rec.n_orphans ||
+	    rec.copies_dropped)
 		log_info("recovery: %zu temporary files removed, %zu duplicate envelopes resolved, "
-			 "%zu finished envelopes dropped, %zu claims to finish",
-			 rec.tmp_cleaned, rec.duplicates, rec.dangling_envelopes, rec.n_orphans);
+			 "%zu finished envelopes dropped, %zu claims to finish, %zu copies dropped "
+			 "(originals still in their folders)",
+			 rec.tmp_cleaned, rec.duplicates, rec.dangling_envelopes, rec.n_orphans,
+			 rec.copies_dropped);
+	/* At-least-once: these were cut off between sending and recording. */
+	for (size_t i = 0; i < rec.n_maybe_sent; i++)
+		log_warn("%s: it was being sent when pickupd stopped without recording "
+			 "the outcome; the message may be delivered twice",
+			 rec.maybe_sent[i]);
 	reingest_orphans(&pd, &rec);
 	spool_recovery_deinit(&rec);
 	if (load_schedule(&pd) < 0)
@@ -368,6 +422,10 @@ int main(int argc, char **argv)
 	uv_timer_init(pd.loop, &pd.watchdog);
 	uv_timer_init(pd.loop, &pd.shutdown_timer);
 	pd.shutdown_timer.data = &pd;
+	space_init(&pd);
+	uv_check_init(pd.loop, &pd.ro_check);
+	pd.ro_check.data = &pd;
+	uv_check_start(&pd.ro_check, ro_check_cb);
 	const char *wd = getenv("WATCHDOG_USEC");
 	if (wd && atoll(wd) > 0) {
 		uint64_t ms = (uint64_t)atoll(wd) / 2000;
@@ -405,5 +463,7 @@ int main(int argc, char **argv)
 	buf_deinit(&errs);
 	uv_library_shutdown();
 	log_info("stopped");
+	if (pd.exit_status)
+		return pd.exit_status;
 	return rc == 0 ? 0 : 1;
 }

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -24,6 +23,7 @@
 #include "daemon/ingest.h"
 #include "daemon/relay.h"
 #include "daemon/sched.h"
+#include "daemon/space.h"
 
 #define MAX_IN_FLIGHT	8
 #define ERROR_RETRY_MS	5000
@@ -246,6 +246,7 @@ static void pump(struct pickup *p)
 		ij->dir_fd = p->dir_fd;
 		ij->name = xstrdup(c->name);
 		ij->hostname = pd->cfg->general.hostname;
+		ij->submit = &pd->cfg->submit;
 		ij->now_ms = pickupd_now_ms();
 		p->in_flight++;
 		job_submit(pd, &ij->job, ingest_run, job_done);
@@ -311,7 +312,9 @@ static void job_done(struct job *j)
 		break;
 	case INGEST_ERROR:
 		keep = true;
-		if (c && !c->error_logged) {
+		if (c && ij->err == EROFS) {
+			/* The spool said it once; the daemon is stopping. */
+		} else if (c && !c->error_logged) {
 			log_error("pickup %s: %s/%s: %s; it stays and is tried again", p->cfg->name,
 				  p->cfg->dir, ij->name,
 				  ij->reason ? ij->reason : strerror(ij->err));
@@ -326,14 +329,7 @@ static void job_done(struct job *j)
 		break;
 	case INGEST_NOSPACE:
 		keep = true;
-		if (!pd->enospc) {
-			/* Once, not per file; delivery goes on and frees space. */
-			pd->enospc = true;
-			log_error(
-			    "spool %s: no space left on device; ingestion paused, delivery goes "
-			    "on",
-			    pd->spool.dir);
-		}
+		space_pause(pd, ij->size); /* resumes by itself (space.c) */
 		if (c && !p->stopping)
 			waiting_push(p, c, now + ENOSPC_CHECK_MS);
 		break;
@@ -357,17 +353,7 @@ static void job_done(struct job *j)
 static void retry_cb(uv_timer_t *t)
 {
 	struct pickup *p = t->data;
-	struct pickupd *pd = p->pd;
 	int64_t now = pickupd_now_ms(), next = 0;
-	if (pd->enospc) {
-		struct statvfs sv;
-		if (fstatvfs(pd->spool.data_fd, &sv) == 0 &&
-		    sv.f_bavail * sv.f_frsize > (1 << 20)) {
-			pd->enospc = false;
-			log_info("spool %s: space is available again; ingestion resumed",
-				 pd->spool.dir);
-		}
-	}
 	for (struct cand **pp = &p->waiting; *pp;) {
 		struct cand *c = *pp;
 		if (c->not_before <= now) {

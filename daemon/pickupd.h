@@ -38,6 +38,7 @@ struct pickupd_stats {
 	uint64_t dsn_failed;	  /* notifications failed for good (to badmail) */
 	uint64_t sent_bytes;	  /* message bytes written in DATA, every transaction */
 	uint64_t sessions_opened; /* SMTP sessions started (relay.c) */
+	uint64_t badmail_expired; /* badmail entries removed by [badmail] keep (ctl.c) */
 	/* Arrival to delivery of each recipient of writers' mail. */
 	uint64_t delay_count[PICKUPD_DELAY_BUCKETS]; /* not cumulative: one bucket each */
 	uint64_t delay_over;			     /* above the last bucket */
@@ -64,7 +65,11 @@ struct pickupd {
 	struct pickupd_stats stats;
 	unsigned jobs_in_flight;
 	bool stopping;
-	bool enospc; /* ingestion paused: the spool's disk is full */
+	bool enospc;		/* ingestion paused: the spool's disk is full */
+	uint64_t enospc_need;	/* bytes of the largest file that did not fit */
+	uv_timer_t space_timer; /* re-checks the free space while paused (space.c) */
+	uv_check_t ro_check;	/* stops the daemon once the spool is read-only */
+	int exit_status;	/* non-zero: why main exits with an error */
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t watchdog;
 	uv_timer_t shutdown_timer;

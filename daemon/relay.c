@@ -10,7 +10,9 @@
  * only while an earlier one is paused; a relay is paused only when no
  * session to it works (a connection refused beside working sessions lowers
  * its concurrency limit instead); an AUTH pause lasts only while the
- * credentials are unchanged and no reload or flush came.
+ * credentials are unchanged and no reload or flush came; no transaction
+ * starts on a read-only spool, and each is marked in the spool
+ * (spool_mark_sending) before it is.
  */
 #include "daemon/relay.h"
 
@@ -28,6 +30,7 @@
 #include "daemon/credprobe.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
+#include "daemon/space.h"
 
 struct relay;
 
@@ -137,21 +140,6 @@ int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, uns
 	if (span > 0)
 		base += (int64_t)(random % (uint64_t)(span + 1));
 	return base;
-}
-
-char *relay_read_secret(const struct config_relay *r, struct buf *reason)
-{
-	if (r->password_command && *r->password_command) {
-		/* smtpc runs the command itself, asynchronously, when it is about
-		 * to authenticate (and again when a token is refused). */
-		return xstrdup("");
-	}
-	struct buf why = BUF_INIT;
-	char *secret = secret_read_file(r, &why);
-	if (secret == NULL)
-		buf_printf(reason, "relay %s: %s", r->name, why.data);
-	buf_deinit(&why);
-	return secret;
 }
 
 /* ---- the failure policy ------------------------------------------------------------- */
@@ -274,14 +262,13 @@ static void apply_policy(struct delivery *d)
 			   "delivered twice\n",
 			   env->id);
 	if (n_deferred) {
-		env->attempts++;
 		env->next_ms =
 		    now + relay_retry_delay_ms(&cfg->retry, env->attempts, (unsigned)random());
 		d->action = REC_DEFER;
 	} else if (n_failed) {
 		struct buf why = BUF_INIT;
-		buf_printf(&why, "delivery failed for %zu recipient(s): %s", n_failed,
-			   first_failure ? first_failure : "");
+		buf_printf(&why, "delivery failed for %zu recipient(s) after %u attempt(s): %s",
+			   n_failed, env->attempts, first_failure ? first_failure : "");
 		free(env->reason);
 		env->reason = buf_steal(&why);
 		d->action = REC_BADMAIL;
@@ -379,7 +366,13 @@ static void record_done(struct job *j)
 	struct relay_pool *pool = d->pool;
 	struct pickupd *pd = j->pd;
 	pool->records_in_flight--;
-	if (d->err) {
+	if (d->err == EROFS) {
+		/* Not tried again here: pickupd stops (main.c), and the restart
+		 * sends it from queue/, where its mark says it was being sent. */
+		log_warn("%s: the outcome cannot be recorded (read-only spool); the "
+			 "message stays queued and may be delivered twice",
+			 d->env.id);
+	} else if (d->err) {
 		/* The outcome is not on disk: the old envelope stays in queue/, so
 		 * after a restart the message is tried again. */
 		log_error("%s: cannot record the delivery result: %s; the message stays queued and "
@@ -392,6 +385,7 @@ static void record_done(struct job *j)
 		switch (d->action) {
 		case REC_REMOVE:
 			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
+			space_check(pd); /* ingestion may wait for this space */
 			break;
 		case REC_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
@@ -446,6 +440,9 @@ static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *
 static void record(struct delivery *d)
 {
 	struct pickupd *pd = d->pool->pd;
+	/* Every outcome recorded is one attempt, whatever it leads to: a message
+	 * that goes to badmail (partly delivered or not) shows how many it had. */
+	d->env.attempts++;
 	apply_policy(d);
 	const struct config_bounce *bc = &pd->cfg->bounce;
 	int64_t now = pickupd_now_ms();
@@ -477,10 +474,14 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	struct buf reason = BUF_INIT;
 	struct delivery *d = NULL;
 
+	/* No transaction whose outcome cannot be recorded: it stays where it
+	 * is for the next start (main.c stops the daemon). */
+	if (spool_readonly(sp))
+		goto out;
 	if (it->state == SPOOL_DEFERRED) {
 		/* No fsync: after a crash it is in one of the two, both fine. */
 		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
-			if (errno != ENOENT)
+			if (errno != ENOENT && errno != EROFS)
 				log_error("%s: cannot move to queue: %s", it->id, strerror(errno));
 			goto out;
 		}
@@ -510,6 +511,21 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 		d->env.reason = xstrdup("content file missing or unreadable");
 		spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		spool_env_deinit(&d->env);
+		free(d);
+		d = NULL;
+		goto out;
+	}
+	/* Marked before it is sent, so that recovery can name it if the outcome
+	 * never gets recorded; also the last check that it can be. */
+	if (spool_mark_sending(sp, it->id) < 0) {
+		if (errno != EROFS && errno != ENOENT) {
+			log_error("%s: cannot mark the envelope as being sent: %s; tried again in "
+				  "a minute",
+				  it->id, strerror(errno));
+			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		}
+		close(fd);
 		spool_env_deinit(&d->env);
 		free(d);
 		d = NULL;
@@ -799,7 +815,7 @@ static void open_session(struct relay *r)
 	if (file) /* before reading: a change in between is seen, not missed */
 		secret_file_fingerprint(r->cfg, fp);
 	if (r->cfg->user && *r->cfg->user) {
-		p.secret = relay_read_secret(r->cfg, &reason);
+		p.secret = secret_for_session(r->cfg, &reason);
 		if (p.secret == NULL) {
 			log_error("%s; relay paused until the file changes", reason.data);
 			relay_pause_auth(r, file ? fp : NULL);
@@ -1026,7 +1042,7 @@ int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *e
 	if (cfg->user && *cfg->user && cfg->password_command == NULL) {
 		/* Refuse at start a secret others could read or replace. */
 		struct buf why = BUF_INIT;
-		char *secret = relay_read_secret(cfg, &why);
+		char *secret = secret_for_session(cfg, &why);
 		if (secret == NULL) {
 			buf_printf(errors, "%s\n", why.data);
 			ok = false;

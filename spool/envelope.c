@@ -1,8 +1,8 @@
 /*
- * Purpose: the envelope file format, version 1: small UTF-8 text, one field
+ * Purpose: the envelope file format, version 2: small UTF-8 text, one field
  * per line, "key value", readable with cat and grep:
  *
- *   pickupd-envelope 1          first line: format and version
+ *   pickupd-envelope 2          first line: format and version
  *   id 0193A1B2C3D4E0012A000    queue ID
  *   arrival 1732350000123       claim time, ms since the epoch
  *   next-attempt 0              ms since the epoch; 0 = as soon as possible
@@ -22,12 +22,17 @@
  *   reply 451 4.3.0 try later   last reply for the rcpt above (escaped)
  *   reason no recipients        why it is in badmail (escaped)
  *   delay-warned yes            a delay notice went to the sender (optional)
+ *   crc32c 5A0C33E1             CRC-32C of every byte before this line
  *   end                         last line: a file without it is torn
  *
  * Free text is escaped by esc_append (common/esc.h), as in the log: a backslash,
  * control characters, DEL and invalid UTF-8 bytes become \xHH.
+ * The checksum catches what the structure cannot: a flipped byte inside a
+ * field (an address that still parses, but is another address). Version 1
+ * (the same without the crc32c line) is still read; it is never written.
  * Invariants: parse(format(e)) == e; the parser refuses unknown keys, missing
- * required fields, control characters and anything after "end".
+ * required fields, control characters, a version 2 file whose checksum is
+ * missing or does not match, and anything after "end".
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,10 +40,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/crc32c.h"
 #include "common/esc.h"
 #include "spool/spool.h"
 
-#define ENV_MAGIC "pickupd-envelope 1"
+#define ENV_MAGIC    "pickupd-envelope 2"
+#define ENV_MAGIC_V1 "pickupd-envelope 1"
+#define ENV_CRC_KEY  "crc32c"
 
 const char *const spool_rcpt_status_names[4] = {"pending", "sent", "deferred", "failed"};
 
@@ -57,6 +65,7 @@ static void put_field(struct buf *out, const char *key, const char *value)
 
 void spool_env_format(const struct spool_env *e, struct buf *out)
 {
+	size_t start = out->len;
 	buf_puts(out, ENV_MAGIC "\n");
 	buf_printf(out, "id %s\n", e->id);
 	buf_printf(out, "arrival %" PRId64 "\n", e->arrival_ms);
@@ -100,6 +109,8 @@ void spool_env_format(const struct spool_env *e, struct buf *out)
 		put_field(out, "reason", e->reason);
 	if (e->delay_warned)
 		buf_puts(out, "delay-warned yes\n");
+	buf_printf(out, ENV_CRC_KEY " %08" PRIX32 "\n",
+		   crc32c_update(0, out->data + start, out->len - start));
 	buf_puts(out, "end\n");
 }
 
@@ -204,6 +215,7 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 	const char *p = text, *end = text + len;
 	unsigned line = 0;
 	bool seen_end = false, have_id = false, have_arrival = false;
+	bool version2 = false, seen_crc = false;
 	char **params_target = NULL;
 	char **reply_target = NULL;
 	const char *why = NULL;
@@ -224,8 +236,10 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 			goto fail;
 		}
 		if (line == 1) {
-			if (llen != strlen(ENV_MAGIC) || memcmp(l, ENV_MAGIC, llen) != 0) {
-				why = "not a version 1 envelope";
+			version2 = llen == strlen(ENV_MAGIC) && memcmp(l, ENV_MAGIC, llen) == 0;
+			if (!version2 &&
+			    (llen != strlen(ENV_MAGIC_V1) || memcmp(l, ENV_MAGIC_V1, llen) != 0)) {
+				why = "not a version 1 or 2 envelope";
 				goto fail;
 			}
 			continue;
@@ -233,6 +247,10 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 		if (llen == 3 && memcmp(l, "end", 3) == 0) {
 			seen_end = true;
 			continue;
+		}
+		if (seen_crc) {
+			why = "field after the checksum";
+			goto fail;
 		}
 		const char *sp = memchr(l, ' ', llen);
 		if (sp == NULL) {
@@ -356,6 +374,22 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 		} else if (KEY("reason")) {
 			if (e->reason || unescape(v, vlen, &e->reason) < 0)
 				goto bad;
+		} else if (version2 && KEY(ENV_CRC_KEY)) {
+			/* Upper-case hex, as written: any other spelling is damage too. */
+			uint32_t want = 0;
+			if (vlen != 8)
+				goto bad;
+			for (size_t i = 0; i < vlen; i++) {
+				int h = hexval(v[i]);
+				if (h < 0)
+					goto bad;
+				want = want << 4 | (uint32_t)h;
+			}
+			if (crc32c_update(0, text, (size_t)(l - text)) != want) {
+				why = "checksum mismatch (a field was changed or damaged)";
+				goto fail;
+			}
+			seen_crc = true;
 		} else {
 			why = "unknown field";
 			goto fail;
@@ -374,6 +408,10 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 	}
 	if (!seen_end) {
 		why = "no \"end\" line (torn file)";
+		goto fail;
+	}
+	if (version2 && !seen_crc) {
+		why = "no checksum line";
 		goto fail;
 	}
 	if (!have_id || !have_arrival) {

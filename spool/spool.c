@@ -2,12 +2,15 @@
  * Purpose: the on-disk queue: paths, IDs, durable writes and transitions,
  * group commit of directory fsyncs, listing and recovery.
  * Owns: every path under the spool directory and every rename in it; the
- * per-directory sync generations (struct spool_dirsync).
+ * per-directory sync generations (struct spool_dirsync); the claim records
+ * (data/<id>.from|.copy) and the being-sent mark (owner-execute bit).
  * Invariants: each transition is made durable (fsync of the file and of the
  * directories involved) before the call returns success: a shared directory
  * fsync covers a caller only if it started after the caller's rename/unlink;
  * content is removed before its envelope, so an envelope without content
- * means "done"; after the first EROFS no state change is attempted.
+ * means "done"; a claim record is made before the content enters data/ and
+ * removed only after the envelope is durable; after the first EROFS (seen
+ * by any write) no state change is attempted.
  */
 #include "spool/spool.h"
 
@@ -195,19 +198,22 @@ bool spool_readonly(struct spool *s)
 }
 
 /* Looks at a failed call's errno: the first EROFS stops state changes, with
- * one log line. Keeps errno. */
-static void note_error(struct spool *s)
+ * one log line. Every write to the spool passes its failure through here, so
+ * that the daemon (which watches spool_readonly) stops whichever write met
+ * it first. Keeps errno. */
+void spool__note_error(struct spool *s)
 {
 	int e = errno;
 	if (e == EROFS && atomic_exchange((_Atomic int *)&s->readonly, 1) == 0)
 		log_error("spool %s: the file system is read-only (EROFS); no state change is "
-			  "made any more: repair the file system and restart pickupd",
+			  "made any more and no transaction is started: pickupd ends what is in "
+			  "flight and exits; repair the file system, a restart delivers the rest",
 			  s->dir);
 	errno = e;
 }
 
 /* Fails at once when the spool is known to be read-only. */
-static int check_writable(struct spool *s)
+int spool__check_writable(struct spool *s)
 {
 	if (spool_readonly(s)) {
 		errno = EROFS;
@@ -273,7 +279,7 @@ static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
 	pthread_mutex_unlock(&d->lock);
 	if (err) {
 		errno = err;
-		note_error(s);
+		spool__note_error(s);
 		return -1;
 	}
 	return 0;
@@ -328,7 +334,7 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
 	char tmp[SPOOL_ID_LEN + 16];
 	int ret = -1;
 
-	if (check_writable(s) < 0)
+	if (spool__check_writable(s) < 0)
 		return -1;
 	spool_env_format(e, &text);
 	snprintf(tmp, sizeof(tmp), "%s.env", e->id);
@@ -368,7 +374,7 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
 	ret = 0;
 out:
 	if (ret < 0)
-		note_error(s);
+		spool__note_error(s);
 	buf_deinit(&text);
 	return ret;
 }
@@ -464,7 +470,7 @@ int spool_move(struct spool *s, const char *id, enum spool_state from, enum spoo
 {
 	if (from == to)
 		return 0;
-	if (check_writable(s) < 0)
+	if (spool__check_writable(s) < 0)
 		return -1;
 	if (spool__hook("move-rename") < 0 ||
 	    renameat(s->state_fd[from], id, s->state_fd[to], id) < 0)
@@ -481,13 +487,13 @@ int spool_move(struct spool *s, const char *id, enum spool_state from, enum spoo
 		goto fail;
 	return 0;
 fail:
-	note_error(s);
+	spool__note_error(s);
 	return -1;
 }
 
 int spool_remove(struct spool *s, const char *id, enum spool_state state)
 {
-	if (check_writable(s) < 0)
+	if (spool__check_writable(s) < 0)
 		return -1;
 	if (spool__hook("remove-data") < 0 || (unlinkat(s->data_fd, id, 0) < 0 && errno != ENOENT))
 		goto fail;
@@ -501,8 +507,21 @@ int spool_remove(struct spool *s, const char *id, enum spool_state state)
 	 * and recovery drops it. */
 	return 0;
 fail:
-	note_error(s);
+	spool__note_error(s);
 	return -1;
+}
+
+int spool_mark_sending(struct spool *s, const char *id)
+{
+	struct stat st;
+	if (spool__check_writable(s) < 0)
+		return -1;
+	if (fstatat(s->state_fd[SPOOL_QUEUE], id, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    fchmodat(s->state_fd[SPOOL_QUEUE], id, (st.st_mode & 07777) | S_IXUSR, 0) < 0) {
+		spool__note_error(s);
+		return -1;
+	}
+	return 0;
 }
 
 int spool_data_open(struct spool *s, const char *id)
@@ -536,11 +555,48 @@ static int copy_fd(int in, int out)
 	}
 }
 
-/* EXDEV: copy through tmp/, make it durable, move it into data/, then remove the original. */
-static int claim_copy(struct spool *s, int dir_fd, const char *name, int fd, const char *id)
+/*
+ * The claim record: a symbolic link data/<id>.from (content moved in) or
+ * data/<id>.copy (content copied in, the original still in its folder) whose
+ * target is "<pickup name>/<file name>". It is made before the content
+ * arrives in data/, so the data/ fsync that makes the claim durable makes it
+ * durable too, at no cost of its own; it goes once the envelope (which says
+ * the same) is durable. Recovery reads it for a claim cut short.
+ */
+static const char *const record_kinds[2] = {"from", "copy"};
+
+static void record_name(const char *id, bool copied, char out[SPOOL_ID_LEN + 8])
+{
+	snprintf(out, SPOOL_ID_LEN + 8, "%s.%s", id, record_kinds[copied]);
+}
+
+static int record_make(struct spool *s, const struct spool_claim *c, const char *pickup,
+		       const char *file)
+{
+	char link[SPOOL_ID_LEN + 8];
+	struct buf target = BUF_INIT;
+	record_name(c->id, c->copied, link);
+	buf_printf(&target, "%s/%s", pickup, file);
+	int r = symlinkat(target.data, s->data_fd, link);
+	buf_deinit(&target);
+	return r;
+}
+
+static void record_drop(struct spool *s, const char *id, bool copied)
+{
+	char link[SPOOL_ID_LEN + 8];
+	record_name(id, copied, link);
+	int saved = errno;
+	unlinkat(s->data_fd, link, 0);
+	errno = saved;
+}
+
+/* EXDEV: copy through tmp/, make it durable, move it into data/. The
+ * original stays until the envelope is durable (spool_claim_done). */
+static int claim_copy(struct spool *s, int fd, struct spool_claim *c)
 {
 	char tmp[SPOOL_ID_LEN + 16];
-	snprintf(tmp, sizeof(tmp), "%s.claim", id);
+	snprintf(tmp, sizeof(tmp), "%s.claim", c->id);
 	int out = openat(s->tmp_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (out < 0)
 		return -1;
@@ -552,60 +608,146 @@ static int claim_copy(struct spool *s, int dir_fd, const char *name, int fd, con
 		return -1;
 	}
 	close(out);
-	if (renameat2(s->tmp_fd, tmp, s->data_fd, id, RENAME_NOREPLACE) < 0) {
+	if (renameat2(s->tmp_fd, tmp, s->data_fd, c->id, RENAME_NOREPLACE) < 0) {
 		int saved = errno;
 		unlinkat(s->tmp_fd, tmp, 0);
 		errno = saved;
 		return -1;
 	}
-	if (spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
-		return -1;
-	/* Only now may the original go: a crash before this leaves a duplicate
-	 * claim, never a loss. */
-	if (unlinkat(dir_fd, name, 0) < 0) {
+	if (spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0) {
 		int saved = errno;
-		unlinkat(s->data_fd, id, 0);
+		unlinkat(s->data_fd, c->id, 0);
 		errno = saved;
 		return -1;
 	}
-	return spool_fsync_dir(dir_fd);
+	return 0;
 }
 
-static int claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
+/* Puts a moved file back under its name (the claim is undone). */
+static int unclaim_move(struct spool *s, const struct spool_claim *c)
 {
+	if (renameat2(s->data_fd, c->id, c->dir_fd, c->name, RENAME_NOREPLACE) < 0)
+		return -1;
+	if (spool_fsync_dir(c->dir_fd) < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
+		return -1;
+	return 0;
+}
+
+static int claim(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+		 const char *file, struct spool_claim *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->dir_fd = dir_fd;
+	c->name = name;
 	for (int tries = 0; tries < 16; tries++) {
-		spool_new_id(s, id_r);
+		spool_new_id(s, c->id);
+		c->copied = false;
+		c->recorded = false;
+		if (pickup) {
+			if (record_make(s, c, pickup, file ? file : name) < 0) {
+				if (errno == EEXIST)
+					continue; /* another process made the same ID */
+				return -1;
+			}
+			c->recorded = true;
+		}
 		if (spool__hook("claim-rename") < 0)
-			return -1;
-		if (renameat2(dir_fd, name, s->data_fd, id_r, RENAME_NOREPLACE) == 0) {
+			goto fail;
+		if (renameat2(dir_fd, name, s->data_fd, c->id, RENAME_NOREPLACE) == 0) {
 			/* The writer may never have fsynced: make the content durable
 			 * before anything depends on it. */
-			if (spool__hook("claim-fsync") < 0 || fsync(fd) < 0)
+			if (spool__hook("claim-fsync") < 0 || (fd >= 0 && fsync(fd) < 0) ||
+			    spool__hook("claim-dirsync") < 0 ||
+			    spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0 ||
+			    spool_fsync_dir(dir_fd) < 0) {
+				/* Cut short: put it back at once, not at the next start. */
+				int saved = errno;
+				if (unclaim_move(s, c) == 0 && c->recorded)
+					record_drop(s, c->id, false);
+				errno = saved;
 				return -1;
-			if (spool__hook("claim-dirsync") < 0 ||
-			    spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
-				return -1;
-			return spool_fsync_dir(dir_fd);
+			}
+			/* A claim finished by recovery: the old record is replaced. */
+			if (dir_fd == s->data_fd)
+				record_drop(s, name, false);
+			return 0;
 		}
-		/* Another process made the same ID: the name decides, take the next. */
-		if (errno == EEXIST)
+		if (errno == EEXIST) {
+			/* Another process made the same ID: the name decides. */
+			if (c->recorded)
+				record_drop(s, c->id, false);
 			continue;
-		if (errno == EXDEV)
-			return claim_copy(s, dir_fd, name, fd, id_r);
-		return -1;
+		}
+		if (errno == EXDEV && fd >= 0) {
+			if (c->recorded) {
+				record_drop(s, c->id, false);
+				c->copied = true;
+				if (record_make(s, c, pickup, file ? file : name) < 0) {
+					c->recorded = false;
+					return -1;
+				}
+			}
+			c->copied = true;
+			if (claim_copy(s, fd, c) < 0)
+				goto fail;
+			return 0;
+		}
+		goto fail;
 	}
 	errno = EEXIST;
 	return -1;
+fail:
+	if (c->recorded)
+		record_drop(s, c->id, c->copied);
+	return -1;
 }
 
-int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
+int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+		const char *file, struct spool_claim *c_r)
 {
-	if (check_writable(s) < 0)
+	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, name, fd, id_r) < 0) {
-		note_error(s);
+	if (claim(s, dir_fd, name, fd, pickup, file, c_r) < 0) {
+		spool__note_error(s);
 		return -1;
 	}
+	return 0;
+}
+
+int spool_claim_done(struct spool *s, struct spool_claim *c)
+{
+	if (c->copied) {
+		/* Only now may the original go: a crash before this leaves a
+		 * duplicate claim, never a loss. */
+		if (spool__hook("claim-unlink") < 0 || unlinkat(c->dir_fd, c->name, 0) < 0) {
+			spool__note_error(s);
+			return -1;
+		}
+		spool_fsync_dir(c->dir_fd); /* if it comes back, it comes back as a duplicate */
+	}
+	if (c->recorded)
+		record_drop(s, c->id, c->copied);
+	return 0;
+}
+
+int spool_claim_undo(struct spool *s, struct spool_claim *c)
+{
+	int r;
+	if (c->copied) {
+		/* The original never left its folder: drop the copy. */
+		r = unlinkat(s->data_fd, c->id, 0) < 0 && errno != ENOENT ? -1 : 0;
+		if (r == 0)
+			r = spool_fsync_dir_shared(s, SPOOL_DIR_DATA);
+	} else {
+		r = unclaim_move(s, c);
+	}
+	if (r < 0) {
+		/* It stays in data/ with its record: recovery finishes it. */
+		spool__note_error(s);
+		return -1;
+	}
+	if (c->recorded)
+		record_drop(s, c->id, c->copied);
 	return 0;
 }
 
@@ -764,22 +906,95 @@ static bool has_key(const struct idkey *v, size_t n, const struct idkey *k)
 	return n && bsearch(k, v, n, sizeof(*v), cmp_key) != NULL;
 }
 
+/* The claim records in data/ ("<ID>.from", "<ID>.copy") as sorted keys. */
+static int list_records(int dir_fd, struct idkey *v_r[2], size_t n_r[2])
+{
+	DIR *d = dir_stream(dir_fd);
+	if (d == NULL)
+		return -1;
+	size_t cap[2] = {0, 0};
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char id[SPOOL_ID_LEN + 1];
+		if (strlen(de->d_name) != SPOOL_ID_LEN + 5 || de->d_name[SPOOL_ID_LEN] != '.')
+			continue;
+		memcpy(id, de->d_name, SPOOL_ID_LEN);
+		id[SPOOL_ID_LEN] = '\0';
+		int kind = strcmp(de->d_name + SPOOL_ID_LEN + 1, record_kinds[0]) == 0	 ? 0
+			   : strcmp(de->d_name + SPOOL_ID_LEN + 1, record_kinds[1]) == 0 ? 1
+											 : -1;
+		if (kind < 0 || !spool_id_valid(id))
+			continue;
+		if (n_r[kind] == cap[kind]) {
+			cap[kind] = cap[kind] ? cap[kind] * 2 : 64;
+			v_r[kind] = xrealloc(v_r[kind], cap[kind] * sizeof(**v_r));
+		}
+		v_r[kind][n_r[kind]++] = key_of(id);
+	}
+	closedir(d);
+	for (int kind = 0; kind < 2; kind++)
+		if (n_r[kind] > 1)
+			qsort(v_r[kind], n_r[kind], sizeof(**v_r), cmp_key);
+	return 0;
+}
+
+/* Reads data/<id>.from: "<pickup>/<file>". Leaves both NULL when unreadable. */
+static void read_record(struct spool *s, const char *id, char **pickup_r, char **file_r)
+{
+	char link[SPOOL_ID_LEN + 8], target[4096];
+	record_name(id, false, link);
+	ssize_t n = readlinkat(s->data_fd, link, target, sizeof(target) - 1);
+	if (n <= 0)
+		return;
+	target[n] = '\0';
+	char *slash = strchr(target, '/');
+	if (slash == NULL || slash == target || slash[1] == '\0')
+		return;
+	*slash = '\0';
+	*pickup_r = xstrdup(target);
+	*file_r = xstrdup(slash + 1);
+}
+
+/* The mark of spool_mark_sending. */
+static bool was_being_sent(struct spool *s, const struct idkey *k)
+{
+	char id[SPOOL_ID_LEN + 1];
+	struct stat st;
+	id_of(*k, id);
+	return fstatat(s->state_fd[SPOOL_QUEUE], id, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       (st.st_mode & S_IXUSR);
+}
+
+static void push_id(char ***v, size_t *n, const struct idkey *k)
+{
+	if (*n % 64 == 0)
+		*v = xrealloc(*v, (*n + 64) * sizeof(char *));
+	char *id = xmalloc(SPOOL_ID_LEN + 1);
+	id_of(*k, id);
+	(*v)[(*n)++] = id;
+}
+
 int spool_recover(struct spool *s, struct spool_recovery *r)
 {
 	char **tmp = NULL;
-	struct idkey *data = NULL, *st[SPOOL_N_STATES] = {0};
-	size_t n_tmp = 0, n_data = 0, n_st[SPOOL_N_STATES] = {0};
+	struct idkey *data = NULL, *st[SPOOL_N_STATES] = {0}, *rec[2] = {NULL, NULL};
+	size_t n_tmp = 0, n_data = 0, n_st[SPOOL_N_STATES] = {0}, n_rec[2] = {0, 0};
 	int ret = -1;
 
 	memset(r, 0, sizeof(*r));
-	if (check_writable(s) < 0)
+	if (spool__check_writable(s) < 0)
 		return -1;
 	if (list_fd(s->tmp_fd, false, &tmp, &n_tmp) < 0)
 		goto out;
-	for (size_t i = 0; i < n_tmp; i++)
+	for (size_t i = 0; i < n_tmp; i++) {
 		if (unlinkat(s->tmp_fd, tmp[i], 0) == 0)
 			r->tmp_cleaned++;
+		else if (errno == EROFS)
+			goto out; /* a read-only spool: nothing can be done */
+	}
 	if (r->tmp_cleaned && spool_fsync_dir(s->tmp_fd) < 0)
+		goto out;
+	if (list_records(s->data_fd, rec, n_rec) < 0)
 		goto out;
 
 	for (int i = 0; i < SPOOL_N_STATES; i++)
@@ -814,19 +1029,49 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 				continue;
 			}
 			r->counts[st_a]++;
+			if (st_a == SPOOL_QUEUE && was_being_sent(s, k))
+				push_id(&r->maybe_sent, &r->n_maybe_sent, k);
 		}
 	}
 	for (size_t j = 0; j < n_data; j++) {
 		bool found = false;
 		for (int i = 0; i < SPOOL_N_STATES && !found; i++)
 			found = has_key(st[i], n_st[i], &data[j]);
-		if (!found) {
-			if (r->n_orphans % 64 == 0)
-				r->orphans =
-				    xrealloc(r->orphans, (r->n_orphans + 64) * sizeof(char *));
-			char *id = xmalloc(SPOOL_ID_LEN + 1);
-			id_of(data[j], id);
-			r->orphans[r->n_orphans++] = id;
+		if (found)
+			continue;
+		char id[SPOOL_ID_LEN + 1];
+		id_of(data[j], id);
+		if (has_key(rec[1], n_rec[1], &data[j])) {
+			/* Copied, and the original never left its folder: it is
+			 * claimed again from there. */
+			if (unlinkat(s->data_fd, id, 0) < 0 && errno != ENOENT)
+				goto out;
+			r->copies_dropped++;
+			continue;
+		}
+		if (r->n_orphans % 64 == 0) {
+			size_t cap = r->n_orphans + 64;
+			r->orphans = xrealloc(r->orphans, cap * sizeof(char *));
+			r->orphan_pickups = xrealloc(r->orphan_pickups, cap * sizeof(char *));
+			r->orphan_files = xrealloc(r->orphan_files, cap * sizeof(char *));
+		}
+		r->orphan_pickups[r->n_orphans] = r->orphan_files[r->n_orphans] = NULL;
+		if (has_key(rec[0], n_rec[0], &data[j]))
+			read_record(s, id, &r->orphan_pickups[r->n_orphans],
+				    &r->orphan_files[r->n_orphans]);
+		r->orphans[r->n_orphans++] = xstrdup(id);
+	}
+	/* Records of finished claims (their envelopes exist, or the content is
+	 * gone) go; those of the orphans stay until their claim is finished. */
+	for (int kind = 0; kind < 2; kind++) {
+		for (size_t j = 0; j < n_rec[kind]; j++) {
+			char id[SPOOL_ID_LEN + 1];
+			id_of(rec[kind][j], id);
+			bool orphan = kind == 0 && has_key(data, n_data, &rec[kind][j]);
+			for (int i = 0; i < SPOOL_N_STATES && orphan; i++)
+				orphan = !has_key(st[i], n_st[i], &rec[kind][j]);
+			if (!orphan)
+				record_drop(s, id, kind == 1);
 		}
 	}
 	/* What the next run decides from is durable too (cheap: a few fsyncs),
@@ -837,9 +1082,11 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 	ret = 0;
 out:
 	if (ret < 0)
-		note_error(s);
+		spool__note_error(s);
 	spool_list_free(tmp, n_tmp);
 	free(data);
+	free(rec[0]);
+	free(rec[1]);
 	for (int i = 0; i < SPOOL_N_STATES; i++)
 		free(st[i]);
 	return ret;
@@ -847,6 +1094,13 @@ out:
 
 void spool_recovery_deinit(struct spool_recovery *r)
 {
+	for (size_t i = 0; i < r->n_orphans; i++) {
+		free(r->orphan_pickups[i]);
+		free(r->orphan_files[i]);
+	}
+	free(r->orphan_pickups);
+	free(r->orphan_files);
 	spool_list_free(r->orphans, r->n_orphans);
+	spool_list_free(r->maybe_sent, r->n_maybe_sent);
 	memset(r, 0, sizeof(*r));
 }

@@ -13,7 +13,9 @@
  *
  * Invariants (checked by recovery):
  *   - an envelope exists in at most one state directory;
- *   - data/<id> without any envelope is a claim in progress: re-ingested;
+ *   - data/<id> without any envelope is a claim in progress: re-ingested,
+ *     from the folder its claim record data/<id>.from names (a record
+ *     data/<id>.copy means the original is still in its folder: dropped);
  *   - an envelope without data/<id> is a message whose removal was cut short
  *     (content is always removed first, durably): the envelope is dropped.
  */
@@ -147,14 +149,48 @@ int spool_data_create(struct spool *s, const char *data, size_t len, char id_r[S
  * EINVAL); -1 with errno. */
 int spool_data_open(struct spool *s, const char *id);
 
+/* A claim between spool_claim and spool_claim_done/undo. Owner: the caller. */
+struct spool_claim {
+	char id[SPOOL_ID_LEN + 1];
+	int dir_fd;	  /* the folder the file came from */
+	const char *name; /* its name there (the caller's string) */
+	bool copied;	  /* EXDEV: copied into data/; the original is still there */
+	bool recorded;	  /* a claim record (origin) is in data/ */
+};
+
 /*
  * Claims a file: renames dir_fd/name to data/<new id> without replacing
  * anything, fsyncs the content and data/. When the pickup folder is on
  * another filesystem (EXDEV) the content is copied through tmp/ and made
- * durable first, then the original is unlinked. fd is an open descriptor of
- * the file (used for fsync and the copy). 0 or -1 (errno).
+ * durable instead; the original stays until spool_claim_done. fd is an open
+ * descriptor of the file (used for fsync and the copy), or -1 for an entry
+ * that is not read (no fsync, no copy). With pickup set, a claim record
+ * ("[pickup NAME]" and the file name, file defaulting to name) is made
+ * durable along with the claim: recovery uses it for a claim cut short. A
+ * failure after the rename puts the file back. 0 or -1 (errno).
  */
-int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1]);
+int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+		const char *file, struct spool_claim *c_r);
+/* The envelope of the claim is durable: removes the original of a copy
+ * (-1 with errno when it cannot: ENOENT when another instance took it; the
+ * caller then removes the message) and the claim record. */
+int spool_claim_done(struct spool *s, struct spool_claim *c);
+/* No envelope could be written: the file goes back where it was found (a
+ * copy is dropped), at once. -1 when even that fails: the content then stays
+ * in data/ with its record, and recovery finishes the claim. */
+int spool_claim_undo(struct spool *s, struct spool_claim *c);
+
+/*
+ * Marks a queued envelope as in a transaction, just before it is sent: the
+ * owner-execute bit of queue/<id> (Postfix marks queue files with mode bits
+ * too). Not fsynced, so it costs no disk flush: a kill -9 always leaves it (the
+ * kernel has it), a power loss may lose it. Recording the outcome rewrites or
+ * removes the envelope, which clears it; an envelope still marked at recovery
+ * was cut off between sending and recording, so it may be delivered twice.
+ * Also the last check that the spool is writable before a transaction
+ * starts: -1 with EROFS when it is not (or errno).
+ */
+int spool_mark_sending(struct spool *s, const char *id);
 
 /* Lists IDs in a state directory (sorted). The caller frees the array and strings. */
 int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n_r);
@@ -194,18 +230,48 @@ bool spool_readonly(struct spool *s);
 /*
  * Recovery, run once before the daemon reports ready: cleans tmp/, drops
  * envelopes that exist in two states (keeps the furthest along), drops
- * envelopes whose content is gone (removal was cut short), and reports
- * content files with no envelope (claims cut short) for re-ingestion.
+ * envelopes whose content is gone (removal was cut short), drops copies
+ * whose original is still in its folder, reports content files with no
+ * envelope (claims cut short) for re-ingestion with their claim records, and
+ * the queued messages that were being sent (they may arrive twice).
  */
 struct spool_recovery {
 	size_t tmp_cleaned;
 	size_t duplicates;
 	size_t dangling_envelopes;
-	char **orphans; /* data IDs with no envelope */
+	size_t copies_dropped; /* claims by copy cut short: the original is still there */
+	char **orphans;	       /* data IDs with no envelope */
+	char **orphan_pickups; /* the [pickup NAME] each came from, NULL if unknown */
+	char **orphan_files;   /* its file name there, NULL if unknown */
 	size_t n_orphans;
+	char **maybe_sent; /* queued IDs that were in a transaction (spool_mark_sending) */
+	size_t n_maybe_sent;
 	size_t counts[SPOOL_N_STATES];
 };
 int spool_recover(struct spool *s, struct spool_recovery *r);
 void spool_recovery_deinit(struct spool_recovery *r);
+
+/*
+ * Batches for operators' commands over many messages (delete ALL, purge):
+ * the steps and hooks of spool_move and spool_remove, each directory
+ * fsynced once for the whole batch. err_r[i] is set to 0 or the errno of
+ * ids[i] (a failed directory fsync fails every ID it was to cover). Return
+ * how many succeeded. Callers bound n (pickupctl sends a few thousand).
+ */
+size_t spool_move_many(struct spool *s, char *const *ids, size_t n, enum spool_state from,
+		       enum spool_state to, int *err_r);
+size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool_state state,
+			 int *err_r);
+
+/*
+ * <spool>/operator-actions: what pickupctl did to the spool while pickupd
+ * was not running, one line per action, for the daemon to log at its next
+ * start (spool/audit.c). Append only under the spool lock; fsynced.
+ * read: the pending text (empty, not an error, when there is none).
+ * clear: removes it, once logged. 0 or -1 (errno).
+ */
+int spool_audit_append(struct spool *s, const char *text, size_t len);
+int spool_audit_read(struct spool *s, struct buf *out);
+int spool_audit_clear(struct spool *s);
 
 #endif

@@ -7,6 +7,8 @@
 
 #include "common/buf.h"
 
+struct spool;
+
 /* Writes a new file durably (O_EXCL, write, fsync, close); with mtime_ms > 0
  * the file's mtime is set to it (the next-attempt time, readable by stat
  * alone at start-up, as Postfix's qmgr does). 0 or -1 (errno). */
@@ -14,6 +16,12 @@ int spool__write_file(int dir_fd, const char *name, const char *data, size_t len
 /* Reads a whole small regular file into out (at most max bytes), never
  * blocking on a FIFO (EINVAL). 0 or -1 (errno). */
 int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
+
+/* The first EROFS (errno of a failed write) makes the spool read-only, with
+ * one log line; keeps errno. Every write path calls it on failure. */
+void spool__note_error(struct spool *s);
+/* -1 with EROFS once the spool is read-only. */
+int spool__check_writable(struct spool *s);
 
 /*
  * Test hook at each step of each transition. With PICKUPD_SPOOL_CRASH=STEP[:N]

@@ -3,8 +3,9 @@
  * an envelope file; a refusal must come with a one-line reason; an accepted
  * envelope must format to text that parses again, and formatting is then
  * stable: format(parse(format(parse(x)))) == format(parse(x)). The text
- * holds no control character but the line ends. ASan checks that
- * everything is freed.
+ * holds no control character but the line ends, and with any one byte of it
+ * changed it is refused (the version 2 checksum). Seeds hold both versions
+ * (version 1 is still read). ASan checks that everything is freed.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,6 +44,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	spool_env_format(&e2, &t2);
 	if (t1.len != t2.len || memcmp(t1.data, t2.data, t1.len) != 0)
+		abort();
+	/* One changed byte, anywhere the input chooses, must not parse. */
+	size_t at = size % t2.len;
+	t2.data[at] ^= (char)(1u << (size % 8));
+	struct spool_env e3;
+	if (spool_env_parse(t2.data, t2.len, &e3, NULL) == 0)
 		abort();
 	if (e2.n_rcpts != e.n_rcpts || e2.n_edits != e.n_edits || e2.attempts != e.attempts ||
 	    e2.next_ms != e.next_ms || strcmp(e2.id, e.id) != 0)

@@ -170,7 +170,7 @@ def test_dot_without_reply_warns_once():
         with d:
             d.drop("q.eml", MSG)
             d.wait_log(status_re("deferred", "bob@example.net"), timeout=30)
-            d.wait_log(r"\S+: warning: connection lost after the end of data; the message "
+            d.wait_log(r"warning: \S+: connection lost after the end of data; the message "
                        r"may be delivered twice")
             d.wait_log(r"connection closed by the server while sending end of data: "
                        r"message may be delivered twice")

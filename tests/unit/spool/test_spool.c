@@ -109,6 +109,18 @@ static bool exists_in(int dir_fd, const char *name)
 	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+/* Claims a file the way ingest does, without a claim record, and completes
+ * the claim (as if its envelope were written). */
+static int claim_file(struct spool *sp, int dir_fd, const char *name, int fd,
+		      char id_r[SPOOL_ID_LEN + 1])
+{
+	struct spool_claim c;
+	if (spool_claim(sp, dir_fd, name, fd, NULL, NULL, &c) < 0)
+		return -1;
+	memcpy(id_r, c.id, SPOOL_ID_LEN + 1);
+	return spool_claim_done(sp, &c);
+}
+
 static size_t count_files(int dir_fd)
 {
 	int fd = dup(dir_fd);
@@ -222,7 +234,7 @@ static void spool_claim_collision_takes_next_id(void **state)
 	assert_int_equal(spool__write_file(sp->data_fd, predicted, "other", 5, 0), 0);
 	assert_int_equal(spool__write_file(f->pickup_fd, "m.eml", "mine", 4, 0), 0);
 	int fd = openat(f->pickup_fd, "m.eml", O_RDONLY);
-	assert_int_equal(spool_claim(sp, f->pickup_fd, "m.eml", fd, id), 0);
+	assert_int_equal(claim_file(sp, f->pickup_fd, "m.eml", fd, id), 0);
 	close(fd);
 	assert_string_not_equal(id, predicted);
 	struct buf b = BUF_INIT;
@@ -295,7 +307,16 @@ static const struct {
     {"empty", "", "empty file"},
     {"torn mid-line", GOOD_HEAD "rcpt pending <x@y", "not terminated (torn"},
     {"torn at a line end", GOOD_HEAD "rcpt pending <x@y>\n", "no \"end\" line"},
-    {"other version", "pickupd-envelope 2\nend\n", "not a version 1"},
+    {"other version", "pickupd-envelope 3\nend\n", "not a version 1 or 2"},
+    {"v2 without checksum",
+     "pickupd-envelope 2\nid 0193A1B2C3D4E0012A00\narrival 1\nsender <a@b>\nend\n",
+     "no checksum line"},
+    {"v2 bad checksum",
+     "pickupd-envelope 2\nid 0193A1B2C3D4E0012A00\narrival 1\nsender <a@b>\n"
+     "crc32c 00000000\nend\n",
+     "checksum mismatch"},
+    {"v2 lower-case checksum", "pickupd-envelope 2\ncrc32c 5a0c33e1\nend\n", "bad value"},
+    {"checksum in v1", GOOD_HEAD "crc32c 00000000\nend\n", "unknown field"},
     {"unknown key", GOOD_HEAD "colour blue\nend\n", "unknown field"},
     {"bad escape", GOOD_HEAD "reason a\\q\nend\n", "bad value"},
     {"lower-case escape", GOOD_HEAD "reason a\\x0a\nend\n", "bad value"},
@@ -341,6 +362,58 @@ static void spool_env_refuses_corruption(void **state)
 	assert_int_equal(spool_env_parse(GOOD_HEAD "end\n", strlen(GOOD_HEAD "end\n"), &e, NULL),
 			 0);
 	spool_env_deinit(&e);
+}
+
+/* Version 2 carries a CRC-32C: a flipped bit anywhere, even one that leaves
+ * every field well-formed (user@example.com -> user@example.coi), is refused,
+ * and the reason says so when the structure itself still holds. */
+static void spool_env_checksum_catches_every_bit_flip(void **state)
+{
+	(void)state;
+	struct spool_env e, p;
+	struct buf t = BUF_INIT, why = BUF_INIT;
+	make_env(&e, "0193A1B2C3D4E0012A00");
+	free(e.rcpts[0].addr);
+	e.rcpts[0].addr = xstrdup("user@example.com");
+	spool_env_format(&e, &t);
+	assert_true(strncmp(t.data, "pickupd-envelope 2\n", 19) == 0);
+	assert_non_null(strstr(t.data, "\ncrc32c "));
+	for (size_t i = 0; i < t.len; i++) {
+		for (int bit = 0; bit < 8; bit++) {
+			t.data[i] ^= (char)(1 << bit);
+			int r = spool_env_parse(t.data, t.len, &p, NULL);
+			if (r == 0)
+				print_error("flip of bit %d at offset %zu accepted\n", bit, i);
+			assert_int_equal(r, -1);
+			t.data[i] ^= (char)(1 << bit);
+		}
+	}
+	/* The very case of the field report. */
+	char *at = strstr(t.data, "example.com>");
+	assert_non_null(at);
+	at[10] = 'i';
+	assert_int_equal(spool_env_parse(t.data, t.len, &p, &why), -1);
+	assert_non_null(strstr(why.data, "checksum mismatch"));
+	at[10] = 'm';
+	assert_int_equal(spool_env_parse(t.data, t.len, &p, NULL), 0);
+	assert_string_equal(p.rcpts[0].addr, "user@example.com");
+	spool_env_deinit(&p);
+	spool_env_deinit(&e);
+	buf_deinit(&t);
+	buf_deinit(&why);
+}
+
+/* Envelopes written before version 2 are still read. */
+static void spool_env_reads_version_1(void **state)
+{
+	(void)state;
+	static const char v1[] = "pickupd-envelope 1\nid 0193A1B2C3D4E0012A00\narrival 1\n"
+				 "attempts 2\nsender <a@b>\nrcpt pending <c@d>\nend\n";
+	struct spool_env p;
+	assert_int_equal(spool_env_parse(v1, strlen(v1), &p, NULL), 0);
+	assert_int_equal(p.attempts, 2);
+	assert_string_equal(p.rcpts[0].addr, "c@d");
+	spool_env_deinit(&p);
 }
 
 /* Every proper prefix of a valid envelope (a torn write) is refused. */
@@ -453,14 +526,84 @@ static void spool_claim_moves_the_file(void **state)
 	char id[SPOOL_ID_LEN + 1];
 	assert_int_equal(spool__write_file(f->pickup_fd, "x.eml", "hello", 5, 0), 0);
 	int fd = openat(f->pickup_fd, "x.eml", O_RDONLY);
-	assert_int_equal(spool_claim(sp, f->pickup_fd, "x.eml", fd, id), 0);
+	assert_int_equal(claim_file(sp, f->pickup_fd, "x.eml", fd, id), 0);
 	close(fd);
 	assert_true(spool_id_valid(id));
 	assert_false(exists_in(f->pickup_fd, "x.eml"));
 	assert_true(exists_in(sp->data_fd, id));
 	/* Gone meanwhile: ENOENT, nothing made. */
-	assert_int_equal(spool_claim(sp, f->pickup_fd, "x.eml", -1, id), -1);
+	assert_int_equal(claim_file(sp, f->pickup_fd, "x.eml", -1, id), -1);
 	assert_int_equal(errno, ENOENT);
+}
+
+/* A claim whose envelope cannot be written is undone at once: the file is
+ * back under its name, no content and no record stay in data/. */
+static void spool_claim_undo_puts_the_file_back(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	struct spool_claim c;
+	char link[SPOOL_ID_LEN + 8], target[64];
+	assert_int_equal(spool__write_file(f->pickup_fd, "u.eml", "hello", 5, 0), 0);
+	int fd = openat(f->pickup_fd, "u.eml", O_RDONLY);
+	assert_int_equal(spool_claim(sp, f->pickup_fd, "u.eml", fd, "second", NULL, &c), 0);
+	close(fd);
+	assert_false(c.copied);
+	assert_false(exists_in(f->pickup_fd, "u.eml"));
+	snprintf(link, sizeof(link), "%s.from", c.id);
+	ssize_t n = readlinkat(sp->data_fd, link, target, sizeof(target) - 1);
+	assert_true(n > 0);
+	target[n] = '\0';
+	assert_string_equal(target, "second/u.eml");
+	assert_int_equal(spool_claim_undo(sp, &c), 0);
+	assert_true(exists_in(f->pickup_fd, "u.eml"));
+	assert_false(exists_in(sp->data_fd, c.id));
+	assert_false(exists_in(sp->data_fd, link));
+	/* Claimed again and finished: the record goes, the content stays. */
+	fd = openat(f->pickup_fd, "u.eml", O_RDONLY);
+	assert_int_equal(spool_claim(sp, f->pickup_fd, "u.eml", fd, "second", NULL, &c), 0);
+	close(fd);
+	assert_int_equal(spool_claim_done(sp, &c), 0);
+	snprintf(link, sizeof(link), "%s.from", c.id);
+	assert_false(exists_in(sp->data_fd, link));
+	assert_true(exists_in(sp->data_fd, c.id));
+}
+
+/* Across file systems (EXDEV) the content is copied and the original stays
+ * until the envelope is durable: undo drops the copy, done removes the
+ * original. Needs /dev/shm on another file system than /tmp. */
+static void spool_claim_copy_keeps_the_original_until_done(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	struct stat a, b;
+	char dir[] = "/dev/shm/spooltest.XXXXXX";
+	if (stat("/dev/shm", &a) < 0 || fstat(sp->data_fd, &b) < 0 || a.st_dev == b.st_dev ||
+	    mkdtemp(dir) == NULL)
+		skip();
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct spool_claim c;
+	assert_int_equal(spool__write_file(dfd, "x.eml", "hello", 5, 0), 0);
+	int fd = openat(dfd, "x.eml", O_RDONLY);
+	assert_int_equal(spool_claim(sp, dfd, "x.eml", fd, "default", NULL, &c), 0);
+	assert_true(c.copied);
+	assert_true(exists_in(dfd, "x.eml"));
+	assert_true(exists_in(sp->data_fd, c.id));
+	assert_int_equal(spool_claim_undo(sp, &c), 0);
+	assert_true(exists_in(dfd, "x.eml"));
+	assert_false(exists_in(sp->data_fd, c.id));
+	assert_int_equal(spool_claim(sp, dfd, "x.eml", fd, "default", NULL, &c), 0);
+	assert_int_equal(spool_claim_done(sp, &c), 0);
+	assert_false(exists_in(dfd, "x.eml"));
+	assert_true(exists_in(sp->data_fd, c.id));
+	struct buf t = BUF_INIT;
+	assert_int_equal(spool__read_all(sp->data_fd, c.id, 100, &t), 0);
+	assert_memory_equal(t.data, "hello", 5);
+	buf_deinit(&t);
+	assert_int_equal(count_files(sp->data_fd), 1); /* no record left */
+	close(fd);
+	close(dfd);
+	rmdir(dir);
 }
 
 /* ---- group commit ------------------------------------------------------------------- */
@@ -627,6 +770,57 @@ static void spool_recover_resolves_leftovers(void **state)
 	assert_int_equal(count_files(sp->tmp_fd), 0);
 }
 
+/* Claim records and the being-sent mark, as recovery reads them. */
+static void spool_recover_reads_records_and_marks(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char sent[SPOOL_ID_LEN + 1], idle[SPOOL_ID_LEN + 1], done[SPOOL_ID_LEN + 1];
+	char link[SPOOL_ID_LEN + 8];
+	struct spool_claim moved, copied;
+	queue_message(sp, sent);
+	assert_int_equal(spool_mark_sending(sp, sent), 0);
+	queue_message(sp, idle);
+	queue_message(sp, done); /* a finished claim whose record was left */
+	snprintf(link, sizeof(link), "%s.from", done);
+	assert_int_equal(symlinkat("default/d.eml", sp->data_fd, link), 0);
+	/* A claim cut short: content and record, no envelope. */
+	assert_int_equal(spool__write_file(f->pickup_fd, "m.eml", "x", 1, 0), 0);
+	int fd = openat(f->pickup_fd, "m.eml", O_RDONLY);
+	assert_int_equal(spool_claim(sp, f->pickup_fd, "m.eml", fd, "second", NULL, &moved), 0);
+	close(fd);
+	/* A copy cut short (made by hand: the original is still there). */
+	spool_new_id(sp, copied.id);
+	assert_int_equal(spool__write_file(sp->data_fd, copied.id, "y", 1, 0), 0);
+	snprintf(link, sizeof(link), "%s.copy", copied.id);
+	assert_int_equal(symlinkat("default/c.eml", sp->data_fd, link), 0);
+
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.n_maybe_sent, 1);
+	assert_string_equal(rec.maybe_sent[0], sent);
+	assert_int_equal(rec.n_orphans, 1);
+	assert_string_equal(rec.orphans[0], moved.id);
+	assert_string_equal(rec.orphan_pickups[0], "second");
+	assert_string_equal(rec.orphan_files[0], "m.eml");
+	assert_int_equal(rec.copies_dropped, 1);
+	spool_recovery_deinit(&rec);
+	assert_false(exists_in(sp->data_fd, copied.id));
+	assert_false(exists_in(sp->data_fd, link));
+	snprintf(link, sizeof(link), "%s.from", done);
+	assert_false(exists_in(sp->data_fd, link));
+	snprintf(link, sizeof(link), "%s.from", moved.id);
+	assert_true(exists_in(sp->data_fd, link)); /* until its claim is finished */
+	/* Rewriting the envelope (recording an outcome) clears the mark. */
+	struct spool_env e;
+	make_env(&e, sent);
+	assert_int_equal(spool_env_write(sp, SPOOL_QUEUE, &e), 0);
+	spool_env_deinit(&e);
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.n_maybe_sent, 0);
+	spool_recovery_deinit(&rec);
+}
+
 /* ---- crash tests -------------------------------------------------------------------- */
 
 enum op { OP_WRITE_NEW, OP_REWRITE, OP_MOVE, OP_REMOVE, OP_CLAIM, OP_DEFER };
@@ -693,7 +887,9 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		break;
 	case OP_CLAIM: {
 		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
-		r = spool_claim(sp, f->pickup_fd, "c.eml", fd, nid);
+		struct spool_claim cl;
+		r = spool_claim(sp, f->pickup_fd, "c.eml", fd, "second", NULL, &cl);
+		memcpy(nid, cl.id, sizeof(nid));
 		break;
 	}
 	case OP_DEFER: /* relay.c record_fn, REC_DEFER */
@@ -821,6 +1017,11 @@ static void spool_crash_at_each_step(void **state)
 			assert_true(rec.n_orphans <= 1);
 			if (!step)
 				assert_false(in_pickup);
+			/* Its claim record says where it came from. */
+			if (rec.n_orphans) {
+				assert_string_equal(rec.orphan_pickups[0], "second");
+				assert_string_equal(rec.orphan_files[0], "c.eml");
+			}
 			break;
 		}
 		}
@@ -839,6 +1040,8 @@ int main(void)
 	    cmocka_unit_test(spool_env_round_trip),
 	    cmocka_unit_test(spool_env_refuses_corruption),
 	    cmocka_unit_test(spool_env_refuses_every_prefix),
+	    cmocka_unit_test(spool_env_checksum_catches_every_bit_flip),
+	    cmocka_unit_test(spool_env_reads_version_1),
 	    cmocka_unit_test_setup_teardown(spool_env_write_is_durable_and_readable, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_move_and_list, setup, teardown),
@@ -849,6 +1052,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_resolves_leftovers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_recover_reads_records_and_marks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_claim_undo_puts_the_file_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_claim_copy_keeps_the_original_until_done, setup,
+					    teardown),
 	    cmocka_unit_test(spool_crash_at_each_step),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
