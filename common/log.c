@@ -34,6 +34,7 @@ static enum log_level min_level = LOG_LVL_INFO;
 static const char *ident = "pickupd";
 static atomic_bool use_syslog;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+static bool tool;     /* a command-line program: "ident: text" */
 static bool journal;  /* stderr is a journald stream */
 static char host[64]; /* the line header's host: the short host name */
 static long pid;      /* pickupd never forks a logging child */
@@ -50,9 +51,10 @@ int log_debug_enabled(void)
 	return min_level <= LOG_LVL_DEBUG;
 }
 
-void log_set_ident(const char *s)
+void log_set_tool(const char *s)
 {
 	ident = s;
+	tool = true;
 }
 
 void log_set_syslog(bool on)
@@ -117,6 +119,8 @@ static void vlog(enum log_level lvl, const char *service, const char *fmt, va_li
 	bool to_syslog = atomic_load(&use_syslog);
 	if (to_syslog) {
 		n = 0; /* syslog(3) writes the header */
+	} else if (tool) {
+		n = (size_t)snprintf(line, sizeof(line) / 2, "%s: ", ident);
 	} else if (journal) {
 		n = (size_t)snprintf(line, sizeof(line), "<%d>", prio[lvl]);
 	} else {

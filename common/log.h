@@ -4,7 +4,9 @@
  * names, addresses, server replies): the logger escapes the whole line with
  * esc_copy (common/esc.h).
  *
- * Where lines go (chosen once, at the first line, and by log_set_syslog):
+ * Where the daemon's lines go (chosen once, at the first line, and by
+ * log_set_syslog; a command-line program's always go to stderr, see
+ * log_set_tool):
  * - stderr read by journald ($JOURNAL_STREAM names stderr): "<6>text", the
  *   sd-daemon priority prefix; journald adds time, name and pid;
  * - syslog(3), mail facility, when [log] syslog = yes;
@@ -22,7 +24,9 @@
 enum log_level { LOG_LVL_DEBUG, LOG_LVL_INFO, LOG_LVL_WARN, LOG_LVL_ERR };
 
 void log_set_level(enum log_level lvl);
-void log_set_ident(const char *ident);
+/* For a command-line program (pickupctl): "ident: text" on stderr, no time,
+ * host or pid, whatever the environment says. */
+void log_set_tool(const char *ident);
 /* [log] syslog: on = syslog(3) with LOG_MAIL, off = stderr. */
 void log_set_syslog(bool on);
 int log_debug_enabled(void);

@@ -50,44 +50,6 @@ static void log_lines(void (*log_fn)(const char *, ...), const char *prefix, con
 	}
 }
 
-/*
- * The configuration and every check of it against the machine (preflight):
- * the same steps for --check-config, start-up and reload, so that the check
- * passes exactly the configurations the daemon accepts. NULL with the
- * "FILE:LINE: message" lines in errs; warnings are logged with prefix.
- */
-static struct config *load_config(const char *path, struct buf *errs, const char *prefix)
-{
-	struct buf warns = BUF_INIT;
-	struct config *cfg = config_load(path, errs);
-	if (cfg && preflight_run(cfg, errs, &warns) < 0) {
-		config_free(cfg);
-		cfg = NULL;
-	}
-	if (cfg)
-		config_hostname_warning(cfg, &warns);
-	log_lines(log_warn, prefix, warns.data);
-	buf_deinit(&warns);
-	if (cfg == NULL && errs->len == 0)
-		buf_puts(errs, "invalid configuration\n");
-	return cfg;
-}
-
-static int check_config(const char *path)
-{
-	struct buf errs = BUF_INIT;
-	struct config *cfg = load_config(path, &errs, "");
-	if (cfg == NULL) {
-		fputs(errs.data, stdout);
-		buf_deinit(&errs);
-		return 1;
-	}
-	printf("%s: configuration is valid\n", path);
-	config_free(cfg);
-	buf_deinit(&errs);
-	return 0;
-}
-
 /* [general] log_level and [log]: at start-up and at each reload. */
 static void set_logging(const struct config *cfg)
 {
@@ -101,6 +63,48 @@ static void set_logging(const struct config *cfg)
 		log_set_level(LOG_LVL_WARN);
 	else if (strcmp(lvl, "error") == 0)
 		log_set_level(LOG_LVL_ERR);
+}
+
+/*
+ * The configuration and every check of it against the machine (preflight):
+ * the same steps for --check-config, start-up and reload, so that the check
+ * passes exactly the configurations the daemon accepts. NULL with the
+ * "FILE:LINE: message" lines in errs; warnings are logged with prefix (at
+ * start-up, after the configuration's logging is applied).
+ */
+static struct config *load_config(const char *path, struct buf *errs, const char *prefix,
+				  bool start)
+{
+	struct buf warns = BUF_INIT;
+	struct config *cfg = config_load(path, errs);
+	if (cfg && preflight_run(cfg, errs, &warns) < 0) {
+		config_free(cfg);
+		cfg = NULL;
+	}
+	if (cfg)
+		config_hostname_warning(cfg, &warns);
+	if (cfg && start)
+		set_logging(cfg); /* its warnings go where the daemon logs */
+	log_lines(log_warn, prefix, warns.data);
+	buf_deinit(&warns);
+	if (cfg == NULL && errs->len == 0)
+		buf_puts(errs, "invalid configuration\n");
+	return cfg;
+}
+
+static int check_config(const char *path)
+{
+	struct buf errs = BUF_INIT;
+	struct config *cfg = load_config(path, &errs, "", false);
+	if (cfg == NULL) {
+		fputs(errs.data, stdout);
+		buf_deinit(&errs);
+		return 1;
+	}
+	printf("%s: configuration is valid\n", path);
+	config_free(cfg);
+	buf_deinit(&errs);
+	return 0;
 }
 
 static void close_signal(uv_signal_t *s)
@@ -176,7 +180,7 @@ static bool same_str(const char *a, const char *b)
 static void reload(struct pickupd *pd)
 {
 	struct buf errs = BUF_INIT;
-	struct config *cfg = load_config(pd->cfg->path, &errs, "reload: ");
+	struct config *cfg = load_config(pd->cfg->path, &errs, "reload: ", false);
 	if (cfg == NULL) {
 		log_lines(log_error, "reload refused: ", errs.data);
 		log_error("reload refused; keeping the running configuration");
@@ -345,13 +349,12 @@ int main(int argc, char **argv)
 	struct pickupd pd;
 	struct buf errs = BUF_INIT;
 	memset(&pd, 0, sizeof(pd));
-	pd.cfg = load_config(path, &errs, "");
+	pd.cfg = load_config(path, &errs, "", true);
 	if (pd.cfg == NULL) {
 		log_lines(log_error, "", errs.data);
 		buf_deinit(&errs);
 		fatal("cannot start");
 	}
-	set_logging(pd.cfg);
 	/* A core dump would hold relay secrets. */
 	prctl(PR_SET_DUMPABLE, 0);
 	signal(SIGPIPE, SIG_IGN);
