@@ -35,16 +35,42 @@ static const struct {
     {"recipient address holds ", 1, 3},		/* X.1.3 bad destination mailbox syntax */
 };
 
+/* 1*3DIGIT at p: the number in *v_r, and where it ends; NULL when absent
+ * or longer. */
+static const char *digits3(const char *p, int *v_r)
+{
+	int n = 0, v = 0;
+	while (p[n] >= '0' && p[n] <= '9') {
+		if (++n > 3)
+			return NULL;
+		v = v * 10 + (p[n - 1] - '0');
+	}
+	*v_r = v;
+	return n ? p + n : NULL;
+}
+
+/* RFC 3463 status-code = class "." subject "." detail (subject and detail
+ * 1*3digit) at p, followed by a space or the end; class 4 or 5 only. */
+static bool enhanced_code(const char *p, int *subject_r, int *detail_r)
+{
+	if ((p[0] != '4' && p[0] != '5') || p[1] != '.')
+		return false;
+	p = digits3(p + 2, subject_r);
+	if (p == NULL || *p != '.')
+		return false;
+	p = digits3(p + 1, detail_r);
+	return p != NULL && (*p == ' ' || *p == '\0');
+}
+
 /* Status from the reply's enhanced code ("550 5.1.1 ..." -> "5.1.1"), else
  * from the local reason's opening, else the class's default. */
 static void status_of(const char *reply, enum bounce_kind kind, char *out, size_t len)
 {
 	const char *p = reply ? strchr(reply, ' ') : NULL;
 	int klass = kind == BOUNCE_DELAYED ? 4 : 5;
-	int a, b, c, n = 0;
-	if (p && sscanf(p + 1, "%1d.%3d.%3d%n", &a, &b, &c, &n) == 3 && n > 0 &&
-	    (p[1 + n] == ' ' || p[1 + n] == '\0') && (a == 4 || a == 5)) {
-		snprintf(out, len, "%d.%d.%d", klass, b, c);
+	int subject, detail;
+	if (p && enhanced_code(p + 1, &subject, &detail)) {
+		snprintf(out, len, "%d.%d.%d", klass, subject, detail);
 		return;
 	}
 	for (size_t i = 0; reply && i < sizeof(local_status) / sizeof(local_status[0]); i++) {
@@ -133,7 +159,7 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 	buf_printf(out, "Arrival-Date: %s\r\n", arrival.data);
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		const struct spool_rcpt *r = &env->rcpts[i];
-		char status[16];
+		char status[40]; /* "5.999.999"; sized for any int, as gcc checks */
 		if (!wanted(r, kind))
 			continue;
 		status_of(r->reply, kind, status, sizeof(status));

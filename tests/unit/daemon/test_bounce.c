@@ -227,6 +227,11 @@ static const struct {
     {"550 5.1234.1 x", BOUNCE_FAILED, "5.0.0", "smtp; 550 5.1234.1 x"},
     {"550 5.1.1x", BOUNCE_FAILED, "5.0.0", "smtp; 550 5.1.1x"},
     {"550 2.0.0 odd", BOUNCE_FAILED, "5.0.0", "smtp; 550 2.0.0 odd"},
+    /* signs and blanks are no digits (sscanf's %d took them) */
+    {"550 5.-1.1 x", BOUNCE_FAILED, "5.0.0", "smtp; 550 5.-1.1 x"},
+    {"550 5.+1.-0 x", BOUNCE_FAILED, "5.0.0", "smtp; 550 5.+1.-0 x"},
+    {"550 5. 1. 1 x", BOUNCE_FAILED, "5.0.0", "smtp; 550 5. 1. 1 x"},
+    {"550 5.1.", BOUNCE_FAILED, "5.0.0", "smtp; 550 5.1."},
     {"421 closing", BOUNCE_DELAYED, "4.0.0", "smtp; 421 closing"},
     /* pickupd's own reasons, by their openings */
     {"message expired after 432000 s in the queue; last reply: 451 4.3.0 busy", BOUNCE_FAILED,
