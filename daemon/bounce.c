@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/msg.h"
@@ -92,6 +93,21 @@ static void put_ascii(struct buf *out, const char *s)
 	}
 }
 
+/* The value of ESMTP parameter key (e.g. "ENVID") in a "K=V K=V" list: a
+ * copy, or NULL when absent. Keywords are case-insensitive (RFC 5321 4.1.2). */
+static char *param_value(const char *params, const char *key)
+{
+	size_t kl = strlen(key);
+	for (const char *p = params; p && *p;) {
+		p += strspn(p, " ");
+		size_t n = strcspn(p, " ");
+		if (n > kl && p[kl] == '=' && strncasecmp(p, key, kl) == 0)
+			return xstrndup(p + kl + 1, n - kl - 1);
+		p += n;
+	}
+	return NULL;
+}
+
 static bool wanted(const struct spool_rcpt *r, enum bounce_kind kind)
 {
 	return kind == BOUNCE_FAILED ? r->status == RCPT_FAILED : r->status == RCPT_DEFERRED;
@@ -150,11 +166,12 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		   boundary);
 	buf_printf(out, "Reporting-MTA: dns; %s\r\n", hostname);
 	buf_printf(out, "X-Pickupd-Queue-ID: %s\r\n", env->id);
-	if (env->sender_params && strstr(env->sender_params, "ENVID=")) {
-		const char *v = strstr(env->sender_params, "ENVID=") + 6;
+	char *envid = param_value(env->sender_params, "ENVID");
+	if (envid) {
 		buf_puts(out, "Original-Envelope-Id: ");
-		put_ascii(out, v);
+		put_ascii(out, envid);
 		buf_puts(out, "\r\n");
+		free(envid);
 	}
 	buf_printf(out, "Arrival-Date: %s\r\n", arrival.data);
 	for (size_t i = 0; i < env->n_rcpts; i++) {
@@ -165,15 +182,12 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		status_of(r->reply, kind, status, sizeof(status));
 		buf_puts(out, "\r\n");
 		buf_printf(out, "Final-Recipient: rfc822; %s\r\n", r->addr);
-		if (r->params && strstr(r->params, "ORCPT=")) {
+		char *orcpt = param_value(r->params, "ORCPT");
+		if (orcpt) {
 			buf_puts(out, "Original-Recipient: ");
-			const char *v = strstr(r->params, "ORCPT=") + 6;
-			size_t n = strcspn(v, " ");
-			struct buf tmp = BUF_INIT;
-			buf_append(&tmp, v, n);
-			put_ascii(out, tmp.data);
-			buf_deinit(&tmp);
+			put_ascii(out, orcpt);
 			buf_puts(out, "\r\n");
+			free(orcpt);
 		}
 		buf_printf(out, "Action: %s\r\n", kind == BOUNCE_FAILED ? "failed" : "delayed");
 		buf_printf(out, "Status: %s\r\n", status);

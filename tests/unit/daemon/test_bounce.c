@@ -305,6 +305,59 @@ static void bounce_delay_warning_form(void **state)
 	spool_env_deinit(&e);
 }
 
+/* ---- DSN parameters (RFC 3461) -------------------------------------------------------- */
+
+static const struct {
+	const char *sender_params, *rcpt_params;
+	const char *envid, *orcpt; /* NULL: no such field */
+} param_rows[] = {
+    {"RET=HDRS ENVID=inv1001", "NOTIFY=FAILURE ORCPT=rfc822;a@example.org", "inv1001",
+     "rfc822;a@example.org"},
+    /* a parameter after ENVID is not part of it */
+    {"ENVID=inv1002 RET=FULL", "ORCPT=rfc822;b@example.org NOTIFY=FAILURE,DELAY", "inv1002",
+     "rfc822;b@example.org"},
+    {"envid=low", "orcpt=rfc822;c@example.org", "low", "rfc822;c@example.org"},
+    /* a longer keyword that ends in ENVID/ORCPT is another parameter */
+    {"XENVID=no RET=HDRS", "XORCPT=rfc822;x@example.org", NULL, NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static void bounce_dsn_parameters(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(param_rows); i++) {
+		enum spool_rcpt_status st = RCPT_FAILED;
+		const char *reply = "550 5.1.1 no";
+		struct spool_env e;
+		make_env(&e, "app@example.com", 1, &st, &reply);
+		e.sender_params =
+		    param_rows[i].sender_params ? xstrdup(param_rows[i].sender_params) : NULL;
+		e.rcpts[0].params =
+		    param_rows[i].rcpt_params ? xstrdup(param_rows[i].rcpt_params) : NULL;
+		char *s = build(&e, BOUNCE_FAILED, NULL);
+		char *ds = part(s, "message/delivery-status");
+		print_message("row %zu\n", i);
+		const char *f = strstr(ds, "Original-Envelope-Id: ");
+		if (param_rows[i].envid) {
+			assert_non_null(f);
+			f += strlen("Original-Envelope-Id: ");
+			assert_int_equal(strcspn(f, "\r"), strlen(param_rows[i].envid));
+			assert_memory_equal(f, param_rows[i].envid, strlen(param_rows[i].envid));
+		} else {
+			assert_null(f);
+		}
+		char *v = field(ds, 0, "Original-Recipient");
+		if (param_rows[i].orcpt)
+			assert_string_equal(v, param_rows[i].orcpt);
+		else
+			assert_null(v);
+		free(v);
+		free(ds);
+		free(s);
+		spool_env_deinit(&e);
+	}
+}
+
 /* ---- hostile input ------------------------------------------------------------------------ */
 
 /* A reply is the server's text: whatever it holds, it stays on its line. */
@@ -346,6 +399,7 @@ int main(void)
 	    cmocka_unit_test(bounce_without_headers_has_two_parts),
 	    cmocka_unit_test(bounce_status_mapping),
 	    cmocka_unit_test(bounce_delay_warning_form),
+	    cmocka_unit_test(bounce_dsn_parameters),
 	    cmocka_unit_test(bounce_hostile_reply_cannot_inject),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
