@@ -108,6 +108,17 @@ static char *param_value(const char *params, const char *key)
 	return NULL;
 }
 
+/* An address in a header or field line: UTF-8 stays (SMTPUTF8), control
+ * characters never reach the report (the spool's contract excludes them;
+ * the report must not depend on it). */
+static void put_addr(struct buf *out, const char *s)
+{
+	for (; s && *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		buf_putc(out, ch < 0x20 || ch == 0x7f ? '?' : (char)ch);
+	}
+}
+
 static bool wanted(const struct spool_rcpt *r, enum bounce_kind kind)
 {
 	return kind == BOUNCE_FAILED ? r->status == RCPT_FAILED : r->status == RCPT_DEFERRED;
@@ -124,7 +135,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 	snprintf(boundary, sizeof(boundary), "%s/%s", bounce_id, hostname);
 
 	buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
-	buf_printf(out, "To: <%s>\r\n", env->sender);
+	buf_puts(out, "To: <");
+	put_addr(out, env->sender);
+	buf_puts(out, ">\r\n");
 	buf_printf(out, "Subject: %s\r\n",
 		   kind == BOUNCE_FAILED ? "Undelivered Mail Returned to Sender"
 					 : "Delayed Mail (still being retried)");
@@ -154,7 +167,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		const struct spool_rcpt *r = &env->rcpts[i];
 		if (!wanted(r, kind))
 			continue;
-		buf_printf(out, "<%s>: ", r->addr);
+		buf_putc(out, '<');
+		put_addr(out, r->addr);
+		buf_puts(out, ">: ");
 		put_ascii(out, r->reply ? r->reply : "no reply recorded");
 		buf_puts(out, "\r\n");
 	}
@@ -181,7 +196,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 			continue;
 		status_of(r->reply, kind, status, sizeof(status));
 		buf_puts(out, "\r\n");
-		buf_printf(out, "Final-Recipient: rfc822; %s\r\n", r->addr);
+		buf_puts(out, "Final-Recipient: rfc822; ");
+		put_addr(out, r->addr);
+		buf_puts(out, "\r\n");
 		char *orcpt = param_value(r->params, "ORCPT");
 		if (orcpt) {
 			buf_puts(out, "Original-Recipient: ");

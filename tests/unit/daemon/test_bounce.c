@@ -392,6 +392,29 @@ static void bounce_hostile_reply_cannot_inject(void **state)
 	}
 }
 
+/* Addresses hold no CR/LF by the spool's contract; the report does not
+ * rely on it (an envelope's \\x0D escape decodes to CR). */
+static void bounce_hostile_address_cannot_inject(void **state)
+{
+	(void)state;
+	enum spool_rcpt_status st = RCPT_FAILED;
+	const char *reply = "550 5.1.1 no";
+	struct spool_env e;
+	make_env(&e, "app@example.com\r\nBcc: victim@example.net", 1, &st, &reply);
+	free(e.rcpts[0].addr);
+	e.rcpts[0].addr = xstrdup("r@example.org\r\nX-Injected: yes\nAction: delivered");
+	char *s = build(&e, BOUNCE_FAILED, NULL);
+	assert_crlf_lines(s);
+	assert_false(has_line(s, "Bcc:"));
+	assert_false(has_line(s, "X-Injected:"));
+	assert_false(has_line(s, "Action: delivered"));
+	assert_true(has_line(s, "To: <app@example.com??Bcc: victim@example.net>"));
+	assert_true(has_line(s, "Final-Recipient: rfc822; r@example.org??X-Injected: yes?Action: "
+				"delivered"));
+	free(s);
+	spool_env_deinit(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -401,6 +424,7 @@ int main(void)
 	    cmocka_unit_test(bounce_delay_warning_form),
 	    cmocka_unit_test(bounce_dsn_parameters),
 	    cmocka_unit_test(bounce_hostile_reply_cannot_inject),
+	    cmocka_unit_test(bounce_hostile_address_cannot_inject),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
