@@ -125,8 +125,8 @@ static bool wanted(const struct spool_rcpt *r, enum bounce_kind kind)
 }
 
 void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char *hostname,
-		  const char *bounce_id, int64_t now_ms, const char *headers, size_t headers_len,
-		  struct buf *out)
+		  const char *bounce_id, int64_t now_ms, int64_t retry_until_ms,
+		  const char *headers, size_t headers_len, struct buf *out)
 {
 	struct buf date = BUF_INIT, arrival = BUF_INIT;
 	char boundary[128];
@@ -217,9 +217,10 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 			put_ascii(out, r->reply ? r->reply : "unknown");
 			buf_puts(out, "\r\n");
 		}
-		if (kind == BOUNCE_DELAYED && env->next_ms) {
+		/* RFC 3464 2.3.9: when attempts will be abandoned (not the next one). */
+		if (kind == BOUNCE_DELAYED && retry_until_ms) {
 			struct buf until = BUF_INIT;
-			msg_format_date(env->next_ms / 1000, &until);
+			msg_format_date(retry_until_ms / 1000, &until);
 			buf_printf(out, "Will-Retry-Until: %s\r\n", until.data);
 			buf_deinit(&until);
 		}
@@ -295,7 +296,11 @@ int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_
 	/* The boundary and Message-ID name the report itself: use a fresh ID
 	 * for them; the stored ID comes from spool_data_create. */
 	spool_new_id(sp, provisional);
-	bounce_build(env, kind, cfg->general.hostname, provisional, now_ms, headers.data,
+	/* relay.c expires a message max_age after its arrival; soft_bounce never does. */
+	int64_t until = cfg->retry.max_age_ms && !cfg->retry.soft_bounce
+			    ? env->arrival_ms + (int64_t)cfg->retry.max_age_ms
+			    : 0;
+	bounce_build(env, kind, cfg->general.hostname, provisional, now_ms, until, headers.data,
 		     headers.len, &content);
 	if (spool_data_create(sp, content.data, content.len, id_r) < 0)
 		goto out;

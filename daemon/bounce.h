@@ -17,10 +17,11 @@
 enum bounce_kind { BOUNCE_FAILED, BOUNCE_DELAYED };
 
 /* Builds the report's content. Pure apart from reading the original headers
- * (headers may be NULL: no text/rfc822-headers part then). */
+ * (headers may be NULL: no text/rfc822-headers part then). retry_until_ms:
+ * when a delayed message will be given up (Will-Retry-Until); 0 = never. */
 void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char *hostname,
-		  const char *bounce_id, int64_t now_ms, const char *headers, size_t headers_len,
-		  struct buf *out);
+		  const char *bounce_id, int64_t now_ms, int64_t retry_until_ms,
+		  const char *headers, size_t headers_len, struct buf *out);
 
 /*
  * Queues a report about env: content into data/, envelope into queue/ (or

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
+#include "common/msg.h"
 #include "daemon/bounce.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -42,11 +43,18 @@ static void make_env(struct spool_env *e, const char *sender, size_t n,
 	}
 }
 
-static char *build(const struct spool_env *e, enum bounce_kind kind, const char *headers)
+static char *build_until(const struct spool_env *e, enum bounce_kind kind, int64_t until_ms,
+			 const char *headers)
 {
 	struct buf out = BUF_INIT;
-	bounce_build(e, kind, HOST, BID, NOW_MS, headers, headers ? strlen(headers) : 0, &out);
+	bounce_build(e, kind, HOST, BID, NOW_MS, until_ms, headers, headers ? strlen(headers) : 0,
+		     &out);
 	return buf_steal(&out);
+}
+
+static char *build(const struct spool_env *e, enum bounce_kind kind, const char *headers)
+{
+	return build_until(e, kind, 0, headers);
 }
 
 /* Every line ends in CRLF; no CR or LF stands anywhere else. */
@@ -305,6 +313,34 @@ static void bounce_delay_warning_form(void **state)
 	spool_env_deinit(&e);
 }
 
+/* Will-Retry-Until says when pickupd gives up (arrival + max_age), not when
+ * it tries next (RFC 3464 2.3.9); without an end (soft_bounce) there is none. */
+static void bounce_delay_warning_retry_until(void **state)
+{
+	(void)state;
+	enum spool_rcpt_status st = RCPT_DEFERRED;
+	const char *reply = "451 4.3.0 later";
+	struct spool_env e;
+	make_env(&e, "app@example.com", 1, &st, &reply);
+	e.next_ms = NOW_MS + 15 * 60 * 1000; /* next attempt */
+	int64_t until = e.arrival_ms + (int64_t)5 * 86400 * 1000;
+	struct buf want = BUF_INIT;
+	msg_format_date(until / 1000, &want);
+	char *s = build_until(&e, BOUNCE_DELAYED, until, NULL);
+	char *ds = part(s, "message/delivery-status");
+	char *v = field(ds, 0, "Will-Retry-Until");
+	assert_non_null(v);
+	assert_string_equal(v, want.data);
+	free(v);
+	free(ds);
+	free(s);
+	s = build_until(&e, BOUNCE_DELAYED, 0, NULL);
+	assert_null(strstr(s, "Will-Retry-Until"));
+	free(s);
+	buf_deinit(&want);
+	spool_env_deinit(&e);
+}
+
 /* ---- DSN parameters (RFC 3461) -------------------------------------------------------- */
 
 static const struct {
@@ -422,6 +458,7 @@ int main(void)
 	    cmocka_unit_test(bounce_without_headers_has_two_parts),
 	    cmocka_unit_test(bounce_status_mapping),
 	    cmocka_unit_test(bounce_delay_warning_form),
+	    cmocka_unit_test(bounce_delay_warning_retry_until),
 	    cmocka_unit_test(bounce_dsn_parameters),
 	    cmocka_unit_test(bounce_hostile_reply_cannot_inject),
 	    cmocka_unit_test(bounce_hostile_address_cannot_inject),
