@@ -5,8 +5,9 @@
  *     message/delivery-status  per-message fields, then per-recipient fields
  *     text/rfc822-headers      the original message's headers (never its body)
  * Owns: nothing; it writes through the spool API.
- * Invariants: the report is sent from <> (never bounced again: relay.c sends
- * a failing <> message to badmail only); the original's envelope lines and
+ * Invariants: the report is sent from <>, and a message from <> is never
+ * reported on (bounce_queue refuses it; relay.c sends a failing <> message
+ * to badmail only); the original's envelope lines and
  * Bcc: fields are left out of the returned headers, as on the wire.
  */
 #include "daemon/bounce.h"
@@ -292,6 +293,10 @@ int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_
 	int ret = -1;
 
 	memset(&b, 0, sizeof(b));
+	if (env->sender == NULL || env->sender[0] == '\0') {
+		errno = EINVAL;
+		return -1;
+	}
 	read_headers(sp, env, &headers);
 	/* The boundary and Message-ID name the report itself: use a fresh ID
 	 * for them; the stored ID comes from spool_data_create. */

@@ -25,9 +25,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 
 /*
  * Queues a report about env: content into data/, envelope into queue/ (or
- * deferred/ when due_ms is in the future: bounces are rate limited). The
- * caller has checked that the sender is not <>. 0 with the new ID, or -1
- * (errno).
+ * deferred/ when due_ms is in the future: bounces are rate limited). 0 with
+ * the new ID, or -1 (errno; EINVAL for a message from <>, which is never
+ * reported on: the report would go nowhere, or loop).
  */
 int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_env *env,
 		 enum bounce_kind kind, int64_t now_ms, int64_t due_ms,

@@ -5,6 +5,7 @@
  * hostile server replies and addresses that try to inject header lines, and
  * bounce_queue writing the report from <> into a throw-away spool.
  */
+#include <errno.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -451,6 +453,72 @@ static void bounce_hostile_address_cannot_inject(void **state)
 	spool_env_deinit(&e);
 }
 
+/* ---- bounce_queue ---------------------------------------------------------------------- */
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* The report goes from <> to the sender, into queue/ (or deferred/ when
+ * rate limited); a message from <> is never reported on. */
+static void bounce_queue_from_null_sender_to_sender(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/bouncetest.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct spool sp;
+	assert_int_equal(spool_open(&sp, dir), 0);
+	struct config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.general.hostname = (char *)HOST;
+	cfg.retry.max_age_ms = 86400 * 1000;
+	enum spool_rcpt_status st = RCPT_FAILED;
+	const char *reply = "550 5.1.1 no";
+	struct spool_env e, b;
+	char id[SPOOL_ID_LEN + 1];
+	make_env(&e, "app@example.com", 1, &st, &reply);
+	int64_t now = NOW_MS;
+
+	assert_int_equal(bounce_queue(&sp, &cfg, &e, BOUNCE_FAILED, now, 0, id), 0);
+	struct buf why = BUF_INIT;
+	assert_int_equal(spool_env_read(&sp, SPOOL_QUEUE, id, &b, &why), 0);
+	assert_string_equal(b.sender, "");
+	assert_int_equal(b.n_rcpts, 1);
+	assert_string_equal(b.rcpts[0].addr, "app@example.com");
+	assert_string_equal(b.origin_pickup, "bounce");
+	spool_env_deinit(&b);
+
+	/* rate limited: waits in deferred/ */
+	assert_int_equal(bounce_queue(&sp, &cfg, &e, BOUNCE_DELAYED, now, now + 60000, id), 0);
+	assert_int_equal(spool_env_read(&sp, SPOOL_DEFERRED, id, &b, &why), 0);
+	assert_int_equal(b.next_ms, now + 60000);
+	assert_string_equal(b.origin_pickup, "delay-notice");
+	spool_env_deinit(&b);
+
+	/* from <>: refused, nothing written */
+	free(e.sender);
+	e.sender = xstrdup("");
+	char **ids;
+	size_t n_before, n_after;
+	assert_int_equal(spool_list(&sp, SPOOL_QUEUE, &ids, &n_before), 0);
+	spool_list_free(ids, n_before);
+	errno = 0;
+	assert_int_equal(bounce_queue(&sp, &cfg, &e, BOUNCE_FAILED, now, 0, id), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(spool_list(&sp, SPOOL_QUEUE, &ids, &n_after), 0);
+	spool_list_free(ids, n_after);
+	assert_int_equal(n_after, n_before);
+
+	buf_deinit(&why);
+	spool_env_deinit(&e);
+	spool_close(&sp);
+	nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -462,6 +530,7 @@ int main(void)
 	    cmocka_unit_test(bounce_dsn_parameters),
 	    cmocka_unit_test(bounce_hostile_reply_cannot_inject),
 	    cmocka_unit_test(bounce_hostile_address_cannot_inject),
+	    cmocka_unit_test(bounce_queue_from_null_sender_to_sender),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
