@@ -221,6 +221,13 @@ static void signal_cb(uv_signal_t *h, int signum)
 	stop(pd, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* The schedule's earliest entry is due: sessions take it. */
+static void schedule_due_cb(void *arg)
+{
+	struct pickupd *pd = arg;
+	relay_pool_wake(pd->pool);
+}
+
 static void watchdog_cb(uv_timer_t *t)
 {
 	(void)t;
@@ -377,7 +384,7 @@ int main(int argc, char **argv)
 	if (getenv("UV_THREADPOOL_SIZE") == NULL)
 		setenv("UV_THREADPOOL_SIZE", "8", 0);
 	pd.loop = uv_default_loop();
-	pd.sched = sched_new(&pd);
+	pd.sched = sched_new(pd.loop, schedule_due_cb, &pd);
 	pd.pool = relay_pool_new(&pd, &errs);
 	pd.n_pickups = pd.cfg->n_pickups;
 	pd.pickups = xcalloc(pd.n_pickups, sizeof(*pd.pickups));

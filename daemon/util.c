@@ -1,22 +1,15 @@
 /*
- * Purpose: small daemon-wide helpers: clock, sd_notify, thread-pool jobs.
+ * Purpose: small daemon-wide helpers: sd_notify, thread-pool jobs (the
+ * clock is in clock.c).
  */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "daemon/pickupd.h"
-
-int64_t pickupd_now_ms(void)
-{
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 void pickupd_notify(const char *state)
 {

@@ -62,8 +62,9 @@ warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
 logging.getLogger("mail.log").setLevel(
     logging.DEBUG if os.environ.get("PICKUPD_SMTPD_DEBUG") else logging.ERROR)
 
-# Markers of a sanitizer report in a program's stderr.
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# Markers of a sanitizer report in a program's stderr (ASan, LSan, UBSan, TSan).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 # The header pickupd writes before each line on stderr (not read by journald):
 # "2024-05-01T12:00:00.123456+02:00 host pickupd/smtp[42]: " (test_logs.py checks it).
