@@ -54,6 +54,8 @@ enum sect {
 	SEC_BOUNCE,
 	SEC_CONTROL,
 	SEC_METRICS,
+	SEC_BADMAIL,
+	SEC_SUBMIT,
 	SEC__COUNT
 };
 
@@ -77,6 +79,10 @@ static const struct section_def {
 		     sizeof(struct config_control)},
     [SEC_METRICS] = {"metrics", NAME_NONE, offsetof(struct config, metrics),
 		     sizeof(struct config_metrics)},
+    [SEC_BADMAIL] = {"badmail", NAME_NONE, offsetof(struct config, badmail),
+		     sizeof(struct config_badmail)},
+    [SEC_SUBMIT] = {"submit", NAME_NONE, offsetof(struct config, submit),
+		    sizeof(struct config_submit)},
 };
 
 enum ktype {
@@ -113,6 +119,7 @@ static const char *check_instance(const char *v);
 static const char *check_glob(const char *v);
 static const char *check_address(const char *v);
 static const char *check_listen(const char *v);
+static const char *check_domain(const char *v);
 
 static const char *const log_levels[] = {"debug", "info", "warning", "error", NULL};
 static const char *const tls_modes[] = {[TLS_MODE_STARTTLS] = "starttls",
@@ -140,6 +147,8 @@ static const char *const auth_modes[] = {[AUTH_MODE_AUTO] = "auto",
 #define BOUNCE(...)	       KEY(SEC_BOUNCE, struct config_bounce, __VA_ARGS__)
 #define CONTROL(...)	       KEY(SEC_CONTROL, struct config_control, __VA_ARGS__)
 #define METRICS(...)	       KEY(SEC_METRICS, struct config_metrics, __VA_ARGS__)
+#define BADMAIL(...)	       KEY(SEC_BADMAIL, struct config_badmail, __VA_ARGS__)
+#define SUBMIT(...)	       KEY(SEC_SUBMIT, struct config_submit, __VA_ARGS__)
 #define RANGE(lo, hi)	       .min = (lo), .max = (hi)
 #define TIMEOUT(nm, dflt, fld) RELAY(nm, KT_DURATION, dflt, fld, RANGE(1 * MS_S, MS_D))
 
@@ -202,6 +211,10 @@ static const struct key keys[] = {
     CONTROL("socket", KT_PATH, NULL, socket), /* default <spool.dir>/control.sock, later */
 
     METRICS("listen", KT_STR, "", listen, .check = check_listen),
+
+    BADMAIL("keep", KT_DURATION, "30d", keep_ms, RANGE(0, 3650 * MS_D)),
+    SUBMIT("root_alias", KT_STR, NULL, root_alias, .check = check_address),
+    SUBMIT("origin_domain", KT_STR, NULL, origin_domain, .check = check_domain),
 };
 
 _Static_assert(sizeof(enum tls_mode) == sizeof(int), "KT_ENUM stores an int");
@@ -963,6 +976,7 @@ static void finish(struct parser *p)
 			strcpy(host, "localhost");
 		host[sizeof host - 1] = '\0';
 		c->general.hostname = xstrdup(host);
+		c->general.hostname_from_system = true;
 	}
 }
 
@@ -1096,6 +1110,28 @@ const struct config_relay *config_find_relay(const struct config *cfg, const cha
 	return NULL;
 }
 
+bool config_hostname_warning(const struct config *cfg, struct buf *out)
+{
+	const char *h = cfg->general.hostname;
+
+	if (h == NULL || strchr(h, '.') != NULL || h[0] == '[')
+		return false;
+	if (cfg->general.hostname_from_system)
+		buf_printf(out,
+			   "host name '%s' (from gethostname(), as [general] hostname is not set) "
+			   "is not fully qualified: it is the EHLO name and the domain of "
+			   "MAILER-DAEMON@ and Message-ID, and relays may refuse it; set "
+			   "[general] hostname = a name with a dot, like mail.example.com\n",
+			   h);
+	else
+		buf_printf(out,
+			   "[general] hostname = %s is not fully qualified: it is the EHLO name "
+			   "and the domain of MAILER-DAEMON@ and Message-ID, and relays may refuse "
+			   "it; use a name with a dot, like mail.example.com\n",
+			   h);
+	return true;
+}
+
 /* Value checks named in keys[]: each returns what was expected, or NULL when v is fine. */
 
 static bool all_of(const char *v, const char *extra)
@@ -1133,6 +1169,12 @@ static const char *check_address(const char *v)
 	if (at == NULL || at == v || at[1] == '\0' || strpbrk(v, " \t<>,") != NULL)
 		return "an address like user@example.com";
 	return NULL;
+}
+
+/* A domain for local-part@domain: a DNS name (no address literal, no '@'). */
+static const char *check_domain(const char *v)
+{
+	return all_of(v, ".-") && v[0] != '.' && v[0] != '-' ? NULL : "a domain like example.com";
 }
 
 int config_parse_listen(const char *s, struct config_listen *l, const char **expected_r)

@@ -37,6 +37,9 @@ struct config_general {
 	char *hostname;	 /* EHLO name, Message-ID domain; default: gethostname() */
 	char *log_level; /* debug | info | warning | error; default info */
 	char *instance;	 /* tells several pickupd on one host apart in IDs; default "" */
+
+	/* computed: hostname came from gethostname(), not from the file */
+	bool hostname_from_system;
 };
 
 /* [spool] */
@@ -128,6 +131,19 @@ struct config_listen {
 	unsigned port;
 };
 
+/* [badmail] */
+struct config_badmail {
+	/* Entries older than this (since they entered badmail/) are removed,
+	 * content included; 0 = kept forever. Default 30d. */
+	uint64_t keep_ms;
+};
+
+/* [submit]: local envelope addresses before they reach a relay (common/addrmap.h) */
+struct config_submit {
+	char *root_alias;    /* root, postmaster, MAILER-DAEMON of this host; NULL = kept */
+	char *origin_domain; /* unqualified and this host's addresses; NULL = kept */
+};
+
 struct config {
 	unsigned refs; /* holders; atomic, so any thread may take or drop one */
 	char *path;
@@ -141,6 +157,8 @@ struct config {
 	struct config_bounce bounce;
 	struct config_control control;
 	struct config_metrics metrics;
+	struct config_badmail badmail;
+	struct config_submit submit;
 };
 
 /*
@@ -167,6 +185,13 @@ int config_parse_bool(const char *s, bool *b_r);
  * says what was expected.
  */
 int config_parse_listen(const char *s, struct config_listen *l, const char **expected_r);
+
+/*
+ * Appends one line to out when the name used for EHLO, Message-ID and
+ * MAILER-DAEMON@ is not fully qualified (no dot): relays and recipients'
+ * servers may refuse it. Says which key sets it. Returns whether it did.
+ */
+bool config_hostname_warning(const struct config *cfg, struct buf *out);
 
 const struct config_relay *config_find_relay(const struct config *cfg, const char *name);
 

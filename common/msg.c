@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/addrmap.h"
+
 /* ---- small character helpers (no <ctype.h>: it follows the locale) ---- */
 
 static bool is_wsp(unsigned char c)
@@ -160,6 +162,7 @@ struct lexer {
 	size_t len;
 	size_t pos;
 	struct buf *err;
+	bool bare_ok; /* a local part without "@domain" is an address (for addrmap) */
 };
 
 /*
@@ -369,7 +372,7 @@ static bool is_dot_atom(const char *s, size_t n)
  */
 static int build_local(struct lexer *lx, size_t start, size_t end, struct buf *out)
 {
-	struct lexer sub = {lx->s, end, start, lx->err};
+	struct lexer sub = {lx->s, end, start, lx->err, lx->bare_ok};
 	struct buf text = BUF_INIT;
 	bool prev_word = false, any = false;
 	struct tok t;
@@ -489,6 +492,28 @@ fail:
 	return -1;
 }
 
+/* A local part alone ("root", as cron writes): kept without "@" for the
+ * caller's addrmap to qualify or refuse. */
+static int push_bare(struct lexer *lx, size_t start, size_t end, struct addr_vec *vec)
+{
+	struct buf a = BUF_INIT;
+
+	if (build_local(lx, start, end, &a) < 0)
+		goto fail;
+	buf_puts(&a, "@x"); /* checked as an address, then cut back */
+	if (a.len > MSG_MAX_ADDR || msg_addr_valid(a.data) < 0) {
+		buf_puts(lx->err, "invalid address");
+		goto fail;
+	}
+	a.len -= 2;
+	a.data[a.len] = '\0';
+	vec_push(vec, buf_steal(&a));
+	return 0;
+fail:
+	buf_deinit(&a);
+	return -1;
+}
+
 /* Consumes tokens while they are words or dots; *t_r is the first other token (consumed). */
 static int skip_words(struct lexer *lx, struct tok *t_r, size_t *n_r)
 {
@@ -545,6 +570,8 @@ static int parse_angle(struct lexer *lx, struct addr_vec *vec, bool allow_null)
 	if (skip_words(lx, &t, &n) < 0)
 		return -1;
 	if (tok_is(&t, '>') && n > 0) {
+		if (lx->bare_ok)
+			return push_bare(lx, start, t.off, vec);
 		buf_puts(lx->err, "address without '@'");
 		return -1;
 	}
@@ -588,6 +615,10 @@ static int parse_address(struct lexer *lx, struct addr_vec *vec, bool allow_grou
 			return -1;
 		}
 		return parse_group(lx, vec);
+	}
+	if (n > 0 && lx->bare_ok && (t.type == TOK_END || tok_is(&t, ',') || tok_is(&t, ';'))) {
+		lx->pos = t.off; /* the list's separator is the caller's */
+		return push_bare(lx, start, t.off, vec);
 	}
 	if (n > 0) {
 		buf_puts(lx->err, "address without '@'");
@@ -660,11 +691,11 @@ static int parse_list(struct lexer *lx, struct addr_vec *vec)
 	}
 }
 
-int msg_parse_address_list(const char *s, size_t len, struct msg_addr **list_r, size_t *n_r,
-			   struct buf *reason)
+static int parse_address_list(const char *s, size_t len, bool bare_ok, struct msg_addr **list_r,
+			      size_t *n_r, struct buf *reason)
 {
 	struct addr_vec vec = {NULL, 0, 0};
-	struct lexer lx = {s, len, 0, reason};
+	struct lexer lx = {s, len, 0, reason, bare_ok};
 
 	if (check_ctl(s, len, reason) < 0 || parse_list(&lx, &vec) < 0) {
 		addrs_free(vec.v, vec.n);
@@ -677,6 +708,12 @@ int msg_parse_address_list(const char *s, size_t len, struct msg_addr **list_r, 
 	}
 	free(vec.v);
 	return 0;
+}
+
+int msg_parse_address_list(const char *s, size_t len, struct msg_addr **list_r, size_t *n_r,
+			   struct buf *reason)
+{
+	return parse_address_list(s, len, false, list_r, n_r, reason);
 }
 
 /* ---- ESMTP parameters on X-Sender/X-Receiver (Exchange Replay style) ---- */
@@ -820,11 +857,11 @@ fail:
  * One X-Sender/X-Receiver value: a mailbox (bare, <addr>, "Name" <addr>,
  * =?utf-8?B?...?= <addr>), then optional ESMTP parameters. X-Sender may be <>.
  */
-static int parse_envelope_value(const char *s, size_t len, bool sender, struct msg_addr *out,
-				struct buf *reason)
+static int parse_envelope_value(const char *s, size_t len, bool sender, bool bare_ok,
+				struct msg_addr *out, struct buf *reason)
 {
 	struct addr_vec vec = {NULL, 0, 0};
-	struct lexer lx = {s, len, 0, reason};
+	struct lexer lx = {s, len, 0, reason, bare_ok};
 	struct tok t;
 
 	if (check_ctl(s, len, reason) < 0 || peek(&lx, &t) < 0)
@@ -854,7 +891,7 @@ fail:
 int msg_msgid_valid(const char *s, size_t len)
 {
 	struct buf err = BUF_INIT, local = BUF_INIT;
-	struct lexer lx = {s, len, 0, &err};
+	struct lexer lx = {s, len, 0, &err, false};
 	struct tok t;
 	size_t n;
 	int r = -1;
@@ -1097,6 +1134,30 @@ static void add_skip(struct msg_info *info, size_t off, size_t len, size_t *cap)
 	info->skips[info->n_skips++] = (struct msg_range){off, len};
 }
 
+/*
+ * The [submit] rewrite of one parsed envelope address (common/addrmap.h); one
+ * still without '@' is refused as the parser refuses it without a map.
+ */
+static int map_addr(struct scan *sc, struct msg_addr *a, bool rcpt, const struct field *f,
+		    const char *name)
+{
+	char *out;
+	int r;
+
+	if (sc->opts->map == NULL)
+		return 0;
+	r = addrmap_apply(sc->opts->map, a->addr, rcpt, &out);
+	if (r < 0) {
+		buf_printf(sc->reason, "address without '@' in %s line %u", name, f->line);
+		return -1;
+	}
+	if (r > 0) {
+		free(a->addr);
+		a->addr = out;
+	}
+	return 0;
+}
+
 /* Appends " in NAME line N" to a reason produced by a parser. */
 static int field_error(struct scan *sc, const struct field *f, const char *name,
 		       const struct buf *why)
@@ -1126,12 +1187,12 @@ static int sender_from_headers(struct scan *sc)
 	size_t n = 0;
 	int r = -1;
 	unfold(sc, f, &body);
-	if (msg_parse_address_list(body.data, body.len, &list, &n, &why) < 0) {
+	if (parse_address_list(body.data, body.len, sc->opts->map != NULL, &list, &n, &why) < 0) {
 		buf_puts(sc->reason, "no sender: ");
 		field_error(sc, f, name, &why);
 	} else if (n == 0) {
 		buf_printf(sc->reason, "no sender (%s line %u holds no mailbox)", name, f->line);
-	} else {
+	} else if (map_addr(sc, &list[0], false, f, name) == 0) {
 		sc->info->sender = list[0];
 		list[0].addr = NULL;
 		list[0].params = NULL;
@@ -1159,12 +1220,19 @@ static int rcpts_from_headers(struct scan *sc)
 		struct msg_addr *list = NULL;
 		size_t n = 0;
 		unfold(sc, f, &body);
-		if (msg_parse_address_list(body.data, body.len, &list, &n, &why) < 0) {
+		if (parse_address_list(body.data, body.len, sc->opts->map != NULL, &list, &n,
+				       &why) < 0) {
 			r = field_error(sc, f, name, &why);
 			continue;
 		}
-		for (size_t k = 0; k < n; k++)
-			rcpt_add(&sc->rcpts, list[k]);
+		for (size_t k = 0; k < n; k++) {
+			if (r == 0 && (r = map_addr(sc, &list[k], true, f, name)) == 0) {
+				rcpt_add(&sc->rcpts, list[k]); /* takes it */
+				continue;
+			}
+			free(list[k].addr);
+			free(list[k].params);
+		}
 		free(list);
 	}
 	buf_deinit(&body);
@@ -1191,8 +1259,15 @@ static int envelope_block(struct scan *sc, bool *have_sender, bool *have_rcpts)
 		}
 		struct msg_addr a;
 		unfold(sc, f, &body);
-		if (parse_envelope_value(body.data, body.len, is_sender, &a, &why) < 0) {
+		if (parse_envelope_value(body.data, body.len, is_sender, sc->opts->map != NULL, &a,
+					 &why) < 0) {
 			r = field_error(sc, f, name, &why);
+			break;
+		}
+		if (map_addr(sc, &a, !is_sender, f, name) < 0) {
+			free(a.addr);
+			free(a.params);
+			r = -1;
 			break;
 		}
 		if (is_sender) {
@@ -1227,7 +1302,7 @@ static bool has_8bit(const char *s)
 static void mime_boundary(const char *s, size_t len, char *out)
 {
 	struct buf err = BUF_INIT;
-	struct lexer lx = {s, len, 0, &err};
+	struct lexer lx = {s, len, 0, &err, false};
 	size_t i, n;
 
 	out[0] = '\0';
@@ -1509,7 +1584,7 @@ int msg_parse_date(const char *s, size_t len, int64_t *unix_r)
 	static const int zone_min[] = {0, 0, 0, -300, -240, -360, -300, -420, -360, -480, -420};
 	static const unsigned char mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	struct buf err = BUF_INIT;
-	struct lexer lx = {s, len, 0, &err};
+	struct lexer lx = {s, len, 0, &err, false};
 	struct dtok t, day, year, hh, mm, ss = {0};
 	int mon, zone = 0, r = -1;
 

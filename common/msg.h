@@ -9,8 +9,10 @@
  * are To:, Cc:, Bcc:. Recipients are de-duplicated, the first spelling kept:
  * by default the whole address is compared without regard to ASCII case
  * (a@x.com = A@X.COM), as IIS, Exchange and the big mailbox providers treat
- * them; with exact_local_part only the domain is (RFC 5321 2.4). Bcc: fields
- * are always skipped on the wire.
+ * them; with exact_local_part only the domain is (RFC 5321 2.4). With a map
+ * (common/addrmap.h), each envelope address is rewritten first and a bare
+ * local part ("root") is an address the map may qualify. Bcc: fields are
+ * always skipped on the wire.
  *
  * Date: and Message-ID: are checked (RFC 5322 3.3 with the obsolete forms of
  * 4.3; 3.6.4): when no field of that name is valid (empty, unparseable), each
@@ -25,6 +27,8 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+
+struct addrmap;
 
 #define MSG_MAX_ADDR	 254 /* octets of an addr-spec, RFC 5321 4.5.3.1.3 path minus brackets */
 #define MSG_MAX_BOUNDARY 70  /* octets of a MIME boundary, RFC 2046 5.1.1 */
@@ -56,6 +60,10 @@ struct msg_scan_opts {
 	size_t max_header_size;
 	unsigned max_recipients; /* distinct recipients; 0 = no limit */
 	bool exact_local_part;	 /* de-duplicate comparing local parts with case */
+	/* [submit] rewrite of envelope addresses, before de-duplication; with it a
+	 * bare local part ("root") is an address for the map to qualify. NULL = as
+	 * written. */
+	const struct addrmap *map;
 };
 
 struct msg_info {

@@ -1,17 +1,21 @@
 /*
  * Purpose: the control socket (see ctl.h for the protocol): pickupctl's
- * mutating commands and status, applied through the daemon so that its
- * in-memory schedule stays right; and the queue operations pickupctl shares.
- * Owns: the listening uv_pipe_t, the client connections, the operations in
- * flight on the thread pool, and an exclusive flock(2) on the spool directory
- * for the daemon's lifetime (pickupctl takes it to work on the spool directly,
- * so it never does while a daemon runs, starts or stops).
+ * mutating commands (one ID, or batches of many) and status, applied through
+ * the daemon so that its in-memory schedule stays right; badmail retention
+ * ([badmail] keep, on a timer); and, at start-up, the logging of operator
+ * actions pickupctl took on the spool while the daemon was down.
+ * Owns: the listening uv_pipe_t, the client connections, the operations and
+ * batches in flight on the thread pool, the badmail expiry timer, and an
+ * exclusive flock(2) on the spool directory for the daemon's lifetime
+ * (pickupctl takes it to work on the spool directly, so it never does while
+ * a daemon runs, starts or stops).
  * Invariants: an envelope in queue/ that the schedule does not hold belongs
  * to a session, a delivery record or an ingest job: it is never moved
  * (hold/delete answer "busy"); every other message a command touches is taken
  * out of the schedule first and put back (or not) when the spool says where
- * it ended up; one operation per ID at a time; a client is freed only in its
- * close callback and closed only when none of its operations is in flight.
+ * it ended up; one operation per ID at a time (single operations, batches and
+ * badmail expiry alike); a client is freed only in its close callback and
+ * closed only when none of its operations is in flight.
  */
 #include "daemon/ctl.h"
 
@@ -36,14 +40,20 @@
 
 #define CTL_MAX_RELAYS	 64
 #define CTL_LOCK_WAIT_MS 5000
+#define CTL_MAX_BATCH	 100000
+#define EXPIRE_MIN_MS	 1000
+#define EXPIRE_MAX_MS	 (3600 * 1000)
+
+struct ctl_batch;
 
 struct ctl_client {
 	struct ctl *ctl;
 	uv_pipe_t pipe;
 	char in[CTL_MAX_LINE];
 	size_t in_len;
-	bool op_pending; /* a thread-pool operation will answer */
-	bool want_close; /* the peer left while an operation was in flight */
+	bool op_pending;	      /* a thread-pool operation will answer */
+	struct ctl_batch *collecting; /* "batch CMD N": IDs still to read */
+	bool want_close;	      /* the peer left while an operation was in flight */
 	bool closing;
 	struct ctl_client *prev, *next;
 };
@@ -56,6 +66,25 @@ struct ctl {
 	bool stopping;
 	struct ctl_client *clients;
 	struct ctl_op *ops;
+	struct ctl_batch *batches; /* in flight on the thread pool */
+	uv_timer_t expire_timer;   /* badmail retention */
+	bool expire_closed;
+	bool expire_running; /* a listing or an expiry batch is in flight */
+};
+
+/*
+ * Many IDs, one command: planned on the loop (ctl_spool_plan, schedule
+ * checks), applied in one thread-pool job (ctl_spool_apply), answered in
+ * one write. client == NULL: badmail expiry. Owner: the ctl, until done.
+ */
+struct ctl_batch {
+	struct job job; /* first */
+	struct ctl *ctl;
+	struct ctl_client *client;
+	enum ctl_cmd cmd;
+	struct ctl_item *items; /* sorted by ID once planned */
+	size_t n, expected;
+	struct ctl_batch *next;
 };
 
 enum op_kind { OP_HOLD, OP_RELEASE, OP_DELETE, OP_REQUEUE };
@@ -114,10 +143,20 @@ static void reply(struct ctl_client *cl, const char *fmt, ...)
 
 /* ---- clients --------------------------------------------------------------------------- */
 
+static void batch_free(struct ctl_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		ctl_item_deinit(&b->items[i]);
+	free(b->items);
+	free(b);
+}
+
 static void client_close_cb(uv_handle_t *h)
 {
 	struct ctl_client *cl = h->data;
 	struct ctl *c = cl->ctl;
+	if (cl->collecting)
+		batch_free(cl->collecting);
 	if (cl->prev)
 		cl->prev->next = cl->next;
 	else
@@ -245,11 +284,24 @@ static void op_done(struct job *j)
 	process(cl);
 }
 
+static int cmp_item(const void *a, const void *b)
+{
+	return strcmp(((const struct ctl_item *)a)->id, ((const struct ctl_item *)b)->id);
+}
+
 static bool id_busy(const struct ctl *c, const char *id)
 {
 	for (const struct ctl_op *op = c->ops; op; op = op->next)
 		if (strcmp(op->id, id) == 0)
 			return true;
+	struct ctl_item key;
+	memcpy(key.id, id, SPOOL_ID_LEN + 1);
+	for (const struct ctl_batch *b = c->batches; b; b = b->next) {
+		/* act is set on the loop before the job and never changed by it. */
+		const struct ctl_item *it = bsearch(&key, b->items, b->n, sizeof(*it), cmp_item);
+		if (it && it->act != CTL_ACT_NONE)
+			return true;
+	}
 	return false;
 }
 
@@ -362,6 +414,375 @@ static void cmd_id(struct ctl_client *cl, const char *cmd, const char *id)
 	}
 }
 
+/* ---- batches --------------------------------------------------------------------------- */
+
+/* Sends every item's line and the closing "end OK FAILED BUSY" in one write. */
+static void batch_reply(struct ctl_client *cl, const struct ctl_batch *b)
+{
+	size_t count[4] = {0};
+	struct buf out = BUF_INIT;
+	for (size_t i = 0; i < b->n; i++) {
+		const struct ctl_item *it = &b->items[i];
+		count[it->result]++;
+		buf_printf(&out, "%s %s ", ctl_result_names[it->result], it->id);
+		size_t from = out.len;
+		buf_puts(&out, it->text ? it->text : "");
+		for (size_t k = from; k < out.len; k++)
+			if (out.data[k] == '\n' || out.data[k] == '\r')
+				out.data[k] = ' ';
+		buf_putc(&out, '\n');
+	}
+	buf_printf(&out, "end %zu %zu %zu\n", count[CTL_OK], count[CTL_FAILED], count[CTL_BUSY]);
+	if (!cl->closing) {
+		struct wreq *w = xmalloc(sizeof(*w) + out.len);
+		memcpy(w->data, out.data, out.len);
+		uv_buf_t ub = uv_buf_init(w->data, (unsigned)out.len);
+		if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &ub, 1, write_cb) < 0)
+			free(w);
+	}
+	buf_deinit(&out);
+}
+
+static void client_resume(struct ctl_client *cl)
+{
+	struct ctl *c = cl->ctl;
+	cl->op_pending = false;
+	if (cl->want_close || c->stopping) {
+		client_close(cl);
+		return;
+	}
+	process(cl);
+}
+
+static void batch_fn(struct job *j)
+{
+	struct ctl_batch *b = (struct ctl_batch *)j;
+	ctl_spool_apply(&j->pd->spool, b->cmd, b->items, b->n);
+}
+
+static void expire_done_log(struct ctl *c, const struct ctl_item *it);
+
+static void batch_done(struct job *j)
+{
+	struct ctl_batch *b = (struct ctl_batch *)j;
+	struct ctl *c = b->ctl;
+	struct pickupd *pd = c->pd;
+	bool wake = false;
+
+	for (struct ctl_batch **pp = &c->batches; *pp; pp = &(*pp)->next) {
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		struct ctl_item *it = &b->items[i];
+		if (it->act == CTL_ACT_NONE)
+			continue; /* answered on the loop */
+		const char *was = spool_state_names[it->from];
+		if (it->result != CTL_OK) {
+			log_warn("%s", it->text);
+			resched(c, it->id);
+			continue;
+		}
+		if (b->client == NULL) {
+			expire_done_log(c, it);
+			continue;
+		}
+		switch (b->cmd) {
+		case CTL_HOLD:
+			log_info("%s: held by operator (was in %s)", it->id, was);
+			break;
+		case CTL_DELETE:
+		case CTL_PURGE:
+			log_info("%s: deleted by operator (was in %s%s)", it->id, was,
+				 b->cmd == CTL_PURGE ? ", purge" : "");
+			break;
+		case CTL_RELEASE:
+		case CTL_REQUEUE:
+		case CTL_RETRY:
+			log_info("%s: %s by operator; scheduled now", it->id,
+				 b->cmd == CTL_RELEASE ? "released"
+				 : b->cmd == CTL_RETRY ? "moved to queue"
+						       : "requeued from badmail");
+			sched_remove(pd->sched, it->id);
+			sched_add(pd->sched, it->id, SPOOL_QUEUE, 0);
+			wake = true;
+			break;
+		case CTL_N_CMDS:
+			break;
+		}
+	}
+	if (wake)
+		relay_pool_wake(pd->pool);
+	struct ctl_client *cl = b->client;
+	if (cl == NULL) {
+		c->expire_running = false;
+		batch_free(b);
+		if (c->stopping)
+			pickupd_check_stopped(pd);
+		return;
+	}
+	batch_reply(cl, b);
+	batch_free(b);
+	client_resume(cl);
+}
+
+/*
+ * Plans every ID on the loop, where the schedule is: wrong states and
+ * retries of deferred messages are answered at once; messages in a
+ * transaction are busy; the rest leave the schedule and go to the pool.
+ * True when a job was submitted.
+ */
+static bool batch_start(struct ctl *c, struct ctl_batch *b)
+{
+	struct pickupd *pd = c->pd;
+	bool wake = false, work = false;
+	if (b->n > 1)
+		qsort(b->items, b->n, sizeof(*b->items), cmp_item);
+	/* An ID listed twice is answered once. */
+	size_t k = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		if (k && strcmp(b->items[k - 1].id, b->items[i].id) == 0) {
+			ctl_item_deinit(&b->items[i]);
+			continue;
+		}
+		b->items[k++] = b->items[i];
+	}
+	b->n = k;
+	for (size_t i = 0; i < b->n; i++) {
+		struct ctl_item *it = &b->items[i];
+		if (it->result != CTL_PENDING)
+			continue; /* not a queue ID */
+		if (c->stopping || pd->stopping) {
+			ctl_item_set(it, CTL_BUSY,
+				     "pickupd is stopping; try again when it has stopped");
+			continue;
+		}
+		if (id_busy(c, it->id)) {
+			ctl_item_set(it, CTL_BUSY, "%s: another operation on it is in progress",
+				     it->id);
+			continue;
+		}
+		it->from = ctl_spool_locate(&pd->spool, it->id);
+		ctl_spool_plan(b->cmd, it);
+		if (it->result != CTL_PENDING)
+			continue;
+		if (b->cmd == CTL_RETRY && it->from == SPOOL_DEFERRED) {
+			/* The schedule's business alone: due now, no file moves. */
+			it->act = CTL_ACT_NONE;
+			sched_remove(pd->sched, it->id);
+			sched_add(pd->sched, it->id, SPOOL_DEFERRED, 0);
+			log_info("%s: retry by operator; scheduled now", it->id);
+			ctl_item_set(it, CTL_OK, "%s scheduled now", it->id);
+			wake = true;
+			continue;
+		}
+		if (it->from == SPOOL_QUEUE && sched_remove(pd->sched, it->id) == 0) {
+			/* Not in the schedule: a session or a record job owns it. */
+			it->act = CTL_ACT_NONE;
+			ctl_item_set(it, CTL_BUSY,
+				     "%s is being sent right now; try again when the transaction "
+				     "ends",
+				     it->id);
+			continue;
+		}
+		if (it->from == SPOOL_DEFERRED)
+			sched_remove(pd->sched, it->id);
+		work = true;
+	}
+	if (wake)
+		relay_pool_wake(pd->pool);
+	if (!work)
+		return false;
+	b->next = c->batches;
+	c->batches = b;
+	job_submit(pd, &b->job, batch_fn, batch_done);
+	return true;
+}
+
+/* "batch CMD N": the next N lines are IDs. */
+static void cmd_batch(struct ctl_client *cl, const char *cmd, const char *count)
+{
+	int k = cmd ? ctl_cmd_from_name(cmd) : -1;
+	char *end = NULL;
+	unsigned long n = count ? strtoul(count, &end, 10) : 0;
+	if (k < 0) {
+		reply(cl, "error batch needs a command: retry|hold|release|delete|requeue|purge");
+		return;
+	}
+	if (count == NULL || *count == '\0' || *end != '\0' || n > CTL_MAX_BATCH) {
+		reply(cl, "error batch needs a count of IDs (at most %d)", CTL_MAX_BATCH);
+		return;
+	}
+	struct ctl_batch *b = xcalloc(1, sizeof(*b));
+	b->ctl = cl->ctl;
+	b->client = cl;
+	b->cmd = (enum ctl_cmd)k;
+	b->expected = n;
+	b->items = xcalloc(n ? n : 1, sizeof(*b->items));
+	cl->collecting = b;
+}
+
+/* One ID line of a batch being read; starts the batch when it is complete. */
+static void batch_line(struct ctl_client *cl, const char *line)
+{
+	struct ctl_batch *b = cl->collecting;
+	if (b->n < b->expected) {
+		struct ctl_item *it = &b->items[b->n++];
+		it->from = -1;
+		if (spool_id_valid(line))
+			memcpy(it->id, line, SPOOL_ID_LEN + 1);
+		else
+			ctl_item_set(it, CTL_FAILED, "not a queue ID (20 hexadecimal digits)");
+	}
+	if (b->n < b->expected)
+		return;
+	cl->collecting = NULL;
+	if (batch_start(cl->ctl, b)) {
+		cl->op_pending = true;
+		return;
+	}
+	batch_reply(cl, b);
+	batch_free(b);
+}
+
+/* ---- badmail retention ----------------------------------------------------------------- */
+
+/* Lists badmail/ with each entry's age on the pool; the loop then plans the
+ * expired ones as a batch without a client. */
+struct expire_scan {
+	struct job job; /* first */
+	struct ctl *ctl;
+	int64_t cutoff_ms; /* entries that entered badmail before this expire */
+	struct ctl_badmail *v;
+	size_t n;
+};
+
+static void fmt_keep(uint64_t ms, char *out, size_t size)
+{
+	if (ms % 86400000 == 0)
+		snprintf(out, size, "%llud", (unsigned long long)(ms / 86400000));
+	else if (ms % 3600000 == 0)
+		snprintf(out, size, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms % 60000 == 0)
+		snprintf(out, size, "%llum", (unsigned long long)(ms / 60000));
+	else
+		snprintf(out, size, "%.3gs", (double)ms / 1000.0);
+}
+
+static void expire_done_log(struct ctl *c, const struct ctl_item *it)
+{
+	char keep[32];
+	fmt_keep(c->pd->cfg->badmail.keep_ms, keep, sizeof(keep));
+	c->pd->stats.badmail_expired++;
+	log_info("%s: removed from badmail, content included: older than [badmail] keep = %s",
+		 it->id, keep);
+}
+
+static void expire_scan_fn(struct job *j)
+{
+	struct expire_scan *es = (struct expire_scan *)j;
+	if (ctl_spool_badmail(&j->pd->spool, &es->v, &es->n) < 0)
+		log_error("cannot list %s/badmail: %s", j->pd->spool.dir, strerror(errno));
+}
+
+static void expire_scan_done(struct job *j)
+{
+	struct expire_scan *es = (struct expire_scan *)j;
+	struct ctl *c = es->ctl;
+	struct ctl_batch *b = xcalloc(1, sizeof(*b));
+	b->ctl = c;
+	b->cmd = CTL_PURGE;
+	b->items = xcalloc(es->n ? es->n : 1, sizeof(*b->items));
+	for (size_t i = 0; i < es->n; i++) {
+		if (es->v[i].since_ms >= es->cutoff_ms)
+			continue;
+		memcpy(b->items[b->n].id, es->v[i].id, SPOOL_ID_LEN + 1);
+		b->items[b->n].from = -1;
+		b->n++;
+	}
+	b->expected = b->n;
+	free(es->v);
+	free(es);
+	if (b->n == 0 || !batch_start(c, b)) {
+		/* Nothing expired, or every one busy: the next tick looks again. */
+		batch_free(b);
+		c->expire_running = false;
+		if (c->stopping)
+			pickupd_check_stopped(c->pd);
+	}
+}
+
+/* How often badmail is looked at: a tenth of keep, between a second and
+ * an hour, so an entry stays at most 10 % (or an hour) longer than keep. */
+static uint64_t expire_every(uint64_t keep)
+{
+	uint64_t every = keep / 10;
+	if (every < EXPIRE_MIN_MS)
+		every = EXPIRE_MIN_MS;
+	if (every > EXPIRE_MAX_MS || keep == 0)
+		every = EXPIRE_MAX_MS;
+	return every;
+}
+
+static void expire_timer_cb(uv_timer_t *t)
+{
+	struct ctl *c = t->data;
+	struct pickupd *pd = c->pd;
+	uint64_t keep = pd->cfg->badmail.keep_ms; /* a reload may change it */
+	uint64_t every = expire_every(keep);
+	/* A new repeat set from the callback would apply only after the next
+	 * (old) interval: start again instead. */
+	if (every != uv_timer_get_repeat(t))
+		uv_timer_start(t, expire_timer_cb, every, every);
+	if (keep == 0 || c->expire_running || c->stopping || pd->stopping)
+		return;
+	struct expire_scan *es = xcalloc(1, sizeof(*es));
+	es->ctl = c;
+	es->cutoff_ms = pickupd_now_ms() - (int64_t)keep;
+	c->expire_running = true;
+	job_submit(pd, &es->job, expire_scan_fn, expire_scan_done);
+}
+
+static void expire_close_cb(uv_handle_t *h)
+{
+	struct ctl *c = h->data;
+	c->expire_closed = true;
+	if (c->stopping)
+		pickupd_check_stopped(c->pd);
+}
+
+/* Logs what pickupctl did on the spool while no daemon ran (spool/audit.c),
+ * then forgets it. Start-up only: the file is small and the loop not yet
+ * running. */
+static void replay_audit(struct spool *sp)
+{
+	struct buf text = BUF_INIT;
+	if (spool_audit_read(sp, &text) < 0) {
+		log_error("cannot read %s/operator-actions: %s", sp->dir, strerror(errno));
+		return;
+	}
+	size_t n = 0;
+	for (char *p = text.data; p && *p;) {
+		char *nl = strchr(p, '\n');
+		if (nl)
+			*nl = '\0';
+		for (char *q = p; *q; q++)
+			if ((unsigned char)*q < 0x20 || *q == 0x7f)
+				*q = '?';
+		if (*p) {
+			log_info("%s", p);
+			n++;
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	if (n && spool_audit_clear(sp) < 0)
+		log_error("cannot remove %s/operator-actions: %s (its lines will be logged again)",
+			  sp->dir, strerror(errno));
+	buf_deinit(&text);
+}
+
 static void handle_line(struct ctl_client *cl, char *line)
 {
 	struct ctl *c = cl->ctl;
@@ -370,6 +791,14 @@ static void handle_line(struct ctl_client *cl, char *line)
 	char *arg = cmd ? strtok_r(NULL, " \t", &save) : NULL;
 	if (cmd == NULL) {
 		reply(cl, "error empty request");
+		return;
+	}
+	if (strcmp(cmd, "batch") == 0) {
+		char *count = arg ? strtok_r(NULL, " \t", &save) : NULL;
+		if (strtok_r(NULL, " \t", &save) == NULL)
+			cmd_batch(cl, arg, count);
+		else
+			reply(cl, "error too many arguments");
 		return;
 	}
 	if (strtok_r(NULL, " \t", &save) != NULL) {
@@ -412,6 +841,10 @@ static void process(struct ctl_client *cl)
 			line[n - 1] = '\0';
 		cl->in_len -= n + 1;
 		memmove(cl->in, nl + 1, cl->in_len);
+		if (cl->collecting) {
+			batch_line(cl, line);
+			continue;
+		}
 		if (memchr(line, '\0', n ? n - 1 : 0) != NULL) {
 			reply(cl, "error NUL byte in request");
 			continue;
@@ -605,6 +1038,12 @@ struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 		return NULL;
 	}
 	log_debug("control socket %s listening", path);
+	replay_audit(&pd->spool);
+	/* Badmail retention: at start-up, then on the timer. */
+	uv_timer_init(pd->loop, &c->expire_timer);
+	c->expire_timer.data = c;
+	uv_timer_start(&c->expire_timer, expire_timer_cb, 0,
+		       expire_every(pd->cfg->badmail.keep_ms));
 	return c;
 }
 
@@ -617,13 +1056,15 @@ void ctl_stop(struct ctl *c)
 	 * lock, which the daemon keeps until it exits. */
 	unlink(c->path);
 	uv_close((uv_handle_t *)&c->server, server_close_cb);
+	uv_close((uv_handle_t *)&c->expire_timer, expire_close_cb);
 	for (struct ctl_client *cl = c->clients; cl; cl = cl->next)
 		client_close(cl);
 }
 
 bool ctl_idle(const struct ctl *c)
 {
-	return c == NULL || (c->server_closed && c->clients == NULL && c->ops == NULL);
+	return c == NULL || (c->server_closed && c->expire_closed && c->clients == NULL &&
+			     c->ops == NULL && c->batches == NULL && !c->expire_running);
 }
 
 void ctl_free(struct ctl *c)

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/addrmap.h"
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/msgbody.h"
@@ -435,6 +436,11 @@ void ingest_run(struct job *j)
 	struct msg_scan_opts opts = {.max_header_size = pk->max_header_size,
 				     .max_recipients = pk->max_recipients,
 				     .exact_local_part = pk->rcpt_dedup == RCPT_DEDUP_EXACT};
+	struct addrmap map;
+	addrmap_init(&map, ij->submit ? ij->submit->root_alias : NULL,
+		     ij->submit ? ij->submit->origin_domain : NULL, ij->hostname);
+	if (addrmap_active(&map))
+		opts.map = &map;
 	if (ij->size == 0) {
 		set_reason(ij, "empty file");
 	} else if (ij->size > pk->max_message_size) {

@@ -31,7 +31,9 @@ struct ingest_job {
 	int dir_fd;
 	char *name;
 	const char *origin_file; /* recovery: the name it had in its folder; NULL = name */
-	const char *hostname;	 /* in pd->cfg at submission: job.cfg holds it */
+	/* hostname and submit are in pd->cfg at submission: job.cfg holds it */
+	const char *hostname;
+	const struct config_submit *submit; /* local envelope addresses (common/addrmap.h) */
 	int64_t now_ms;
 	/* output */
 	enum ingest_result result;

@@ -28,10 +28,13 @@
 #include "daemon/sched.h"
 #include "daemon/space.h"
 
+#define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: pickupd -c FILE [--check-config]\n"
-		   "       pickupd --version\n");
+	fprintf(f, "usage: pickupd [-c FILE] [--check-config]\n"
+		   "       pickupd --version\n"
+		   "config: -c FILE, else $PICKUPD_CONFIG, else " DEFAULT_CONFIG "\n");
 }
 
 /* Logs each "FILE:LINE: message" line of errs on a line of its own. */
@@ -61,6 +64,8 @@ static struct config *load_config(const char *path, struct buf *errs, const char
 		config_free(cfg);
 		cfg = NULL;
 	}
+	if (cfg)
+		config_hostname_warning(cfg, &warns);
 	log_lines(log_warn, prefix, warns.data);
 	buf_deinit(&warns);
 	if (cfg == NULL && errs->len == 0)
@@ -255,6 +260,7 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		ij.dir_fd = pd->spool.data_fd;
 		ij.name = xstrdup(rec->orphans[i]);
 		ij.hostname = pd->cfg->general.hostname;
+		ij.submit = &pd->cfg->submit;
 		ij.now_ms = pickupd_now_ms();
 		/* Re-claiming renames data/ID to a new ID in data/. */
 		ingest_run(&ij.job);
@@ -325,10 +331,11 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (path == NULL) {
-		usage(stderr);
-		return 2;
-	}
+	/* The same default as pickupctl and pickupd-sendmail. */
+	if (path == NULL)
+		path = getenv("PICKUPD_CONFIG");
+	if (path == NULL || *path == '\0')
+		path = DEFAULT_CONFIG;
 	if (check)
 		return check_config(path);
 

@@ -2,7 +2,9 @@
  * Purpose: the Prometheus endpoint (see metrics.h): a tiny HTTP/1.0 server
  * on the loop, one request per connection, answered and closed.
  * Owns: the listening uv_tcp_t, a sweep timer that drops slow clients, the
- * client connections and their scrape jobs.
+ * client connections and their scrape jobs (which count the state
+ * directories, badmail's entries and bytes, and each pickup folder's stuck
+ * files, read-only, with the configuration in force when the scrape began).
  * Invariants: a client is freed only in its close callback and closed only
  * when no scrape job of its is in flight; the response is built on the loop
  * from counters the loop owns plus the directory counts the job made.
@@ -16,6 +18,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "daemon/ctl_spool.h"
 #include "daemon/pickupd.h"
 #include "daemon/relay.h"
 
@@ -53,7 +56,12 @@ struct scrape {
 	struct mclient *cl;
 	size_t counts[SPOOL_N_STATES];
 	bool counted[SPOOL_N_STATES];
-	int64_t oldest_ms; /* arrival encoded in the oldest queue/deferred ID; 0 = none */
+	int64_t oldest_ms;	  /* arrival encoded in the oldest queue/deferred ID; 0 = none */
+	const struct config *cfg; /* the one in force at the scrape (kept until exit) */
+	bool badmail_counted;
+	size_t badmail_entries;
+	uint64_t badmail_bytes;
+	struct ctl_stuck *stuck; /* one per cfg->pickups */
 };
 
 int metrics_addrs(const char *listen, struct sockaddr_storage *v, size_t max, struct buf *errors)
@@ -235,6 +243,30 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 	buf_printf(b, "pickupd_sessions_opened_total %llu\n",
 		   (unsigned long long)st->sessions_opened);
 
+	if (sc->badmail_counted) {
+		metric_head(b, "pickupd_badmail_entries", "gauge",
+			    "Entries in badmail/ (failed for good or refused at pickup).");
+		buf_printf(b, "pickupd_badmail_entries %zu\n", sc->badmail_entries);
+		metric_head(b, "pickupd_badmail_bytes", "gauge",
+			    "Content bytes of the entries in badmail/.");
+		buf_printf(b, "pickupd_badmail_bytes %llu\n",
+			   (unsigned long long)sc->badmail_bytes);
+	}
+	metric_head(b, "pickupd_badmail_expired_total", "counter",
+		    "Badmail entries removed by [badmail] keep.");
+	buf_printf(b, "pickupd_badmail_expired_total %llu\n",
+		   (unsigned long long)st->badmail_expired);
+	metric_head(b, "pickupd_pickup_stuck_files", "gauge",
+		    "Files that stay in a pickup folder, by reason (see pickupctl status).");
+	for (size_t i = 0; sc->stuck && i < sc->cfg->n_pickups; i++) {
+		for (int r = 0; r < STUCK_N; r++) {
+			buf_puts(b, "pickupd_pickup_stuck_files{pickup=\"");
+			put_label(b, sc->cfg->pickups[i].name);
+			buf_printf(b, "\",reason=\"%s\"} %zu\n", ctl_stuck_names[r],
+				   sc->stuck[i].count[r]);
+		}
+	}
+
 	struct relay_info info[METRICS_MAX_RELAYS];
 	size_t n = relay_pool_info(pd->pool, info, METRICS_MAX_RELAYS);
 	unsigned sessions = 0;
@@ -278,10 +310,29 @@ static int64_t id_ms(const char *id)
 	return v;
 }
 
+/* Badmail entries and their bytes; files stuck in each pickup folder. */
+static void scrape_operator(struct scrape *sc, struct spool *sp)
+{
+	struct ctl_badmail *v;
+	size_t n;
+	if (ctl_spool_badmail(sp, &v, &n) == 0) {
+		sc->badmail_counted = true;
+		sc->badmail_entries = n;
+		for (size_t i = 0; i < n; i++)
+			sc->badmail_bytes += v[i].bytes;
+		free(v);
+	}
+	int64_t now = pickupd_now_ms();
+	sc->stuck = xcalloc(sc->cfg->n_pickups ? sc->cfg->n_pickups : 1, sizeof(*sc->stuck));
+	for (size_t i = 0; i < sc->cfg->n_pickups; i++)
+		ctl_spool_stuck(&sc->cfg->pickups[i], now, &sc->stuck[i]);
+}
+
 static void scrape_fn(struct job *j)
 {
 	struct scrape *sc = (struct scrape *)j;
 	struct spool *sp = &j->pd->spool;
+	scrape_operator(sc, sp);
 	for (int s = 0; s < SPOOL_N_STATES; s++) {
 		char **ids;
 		size_t n;
@@ -311,6 +362,9 @@ static void scrape_done(struct job *j)
 		respond(cl, "200 OK", body.data, body.len);
 		buf_deinit(&body);
 	}
+	for (size_t i = 0; sc->stuck && i < sc->cfg->n_pickups; i++)
+		ctl_stuck_deinit(&sc->stuck[i]);
+	free(sc->stuck);
 	free(sc);
 }
 
@@ -343,6 +397,7 @@ static void handle_request(struct mclient *cl)
 	}
 	struct scrape *sc = xcalloc(1, sizeof(*sc));
 	sc->cl = cl;
+	sc->cfg = cl->m->pd->cfg;
 	cl->job_pending = true;
 	uv_read_stop((uv_stream_t *)&cl->tcp);
 	job_submit(cl->m->pd, &sc->job, scrape_fn, scrape_done);

@@ -14,9 +14,14 @@
  *   pickupd_sessions_open
  *   pickupd_relay_sessions{relay="NAME"}
  *   pickupd_relay_paused{relay="NAME"} 1 while the relay is paused
+ *   pickupd_badmail_entries            entries in badmail/
+ *   pickupd_badmail_bytes              their content bytes
+ *   pickupd_badmail_expired_total      entries removed by [badmail] keep
+ *   pickupd_pickup_stuck_files{pickup="NAME",reason="unreadable|unmatched|old|not_regular"}
+ *                                      files that stay in a pickup folder
  *
- * Queue counts are read from the spool directories on the thread pool at
- * each scrape. Owner of struct metrics: main.c.
+ * Queue counts, badmail sizes and the pickup folders' stuck files are read
+ * on the thread pool at each scrape. Owner of struct metrics: main.c.
  */
 #ifndef PICKUPD_METRICS_H
 #define PICKUPD_METRICS_H

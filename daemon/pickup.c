@@ -248,6 +248,7 @@ static void pump(struct pickup *p)
 		ij->dir_fd = p->dir_fd;
 		ij->name = xstrdup(c->name);
 		ij->hostname = pd->cfg->general.hostname;
+		ij->submit = &pd->cfg->submit;
 		ij->now_ms = pickupd_now_ms();
 		p->in_flight++;
 		job_submit(pd, &ij->job, ingest_run, job_done);

@@ -26,6 +26,7 @@ struct pickupd_stats {
 	uint64_t bounced;	  /* recipients failed for good (relay.c, record_done) */
 	uint64_t refused;	  /* pickup files refused into badmail (pickup.c, ingest done) */
 	uint64_t sessions_opened; /* SMTP sessions started (relay.c) */
+	uint64_t badmail_expired; /* badmail entries removed by [badmail] keep (ctl.c) */
 };
 
 struct pickupd {

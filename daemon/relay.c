@@ -141,21 +141,6 @@ int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, uns
 	return base;
 }
 
-char *relay_read_secret(const struct config_relay *r, struct buf *reason)
-{
-	if (r->password_command && *r->password_command) {
-		/* smtpc runs the command itself, asynchronously, when it is about
-		 * to authenticate (and again when a token is refused). */
-		return xstrdup("");
-	}
-	struct buf why = BUF_INIT;
-	char *secret = secret_read_file(r, &why);
-	if (secret == NULL)
-		buf_printf(reason, "relay %s: %s", r->name, why.data);
-	buf_deinit(&why);
-	return secret;
-}
-
 /* ---- the failure policy ------------------------------------------------------------- */
 
 static bool reply_overridden_temporary(const struct config_retry *cfg, const char *reply)
@@ -769,7 +754,7 @@ static void open_session(struct relay *r)
 	if (file) /* before reading: a change in between is seen, not missed */
 		secret_file_fingerprint(r->cfg, fp);
 	if (r->cfg->user && *r->cfg->user) {
-		p.secret = relay_read_secret(r->cfg, &reason);
+		p.secret = secret_for_session(r->cfg, &reason);
 		if (p.secret == NULL) {
 			log_error("%s; relay paused until the file changes", reason.data);
 			relay_pause_auth(r, file ? fp : NULL);
@@ -1005,7 +990,7 @@ int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *e
 	if (cfg->user && *cfg->user && cfg->password_command == NULL) {
 		/* Refuse at start a secret others could read or replace. */
 		struct buf why = BUF_INIT;
-		char *secret = relay_read_secret(cfg, &why);
+		char *secret = secret_for_session(cfg, &why);
 		if (secret == NULL) {
 			buf_printf(errors, "%s\n", why.data);
 			ok = false;

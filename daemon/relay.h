@@ -51,9 +51,6 @@ size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, si
  * (attempt >= 1), from [retry] schedule with jitter. Pure. */
 int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random);
 
-/* Reads a relay's secret (password_file, or $CREDENTIALS_DIRECTORY/<relay
- * name>); refuses a file that group or others may read. NULL with a reason. */
-char *relay_read_secret(const struct config_relay *r, struct buf *reason);
 /* What a [relay] section needs from the machine, checked as start-up,
  * reload and --check-config all check it (preflight.c): its TLS files load
  * (the context is kept in *ctx_r when ctx_r is not NULL) and its secret file

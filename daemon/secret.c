@@ -1,6 +1,7 @@
 /*
- * Purpose: reading relay secrets from files (see secret.h), and noticing
- * that an operator changed one (its fingerprint).
+ * Purpose: reading relay secrets from files (see secret.h), the one way a
+ * session gets its secret (the daemon's and test-relay's alike), and
+ * noticing that an operator changed one (its fingerprint).
  * Invariants: the bytes read are wiped from the stack buffer; the file is
  * never followed through a symbolic link; a secret is used only when no user
  * but us and root could have written or replaced it; a fingerprint never
@@ -140,6 +141,18 @@ char *secret_read_file(const struct config_relay *r, struct buf *reason)
 		n--;
 	char *secret = xstrndup(tmp, (size_t)n);
 	OPENSSL_cleanse(tmp, sizeof(tmp));
+	return secret;
+}
+
+char *secret_for_session(const struct config_relay *r, struct buf *reason)
+{
+	if (r->password_command && *r->password_command)
+		return xstrdup("");
+	struct buf why = BUF_INIT;
+	char *secret = secret_read_file(r, &why);
+	if (secret == NULL)
+		buf_printf(reason, "relay %s: %s", r->name, why.data);
+	buf_deinit(&why);
 	return secret;
 }
 

@@ -17,6 +17,12 @@
  * NULL with a reason naming the file appended. */
 char *secret_read_file(const struct config_relay *r, struct buf *reason);
 
+/* What an smtpc session starts with (smtpc_params.secret): the secret file's
+ * content, or "" when password_command gives it (smtpc runs the command
+ * when it is about to authenticate, and again when a token is refused).
+ * NULL with "relay NAME: reason" appended. */
+char *secret_for_session(const struct config_relay *r, struct buf *reason);
+
 /* A digest of the secret file's content and metadata (or of its absence):
  * it differs once an operator has changed, touched, chmod-ed or replaced
  * the file. Reveals nothing of the secret. */

@@ -13,14 +13,22 @@
  * Options (sendmail's): -t (recipients from To:/Cc:/Bcc:, plus arguments),
  * -i / -oi (a lone "." does not end the input), -f ADDR / -r ADDR (envelope
  * sender), -F NAME (full name for an added From:), -C FILE (else
- * $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf). Harmless ones are
- * accepted and ignored: -o* (other than -oi), -bm, -B TYPE, -N DSN, -R RET,
- * -V ENVID, -X FILE, -h N, -L TAG, -v, -m, -n, -U, -G, -A*. Other modes
- * (-bs, -bd, -bp, -bv, -q ...) are refused with EX_USAGE.
+ * $PICKUPD_CONFIG, else /etc/pickupd/pickupd.conf). Modes: -bm (the
+ * default), -bp and the name mailq (list the queue, daemon/ctl_list.c, as
+ * pickupctl list), -q (and -q<anything>: one flush by the running daemon,
+ * as pickupctl flush), -bi, -I and the name newaliases (succeed at once,
+ * before any configuration is read: there is no aliases database; package
+ * scripts call them). Harmless ones are accepted and ignored: -o* (other than
+ * -oi: -odi, -oem...), -v (except that -q -v prints the daemon's answer), -m,
+ * -n, -U, -G, -A*, and with a value -B, -N, -R, -V, -X, -h, -L, -O, -p.
+ * Other modes (-bs, -bd, -bv, ...), other options and other --long options
+ * are refused with a clear message and EX_USAGE (64). --help, --version.
  *
  * Envelope sender: -f, else the first address of From: (or Sender:), else
  * LOGIN@hostname. A bare local name ("root", as cron writes) is qualified
- * with [general] hostname. A From: line is added when the message has none.
+ * with [general] hostname; the daemon then applies [submit] root_alias and
+ * origin_domain to it as to every pickup file's envelope (common/addrmap.h).
+ * A From: line is added when the message has none.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,8 +45,12 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/msg.h"
+#include "daemon/ctl_client.h"
+#include "daemon/ctl_list.h"
+#include "spool/spool.h"
 
 #define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
+#define SYNOPSIS       "[-t] [-i] [-f SENDER] [-F NAME] [-C CONFIG] [RECIPIENT...]"
 
 static const char *prog = "pickupd-sendmail";
 
@@ -329,18 +341,125 @@ static void write_all(int fd, const char *d, size_t len, const char *tmp, int di
 	}
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	fprintf(stderr, "usage: %s [-t] [-i] [-f SENDER] [-F NAME] [-C CONFIG] [RECIPIENT...]\n",
-		prog);
+	fprintf(f,
+		"usage: %s " SYNOPSIS "\n"
+		"       %s -bp          list the queue (also as mailq)\n"
+		"       %s -q           ask pickupd to send every deferred message now\n"
+		"       %s -bi          nothing to do: pickupd has no aliases file (also as "
+		"newaliases)\n"
+		"  -t          recipients from To:, Cc:, Bcc: (plus any given)\n"
+		"  -i, -oi     a line with a lone \".\" does not end the message\n"
+		"  -f, -r ADDR envelope sender (\"<>\" for none)\n"
+		"  -F NAME     full name for an added From: line\n"
+		"  -C FILE     configuration (else $PICKUPD_CONFIG, else " DEFAULT_CONFIG ")\n"
+		"  -v          with -q: print pickupd's answer\n"
+		"accepted and ignored: -bm -o* -v -m -n -U -G -A* -B TYPE -N DSN -R RET -V ENVID "
+		"-X FILE\n"
+		"  -h N -L TAG -O OPT=VALUE -p PROTOCOL; -q<anything> is one -q\n"
+		"exit status: sysexits.h (0 queued, 64 usage, 65 bad data, 75 try again, ...)\n",
+		prog, prog, prog, prog);
+}
+
+/* An option not known here: said, with the synopsis, and EX_USAGE. */
+static void unknown_option(const char *opt) __attribute__((noreturn));
+static void unknown_option(const char *opt)
+{
+	fprintf(stderr,
+		"%s: unknown option %s\n"
+		"usage: %s " SYNOPSIS "\n"
+		"(--help lists every option)\n",
+		prog, opt, prog);
 	exit(EX_USAGE);
+}
+
+/* What the invocation asks for: sendmail's modes that matter here. */
+enum mode {
+	MODE_SEND,  /* -bm, the default: read a message and queue it */
+	MODE_LIST,  /* -bp, mailq */
+	MODE_FLUSH, /* -q */
+	MODE_NOOP,  /* -bi, -I, newaliases: no aliases database to build */
+};
+
+/* -bX: the modes pickupd has, and a clear refusal of the others. */
+static enum mode mode_of(const char *b)
+{
+	if (strcmp(b, "m") == 0)
+		return MODE_SEND;
+	if (strcmp(b, "p") == 0)
+		return MODE_LIST;
+	if (strcmp(b, "i") == 0)
+		return MODE_NOOP;
+	die(EX_USAGE,
+	    "mode -b%s is not supported: pickupd-sendmail only queues messages (-bm), lists "
+	    "the queue (-bp) and ignores -bi; use pickupctl for the rest",
+	    b);
+}
+
+/* -bp / mailq: the queue as `pickupctl list` prints it (daemon/ctl_list.c). */
+static int run_list(const struct config *cfg)
+{
+	struct spool sp;
+	struct buf err = BUF_INIT;
+	if (spool_open(&sp, cfg->spool.dir) < 0) {
+		int e = errno;
+		fprintf(stderr, "%s: cannot read the queue in %s: %s\n", prog, cfg->spool.dir,
+			strerror(e));
+		return e == EACCES || e == EPERM ? EX_NOPERM : EX_OSERR;
+	}
+	long n = ctl_list_text(&sp, -1, stdout, &err);
+	if (n == 0 && err.len == 0)
+		printf("Mail queue is empty\n");
+	fflush(stdout);
+	for (char *line = err.data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1)
+		fprintf(stderr, "%s: %.*s\n", prog, (int)(nl - line), line);
+	spool_close(&sp);
+	buf_deinit(&err);
+	return n < 0 ? EX_IOERR : EX_OK;
+}
+
+/* -q: one flush by the running daemon, as `pickupctl flush` asks for it. */
+static int run_flush(const struct config *cfg, bool verbose)
+{
+	struct buf resp = BUF_INIT, err = BUF_INIT;
+	int rc = EX_OK;
+	int r = ctl_client_request(cfg->control.socket, "flush", &resp, &err);
+	if (r == 0) {
+		fprintf(stderr,
+			"%s: pickupd is not running (nothing listens on %s); deferred messages "
+			"are tried when it starts\n",
+			prog, cfg->control.socket);
+		rc = EX_UNAVAILABLE;
+	} else if (r < 0) {
+		fprintf(stderr, "%s: %s\n", prog, err.data);
+		rc = EX_UNAVAILABLE;
+	} else if (strncmp(resp.data, "ok", 2) != 0) {
+		const char *text = strchr(resp.data, ' ');
+		fprintf(stderr, "%s: %s\n", prog, text ? text + 1 : resp.data);
+		rc = EX_TEMPFAIL;
+	} else if (verbose) {
+		printf("%s\n", resp.data[2] ? resp.data + 3 : "done");
+	}
+	buf_deinit(&resp);
+	buf_deinit(&err);
+	return rc;
 }
 
 int main(int argc, char **argv)
 {
-	bool opt_t = false, ignore_dots = false;
+	bool opt_t = false, ignore_dots = false, verbose = false;
 	const char *from_arg = NULL, *full_name = NULL, *conf = NULL;
+	enum mode mode = MODE_SEND;
 	int i;
+
+	/* Package scripts call newaliases; mailq lists the queue. */
+	const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
+	base = base ? base + 1 : argc > 0 ? argv[0] : prog;
+	if (strcmp(base, "newaliases") == 0)
+		return EX_OK;
+	if (strcmp(base, "mailq") == 0)
+		mode = MODE_LIST;
 
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -349,6 +468,17 @@ int main(int argc, char **argv)
 		if (strcmp(a, "--") == 0) {
 			i++;
 			break;
+		}
+		if (strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return EX_OK;
+		}
+		if (strcmp(a, "--version") == 0) {
+			printf("%s %s\n", prog, PICKUPD_VERSION);
+			return EX_OK;
+		}
+		if (a[1] == '-') {
+			unknown_option(a);
 		}
 		for (const char *c = a + 1; *c; c++) {
 			const char **target = NULL;
@@ -361,6 +491,11 @@ int main(int argc, char **argv)
 				ignore_dots = true;
 				continue;
 			case 'v':
+				verbose = true;
+				continue;
+			case 'I': /* sendmail's newaliases */
+				mode = MODE_NOOP;
+				continue;
 			case 'm':
 			case 'n':
 			case 'U':
@@ -374,14 +509,13 @@ int main(int argc, char **argv)
 			case 'A':
 				goto next_arg;
 			case 'b':
-				if (strcmp(c + 1, "m") == 0)
-					goto next_arg;
-				die(EX_USAGE,
-				    "mode -b%s is not supported (only -bm: read a "
-				    "message and queue it)",
-				    c + 1);
+				mode = mode_of(c + 1);
+				goto next_arg;
 			case 'q':
-				die(EX_USAGE, "-q: queue runs are pickupd's job (pickupctl flush)");
+				/* -q15m, -qR..., -qf: pickupd retries by itself;
+				 * each is one flush of everything deferred. */
+				mode = MODE_FLUSH;
+				goto next_arg;
 			case 'f':
 			case 'r':
 				target = &from_arg;
@@ -399,11 +533,12 @@ int main(int argc, char **argv)
 			case 'X':
 			case 'h':
 			case 'L':
+			case 'O':
+			case 'p':
 				target = &ignored;
 				break;
 			default:
-				fprintf(stderr, "%s: unknown option -%c\n", prog, *c);
-				usage();
+				unknown_option((char[]){'-', *c, '\0'});
 			}
 			/* An option with a value: the rest of this word, or the next one. */
 			if (c[1])
@@ -416,6 +551,8 @@ int main(int argc, char **argv)
 		}
 	next_arg:;
 	}
+	if (mode == MODE_NOOP)
+		return EX_OK; /* before the configuration: package scripts run early */
 
 	if (conf == NULL)
 		conf = getenv("PICKUPD_CONFIG");
@@ -431,6 +568,12 @@ int main(int argc, char **argv)
 			    "is meant to be readable by all (chmod 644 %s)",
 			    conf, (unsigned)getuid(), conf);
 		die(EX_CONFIG, "cannot use the configuration %s", conf);
+	}
+	if (mode != MODE_SEND) {
+		int rc = mode == MODE_LIST ? run_list(cfg) : run_flush(cfg, verbose);
+		buf_deinit(&errs);
+		config_free(cfg);
+		return rc;
 	}
 	const struct config_pickup *pk = &cfg->pickups[0];
 	const char *host = cfg->general.hostname;

@@ -2,8 +2,12 @@
  * Purpose: the SMTP client state machine: greeting, EHLO, STARTTLS, EHLO
  * again, AUTH, then transactions (RSET, MAIL, RCPT..., DATA pipelined when
  * offered), content streamed from disk through the wire filter, QUIT.
+ * The one SMTP engine: the relay pool's sessions and pickupctl test-relay's
+ * probe (set-up, then QUIT at READY, each step shown through the trace hook).
  * Owns: its conn, the reply parser, the content read buffer.
- * Invariants: "send on entering a state" (enter()) is kept apart from
+ * Invariants: every state change goes through set_state(), so the trace
+ * sees each; no secret reaches the trace or the log (send_cmd() hides AUTH
+ * arguments); "send on entering a state" (enter()) is kept apart from
  * "interpret the reply" (on_reply()); every command line passes through
  * send_cmd(), which refuses CR, LF and NUL; no byte may follow the last
  * reply that is due (replies_due(): after the STARTTLS 220 none at all),
@@ -24,27 +28,6 @@
 
 #include "common/log.h"
 
-enum state {
-	ST_CONNECT,
-	ST_GREETING,
-	ST_EHLO,
-	ST_HELO,
-	ST_STARTTLS,
-	ST_TLS,
-	ST_EHLO_TLS,
-	ST_SECRET_CMD,
-	ST_AUTH,
-	ST_AUTH_LOGIN_USER,
-	ST_AUTH_LOGIN_PASS,
-	ST_AUTH_XOAUTH2_ERR,
-	ST_READY,
-	ST_ENVELOPE,
-	ST_BODY,
-	ST_DOT,
-	ST_QUIT,
-	ST_CLOSED,
-};
-
 enum timeout_kind {
 	TO_NONE,
 	TO_CONNECT,
@@ -62,24 +45,24 @@ static const struct {
 	enum timeout_kind timeout;
 	const char *risk;
 } states[] = {
-    [ST_CONNECT] = {"connecting", TO_CONNECT, NULL},
-    [ST_GREETING] = {"receiving the initial server greeting", TO_GREETING, NULL},
-    [ST_EHLO] = {"sending EHLO", TO_COMMAND, NULL},
-    [ST_HELO] = {"sending HELO", TO_COMMAND, NULL},
-    [ST_STARTTLS] = {"sending STARTTLS", TO_COMMAND, NULL},
-    [ST_TLS] = {"TLS handshake", TO_COMMAND, NULL},
-    [ST_EHLO_TLS] = {"sending EHLO after STARTTLS", TO_COMMAND, NULL},
-    [ST_SECRET_CMD] = {"running password_command", TO_COMMAND, NULL},
-    [ST_AUTH] = {"authenticating", TO_COMMAND, NULL},
-    [ST_AUTH_LOGIN_USER] = {"sending the AUTH LOGIN user name", TO_COMMAND, NULL},
-    [ST_AUTH_LOGIN_PASS] = {"sending the AUTH LOGIN password", TO_COMMAND, NULL},
-    [ST_AUTH_XOAUTH2_ERR] = {"ending a failed XOAUTH2 exchange", TO_COMMAND, NULL},
-    [ST_READY] = {"idle", TO_IDLE, NULL},
-    [ST_ENVELOPE] = {"sending the envelope", TO_COMMAND, NULL},
-    [ST_BODY] = {"sending message content", TO_BLOCK, NULL},
-    [ST_DOT] = {"sending end of data", TO_DONE, "message may be delivered twice"},
-    [ST_QUIT] = {"sending QUIT", TO_COMMAND, NULL},
-    [ST_CLOSED] = {"closed", TO_NONE, NULL},
+    [SMTPC_ST_CONNECT] = {"connecting", TO_CONNECT, NULL},
+    [SMTPC_ST_GREETING] = {"receiving the initial server greeting", TO_GREETING, NULL},
+    [SMTPC_ST_EHLO] = {"sending EHLO", TO_COMMAND, NULL},
+    [SMTPC_ST_HELO] = {"sending HELO", TO_COMMAND, NULL},
+    [SMTPC_ST_STARTTLS] = {"sending STARTTLS", TO_COMMAND, NULL},
+    [SMTPC_ST_TLS] = {"TLS handshake", TO_COMMAND, NULL},
+    [SMTPC_ST_EHLO_TLS] = {"sending EHLO after STARTTLS", TO_COMMAND, NULL},
+    [SMTPC_ST_SECRET_CMD] = {"running password_command", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH] = {"authenticating", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH_LOGIN_USER] = {"sending the AUTH LOGIN user name", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH_LOGIN_PASS] = {"sending the AUTH LOGIN password", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH_XOAUTH2_ERR] = {"ending a failed XOAUTH2 exchange", TO_COMMAND, NULL},
+    [SMTPC_ST_READY] = {"idle", TO_IDLE, NULL},
+    [SMTPC_ST_ENVELOPE] = {"sending the envelope", TO_COMMAND, NULL},
+    [SMTPC_ST_BODY] = {"sending message content", TO_BLOCK, NULL},
+    [SMTPC_ST_DOT] = {"sending end of data", TO_DONE, "message may be delivered twice"},
+    [SMTPC_ST_QUIT] = {"sending QUIT", TO_COMMAND, NULL},
+    [SMTPC_ST_CLOSED] = {"closed", TO_NONE, NULL},
 };
 
 const char *const smtpc_class_names[] = {"ok",	 "connection", "tls",	   "protocol",
@@ -102,7 +85,7 @@ struct smtpc {
 	char *secret;
 	struct conn *conn; /* NULL once it reported CONN_EV_CLOSED (and is freed) */
 	char peer[128];	   /* its peer, kept for the owner's last questions */
-	enum state state;
+	enum smtpc_state state;
 	struct smtp_reply_parser parser;
 	struct smtp_caps caps;
 	bool esmtp;
@@ -111,7 +94,10 @@ struct smtpc {
 	smtpc_cb cb;
 	void *arg;
 	enum smtpc_class error_class;
+	enum smtpc_state error_state;
 	struct buf error;
+	smtpc_trace_cb trace;
+	bool probe;
 	bool closing;
 	bool conn_closed;
 	bool in_cb;
@@ -146,7 +132,8 @@ struct smtpc {
 	bool token_retried; /* XOAUTH2: the command was run again once after a refusal */
 };
 
-static void enter(struct smtpc *s, enum state st);
+static void enter(struct smtpc *s, enum smtpc_state st);
+static void cmd_handle_closed(uv_handle_t *h);
 static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -158,6 +145,16 @@ const char *smtpc_peer(const struct smtpc *s)
 enum smtpc_class smtpc_error_class(const struct smtpc *s)
 {
 	return s->error_class;
+}
+
+enum smtpc_state smtpc_error_state(const struct smtpc *s)
+{
+	return s->error_state;
+}
+
+struct conn *smtpc_conn(const struct smtpc *s)
+{
+	return s->conn;
 }
 
 const char *smtpc_error(const struct smtpc *s)
@@ -172,7 +169,7 @@ unsigned smtpc_messages(const struct smtpc *s)
 
 bool smtpc_idle(const struct smtpc *s)
 {
-	return s->state == ST_READY && !s->closing;
+	return s->state == SMTPC_ST_READY && !s->closing;
 }
 
 enum smtpc_class smtpc_classify_code(int code)
@@ -231,6 +228,24 @@ static uint64_t timeout_ms(const struct smtpc *s, enum timeout_kind k)
 	return 0;
 }
 
+static void trace(struct smtpc *s, enum smtpc_trace_kind kind, const char *line,
+		  const struct smtp_reply *r)
+{
+	if (s->trace == NULL)
+		return;
+	struct smtpc_trace_ev ev = {.kind = kind, .state = s->state, .line = line, .reply = r};
+	s->trace(s, &ev, s->arg);
+}
+
+/* Every state change goes through here, so the trace sees each one. */
+static void set_state(struct smtpc *s, enum smtpc_state st)
+{
+	if (s->state == st)
+		return;
+	s->state = st;
+	trace(s, SMTPC_TRACE_STATE, NULL, NULL);
+}
+
 static void emit(struct smtpc *s, enum smtpc_event ev)
 {
 	s->in_cb = true;
@@ -256,11 +271,25 @@ static int send_cmd(struct smtpc *s, struct buf *batch, const char *fmt, ...)
 			return -1;
 		}
 	}
-	if (strncmp(line.data, "AUTH", 4) == 0 || s->state == ST_AUTH_LOGIN_USER ||
-	    s->state == ST_AUTH_LOGIN_PASS)
+	bool login = s->state == SMTPC_ST_AUTH_LOGIN_USER || s->state == SMTPC_ST_AUTH_LOGIN_PASS;
+	if (strncmp(line.data, "AUTH", 4) == 0 || login)
 		log_debug("%s: > AUTH ... (hidden)", smtpc_peer(s));
 	else
 		log_debug("%s: > %s", smtpc_peer(s), line.data);
+	if (s->trace) {
+		/* "AUTH PLAIN <hidden>": the mechanism shows, what follows it never. */
+		const char *sp =
+		    strncmp(line.data, "AUTH ", 5) == 0 ? strchr(line.data + 5, ' ') : NULL;
+		struct buf shown = BUF_INIT;
+		if (login)
+			buf_puts(&shown, "<hidden>");
+		else if (sp)
+			buf_printf(&shown, "%.*s <hidden>", (int)(sp - line.data), line.data);
+		else
+			buf_puts(&shown, line.data);
+		trace(s, SMTPC_TRACE_SENT, shown.data, NULL);
+		buf_deinit(&shown);
+	}
 	buf_puts(&line, "\r\n");
 	if (batch)
 		buf_append(batch, line.data, line.len);
@@ -302,6 +331,7 @@ static void set_error(struct smtpc *s, enum smtpc_class cls, const char *fmt, va
 	if (s->error_class != SMTPC_OK)
 		return;
 	s->error_class = cls;
+	s->error_state = s->state;
 	buf_clear(&s->error);
 	buf_vprintf(&s->error, fmt, ap);
 }
@@ -346,7 +376,7 @@ static void maybe_free(struct smtpc *s)
 {
 	if (!s->conn_closed || s->read_pending || s->cmd_handles > 0)
 		return;
-	s->state = ST_CLOSED;
+	s->state = SMTPC_ST_CLOSED;
 	emit(s, SMTPC_EV_CLOSED);
 	smtp_reply_parser_deinit(&s->parser);
 	wipe_secret(s);
@@ -364,9 +394,14 @@ static void close_session(struct smtpc *s)
 	if (s->closing)
 		return;
 	s->closing = true;
+	/* The command's whole process group: a helper it started would
+	 * otherwise live on, holding its stdout (and stderr, ours) open. */
 	if (s->cmd_handles > 0 && !s->cmd_exited)
-		uv_process_kill(&s->proc, SIGTERM);
-	if (s->txn && s->state == ST_ENVELOPE && !s->replies_seen && s->messages > 1)
+		uv_kill(-s->proc.pid, SIGTERM);
+	/* A child may still hold the pipe: the session does not wait for it. */
+	if (s->cmd_handles > 0 && !uv_is_closing((uv_handle_t *)&s->pipe))
+		uv_close((uv_handle_t *)&s->pipe, cmd_handle_closed);
+	if (s->txn && s->state == SMTPC_ST_ENVELOPE && !s->replies_seen && s->messages > 1)
 		s->txn->session_stale = true;
 	if (s->txn) {
 		txn_fail(s, s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN,
@@ -400,7 +435,7 @@ static void session_leave(struct smtpc *s, enum smtpc_class cls, const char *fmt
 	va_start(ap, fmt);
 	set_error(s, cls, fmt, ap);
 	va_end(ap);
-	enter(s, ST_QUIT);
+	enter(s, SMTPC_ST_QUIT);
 }
 
 /* A reply ends the session: "what: reply" becomes the error; with quit the
@@ -506,7 +541,7 @@ static void start_envelope(struct smtpc *s)
 	s->cmds[s->n_cmds++].kind = CMD_DATA;
 	send_cmd(s, &batch, "DATA");
 	s->need_rset = true;
-	s->state = ST_ENVELOPE;
+	set_state(s, SMTPC_ST_ENVELOPE);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
 	if (s->caps.pipelining) {
 		conn_write(s->conn, batch.data, batch.len);
@@ -677,7 +712,7 @@ static void read_cb(uv_fs_t *req)
 	ssize_t n = req->result;
 	uv_fs_req_cleanup(req);
 	s->read_pending = false;
-	if (s->closing || s->txn == NULL || s->state != ST_BODY) {
+	if (s->closing || s->txn == NULL || s->state != SMTPC_ST_BODY) {
 		if (s->closing && s->conn_closed)
 			maybe_free(s);
 		return;
@@ -708,7 +743,7 @@ static void read_cb(uv_fs_t *req)
 	buf_clear(&s->out);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
 	if (s->read_eof) {
-		s->state = ST_DOT;
+		set_state(s, SMTPC_ST_DOT);
 		conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
 	}
 	/* The next chunk is read once this one has drained (CONN_EV_DRAINED),
@@ -732,7 +767,7 @@ static void read_next_chunk(struct smtpc *s)
 
 static void start_body(struct smtpc *s)
 {
-	s->state = ST_BODY;
+	set_state(s, SMTPC_ST_BODY);
 	if (s->chunk == NULL)
 		s->chunk = xmalloc(READ_CHUNK);
 	s->read_off = 0;
@@ -752,9 +787,9 @@ static void envelope_done(struct smtpc *s)
 	struct smtpc_txn *t = s->txn;
 	if (!s->data_ok) {
 		/* DATA refused (or MAIL/all RCPTs): recipients accepted so far share that reply. */
-		s->state = ST_READY;
+		set_state(s, SMTPC_ST_READY);
 		finish_txn(s);
-		if (!s->closing && s->state == ST_READY)
+		if (!s->closing && s->state == SMTPC_ST_READY)
 			conn_set_timeout(s->conn, timeout_ms(s, TO_IDLE));
 		return;
 	}
@@ -855,9 +890,9 @@ static void on_final_reply(struct smtpc *s, const struct smtp_reply *r)
 				     : SMTPC_PROTO,
 				 r->code, sum.data, true);
 	buf_deinit(&sum);
-	s->state = ST_READY;
+	set_state(s, SMTPC_ST_READY);
 	finish_txn(s);
-	if (!s->closing && s->state == ST_READY)
+	if (!s->closing && s->state == SMTPC_ST_READY)
 		conn_set_timeout(s->conn, timeout_ms(s, TO_IDLE));
 }
 
@@ -894,7 +929,7 @@ static void cmd_finished(struct smtpc *s)
 		maybe_free(s);
 		return;
 	}
-	if (s->state != ST_SECRET_CMD)
+	if (s->state != SMTPC_ST_SECRET_CMD)
 		return;
 	size_t n = s->cmd_out.len;
 	while (n > 0 && (s->cmd_out.data[n - 1] == '\n' || s->cmd_out.data[n - 1] == '\r'))
@@ -914,7 +949,7 @@ static void cmd_finished(struct smtpc *s)
 	s->secret = xstrndup(s->cmd_out.data, n);
 	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
 	buf_clear(&s->cmd_out);
-	enter(s, ST_AUTH);
+	enter(s, SMTPC_ST_AUTH);
 }
 
 static void cmd_handle_closed(uv_handle_t *h)
@@ -960,7 +995,7 @@ static void cmd_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
  * loop never waits for it. The phase timer (command_timeout) bounds it. */
 static void run_secret_cmd(struct smtpc *s)
 {
-	s->state = ST_SECRET_CMD;
+	set_state(s, SMTPC_ST_SECRET_CMD);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
 	s->cmd_exited = s->cmd_eof = false;
 	s->cmd_status = 0;
@@ -981,6 +1016,7 @@ static void run_secret_cmd(struct smtpc *s)
 	o.file = "/bin/sh";
 	o.args = args;
 	o.exit_cb = cmd_exit_cb;
+	o.flags = UV_PROCESS_DETACHED; /* its own process group, killed as one */
 	o.stdio = stdio;
 	o.stdio_count = 3;
 	s->proc.data = s;
@@ -1045,7 +1081,7 @@ static void after_ehlo(struct smtpc *s)
 			    "STARTTLS; not sending in plaintext");
 			return;
 		}
-		enter(s, ST_STARTTLS);
+		enter(s, SMTPC_ST_STARTTLS);
 		return;
 	}
 	if (auth_wanted(s)) {
@@ -1058,28 +1094,28 @@ static void after_ehlo(struct smtpc *s)
 		if (s->relay->password_command && *s->relay->password_command)
 			run_secret_cmd(s);
 		else
-			enter(s, ST_AUTH);
+			enter(s, SMTPC_ST_AUTH);
 		return;
 	}
-	enter(s, ST_READY);
+	enter(s, SMTPC_ST_READY);
 }
 
-static void enter(struct smtpc *s, enum state st)
+static void enter(struct smtpc *s, enum smtpc_state st)
 {
-	s->state = st;
+	set_state(s, st);
 	conn_set_timeout(s->conn, timeout_ms(s, states[st].timeout));
 	switch (st) {
-	case ST_EHLO:
-	case ST_EHLO_TLS:
+	case SMTPC_ST_EHLO:
+	case SMTPC_ST_EHLO_TLS:
 		send_cmd(s, NULL, "EHLO %s", s->helo_name);
 		break;
-	case ST_HELO:
+	case SMTPC_ST_HELO:
 		send_cmd(s, NULL, "HELO %s", s->helo_name);
 		break;
-	case ST_STARTTLS:
+	case SMTPC_ST_STARTTLS:
 		send_cmd(s, NULL, "STARTTLS");
 		break;
-	case ST_AUTH: {
+	case SMTPC_ST_AUTH: {
 		unsigned mech = pick_mech(s);
 		const char *user = s->relay->user;
 		const char *secret = s->secret ? s->secret : "";
@@ -1117,10 +1153,13 @@ static void enter(struct smtpc *s, enum state st)
 		}
 		break;
 	}
-	case ST_READY:
-		emit(s, SMTPC_EV_READY);
+	case SMTPC_ST_READY:
+		if (s->probe)
+			enter(s, SMTPC_ST_QUIT); /* set-up passed; no transaction */
+		else
+			emit(s, SMTPC_EV_READY);
 		break;
-	case ST_QUIT:
+	case SMTPC_ST_QUIT:
 		send_cmd(s, NULL, "QUIT");
 		break;
 	default:
@@ -1132,21 +1171,21 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 {
 	enum smtpc_class cls = smtpc_classify_code(r->code);
 	switch (s->state) {
-	case ST_GREETING:
+	case SMTPC_ST_GREETING:
 		if (r->code != 220) {
 			/* 421: the server is going away, no QUIT. */
 			session_end_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r,
 					  "server greeting", r->code != 421);
 			return;
 		}
-		enter(s, ST_EHLO);
+		enter(s, SMTPC_ST_EHLO);
 		return;
-	case ST_EHLO:
-	case ST_EHLO_TLS:
+	case SMTPC_ST_EHLO:
+	case SMTPC_ST_EHLO_TLS:
 		if (cls != SMTPC_OK) {
-			if (s->state == ST_EHLO && r->code >= 500 && r->code <= 502 &&
+			if (s->state == SMTPC_ST_EHLO && r->code >= 500 && r->code <= 502 &&
 			    s->relay->tls == TLS_MODE_NONE && !auth_wanted(s)) {
-				enter(s, ST_HELO); /* an SMTP-only server */
+				enter(s, SMTPC_ST_HELO); /* an SMTP-only server */
 				return;
 			}
 			session_end_reply(s, cls, r, "EHLO refused", true);
@@ -1156,32 +1195,32 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 		smtp_caps_parse(r, &s->caps);
 		after_ehlo(s);
 		return;
-	case ST_HELO:
+	case SMTPC_ST_HELO:
 		if (cls != SMTPC_OK) {
 			session_end_reply(s, cls, r, "HELO refused", true);
 			return;
 		}
 		memset(&s->caps, 0, sizeof(s->caps));
-		enter(s, ST_READY);
+		enter(s, SMTPC_ST_READY);
 		return;
-	case ST_STARTTLS:
+	case SMTPC_ST_STARTTLS:
 		if (r->code != 220) {
 			session_end_reply(s, SMTPC_TLS, r, "STARTTLS refused", true);
 			return;
 		}
 		/* Bytes after the 220 were refused in on_data (desync). */
-		s->state = ST_TLS;
+		set_state(s, SMTPC_ST_TLS);
 		conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
 		conn_start_tls(s->conn, s->ssl_ctx);
 		return;
-	case ST_AUTH:
+	case SMTPC_ST_AUTH:
 		if (r->code == 235) {
-			enter(s, ST_READY);
+			enter(s, SMTPC_ST_READY);
 			return;
 		}
 		if (r->code == 334 && s->relay->auth != AUTH_MODE_XOAUTH2 &&
 		    pick_mech(s) == SMTP_AUTH_LOGIN) {
-			s->state = ST_AUTH_LOGIN_USER;
+			set_state(s, SMTPC_ST_AUTH_LOGIN_USER);
 			char *enc = b64(s->relay->user, strlen(s->relay->user));
 			send_cmd(s, NULL, "%s", enc);
 			free(enc);
@@ -1189,7 +1228,7 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 		}
 		if (r->code == 334) {
 			/* XOAUTH2 error challenge: an empty line gets the final reply. */
-			s->state = ST_AUTH_XOAUTH2_ERR;
+			set_state(s, SMTPC_ST_AUTH_XOAUTH2_ERR);
 			send_cmd(s, NULL, "%s", "");
 			return;
 		}
@@ -1201,12 +1240,12 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 								   : cls,
 				  r, "authentication failed", true);
 		return;
-	case ST_AUTH_LOGIN_USER:
+	case SMTPC_ST_AUTH_LOGIN_USER:
 		if (r->code != 334) {
 			session_end_reply(s, SMTPC_AUTH, r, "authentication failed", true);
 			return;
 		}
-		s->state = ST_AUTH_LOGIN_PASS;
+		set_state(s, SMTPC_ST_AUTH_LOGIN_PASS);
 		{
 			const char *secret = s->secret ? s->secret : "";
 			char *enc = b64(secret, strlen(secret));
@@ -1216,29 +1255,29 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 			wipe_secret(s);
 		}
 		return;
-	case ST_AUTH_LOGIN_PASS:
-	case ST_AUTH_XOAUTH2_ERR:
+	case SMTPC_ST_AUTH_LOGIN_PASS:
+	case SMTPC_ST_AUTH_XOAUTH2_ERR:
 		if (r->code == 235) {
-			enter(s, ST_READY);
+			enter(s, SMTPC_ST_READY);
 			return;
 		}
-		if (s->state == ST_AUTH_XOAUTH2_ERR && token_refresh(s))
+		if (s->state == SMTPC_ST_AUTH_XOAUTH2_ERR && token_refresh(s))
 			return;
 		session_end_reply(s, SMTPC_AUTH, r, "authentication failed", true);
 		return;
-	case ST_ENVELOPE:
+	case SMTPC_ST_ENVELOPE:
 		on_envelope_reply(s, r);
 		return;
-	case ST_DOT:
+	case SMTPC_ST_DOT:
 		on_final_reply(s, r);
 		return;
-	case ST_BODY:
+	case SMTPC_ST_BODY:
 		on_early_reply(s, r);
 		return;
-	case ST_QUIT:
+	case SMTPC_ST_QUIT:
 		close_session(s);
 		return;
-	case ST_READY:
+	case SMTPC_ST_READY:
 		/* An unsolicited reply, typically "421 timeout" on an idle session. */
 		session_end_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r, "unexpected reply",
 				  false);
@@ -1256,17 +1295,17 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 static size_t replies_due(const struct smtpc *s, const struct smtp_reply *r)
 {
 	switch (s->state) {
-	case ST_ENVELOPE: {
+	case SMTPC_ST_ENVELOPE: {
 		size_t due = s->caps.pipelining ? s->n_cmds - s->cmd_next : 1;
 		if (s->cmds[s->cmd_next].kind == CMD_DATA && r->code == 354)
 			due++;
 		return due;
 	}
-	case ST_CONNECT:
-	case ST_TLS:
-	case ST_SECRET_CMD:
-	case ST_READY:
-	case ST_CLOSED:
+	case SMTPC_ST_CONNECT:
+	case SMTPC_ST_TLS:
+	case SMTPC_ST_SECRET_CMD:
+	case SMTPC_ST_READY:
+	case SMTPC_ST_CLOSED:
 		return 0;
 	default:
 		return 1;
@@ -1280,7 +1319,7 @@ static size_t replies_due(const struct smtpc *s, const struct smtp_reply *r)
  * never bounced). */
 static void desync(struct smtpc *s, size_t extra)
 {
-	if (s->state == ST_STARTTLS) {
+	if (s->state == SMTPC_ST_STARTTLS) {
 		/* Sent before TLS, they would be taken as if protected
 		 * (CVE-2021-22947 class). */
 		session_fail(s, SMTPC_TLS,
@@ -1318,15 +1357,16 @@ static void on_data(struct smtpc *s)
 			log_debug("%s: < %s", smtpc_peer(s), sum.data);
 			buf_deinit(&sum);
 		}
-		if (s->state == ST_ENVELOPE)
+		trace(s, SMTPC_TRACE_REPLY, NULL, &r);
+		if (s->state == SMTPC_ST_ENVELOPE)
 			s->replies_seen = true;
-		if (s->conn->in.len > 0 && replies_due(s, &r) == 1 && s->state != ST_QUIT) {
+		if (s->conn->in.len > 0 && replies_due(s, &r) == 1 && s->state != SMTPC_ST_QUIT) {
 			desync(s, s->conn->in.len);
 			smtp_reply_deinit(&r);
 			return;
 		}
 		/* 421 in any phase: the server is closing the session. */
-		if (r.code == 421 && s->state != ST_QUIT && s->state != ST_GREETING) {
+		if (r.code == 421 && s->state != SMTPC_ST_QUIT && s->state != SMTPC_ST_GREETING) {
 			struct buf sum = BUF_INIT;
 			smtp_reply_summary(&r, &sum);
 			s->answered = true; /* after the dot: a reply, not a lost connection */
@@ -1338,8 +1378,8 @@ static void on_data(struct smtpc *s)
 		}
 		on_reply(s, &r);
 		smtp_reply_deinit(&r);
-		if (s->state == ST_TLS)
-			return; /* what follows is TLS; checked in ST_STARTTLS */
+		if (s->state == SMTPC_ST_TLS)
+			return; /* what follows is TLS; checked in SMTPC_ST_STARTTLS */
 	}
 }
 
@@ -1348,34 +1388,34 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 	struct smtpc *s = arg;
 	switch (ev) {
 	case CONN_EV_CONNECTED:
-		enter(s, ST_GREETING);
+		enter(s, SMTPC_ST_GREETING);
 		break;
 	case CONN_EV_TLS_READY:
 		/* Everything learned before TLS is forgotten (RFC 3207 4.2). */
 		memset(&s->caps, 0, sizeof(s->caps));
-		enter(s, ST_EHLO_TLS);
+		enter(s, SMTPC_ST_EHLO_TLS);
 		break;
 	case CONN_EV_DATA:
 		on_data(s);
 		break;
 	case CONN_EV_DRAINED:
-		if (s->state == ST_BODY)
+		if (s->state == SMTPC_ST_BODY)
 			read_next_chunk(s);
 		break;
 	case CONN_EV_TIMEOUT:
-		if (s->state == ST_READY) {
+		if (s->state == SMTPC_ST_READY) {
 			/* idle_timeout: say goodbye politely. */
-			enter(s, ST_QUIT);
+			enter(s, SMTPC_ST_QUIT);
 			break;
 		}
 		session_fail(s, SMTPC_CONN, "timeout while %s", states[s->state].name);
 		break;
 	case CONN_EV_EOF:
-		if (s->state == ST_QUIT) {
+		if (s->state == SMTPC_ST_QUIT) {
 			close_session(s);
 			break;
 		}
-		session_fail(s, s->state == ST_TLS ? SMTPC_TLS : SMTPC_CONN,
+		session_fail(s, s->state == SMTPC_ST_TLS ? SMTPC_TLS : SMTPC_CONN,
 			     "connection closed by the server while %s", states[s->state].name);
 		break;
 	case CONN_EV_ERROR: {
@@ -1383,7 +1423,7 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 		enum smtpc_class cls = c->error_class == CONN_ERR_TLS ? SMTPC_TLS : SMTPC_CONN;
 		/* Connect and handshake errors say where they happened; a read or
 		 * write error later gets the phase, like a timeout or EOF does. */
-		if (s->state == ST_CONNECT || s->state == ST_TLS)
+		if (s->state == SMTPC_ST_CONNECT || s->state == SMTPC_ST_TLS)
 			session_fail(s, cls, "%s", why);
 		else
 			session_fail(s, cls, "%s while %s", why, states[s->state].name);
@@ -1413,11 +1453,13 @@ struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb 
 	s->helo_name = xstrdup(p->helo_name);
 	s->ssl_ctx = p->ssl_ctx;
 	s->secret = p->secret;
+	s->trace = p->trace;
+	s->probe = p->probe;
 	s->cb = cb;
 	s->arg = arg;
 	smtp_reply_parser_init(&s->parser);
 	s->conn = conn_new(loop, conn_cb, s);
-	s->state = ST_CONNECT;
+	s->state = SMTPC_ST_CONNECT;
 	conn_connect(s->conn, p->relay->host, p->relay->port, p->relay->connect_timeout_ms,
 		     p->relay->tls == TLS_MODE_IMPLICIT ? p->ssl_ctx : NULL);
 	return s;
@@ -1436,8 +1478,8 @@ void smtpc_quit(struct smtpc *s)
 {
 	if (s->closing)
 		return;
-	if (s->state == ST_READY) {
-		enter(s, ST_QUIT);
+	if (s->state == SMTPC_ST_READY) {
+		enter(s, SMTPC_ST_QUIT);
 		return;
 	}
 	smtpc_abort(s, "session closed by pickupd");

@@ -1,107 +1,43 @@
 /*
- * Purpose: `pickupctl test-relay`: a step-by-step check of one relay with
- * the daemon's own transport (conn.c) and reply parser, printing the
- * server's words at each step and a hint at the first failure.
- * Owns: its libuv loop, the conn, the SSL_CTX, the secret (wiped after use).
- * Invariants: secrets are never printed (AUTH lines are shown as hidden);
- * plaintext buffered after the STARTTLS 220 fails the check, as in smtpc;
- * every step is bounded by the relay's timeouts (capped at 60 s).
+ * Purpose: `pickupctl test-relay`: the daemon's own SMTP engine (smtpc, as
+ * a probe that QUITs once set-up is done) against one relay, printing each
+ * step with the server's words, the certificate, and at the first failure
+ * the failure class and a hint.
+ * Owns: its libuv loop, the SSL_CTX, a copy of the relay's settings with
+ * the set-up timeouts capped at 60 s.
+ * Invariants: no SMTP is spoken here: every byte on the wire is smtpc's, so
+ * the check and the daemon take the same path through every server; the
+ * secret is read as the daemon reads it (secret_for_session, and smtpc runs
+ * password_command) and never printed (the trace hides it); the loop is
+ * closed empty.
  */
 #include "daemon/testrelay.h"
-#include "daemon/secret.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <uv.h>
 
-#include "common/smtp_reply.h"
 #include "daemon/conn.h"
-
-enum step {
-	S_CONNECT,
-	S_BANNER,
-	S_EHLO,
-	S_STARTTLS,
-	S_TLS,
-	S_EHLO2,
-	S_AUTH,
-	S_AUTH_LOGIN_USER,
-	S_AUTH_LOGIN_PASS,
-	S_AUTH_XOAUTH2_ERR,
-	S_QUIT,
-	S_DONE
-};
-
-static const char *const step_names[] = {"connect", "banner", "EHLO", "STARTTLS", "TLS",  "EHLO",
-					 "AUTH",    "AUTH",   "AUTH", "AUTH",	  "QUIT", "done"};
+#include "daemon/secret.h"
+#include "daemon/smtpc.h"
 
 struct tr {
-	const struct config *cfg;
 	const struct config_relay *r;
 	FILE *out;
-	struct conn *conn;
-	SSL_CTX *ctx;
-	struct smtp_reply_parser parser;
-	struct smtp_caps caps;
-	enum step step;
-	char *secret;
-	unsigned mech;
-	int rc;
-	bool failed;
+	enum smtpc_state state; /* as the trace last told */
+	int last_code;		/* of the last reply before QUIT */
+	bool ready;		/* set-up passed: the probe reached READY */
 	bool closed;
+	enum smtpc_class cls;
+	enum smtpc_state err_state;
+	char *error;
 };
 
 static uint64_t cap(uint64_t ms)
 {
 	return ms == 0 || ms > 60000 ? 60000 : ms;
-}
-
-static void wipe(struct tr *t)
-{
-	if (t->secret) {
-		OPENSSL_cleanse(t->secret, strlen(t->secret));
-		free(t->secret);
-		t->secret = NULL;
-	}
-}
-
-static char *b64(const void *data, size_t len)
-{
-	char *o = xmalloc(4 * ((len + 2) / 3) + 1);
-	EVP_EncodeBlock((unsigned char *)o, data, (int)len);
-	return o;
-}
-
-static void finish(struct tr *t)
-{
-	conn_close(t->conn);
-}
-
-/* Prints the failure of the current step and a hint, then closes. */
-static void failf(struct tr *t, const char *hint, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void failf(struct tr *t, const char *hint, const char *fmt, ...)
-{
-	if (t->failed)
-		return;
-	t->failed = true;
-	t->rc = 1;
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(t->out, "%-9s FAILED: ", step_names[t->step]);
-	vfprintf(t->out, fmt, ap);
-	fputc('\n', t->out);
-	va_end(ap);
-	if (hint)
-		fprintf(t->out, "hint:     %s\n", hint);
-	finish(t);
 }
 
 static void say(struct tr *t, const char *what, const char *fmt, ...)
@@ -118,25 +54,6 @@ static void say(struct tr *t, const char *what, const char *fmt, ...)
 	fflush(t->out);
 }
 
-static void send_line(struct tr *t, bool hidden, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void send_line(struct tr *t, bool hidden, const char *fmt, ...)
-{
-	struct buf b = BUF_INIT;
-	va_list ap;
-	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
-	va_end(ap);
-	if (strpbrk(b.data, "\r\n") == NULL) {
-		fprintf(t->out, "  > %s\n", hidden ? "(credentials hidden)" : b.data);
-		buf_puts(&b, "\r\n");
-		conn_write(t->conn, b.data, b.len);
-	}
-	OPENSSL_cleanse(b.data, b.len);
-	buf_deinit(&b);
-}
-
 static void reply_lines(struct tr *t, const struct smtp_reply *r)
 {
 	const char *p = r->text;
@@ -148,236 +65,109 @@ static void reply_lines(struct tr *t, const struct smtp_reply *r)
 	}
 }
 
-static void go(struct tr *t, enum step s)
+static void say_cert(struct tr *t, struct conn *c)
 {
-	t->step = s;
-	conn_set_timeout(t->conn,
-			 cap(s == S_BANNER ? t->r->greeting_timeout_ms : t->r->command_timeout_ms));
-	switch (s) {
-	case S_EHLO:
-	case S_EHLO2:
-		send_line(t, false, "EHLO %s",
-			  t->cfg->general.hostname ? t->cfg->general.hostname : "localhost");
-		break;
-	case S_STARTTLS:
-		send_line(t, false, "STARTTLS");
-		break;
-	case S_QUIT:
-		send_line(t, false, "QUIT");
-		break;
-	case S_AUTH: {
-		const char *user = t->r->user;
-		const char *pw = t->secret ? t->secret : "";
-		unsigned m = t->r->auth == AUTH_MODE_PLAIN	? SMTP_AUTH_PLAIN
-			     : t->r->auth == AUTH_MODE_LOGIN	? SMTP_AUTH_LOGIN
-			     : t->r->auth == AUTH_MODE_XOAUTH2	? SMTP_AUTH_XOAUTH2
-			     : (t->caps.auth & SMTP_AUTH_PLAIN) ? SMTP_AUTH_PLAIN
-			     : (t->caps.auth & SMTP_AUTH_LOGIN) ? SMTP_AUTH_LOGIN
-								: 0;
-		t->mech = m;
-		if (m == 0) {
-			failf(t,
-			      "the server offers no AUTH mechanism pickupd supports (PLAIN, LOGIN, "
-			      "XOAUTH2); set auth = in the relay section if it hides one",
-			      "no usable AUTH mechanism offered");
-			return;
-		}
-		if (m == SMTP_AUTH_PLAIN) {
-			struct buf raw = BUF_INIT;
-			buf_append(&raw, "", 1);
-			buf_puts(&raw, user);
-			buf_append(&raw, "", 1);
-			buf_puts(&raw, pw);
-			char *enc = b64(raw.data, raw.len);
-			send_line(t, true, "AUTH PLAIN %s", enc);
-			OPENSSL_cleanse(raw.data, raw.len);
-			OPENSSL_cleanse(enc, strlen(enc));
-			buf_deinit(&raw);
-			free(enc);
-		} else if (m == SMTP_AUTH_LOGIN) {
-			send_line(t, false, "AUTH LOGIN");
-		} else {
-			struct buf raw = BUF_INIT;
-			buf_printf(&raw, "user=%s\001auth=Bearer %s\001\001", user, pw);
-			char *enc = b64(raw.data, raw.len);
-			send_line(t, true, "AUTH XOAUTH2 %s", enc);
-			OPENSSL_cleanse(raw.data, raw.len);
-			OPENSSL_cleanse(enc, strlen(enc));
-			buf_deinit(&raw);
-			free(enc);
-		}
-		break;
-	}
-	default:
-		break;
-	}
+	struct buf info = BUF_INIT;
+	conn_describe_cert(c, &info);
+	say(t, "cert", "%s", info.data ? info.data : "");
+	buf_deinit(&info);
 }
 
-static const char *auth_hint =
-    "credentials refused: check user and the secret (providers such as Gmail, QQ and 163 "
-    "want an app password or authorization code, not the account password; XOAUTH2 wants "
-    "a fresh access token from password_command)";
-
-static void after_ehlo(struct tr *t)
+static bool auth_state(enum smtpc_state st)
 {
-	bool tls = t->conn->tls_up;
-	if (t->r->tls == TLS_MODE_STARTTLS && !tls) {
-		if (!t->caps.starttls) {
-			failf(t,
-			      "TLS is required (tls = starttls) and this server does not offer it; "
-			      "if the port expects TLS from the first byte, use tls = implicit",
-			      "the server does not offer STARTTLS");
-			return;
-		}
-		go(t, S_STARTTLS);
-		return;
-	}
-	if (t->r->user && *t->r->user) {
-		if (!tls && !t->r->allow_plaintext_auth) {
-			failf(t,
-			      "credentials are never sent without TLS unless allow_plaintext_auth "
-			      "= yes",
-			      "refusing to authenticate without TLS");
-			return;
-		}
-		go(t, S_AUTH);
-		return;
-	}
-	say(t, "AUTH", "skipped (no user configured)");
-	go(t, S_QUIT);
+	return st >= SMTPC_ST_AUTH && st <= SMTPC_ST_AUTH_XOAUTH2_ERR;
 }
 
-static void on_reply(struct tr *t, const struct smtp_reply *r)
+/* A state change is a step done: say what it showed. */
+static void on_state(struct tr *t, const struct smtpc *s, enum smtpc_state now)
 {
-	reply_lines(t, r);
-	switch (t->step) {
-	case S_BANNER:
-		if (r->code != 220) {
-			failf(t,
-			      r->code == 421 || r->code == 554
-				  ? "the server refuses connections now"
-				  : NULL,
-			      "greeting %d", r->code);
-			return;
-		}
-		go(t, S_EHLO);
-		return;
-	case S_EHLO:
-	case S_EHLO2:
-		if (r->code != 250) {
-			failf(t, NULL, "EHLO refused (%d)", r->code);
-			return;
-		}
-		memset(&t->caps, 0, sizeof(t->caps));
-		smtp_caps_parse(r, &t->caps);
-		after_ehlo(t);
-		return;
-	case S_STARTTLS:
-		if (r->code != 220) {
-			failf(t,
-			      "the server refused to start TLS; mail would wait, never go in "
-			      "plaintext",
-			      "STARTTLS refused (%d)", r->code);
-			return;
-		}
-		if (t->conn->in.len > 0 || smtp_reply_parser_pending(&t->parser)) {
-			failf(t,
-			      "something between pickupd and the server injects data (a broken "
-			      "proxy or an attack)",
-			      "the server sent data after its STARTTLS reply");
-			return;
-		}
-		t->step = S_TLS;
-		conn_set_timeout(t->conn, cap(t->r->command_timeout_ms));
-		conn_start_tls(t->conn, t->ctx);
-		return;
-	case S_AUTH:
-		if (r->code == 235) {
-			wipe(t);
+	struct conn *c = smtpc_conn(s);
+	enum smtpc_state was = t->state;
+	t->state = now;
+	if (was == SMTPC_ST_CONNECT && now == SMTPC_ST_GREETING && c) {
+		say(t, "connect", "ok: %s%s%s", c->peer, c->tls_up ? ", " : "",
+		    c->tls_up ? c->tls_info : "");
+		if (c->tls_up)
+			say_cert(t, c);
+	} else if (was == SMTPC_ST_TLS && now == SMTPC_ST_EHLO_TLS && c) {
+		say(t, "TLS", "ok: %s", c->tls_info);
+		say_cert(t, c);
+	} else if (now == SMTPC_ST_HELO) {
+		say(t, "EHLO", "refused: the server speaks SMTP without extensions; HELO instead");
+	} else if (now == SMTPC_ST_SECRET_CMD) {
+		say(t, "secret",
+		    auth_state(was) ? "access token refused: running password_command again"
+				    : "running password_command");
+	} else if (now == SMTPC_ST_READY) {
+		t->ready = true;
+		if (auth_state(was))
 			say(t, "AUTH", "ok");
-			go(t, S_QUIT);
-			return;
-		}
-		if (r->code == 334 && t->mech == SMTP_AUTH_LOGIN) {
-			t->step = S_AUTH_LOGIN_USER;
-			char *enc = b64(t->r->user, strlen(t->r->user));
-			send_line(t, true, "%s", enc);
-			free(enc);
-			return;
-		}
-		if (r->code == 334) {
-			t->step = S_AUTH_XOAUTH2_ERR;
-			send_line(t, false, "%s", "");
-			return;
-		}
-		failf(t, r->code == 535 || r->code == 534 ? auth_hint : NULL, "AUTH refused (%d)",
-		      r->code);
-		return;
-	case S_AUTH_LOGIN_USER: {
-		if (r->code != 334) {
-			failf(t, auth_hint, "AUTH LOGIN refused (%d)", r->code);
-			return;
-		}
-		t->step = S_AUTH_LOGIN_PASS;
-		const char *pw = t->secret ? t->secret : "";
-		char *enc = b64(pw, strlen(pw));
-		send_line(t, true, "%s", enc);
-		OPENSSL_cleanse(enc, strlen(enc));
-		free(enc);
-		return;
+		else
+			say(t, "AUTH", "skipped (no user configured)");
 	}
-	case S_AUTH_LOGIN_PASS:
-	case S_AUTH_XOAUTH2_ERR:
-		if (r->code == 235) {
-			wipe(t);
-			say(t, "AUTH", "ok");
-			go(t, S_QUIT);
-			return;
-		}
-		failf(t, auth_hint, "AUTH refused (%d)", r->code);
-		return;
-	case S_QUIT:
-		t->step = S_DONE;
-		say(t, "result", t->rc == 0 ? "ok: every step passed" : "failed");
-		finish(t);
-		return;
+}
+
+static void trace_cb(const struct smtpc *s, const struct smtpc_trace_ev *ev, void *arg)
+{
+	struct tr *t = arg;
+	switch (ev->kind) {
+	case SMTPC_TRACE_SENT:
+		fprintf(t->out, "  > %s\n", ev->line);
+		break;
+	case SMTPC_TRACE_REPLY:
+		reply_lines(t, ev->reply);
+		if (ev->state != SMTPC_ST_QUIT) /* the reply that decided, not QUIT's */
+			t->last_code = ev->reply->code;
+		break;
+	case SMTPC_TRACE_STATE:
+		on_state(t, s, ev->state);
+		break;
+	}
+	fflush(t->out);
+}
+
+static void session_cb(struct smtpc *s, enum smtpc_event ev, void *arg)
+{
+	struct tr *t = arg;
+	if (ev != SMTPC_EV_CLOSED)
+		return; /* a probe reports nothing else */
+	t->closed = true;
+	t->cls = smtpc_error_class(s);
+	t->err_state = smtpc_error_state(s);
+	t->error = xstrdup(smtpc_error(s));
+}
+
+/* The step a failure belongs to, as the operator knows the steps. */
+static const char *step_label(enum smtpc_state st, enum smtpc_class cls)
+{
+	if (cls == SMTPC_TLS && st != SMTPC_ST_CONNECT && st != SMTPC_ST_TLS)
+		return "STARTTLS";
+	if (cls == SMTPC_AUTH && st != SMTPC_ST_SECRET_CMD)
+		return "AUTH";
+	switch (st) {
+	case SMTPC_ST_CONNECT:
+		return cls == SMTPC_TLS ? "TLS" : "connect";
+	case SMTPC_ST_GREETING:
+		return "banner";
+	case SMTPC_ST_EHLO:
+	case SMTPC_ST_EHLO_TLS:
+		return "EHLO";
+	case SMTPC_ST_HELO:
+		return "HELO";
+	case SMTPC_ST_TLS:
+		return "TLS";
+	case SMTPC_ST_SECRET_CMD:
+		return "secret";
+	case SMTPC_ST_QUIT:
+		return "QUIT";
 	default:
-		failf(t, NULL, "unexpected reply %d", r->code);
-		return;
+		return auth_state(st) ? "AUTH" : "session";
 	}
 }
 
-static void on_data(struct tr *t)
+static const char *tls_hint(const struct tr *t)
 {
-	while (!t->failed && t->step != S_DONE && t->conn->in.len > 0) {
-		struct smtp_reply r;
-		size_t used = 0;
-		const char *err = NULL;
-		int rc = smtp_reply_parse(&t->parser, t->conn->in.data, t->conn->in.len, &used, &r,
-					  &err);
-		buf_consume(&t->conn->in, used);
-		if (rc < 0) {
-			bool banner = t->step == S_BANNER;
-			failf(
-			    t,
-			    banner && t->r->tls == TLS_MODE_STARTTLS
-				? "this does not look like SMTP; if the port expects TLS from the "
-				  "first byte (465), use tls = implicit"
-				: NULL,
-			    "malformed reply: %s", err ? err : "?");
-			return;
-		}
-		if (rc == 0)
-			return;
-		on_reply(t, &r);
-		smtp_reply_deinit(&r);
-		if (t->step == S_TLS)
-			return;
-	}
-}
-
-static const char *tls_hint(const struct tr *t, const char *why)
-{
+	const char *why = t->error;
 	if (strstr(why, "mismatch"))
 		return "name mismatch: the certificate does not name the configured host; set host "
 		       "to a name the certificate lists (not an alias or an address)";
@@ -395,82 +185,74 @@ static const char *tls_hint(const struct tr *t, const char *why)
 	return NULL;
 }
 
-static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
+/* What the operator may do about the failure; NULL when the server's words
+ * say it all. */
+static const char *hint(const struct tr *t)
 {
-	struct tr *t = arg;
-	struct buf info = BUF_INIT;
-	switch (ev) {
-	case CONN_EV_CONNECTED:
-		say(t, "connect", "ok: %s%s%s", c->peer, c->tls_up ? ", " : "",
-		    c->tls_up ? c->tls_info : "");
-		if (c->tls_up) {
-			conn_describe_cert(c, &info);
-			say(t, "cert", "%s", info.data);
-		}
-		go(t, S_BANNER);
-		break;
-	case CONN_EV_TLS_READY:
-		conn_describe_cert(c, &info);
-		say(t, "TLS", "ok: %s", c->tls_info);
-		say(t, "cert", "%s", info.data);
-		go(t, S_EHLO2);
-		break;
-	case CONN_EV_DATA:
-		on_data(t);
-		break;
-	case CONN_EV_DRAINED:
-		break;
-	case CONN_EV_TIMEOUT:
-		failf(t,
-		      t->step == S_BANNER && t->r->tls == TLS_MODE_STARTTLS
-			  ? "the server sent nothing: if the port expects TLS from the first byte "
-			    "(465), use tls = implicit"
-			  : NULL,
-		      "timeout: no answer from the server");
-		break;
-	case CONN_EV_EOF:
-		failf(t,
-		      t->step == S_BANNER && t->r->tls == TLS_MODE_STARTTLS
-			  ? "if the port expects TLS from the first byte (465), use tls = implicit"
-			  : NULL,
-		      "connection closed by the server");
-		break;
-	case CONN_EV_ERROR: {
-		const char *why = c->error.len ? c->error.data : "connection error";
-		if (t->step == S_CONNECT && c->error_class == CONN_ERR_TLS)
-			t->step = S_TLS;
-		failf(t, tls_hint(t, why), "%s", why);
+	bool starttls = t->r->tls == TLS_MODE_STARTTLS;
+	switch (t->err_state) {
+	case SMTPC_ST_CONNECT:
+	case SMTPC_ST_TLS:
+		return t->cls == SMTPC_TLS ? tls_hint(t) : NULL;
+	case SMTPC_ST_GREETING:
+		if (t->cls == SMTPC_TEMP || t->cls == SMTPC_PERM)
+			return "the server refuses connections now";
+		if (starttls)
+			return "if the port expects TLS from the first byte (465), use tls = "
+			       "implicit";
+		return NULL;
+	case SMTPC_ST_EHLO:
+	case SMTPC_ST_EHLO_TLS:
+		if (t->cls == SMTPC_TLS)
+			return "TLS is required (tls = starttls) and this server does not offer "
+			       "it; if the port expects TLS from the first byte, use tls = "
+			       "implicit";
+		if (t->cls == SMTPC_AUTH)
+			return "credentials are never sent without TLS unless allow_plaintext_auth "
+			       "= yes";
+		return NULL;
+	case SMTPC_ST_STARTTLS:
+		if (strstr(t->error, "injection"))
+			return "something between pickupd and the server injects data (a broken "
+			       "proxy or an attack)";
+		return "the server refused to start TLS; mail would wait, never go in plaintext";
+	case SMTPC_ST_SECRET_CMD:
+		return "password_command must print the secret or access token on one line and "
+		       "exit 0 within command_timeout";
+	default:
 		break;
 	}
-	case CONN_EV_CLOSED:
-		t->closed = true;
-		break;
-	}
-	buf_deinit(&info);
+	if (t->cls != SMTPC_AUTH)
+		return NULL;
+	if (strstr(t->error, "no usable AUTH mechanism"))
+		return "the server offers no AUTH mechanism pickupd supports (PLAIN, LOGIN, "
+		       "XOAUTH2); set auth = in the relay section if it hides one";
+	if (t->last_code >= 500)
+		return "credentials refused: check user and the secret (providers such as Gmail, "
+		       "QQ and 163 want an app password or authorization code, not the account "
+		       "password; XOAUTH2 wants a fresh access token from password_command)";
+	return NULL;
 }
 
-/* The secret as the daemon would get it; password_command runs here
- * synchronously (a command-line tool, not the daemon's loop). */
-static char *get_secret(const struct config_relay *r, struct buf *why)
+/* Prints the outcome; 0 when set-up passed, as the daemon would go on to send. */
+static int report(struct tr *t)
 {
-	if (r->password_command && *r->password_command) {
-		FILE *p = popen(r->password_command, "r");
-		if (p == NULL) {
-			buf_printf(why, "cannot run password_command");
-			return NULL;
-		}
-		char tmp[4096];
-		size_t n = fread(tmp, 1, sizeof(tmp) - 1, p);
-		int st = pclose(p);
-		while (n > 0 && (tmp[n - 1] == '\n' || tmp[n - 1] == '\r'))
-			n--;
-		char *s = st == 0 && n > 0 ? xstrndup(tmp, n) : NULL;
-		OPENSSL_cleanse(tmp, sizeof(tmp));
-		if (s == NULL)
-			buf_printf(why, "password_command failed (status %d)", st);
-		return s;
+	if (t->ready) {
+		if (t->cls != SMTPC_OK)
+			say(t, "QUIT", "%s (after every step passed)", t->error);
+		say(t, "result", "ok: every step passed");
+		return 0;
 	}
-	return secret_read_file(r, why);
+	if (!t->closed || t->cls == SMTPC_OK) {
+		say(t, "result", "FAILED: session ended early");
+		return 1;
+	}
+	fprintf(t->out, "%-9s FAILED: %s\n", step_label(t->err_state, t->cls), t->error);
+	const char *h = hint(t);
+	if (h)
+		fprintf(t->out, "hint:     %s\n", h);
+	say(t, "result", "FAILED (%s)", smtpc_class_names[t->cls]);
+	return 1;
 }
 
 int testrelay_run(const struct config *cfg, const char *relay_name, FILE *out)
@@ -482,53 +264,58 @@ int testrelay_run(const struct config *cfg, const char *relay_name, FILE *out)
 		fprintf(out, "no relay %s in the configuration\n", relay_name ? relay_name : "");
 		return 2;
 	}
-	struct tr t;
-	memset(&t, 0, sizeof(t));
-	t.cfg = cfg;
-	t.r = r;
-	t.out = out;
 	fprintf(out, "relay %s: %s port %u, tls = %s%s%s\n", r->name, r->host, r->port,
 		r->tls == TLS_MODE_STARTTLS   ? "starttls"
 		: r->tls == TLS_MODE_IMPLICIT ? "implicit"
 					      : "none",
 		r->user ? ", user " : "", r->user ? r->user : "");
+	/* Set up as relay.c does for a session: the same TLS context and secret. */
+	struct smtpc_params p;
+	memset(&p, 0, sizeof(p));
 	struct buf why = BUF_INIT;
 	if (r->tls != TLS_MODE_NONE) {
-		t.ctx =
+		p.ssl_ctx =
 		    conn_tls_ctx_new(r->tls_verify, r->ca_file, r->cert_file, r->key_file, &why);
-		if (t.ctx == NULL) {
+		if (p.ssl_ctx == NULL) {
 			fprintf(out, "%-9s FAILED: %s\n", "TLS", why.data);
 			buf_deinit(&why);
 			return 1;
 		}
 	}
 	if (r->user && *r->user) {
-		t.secret = get_secret(r, &why);
-		if (t.secret == NULL) {
+		p.secret = secret_for_session(r, &why);
+		if (p.secret == NULL) {
 			fprintf(out, "%-9s FAILED: %s\n", "secret", why.data);
 			buf_deinit(&why);
-			if (t.ctx)
-				SSL_CTX_free(t.ctx);
+			if (p.ssl_ctx)
+				SSL_CTX_free(p.ssl_ctx);
 			return 1;
 		}
 	}
 	buf_deinit(&why);
+	/* An operator waits at the terminal: no step longer than a minute. */
+	struct config_relay capped = *r;
+	capped.connect_timeout_ms = cap(r->connect_timeout_ms);
+	capped.greeting_timeout_ms = cap(r->greeting_timeout_ms);
+	capped.command_timeout_ms = cap(r->command_timeout_ms);
+	p.relay = &capped;
+	p.helo_name = cfg->general.hostname ? cfg->general.hostname : "localhost";
+	p.trace = trace_cb;
+	p.probe = true;
+
+	struct tr t;
+	memset(&t, 0, sizeof(t));
+	t.r = r;
+	t.out = out;
+	t.state = SMTPC_ST_CONNECT;
 	uv_loop_t loop;
 	uv_loop_init(&loop);
-	smtp_reply_parser_init(&t.parser);
-	t.conn = conn_new(&loop, conn_cb, &t);
-	t.step = S_CONNECT;
-	conn_connect(t.conn, r->host, r->port, cap(r->connect_timeout_ms),
-		     r->tls == TLS_MODE_IMPLICIT ? t.ctx : NULL);
+	smtpc_new(&loop, &p, session_cb, &t);
 	uv_run(&loop, UV_RUN_DEFAULT);
-	uv_loop_close(&loop);
-	smtp_reply_parser_deinit(&t.parser);
-	wipe(&t);
-	if (t.ctx)
-		SSL_CTX_free(t.ctx);
-	if (!t.failed && t.step != S_DONE) {
-		fprintf(out, "result    FAILED: session ended early\n");
-		t.rc = 1;
-	}
-	return t.rc;
+	int closed = uv_loop_close(&loop);
+	if (p.ssl_ctx)
+		SSL_CTX_free(p.ssl_ctx);
+	int rc = report(&t);
+	free(t.error);
+	return closed == 0 ? rc : 1;
 }

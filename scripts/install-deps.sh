@@ -8,6 +8,8 @@ set -eu
 # What each package is for:
 #   build-essential cmake pkg-config      the C toolchain and build system
 #   libuv1-dev libssl-dev libmagic-dev    the daemon's libraries
+#   libjansson-dev                        pickupctl --json (a kept JSON library, not a
+#                                         hand-written escaper)
 #   libcmocka-dev                         unit tests
 #   clang libclang-rt-14-dev              ASan/UBSan build and libFuzzer targets
 #   clang-format                          `make format`
@@ -21,7 +23,7 @@ set -eu
 #   lintian                               checks the .deb against Debian policy (test_package)
 #   systemd                               systemd-sysusers/-tmpfiles, run by the .deb's postinst
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
-libuv1-dev libssl-dev libmagic-dev libcmocka-dev python3-aiosmtpd postfix openssl file
+libuv1-dev libssl-dev libmagic-dev libjansson-dev libcmocka-dev python3-aiosmtpd postfix openssl file
 scdoc man-db groff-base dpkg-dev lintian systemd"
 
 installed() {

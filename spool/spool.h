@@ -251,4 +251,27 @@ struct spool_recovery {
 int spool_recover(struct spool *s, struct spool_recovery *r);
 void spool_recovery_deinit(struct spool_recovery *r);
 
+/*
+ * Batches for operators' commands over many messages (delete ALL, purge):
+ * the steps and hooks of spool_move and spool_remove, each directory
+ * fsynced once for the whole batch. err_r[i] is set to 0 or the errno of
+ * ids[i] (a failed directory fsync fails every ID it was to cover). Return
+ * how many succeeded. Callers bound n (pickupctl sends a few thousand).
+ */
+size_t spool_move_many(struct spool *s, char *const *ids, size_t n, enum spool_state from,
+		       enum spool_state to, int *err_r);
+size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool_state state,
+			 int *err_r);
+
+/*
+ * <spool>/operator-actions: what pickupctl did to the spool while pickupd
+ * was not running, one line per action, for the daemon to log at its next
+ * start (spool/audit.c). Append only under the spool lock; fsynced.
+ * read: the pending text (empty, not an error, when there is none).
+ * clear: removes it, once logged. 0 or -1 (errno).
+ */
+int spool_audit_append(struct spool *s, const char *text, size_t len);
+int spool_audit_read(struct spool *s, struct buf *out);
+int spool_audit_clear(struct spool *s);
+
 #endif

@@ -213,6 +213,19 @@ def _san(names):
     return "subjectAltName=" + ",".join(parts)
 
 
+def token_command(d, fresh="fresh-token", expired="expired-token"):
+    """A password_command in dir d that prints an expired access token on its
+    first run and a fresh one on later runs (d/count counts the runs)."""
+    counter = os.path.join(d, "count")
+    path = os.path.join(d, "token.sh")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\nn=$(cat %s 2>/dev/null || echo 0)\necho $((n+1)) > %s\n"
+                "if [ $n = 0 ]; then echo %s; else echo %s; fi\n"
+                % (counter, counter, expired, fresh))
+    os.chmod(path, 0o700)
+    return path
+
+
 def make_certs(d, names=("localhost", "127.0.0.1")):
     """Makes a test CA and server certificates in directory d with the openssl CLI.
 

@@ -17,6 +17,8 @@
                                     line, "250 2.0.0 extra", in the same write;
                  rcpt_replies={local part: reply line} for RCPT;
                  auth_reply=LINE    offers AUTH PLAIN LOGIN, answers AUTH so;
+                 starttls_reply=LINE  offers STARTTLS, answers it so (a
+                                    refusal: "454 4.7.0 TLS not available");
                  size=N             offers SIZE N;  eightbit=False: no 8BITMIME;
                  body_reply=LINE    answers DATA's 354 and this line at once,
                                     then reads no more (Postfix smtp-sink -A 0);
@@ -43,12 +45,13 @@ EXTRA = b"250 2.0.0 extra\r\n"
 class HostileServer:
     def __init__(self, mode, pipelining=True, extra_after=None, rcpt_replies=None,
                  auth_reply=None, size=None, eightbit=True, body_reply=None,
-                 cut_body_after=None, rcvbuf=None):
+                 cut_body_after=None, rcvbuf=None, starttls_reply=None):
         self.mode = mode
         self.pipelining = pipelining
         self.extra_after = extra_after
         self.rcpt_replies = rcpt_replies or {}
         self.auth_reply = auth_reply
+        self.starttls_reply = starttls_reply
         self.size = size
         self.eightbit = eightbit
         self.body_reply = body_reply
@@ -234,10 +237,14 @@ class HostileServer:
                 caps.append("SIZE %d" % self.size)
             if self.auth_reply is not None:
                 caps.append("AUTH PLAIN LOGIN")
+            if self.starttls_reply is not None:
+                caps.append("STARTTLS")
             return ("".join("250-%s\r\n" % x for x in caps[:-1]) +
                     "250 %s\r\n" % caps[-1]).encode()
         if verb == "AUTH" and self.auth_reply is not None:
             return (self.auth_reply + "\r\n").encode()
+        if verb == "STARTTLS" and self.starttls_reply is not None:
+            return (self.starttls_reply + "\r\n").encode()
         if verb == "RCPT":
             addr = line.split(":", 1)[-1].strip().strip("<>").split(">")[0]
             reply = self.rcpt_replies.get(addr.split("@")[0].lower())

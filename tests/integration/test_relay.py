@@ -209,13 +209,7 @@ def test_xoauth2_token_refreshed():
                     xoauth2_tokens={"u@example.org": "fresh-token"}) as srv:
         d = Pickupd(relay=srv, start=False)
         counter = os.path.join(d.dir, "count")
-        script = os.path.join(d.dir, "token.sh")
-        with open(script, "w") as f:
-            # First run prints an expired token, later runs a fresh one.
-            f.write("#!/bin/sh\nn=$(cat %s 2>/dev/null || echo 0)\necho $((n+1)) > %s\n"
-                    "if [ $n = 0 ]; then echo expired-token; else echo fresh-token; fi\n"
-                    % (counter, counter))
-        os.chmod(script, 0o700)
+        script = harness.token_command(d.dir)
         d.write_config(relay(tls="starttls", ca_file=c.ca, user="u@example.org",
                              auth="xoauth2", password_command=script), srv.port)
         with d:
@@ -417,7 +411,7 @@ def test_test_relay_ok():
                      "issuer=/CN=pickupd test CA", "expires=", "verify=ok", "AUTH      ok",
                      "< 235", "< 221", "result    ok"):
             assert want in out, (want, out)
-        assert "s3cret" not in out and "(credentials hidden)" in out, out
+        assert "s3cret" not in out and "> AUTH PLAIN <hidden>" in out, out
         assert srv.auth_log == [("PLAIN", "user@example.org", True)], srv.auth_log
         assert srv.transactions == []
         d.cleanup()

@@ -109,7 +109,7 @@ def test_exit_codes_and_atomic_files():
     d = Pickupd(CONF, relay=2525, start=False)  # no daemon: look at the folder
     msg = b"Subject: s\n\nx\n"
     cases = [
-        (("-bs",), EX_USAGE), (("-bd",), EX_USAGE), (("-bp",), EX_USAGE), (("-q",), EX_USAGE),
+        (("-bs",), EX_USAGE), (("-bd",), EX_USAGE), (("-bv",), EX_USAGE), (("--bogus",), EX_USAGE),
         (("-Z", "a@example.net"), EX_USAGE),
         ((), EX_USAGE),                               # no recipients
         (("-t",), EX_DATAERR),                        # -t, none in the header
