@@ -9,9 +9,11 @@ until exit. Under the ASan build, LeakSanitizer at exit reports nothing
 import json
 import signal
 import tempfile
+import urllib.request
 
 import harness
-from harness import Pickupd, SmtpServer, make_certs, make_message, status_re, wait_for
+from harness import (Pickupd, SmtpServer, free_port, make_certs, make_message, status_re,
+                     wait_for)
 
 SENDER = "alice@example.org"
 RELOADS = 100
@@ -19,6 +21,7 @@ BASELINE = 10            # memory is compared with what it was after this reload
 MARGIN_KIB = 1024        # allowed growth from BASELINE to RELOADS
 MESSAGE_EVERY = 3        # a message is dropped right before every 3rd reload
 RENAME_EVERY = 7
+SCRAPE_EVERY = 5         # a metrics scrape (a thread-pool job) races every 5th reload
 RELOADED = r"^pickupd: reloaded .*: \d+ relay\(s\)$"
 
 
@@ -42,6 +45,7 @@ def test_reload_100_times_memory_flat():
         d = Pickupd(relay=srv, start=False)
         relay = {"host": "localhost", "port": str(srv.port), "tls": "starttls",
                  "ca_file": c.ca, "idle_timeout": "2s"}
+        metrics_port = free_port()
 
         def write_config(i):
             # Each reload changes a relay setting (a new SSL_CTX and a new
@@ -49,7 +53,8 @@ def test_reload_100_times_memory_flat():
             # RENAME_EVERY reloads the relay is renamed (the old one retired).
             name = "relay %s" % ("test" if (i // RENAME_EVERY) % 2 == 0 else "other")
             d.write_config({name: dict(relay, max_messages_per_session=str(50 + i % 2)),
-                            "retry": {"schedule": "1s", "jitter_percent": "0"}})
+                            "retry": {"schedule": "1s", "jitter_percent": "0"},
+                            "metrics": {"listen": "127.0.0.1:%d" % metrics_port}})
         write_config(0)
         with d:
             d.start()
@@ -72,6 +77,10 @@ def test_reload_100_times_memory_flat():
                     dropped += 1
                 write_config(i)
                 d.signal(signal.SIGHUP)
+                if i % SCRAPE_EVERY == 0:
+                    url = "http://127.0.0.1:%d/metrics" % metrics_port
+                    with urllib.request.urlopen(url, timeout=30) as r:
+                        assert b"pickupd_sessions_open" in r.read()
                 d.wait_log(RELOADED, count=i, timeout=30)
                 if i in (BASELINE, RELOADS):
                     settle()
