@@ -2,7 +2,10 @@
  * Purpose: sessions per relay, dispatch of due messages to them, and the
  * failure policy: what a result means (sent / deferred / failed), when the
  * next attempt is, when a relay is paused.
- * Owns: the SSL_CTX of each relay, the session list, deliveries in flight.
+ * Owns: the session list, deliveries in flight; a reference to each relay's
+ * SSL_CTX and to the configuration its settings are in, and one more to both
+ * for each session (what a reload replaces is freed when the last session
+ * opened with it ends).
  * Invariants: a delivery's outcome is written to the spool (thread pool)
  * before its log lines say so and before it is scheduled again; protocol
  * code (smtpc) never decides retry or bounce, this file does (as Postfix's
@@ -41,13 +44,18 @@ struct session {
 	bool ready;	    /* reached READY at least once */
 	unsigned gen;	    /* the relay's settings generation it was opened with */
 	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
+	/* References to what smtpc was given (settings, TLS context), dropped
+	 * once it has closed: a reload may replace the relay's meanwhile. */
+	struct config *conf;
+	SSL_CTX *ssl_ctx;
 	struct session *next;
 };
 
 struct relay {
 	struct relay_pool *pool;
-	const struct config_relay *cfg;
-	SSL_CTX *ssl_ctx;
+	const struct config_relay *cfg; /* in conf */
+	struct config *conf;		/* a reference */
+	SSL_CTX *ssl_ctx;		/* a reference; NULL when tls = none */
 	struct session *sessions;
 	unsigned n_sessions;
 	unsigned n_connecting;
@@ -75,9 +83,7 @@ struct relay_pool {
 	struct pickupd *pd;
 	struct relay **relays;
 	size_t n_relays;
-	struct relay *retired; /* relays a reload removed, until their sessions end */
-	SSL_CTX **old_ctx;     /* contexts replaced by reloads, freed with the pool */
-	size_t n_old_ctx;
+	struct relay *retired;	/* relays a reload removed, until their sessions end */
 	int64_t next_bounce_ms; /* [bounce] rate_limit */
 	uv_timer_t pause_timer;
 	uv_timer_t cred_timer; /* looks at AUTH-paused relays' credentials */
@@ -267,8 +273,8 @@ static void record_fn(struct job *j)
 		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
 		break;
 	case REC_DEFER:
-		if (d->warn && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_DELAYED,
-					    pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0) {
+		if (d->warn && bounce_queue(sp, j->cfg, &d->env, BOUNCE_DELAYED, pickupd_now_ms(),
+					    d->bounce_due, d->bounce_id) < 0) {
 			d->bounce_err = errno;
 			d->env.delay_warned = false; /* try again at the next attempt */
 		}
@@ -279,8 +285,8 @@ static void record_fn(struct job *j)
 	case REC_BADMAIL:
 		/* The notification first: once the original is in badmail
 		 * nothing would send it any more. */
-		if (d->bounce && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_FAILED,
-					      pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0)
+		if (d->bounce && bounce_queue(sp, j->cfg, &d->env, BOUNCE_FAILED, pickupd_now_ms(),
+					      d->bounce_due, d->bounce_id) < 0)
 			d->bounce_err = errno;
 		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		if (r == 0)
@@ -743,7 +749,6 @@ static void open_session(struct relay *r)
 	memset(&p, 0, sizeof(p));
 	p.relay = r->cfg;
 	p.helo_name = pool->pd->cfg->general.hostname;
-	p.ssl_ctx = r->ssl_ctx;
 	unsigned char fp[SECRET_FP_LEN];
 	bool file = relay_uses_file(r);
 	if (file) /* before reading: a change in between is seen, not missed */
@@ -762,6 +767,11 @@ static void open_session(struct relay *r)
 		memcpy(s->secret_fp, fp, sizeof(fp));
 	s->relay = r;
 	s->gen = r->gen;
+	s->conf = config_ref(r->conf);
+	if (r->ssl_ctx) {
+		SSL_CTX_up_ref(r->ssl_ctx);
+		s->ssl_ctx = p.ssl_ctx = r->ssl_ctx;
+	}
 	s->next = r->sessions;
 	r->sessions = s;
 	r->n_sessions++;
@@ -774,9 +784,17 @@ static void open_session(struct relay *r)
 static void relay_free(struct relay *r)
 {
 	relay_cancel_probe(r);
-	if (r->ssl_ctx)
-		SSL_CTX_free(r->ssl_ctx);
+	SSL_CTX_free(r->ssl_ctx);
+	config_free(r->conf);
 	free(r);
+}
+
+/* After SMTPC_EV_CLOSED: the smtpc no longer uses what it was given. */
+static void session_free(struct session *s)
+{
+	SSL_CTX_free(s->ssl_ctx);
+	config_free(s->conf);
+	free(s);
 }
 
 static void session_unlink(struct session *s)
@@ -913,7 +931,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			log_info("relay %s: session to %s closed: %s", r->cfg->name, smtpc_peer(c),
 				 smtpc_error(c));
 		session_unlink(s); /* may free a retired relay */
-		free(s);
+		session_free(s);
 		if (stopping)
 			pickupd_check_stopped(pool->pd);
 		else
@@ -989,13 +1007,15 @@ int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *e
 	return ok ? 0 : -1;
 }
 
-/* A relay object for a [relay] section; NULL with errors appended. */
-static struct relay *relay_new(struct relay_pool *pool, const struct config_relay *cfg,
-			       struct buf *errors)
+/* A relay object for a [relay] section of conf (it takes a reference);
+ * NULL with errors appended. */
+static struct relay *relay_new(struct relay_pool *pool, struct config *conf,
+			       const struct config_relay *cfg, struct buf *errors)
 {
 	struct relay *r = xcalloc(1, sizeof(*r));
 	r->pool = pool;
 	r->cfg = cfg;
+	r->conf = config_ref(conf);
 	if (relay_prepare(cfg, &r->ssl_ctx, errors) < 0) {
 		relay_free(r);
 		return NULL;
@@ -1013,20 +1033,20 @@ struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors)
 	pool->cred_timer.data = pool;
 	pool->relays = xcalloc(pd->cfg->n_relays, sizeof(*pool->relays));
 	for (size_t i = 0; i < pd->cfg->n_relays; i++) {
-		struct relay *r = relay_new(pool, &pd->cfg->relays[i], errors);
+		struct relay *r = relay_new(pool, pd->cfg, &pd->cfg->relays[i], errors);
 		if (r)
 			pool->relays[pool->n_relays++] = r;
 	}
 	return pool;
 }
 
-int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct buf *errors)
+int relay_pool_reload(struct relay_pool *pool, struct config *cfg, struct buf *errors)
 {
 	size_t n = cfg->n_relays;
 	struct relay **fresh = xcalloc(n, sizeof(*fresh));
 	/* Build everything first: a bad new relay leaves the running set alone. */
 	for (size_t i = 0; i < n; i++) {
-		fresh[i] = relay_new(pool, &cfg->relays[i], errors);
+		fresh[i] = relay_new(pool, cfg, &cfg->relays[i], errors);
 		if (fresh[i] == NULL) {
 			for (size_t k = 0; k < i; k++)
 				relay_free(fresh[k]);
@@ -1041,18 +1061,15 @@ int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct 
 			struct relay *old = pool->relays[k];
 			if (old == NULL || strcmp(old->cfg->name, cfg->relays[i].name) != 0)
 				continue;
-			SSL_CTX *ctx = fresh[i]->ssl_ctx;
-			fresh[i]->ssl_ctx = old->ssl_ctx;
+			/* The new settings and context move into the old relay;
+			 * its sessions hold their own references to the old ones. */
+			SSL_CTX_free(old->ssl_ctx);
+			old->ssl_ctx = fresh[i]->ssl_ctx;
+			fresh[i]->ssl_ctx = NULL;
 			relay_free(fresh[i]);
+			config_free(old->conf);
+			old->conf = config_ref(cfg);
 			old->cfg = &cfg->relays[i];
-			/* A session still connecting will use the old context for
-			 * STARTTLS: keep it until the pool goes. */
-			if (old->ssl_ctx) {
-				pool->old_ctx = xrealloc(pool->old_ctx,
-							 (pool->n_old_ctx + 1) * sizeof(SSL_CTX *));
-				pool->old_ctx[pool->n_old_ctx++] = old->ssl_ctx;
-			}
-			old->ssl_ctx = ctx;
 			/* Open sessions carry the old settings: idle ones quit now,
 			 * busy ones after their transaction. */
 			old->gen++;
@@ -1164,9 +1181,6 @@ void relay_pool_free(struct relay_pool *pool)
 {
 	for (size_t i = 0; i < pool->n_relays; i++)
 		relay_free(pool->relays[i]);
-	for (size_t i = 0; i < pool->n_old_ctx; i++)
-		SSL_CTX_free(pool->old_ctx[i]);
-	free(pool->old_ctx);
 	free(pool->relays);
 	free(pool);
 }

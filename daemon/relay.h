@@ -20,8 +20,8 @@ void relay_pool_free(struct relay_pool *pool);
 /* SIGHUP: relays of the new configuration (kept by name: sessions and
  * state stay; new settings apply to new sessions; removed ones finish their
  * transaction and quit). -1 with errors when a new relay cannot be set up:
- * the running relays are kept then. cfg must outlive the pool. */
-int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct buf *errors);
+ * the running relays are kept then. The pool takes references to cfg. */
+int relay_pool_reload(struct relay_pool *pool, struct config *cfg, struct buf *errors);
 /* Something may have become due: give work to sessions, open more if allowed. */
 void relay_pool_wake(struct relay_pool *pool);
 /* Ends every relay's pause now (pickupctl flush: the operator fixed the

@@ -104,7 +104,9 @@ struct smtpc_trace_ev {
 typedef void (*smtpc_trace_cb)(const struct smtpc *s, const struct smtpc_trace_ev *ev, void *arg);
 
 struct smtpc_params {
-	const struct config_relay *relay; /* kept by reference: config lives until close */
+	/* relay and ssl_ctx are kept by pointer: the owner keeps both alive
+	 * (relay.c holds references) until SMTPC_EV_CLOSED has been reported. */
+	const struct config_relay *relay;
 	const char *helo_name;
 	SSL_CTX *ssl_ctx;     /* NULL when tls = none */
 	char *secret;	      /* password or token, moved into the session, wiped after use */
