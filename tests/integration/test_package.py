@@ -7,9 +7,9 @@ its reason); whose dependencies apt resolves on this Debian (simulated); and whi
 dpkg installs into a throw-away root (dpkg --root, maintainer scripts run
 chrootless with $DPKG_ROOT), creating the user, groups and spool, keeping an edited
 conffile over a reinstall and a remove, and leaving queued mail alone on purge.
-It also builds pickupd-mta's .deb (README "As the system's sendmail"): only the
-links /usr/sbin/sendmail, /usr/lib/sendmail, /usr/bin/mailq and /usr/bin/newaliases
-to pickupd-sendmail (and their man page links), declaring Depends: pickupd (= the same
+It also builds pickupd-mta's .deb (README "As the system's sendmail"): besides its
+docs, only the links /usr/sbin/sendmail, /usr/lib/sendmail, /usr/bin/mailq and
+/usr/bin/newaliases to pickupd-sendmail (and their man page links), declaring Depends: pickupd (= the same
 version) and Provides/Conflicts/Replaces: mail-transport-agent, which dpkg installs
 after pickupd so that the system's names run pickupd-sendmail.
 `cmake --install` with DESTDIR lays out the same files as pickupd's .deb (the MTA
