@@ -1,12 +1,12 @@
 /*
- * Purpose: sessions per relay, dispatch of due messages to them, and the
- * failure policy: what a result means (sent / deferred / failed), when the
- * next attempt is, when a relay is paused.
+ * Purpose: sessions per relay, dispatch of due messages to them, and acting
+ * on what the failure policy (policy.c) decides: recording each outcome,
+ * pausing relays.
  * Owns: the SSL_CTX of each relay, the session list, deliveries in flight.
  * Invariants: a delivery's outcome is written to the spool (thread pool)
- * before its log lines say so and before it is scheduled again; protocol
- * code (smtpc) never decides retry or bounce, this file does (as Postfix's
- * smtp_trouble.c); relays are used in the order configured, the next one
+ * before its log lines say so and before it is scheduled again; neither
+ * protocol code (smtpc) nor this file decides retry or bounce: policy.c
+ * does (as Postfix's smtp_trouble.c); relays are used in the order configured, the next one
  * only while an earlier one is paused; a relay is paused only when no
  * session to it works (a connection refused beside working sessions lowers
  * its concurrency limit instead); an AUTH pause lasts only while the
@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "daemon/bounce.h"
 #include "daemon/credprobe.h"
+#include "daemon/policy.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
 #include "daemon/space.h"
@@ -87,8 +88,6 @@ struct relay_pool {
 	bool closed_timer;
 };
 
-enum record_action { REC_REMOVE, REC_DEFER, REC_BADMAIL };
-
 /* One message from dispatch until its outcome is on disk. */
 struct delivery {
 	struct job job;
@@ -96,15 +95,11 @@ struct delivery {
 	struct spool_env env;
 	struct smtpc_txn txn;
 	char peer[160];
-	enum record_action action;
-	bool bounce;	    /* send a non-delivery notification to the sender */
-	bool warn;	    /* send a delay notification to the sender */
-	int64_t bounce_due; /* when (bounces are rate limited) */
+	struct policy_outcome out; /* what the attempt comes to (policy.c) */
+	int64_t bounce_due;	   /* when the notification goes (bounces are rate limited) */
 	char bounce_id[SPOOL_ID_LEN + 1];
 	int bounce_err;
-	size_t n_sent, n_deferred, n_failed; /* recipients of this attempt, for the counters */
 	int err;
-	struct buf log; /* lines logged once the record is durable */
 };
 
 #define RELAY_MAX_PAUSE_MS  (5 * 60 * 1000)
@@ -120,140 +115,13 @@ struct delivery {
 #define RELAY_GROW_AFTER 50
 #define DEFER_BATCH	 1000
 
-int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random)
-{
-	if (r->n_schedule == 0)
-		return 60000;
-	size_t i = attempt == 0 ? 0 : attempt - 1;
-	if (i >= r->n_schedule)
-		i = r->n_schedule - 1;
-	int64_t base = (int64_t)r->schedule_ms[i];
-	/* Jitter spreads retries of messages deferred together. */
-	int64_t span = base * (int64_t)r->jitter_percent / 100;
-	if (span > 0)
-		base += (int64_t)(random % (uint64_t)(span + 1));
-	return base;
-}
-
-/* ---- the failure policy ------------------------------------------------------------- */
-
-static bool reply_overridden_temporary(const struct config_retry *cfg, const char *reply)
-{
-	for (size_t i = 0; reply && i < cfg->n_temporary_replies; i++)
-		if (strncmp(reply, cfg->temporary_replies[i], strlen(cfg->temporary_replies[i])) ==
-		    0)
-			return true;
-	return false;
-}
-
-static const char *status_word(enum spool_rcpt_status st)
-{
-	return st == RCPT_SENT ? "sent" : st == RCPT_FAILED ? "bounced" : "deferred";
-}
-
-/* Turns the transaction's results into recipient statuses, the record
- * action and the log lines. One place decides; see DESIGN.md "Delivery
- * semantics". */
-static void apply_policy(struct delivery *d)
-{
-	const struct config *cfg = d->pool->pd->cfg;
-	struct spool_env *env = &d->env;
-	struct smtpc_txn *t = &d->txn;
-	int64_t now = pickupd_now_ms();
-	double delay = (double)(now - env->arrival_ms) / 1000.0;
-	size_t n_deferred = 0, n_failed = 0;
-	const char *first_failure = NULL;
-	/* The recipients this attempt was for: the ones not yet done. */
-	bool *attempted = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(bool));
-
-	for (size_t i = 0; i < env->n_rcpts; i++) {
-		struct spool_rcpt *r = &env->rcpts[i];
-		struct smtpc_rcpt_result *rr = &t->rcpt[i];
-		enum smtpc_class cls;
-		const char *reply;
-		if (r->status != RCPT_PENDING && r->status != RCPT_DEFERRED)
-			continue;
-		attempted[i] = true;
-		if (rr->tried && rr->final) {
-			cls = rr->cls;
-			reply = rr->reply;
-		} else {
-			cls = t->cls != SMTPC_OK ? t->cls : SMTPC_CONN;
-			reply = t->reply ? t->reply : "lost connection with the relay";
-		}
-		if (cls == SMTPC_OK)
-			r->status = RCPT_SENT;
-		else if (cls == SMTPC_PERM && !cfg->retry.soft_bounce &&
-			 !reply_overridden_temporary(&cfg->retry, reply))
-			r->status = RCPT_FAILED;
-		else
-			r->status = RCPT_DEFERRED;
-		free(r->reply);
-		r->reply = xstrdup(reply ? reply : "");
-	}
-	/* Expiry: a recipient still deferred past max_age fails for good. */
-	bool expired =
-	    cfg->retry.max_age_ms && now - env->arrival_ms >= (int64_t)cfg->retry.max_age_ms;
-	for (size_t i = 0; i < env->n_rcpts; i++) {
-		struct spool_rcpt *r = &env->rcpts[i];
-		if (attempted[i] && r->status == RCPT_DEFERRED && expired &&
-		    !cfg->retry.soft_bounce) {
-			struct buf why = BUF_INIT;
-			buf_printf(&why,
-				   "message expired after %.0f s in the queue; last reply: %s",
-				   delay, r->reply ? r->reply : "none");
-			free(r->reply);
-			r->reply = buf_steal(&why);
-			r->status = RCPT_FAILED;
-		}
-		n_deferred += r->status == RCPT_DEFERRED;
-		if (r->status == RCPT_FAILED) {
-			n_failed++;
-			if (first_failure == NULL)
-				first_failure = r->reply;
-		}
-	}
-	/* Log lines for the recipients of this attempt, written once recorded. */
-	for (size_t i = 0; i < env->n_rcpts; i++) {
-		struct spool_rcpt *r = &env->rcpts[i];
-		if (!attempted[i])
-			continue;
-		d->n_sent += r->status == RCPT_SENT;
-		d->n_deferred += r->status == RCPT_DEFERRED;
-		d->n_failed += r->status == RCPT_FAILED;
-		buf_printf(&d->log, "%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)\n", env->id,
-			   r->addr, d->peer, delay, status_word(r->status),
-			   r->reply ? r->reply : "");
-	}
-	free(attempted);
-	if (t->maybe_delivered)
-		buf_printf(&d->log,
-			   "%s: warning: connection lost after the end of data; the message may be "
-			   "delivered twice\n",
-			   env->id);
-	if (n_deferred) {
-		env->next_ms =
-		    now + relay_retry_delay_ms(&cfg->retry, env->attempts, (unsigned)random());
-		d->action = REC_DEFER;
-	} else if (n_failed) {
-		struct buf why = BUF_INIT;
-		buf_printf(&why, "delivery failed for %zu recipient(s) after %u attempt(s): %s",
-			   n_failed, env->attempts, first_failure ? first_failure : "");
-		free(env->reason);
-		env->reason = buf_steal(&why);
-		d->action = REC_BADMAIL;
-	} else {
-		d->action = REC_REMOVE;
-	}
-}
-
 /* ---- recording outcomes (thread pool) ------------------------------------------------ */
 
 static void delivery_free(struct delivery *d)
 {
 	smtpc_txn_deinit(&d->txn);
 	spool_env_deinit(&d->env);
-	buf_deinit(&d->log);
+	policy_outcome_deinit(&d->out);
 	free(d);
 }
 
@@ -262,13 +130,14 @@ static void record_fn(struct job *j)
 	struct delivery *d = (struct delivery *)j;
 	struct spool *sp = &j->pd->spool;
 	int r = 0;
-	switch (d->action) {
-	case REC_REMOVE:
+	switch (d->out.action) {
+	case POLICY_REMOVE:
 		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
 		break;
-	case REC_DEFER:
-		if (d->warn && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_DELAYED,
-					    pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0) {
+	case POLICY_DEFER:
+		if (d->out.warn &&
+		    bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_DELAYED, pickupd_now_ms(),
+				 d->bounce_due, d->bounce_id) < 0) {
 			d->bounce_err = errno;
 			d->env.delay_warned = false; /* try again at the next attempt */
 		}
@@ -276,11 +145,12 @@ static void record_fn(struct job *j)
 		if (r == 0)
 			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_DEFERRED);
 		break;
-	case REC_BADMAIL:
+	case POLICY_BADMAIL:
 		/* The notification first: once the original is in badmail
 		 * nothing would send it any more. */
-		if (d->bounce && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_FAILED,
-					      pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0)
+		if (d->out.bounce &&
+		    bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_FAILED, pickupd_now_ms(),
+				 d->bounce_due, d->bounce_id) < 0)
 			d->bounce_err = errno;
 		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		if (r == 0)
@@ -328,38 +198,38 @@ static void record_done(struct job *j)
 			  d->env.id, strerror(d->err));
 		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 	} else {
-		log_lines(d->log.data);
-		pd->stats.delivered += d->n_sent;
-		pd->stats.deferred += d->n_deferred;
-		pd->stats.bounced += d->n_failed;
-		switch (d->action) {
-		case REC_REMOVE:
+		log_lines(d->out.log.data);
+		pd->stats.delivered += d->out.n_sent;
+		pd->stats.deferred += d->out.n_deferred;
+		pd->stats.bounced += d->out.n_failed;
+		switch (d->out.action) {
+		case POLICY_REMOVE:
 			log_info("%s: removed", d->env.id);
 			space_check(pd); /* ingestion may wait for this space */
 			break;
-		case REC_DEFER:
+		case POLICY_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
-			if (d->warn && d->bounce_err == 0) {
+			if (d->out.warn && d->bounce_err == 0) {
 				log_info("%s: sender delay notification: %s", d->env.id,
 					 d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
-			} else if (d->warn) {
+			} else if (d->out.warn) {
 				log_error("%s: cannot create the delay notification: %s", d->env.id,
 					  strerror(d->bounce_err));
 			}
 			break;
-		case REC_BADMAIL:
-			if (d->bounce && d->bounce_err == 0) {
+		case POLICY_BADMAIL:
+			if (d->out.bounce && d->bounce_err == 0) {
 				log_info("%s: sender non-delivery notification: %s", d->env.id,
 					 d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
-			} else if (d->bounce) {
+			} else if (d->out.bounce) {
 				log_error("%s: cannot create the non-delivery notification: %s",
 					  d->env.id, strerror(d->bounce_err));
 			}
@@ -383,31 +253,19 @@ static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *
 	return due > now ? due : 0;
 }
 
+/* Decides what the attempt comes to, then records it (thread pool). */
 static void record(struct delivery *d)
 {
-	struct pickupd *pd = d->pool->pd;
-	/* Every outcome recorded is one attempt, whatever it leads to: a message
-	 * that goes to badmail (partly delivered or not) shows how many it had. */
-	d->env.attempts++;
-	apply_policy(d);
-	const struct config_bounce *bc = &pd->cfg->bounce;
+	struct relay_pool *pool = d->pool;
+	const struct config *cfg = pool->pd->cfg;
 	int64_t now = pickupd_now_ms();
-	if (d->action == REC_DEFER && bc->enabled && bc->delay_warning_ms && !d->env.delay_warned &&
-	    d->env.sender[0] != '\0' && now - d->env.arrival_ms >= (int64_t)bc->delay_warning_ms) {
-		d->warn = true;
-		d->env.delay_warned = true; /* once per message */
-		d->bounce_due = bounce_slot(d->pool, bc, now);
-	}
-	if (d->action == REC_BADMAIL && spool_env_count(&d->env, RCPT_FAILED)) {
-		if (d->env.sender[0] == '\0')
-			buf_printf(&d->log, "%s: not bounced: the sender is <>\n", d->env.id);
-		else if (pd->cfg->bounce.enabled) {
-			d->bounce = true;
-			d->bounce_due = bounce_slot(d->pool, &pd->cfg->bounce, pickupd_now_ms());
-		}
-	}
-	d->pool->records_in_flight++;
-	job_submit(pd, &d->job, record_fn, record_done);
+	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, d->peer, now, (unsigned)random(),
+		      &d->out);
+	policy_apply(&d->out, &d->env);
+	if (d->out.warn || d->out.bounce)
+		d->bounce_due = bounce_slot(pool, &cfg->bounce, now);
+	pool->records_in_flight++;
+	job_submit(pool->pd, &d->job, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
