@@ -1,7 +1,8 @@
 /*
  * Purpose: the failure policy (as Postfix's smtp_trouble.c): what a
  * transaction's result means for each recipient, for the message and for
- * the sender; the retry schedule.
+ * the sender; the retry schedule; how long a failing relay rests, when its
+ * concurrency limit moves, how often paused credentials are looked at.
  * Owns: nothing; every function is pure (inputs are arguments, results are
  * returned or written into the caller's structs).
  * Invariants: no I/O, no clock, no random(), no libuv, no global state: the
@@ -189,4 +190,42 @@ void policy_outcome_deinit(struct policy_outcome *o)
 	free(o->reason);
 	buf_deinit(&o->log);
 	memset(o, 0, sizeof(*o));
+}
+
+/* ---- relays -------------------------------------------------------------------------- */
+
+#define RELAY_MAX_PAUSE_MS   (5 * 60 * 1000)
+#define RELAY_PROBE_FIRST_MS 5000
+#define RELAY_PROBE_MAX_MS   (5 * 60 * 1000)
+
+struct policy_pause policy_relay_pause(enum smtpc_class cls, unsigned failures)
+{
+	struct policy_pause p = {0, false};
+	if (cls == SMTPC_AUTH) {
+		p.ms = POLICY_AUTH_PAUSE_MS;
+		p.until_credentials_change = true;
+		return p;
+	}
+	unsigned shift = failures > 9 ? 9 : failures ? failures - 1 : 0;
+	p.ms = 1000LL << shift;
+	if (p.ms > RELAY_MAX_PAUSE_MS)
+		p.ms = RELAY_MAX_PAUSE_MS;
+	return p;
+}
+
+bool policy_relay_lowers_limit(enum smtpc_class cls, unsigned working)
+{
+	return (cls == SMTPC_CONN || cls == SMTPC_TEMP) && working > 0;
+}
+
+unsigned policy_relay_raise_limit(unsigned limit, unsigned max_sessions)
+{
+	return limit + 1 >= max_sessions ? 0 : limit + 1;
+}
+
+int64_t policy_probe_delay_ms(unsigned auth_failures)
+{
+	unsigned shift = auth_failures > 7 ? 6 : auth_failures ? auth_failures - 1 : 0;
+	int64_t d = (int64_t)RELAY_PROBE_FIRST_MS << shift;
+	return d > RELAY_PROBE_MAX_MS ? RELAY_PROBE_MAX_MS : d;
 }

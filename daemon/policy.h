@@ -65,4 +65,37 @@ void policy_outcome_deinit(struct policy_outcome *o);
  * [retry] schedule (its last step repeats) with jitter_percent of jitter. */
 int64_t policy_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random);
 
+/* ---- relays -------------------------------------------------------------------------- */
+
+/* How long the credentials are left alone after the server refused them. */
+#define POLICY_AUTH_PAUSE_MS (10 * 60 * 1000)
+
+/* A session ended before it was ever usable and none to its relay works:
+ * how long the relay rests. failures: such sessions in a row, this one
+ * included (the pause doubles from 1 s up to 5 min). */
+struct policy_pause {
+	int64_t ms;
+	/* 535 (class AUTH): the same credentials again would only lock the
+	 * account, so the pause also ends only when they change. */
+	bool until_credentials_change;
+};
+struct policy_pause policy_relay_pause(enum smtpc_class cls, unsigned failures);
+
+/* Concurrency feedback, as Postfix's per-destination concurrency: a
+ * connection refused (CONN, or a 4xx greeting) while `working` sessions to
+ * the relay work means the server limits connections per client; the limit
+ * comes down to those sessions instead of pausing the relay. */
+bool policy_relay_lowers_limit(enum smtpc_class cls, unsigned working);
+/* After this many deliveries at a lowered limit one more session is tried:
+ * each try may cost one refused connection. */
+#define POLICY_GROW_AFTER 50
+/* The limit one step up from limit (0 = max_sessions, no limit any more). */
+unsigned policy_relay_raise_limit(unsigned limit, unsigned max_sessions);
+
+/* When a password_command is run again to see whether its output changed,
+ * after auth_failures refusals in a row: from 5 s, doubled for each, at most
+ * 5 min, so a command that prints a new token on every run cannot make the
+ * relay hammer the server. */
+int64_t policy_probe_delay_ms(unsigned auth_failures);
+
 #endif

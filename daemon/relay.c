@@ -58,9 +58,9 @@ struct relay {
 	bool retired;	      /* removed by a reload: finishes, takes no new work */
 	unsigned gen;	      /* bumped by a reload: older sessions take no new work */
 	struct relay *next_retired;
-	/* Concurrency feedback, as Postfix's per-destination concurrency: a
-	 * connection refused while sessions work lowers the limit to those
-	 * sessions; RELAY_GROW_AFTER deliveries raise it by one again. */
+	/* Concurrency feedback (policy_relay_lowers_limit): a connection
+	 * refused while sessions work lowers the limit to those sessions;
+	 * POLICY_GROW_AFTER deliveries raise it by one again. */
 	unsigned limit;		  /* sessions allowed now; 0 = max_sessions */
 	unsigned limit_successes; /* deliveries since the limit last changed */
 	/* AUTH pause: ends when the credentials change (or reload, flush). */
@@ -102,18 +102,8 @@ struct delivery {
 	int err;
 };
 
-#define RELAY_MAX_PAUSE_MS  (5 * 60 * 1000)
-#define RELAY_AUTH_PAUSE_MS (10 * 60 * 1000)
 #define RELAY_CRED_CHECK_MS 1000 /* a paused relay's password file is looked at this often */
-/* password_command is run again (its output compared) after this, doubled
- * for each refusal in a row: a command that prints a new token on every run
- * cannot make the relay hammer the server. */
-#define RELAY_PROBE_FIRST_MS 5000
-#define RELAY_PROBE_MAX_MS   (5 * 60 * 1000)
-/* Deliveries at a lowered concurrency limit before one more session is
- * tried: each try may cost one refused connection. */
-#define RELAY_GROW_AFTER 50
-#define DEFER_BATCH	 1000
+#define DEFER_BATCH	    1000
 
 /* ---- recording outcomes (thread pool) ------------------------------------------------ */
 
@@ -452,10 +442,10 @@ static void relay_lower_limit(struct relay *r, unsigned working, struct smtpc *c
 /* A transaction went through: after enough of them, try one more session. */
 static void relay_delivered(struct relay *r)
 {
-	if (r->limit == 0 || ++r->limit_successes < RELAY_GROW_AFTER)
+	if (r->limit == 0 || ++r->limit_successes < POLICY_GROW_AFTER)
 		return;
 	r->limit_successes = 0;
-	r->limit = r->limit + 1 >= r->cfg->max_sessions ? 0 : r->limit + 1;
+	r->limit = policy_relay_raise_limit(r->limit, r->cfg->max_sessions);
 	log_info("relay %s: concurrency limit raised to %u of %u", r->cfg->name, relay_limit(r),
 		 r->cfg->max_sessions);
 }
@@ -477,13 +467,6 @@ static void relay_start_probe(struct relay *r)
 	pool->probes_in_flight++;
 }
 
-static int64_t probe_delay_ms(const struct relay *r)
-{
-	unsigned shift = r->auth_failures > 7 ? 6 : r->auth_failures ? r->auth_failures - 1 : 0;
-	int64_t d = (int64_t)RELAY_PROBE_FIRST_MS << shift;
-	return d > RELAY_PROBE_MAX_MS ? RELAY_PROBE_MAX_MS : d;
-}
-
 /* Credentials refused (or the secret unreadable): pause until the pause
  * ends or the credentials change. fp: the secret file's fingerprint then;
  * NULL for a password_command, whose output is fingerprinted from now on. */
@@ -491,7 +474,7 @@ static void relay_pause_auth(struct relay *r, const unsigned char *fp)
 {
 	struct relay_pool *pool = r->pool;
 	int64_t now = pickupd_now_ms();
-	r->paused_until_ms = now + RELAY_AUTH_PAUSE_MS;
+	r->paused_until_ms = now + POLICY_AUTH_PAUSE_MS;
 	r->auth_paused = true;
 	r->auth_failures++;
 	r->auth_fp_set = fp != NULL;
@@ -541,7 +524,7 @@ static void probe_done_cb(struct credprobe *p, bool ok, const unsigned char *fp,
 		if (r->probe != p)
 			continue;
 		r->probe = NULL;
-		r->probe_at_ms = now + probe_delay_ms(r);
+		r->probe_at_ms = now + policy_probe_delay_ms(r->auth_failures);
 		if (!ok || !r->auth_paused)
 			break;
 		if (!r->auth_fp_set) {
@@ -687,20 +670,16 @@ static void relay_failed(struct relay *r, const struct session *s)
 	struct smtpc *c = s->smtpc;
 	int64_t now = pickupd_now_ms();
 	enum smtpc_class cls = smtpc_error_class(c);
-	r->failures++;
-	if (cls == SMTPC_AUTH) {
-		/* The same credentials again would only lock the account. */
+	struct policy_pause pause = policy_relay_pause(cls, ++r->failures);
+	if (pause.until_credentials_change) {
 		log_warn("relay %s: %s (%s); paused for %.0f s or until its credentials change",
 			 r->cfg->name, smtpc_error(c), smtpc_class_names[cls],
-			 (double)RELAY_AUTH_PAUSE_MS / 1000.0);
+			 (double)pause.ms / 1000.0);
 		relay_pause_auth(r, relay_uses_file(r) ? s->secret_fp : NULL);
 	} else {
-		int64_t pause = 1000LL << (r->failures > 9 ? 9 : r->failures - 1);
-		if (pause > RELAY_MAX_PAUSE_MS)
-			pause = RELAY_MAX_PAUSE_MS;
-		r->paused_until_ms = now + pause;
+		r->paused_until_ms = now + pause.ms;
 		log_warn("relay %s: %s (%s); paused for %.0f s", r->cfg->name, smtpc_error(c),
-			 smtpc_class_names[cls], (double)pause / 1000.0);
+			 smtpc_class_names[cls], (double)pause.ms / 1000.0);
 		arm_pause_timer(pool, r->paused_until_ms);
 	}
 	/* When every relay is paused, the due messages record why and wait. */
@@ -763,7 +742,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		enum smtpc_class cls = smtpc_error_class(c);
 		unsigned working = healthy_sessions(r, s);
 		if (!was_ready && cls != SMTPC_OK && !stopping && !r->retired) {
-			if ((cls == SMTPC_CONN || cls == SMTPC_TEMP) && working > 0)
+			if (policy_relay_lowers_limit(cls, working))
 				relay_lower_limit(r, working, c);
 			else
 				relay_failed(r, s);
