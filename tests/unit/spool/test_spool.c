@@ -811,6 +811,9 @@ static void spool_recover_reads_records_and_marks(void **state)
 	assert_false(exists_in(sp->data_fd, link));
 	snprintf(link, sizeof(link), "%s.from", moved.id);
 	assert_true(exists_in(sp->data_fd, link)); /* until its claim is finished */
+	/* A transaction that never started after all: no mark left. */
+	assert_int_equal(spool_mark_sending(sp, idle), 0);
+	assert_int_equal(spool_unmark_sending(sp, idle), 0);
 	/* Rewriting the envelope (recording an outcome) clears the mark. */
 	struct spool_env e;
 	make_env(&e, sent);
