@@ -5,7 +5,7 @@
  *     message/delivery-status  per-message fields, then per-recipient fields
  *     text/rfc822-headers      the original message's headers (never its body)
  * Owns: nothing; it writes through the spool API.
- * Invariants: the report is sent from <> (never bounced again: relay.c sends
+ * Invariants: the report is sent from <> (never bounced again: policy.c sends
  * a failing <> message to badmail only); the original's envelope lines and
  * Bcc: fields are left out of the returned headers, as on the wire.
  */
@@ -27,7 +27,7 @@ static const struct {
 	const char *opening;
 	int subject, detail;
 } local_status[] = {
-    {"message expired ", 4, 7},			/* relay.c: X.4.7 delivery time expired */
+    {"message expired ", 4, 7},			/* policy.c: X.4.7 delivery time expired */
     {"message size ", 3, 4},			/* smtpc.c: X.3.4 message too big for system */
     {"the message has UTF-8 addresses ", 6, 7}, /* RFC 6531: X.6.7 non-ASCII addresses */
     {"the message has 8-bit content ", 6, 3},	/* X.6.3 conversion required, not supported */

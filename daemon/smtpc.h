@@ -2,7 +2,7 @@
  * smtpc: one SMTP client session to one relay (RFC 5321, 3207 STARTTLS,
  * 4954 AUTH, 2920 PIPELINING, 1870 SIZE, 6152 8BITMIME, 6531 SMTPUTF8,
  * 3461 DSN). It reports what the server said, classified; it never decides
- * retry or bounce (that is relay.c's failure policy).
+ * retry or bounce (that is policy.c, the failure policy).
  * Owner: the relay pool, or pickupctl test-relay (a probe: set-up only,
  * traced). The session frees itself after reporting SMTPC_EV_CLOSED; the
  * owner must not touch it afterwards.

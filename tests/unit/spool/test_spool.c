@@ -895,7 +895,7 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		memcpy(nid, cl.id, sizeof(nid));
 		break;
 	}
-	case OP_DEFER: /* relay.c record_fn, REC_DEFER */
+	case OP_DEFER: /* relay.c record_fn, POLICY_DEFER */
 		make_env(&e, id);
 		e.attempts = 9;
 		r = spool_env_write(sp, SPOOL_QUEUE, &e);
