@@ -3,16 +3,19 @@
  * on what the failure policy (policy.c) decides: recording each outcome,
  * pausing relays.
  * Owns: the SSL_CTX of each relay, the session list, deliveries in flight.
- * Invariants: a delivery's outcome is written to the spool (thread pool)
- * before its log lines say so and before it is scheduled again; neither
- * protocol code (smtpc) nor this file decides retry or bounce: policy.c
- * does (as Postfix's smtp_trouble.c); relays are used in the order configured, the next one
- * only while an earlier one is paused; a relay is paused only when no
- * session to it works (a connection refused beside working sessions lowers
- * its concurrency limit instead); an AUTH pause lasts only while the
- * credentials are unchanged and no reload or flush came; no transaction
- * starts on a read-only spool, and each is marked in the spool
- * (spool_mark_sending) before it is.
+ * Invariants: the spool work of a delivery (loading it before the
+ * transaction, recording its outcome after) runs on the thread pool, never
+ * on the loop thread; a delivery's outcome is written to the spool before
+ * its log lines say so and before it is scheduled again; neither protocol
+ * code (smtpc) nor this file decides retry or bounce: policy.c does (as
+ * Postfix's smtp_trouble.c); relays are used in the order configured, the
+ * next one only while an earlier one is paused; a relay is paused only
+ * when no session to it works (a connection refused beside working
+ * sessions lowers its concurrency limit instead); an AUTH pause lasts only
+ * while the credentials are unchanged and no reload or flush came; no
+ * transaction starts on a read-only spool, and each is marked in the spool
+ * (spool_mark_sending) before it is; a message loaded for a session that
+ * can no longer send it goes back to the schedule unmarked.
  */
 #include "daemon/relay.h"
 
@@ -38,7 +41,7 @@ struct relay;
 struct session {
 	struct relay *relay;
 	struct smtpc *smtpc;
-	struct delivery *d; /* the transaction in progress */
+	struct delivery *d; /* the message being loaded for it, or its transaction */
 	bool ready;	    /* reached READY at least once */
 	unsigned gen;	    /* the relay's settings generation it was opened with */
 	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
@@ -83,15 +86,34 @@ struct relay_pool {
 	uv_timer_t pause_timer;
 	uv_timer_t cred_timer; /* looks at AUTH-paused relays' credentials */
 	unsigned probes_in_flight;
+	unsigned loads_in_flight;
 	unsigned records_in_flight;
 	bool stopping;
 	bool closed_timer;
 };
 
+/* What loading a due message came to (load_fn, on the thread pool). */
+enum load_result {
+	LOAD_OK,	  /* queued, marked, its content open: it can be sent */
+	LOAD_NONE,	  /* gone meanwhile, or the spool is read-only: nothing to do */
+	LOAD_MOVE_FAILED, /* deferred/ -> queue/ failed (err) */
+	LOAD_CORRUPT,	  /* the envelope is damaged (why); moved to badmail */
+	LOAD_UNREADABLE,  /* the envelope cannot be read now (why) */
+	LOAD_NO_CONTENT,  /* the content cannot be opened (err); moved to badmail */
+	LOAD_MARK_FAILED, /* the being-sent mark cannot be set (err) */
+};
+
 /* One message from dispatch until its outcome is on disk. */
 struct delivery {
-	struct job job;
+	struct job job; /* the load, then the record */
 	struct relay_pool *pool;
+	struct session *s;	    /* the session it is loaded for; NULL once that closed */
+	struct sched_item item;	    /* what was due */
+	enum load_result loaded;    /* set by load_fn */
+	char *load_why;		    /* LOAD_CORRUPT, LOAD_UNREADABLE: the reason */
+	bool defer;		    /* no relay can take it (defer_due): record defer_cls */
+	enum smtpc_class defer_cls; /* with the reply defer_why */
+	char *defer_why;
 	struct spool_env env;
 	struct smtpc_txn txn;
 	char peer[160];
@@ -112,6 +134,8 @@ static void delivery_free(struct delivery *d)
 	smtpc_txn_deinit(&d->txn);
 	spool_env_deinit(&d->env);
 	policy_outcome_deinit(&d->out);
+	free(d->load_why);
+	free(d->defer_why);
 	free(d);
 }
 
@@ -260,14 +284,17 @@ static void record(struct delivery *d)
 
 /* ---- dispatch ----------------------------------------------------------------------- */
 
-/* Loads a due message for sending; NULL when it is no longer there. */
-static struct delivery *delivery_load(struct relay_pool *pool, const struct sched_item *it)
+/* Loads a due message for sending (thread pool): moves it into queue/,
+ * reads its envelope, opens its content and marks it as being sent. Logs
+ * nothing and touches no loop state: load_done does. */
+static void load_fn(struct job *j)
 {
-	struct pickupd *pd = pool->pd;
-	struct spool *sp = &pd->spool;
-	struct buf reason = BUF_INIT;
-	struct delivery *d = NULL;
+	struct delivery *d = (struct delivery *)j;
+	struct spool *sp = &j->pd->spool;
+	const struct sched_item *it = &d->item;
+	struct buf why = BUF_INIT;
 
+	d->loaded = LOAD_NONE;
 	/* No transaction whose outcome cannot be recorded: it stays where it
 	 * is for the next start (main.c stops the daemon). */
 	if (spool_readonly(sp))
@@ -275,60 +302,184 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	if (it->state == SPOOL_DEFERRED) {
 		/* No fsync: after a crash it is in one of the two, both fine. */
 		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
+			d->err = errno;
 			if (errno != ENOENT && errno != EROFS)
-				log_error("%s: cannot move to queue: %s", it->id, strerror(errno));
+				d->loaded = LOAD_MOVE_FAILED;
 			goto out;
 		}
 	} else if (it->state != SPOOL_QUEUE) {
 		goto out;
 	}
-	d = xcalloc(1, sizeof(*d));
-	d->pool = pool;
-	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &reason) < 0) {
+	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &why) < 0) {
 		if (errno == EBADMSG) {
 			/* Quarantined where operators look, the rest keeps flowing. */
-			log_error("%s: %s; moved to badmail", it->id, reason.data);
+			d->loaded = LOAD_CORRUPT;
 			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
 		} else if (errno != ENOENT) {
-			log_error("%s: %s", it->id, reason.data);
-			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+			d->loaded = LOAD_UNREADABLE;
 		}
-		free(d);
-		d = NULL;
+		d->load_why = buf_steal(&why);
 		goto out;
 	}
 	int fd = spool_data_open(sp, it->id);
 	if (fd < 0) {
-		log_error("%s: cannot open the content: %s; moved to badmail", it->id,
-			  strerror(errno));
+		d->err = errno;
+		d->loaded = LOAD_NO_CONTENT;
 		free(d->env.reason);
 		d->env.reason = xstrdup("content file missing or unreadable");
 		spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
-		spool_env_deinit(&d->env);
-		free(d);
-		d = NULL;
 		goto out;
 	}
 	/* Marked before it is sent, so that recovery can name it if the outcome
 	 * never gets recorded; also the last check that it can be. */
 	if (spool_mark_sending(sp, it->id) < 0) {
-		if (errno != EROFS && errno != ENOENT) {
-			log_error("%s: cannot mark the envelope as being sent: %s; tried again in "
-				  "a minute",
-				  it->id, strerror(errno));
-			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
-		}
+		d->err = errno;
+		if (errno != EROFS && errno != ENOENT)
+			d->loaded = LOAD_MARK_FAILED;
 		close(fd);
-		spool_env_deinit(&d->env);
-		free(d);
-		d = NULL;
 		goto out;
 	}
 	smtpc_txn_init(&d->txn, &d->env, fd);
+	d->loaded = LOAD_OK;
 out:
-	buf_deinit(&reason);
+	buf_deinit(&why);
+}
+
+static void unload_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	spool_unmark_sending(&j->pd->spool, d->env.id);
+}
+
+static void unload_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	pool->loads_in_flight--;
+	if (!pool->stopping)
+		sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
+	delivery_free(d);
+	relay_pool_wake(pool);
+}
+
+/* A message loaded for a session that closed, or was outdated by a reload,
+ * or while pickupd began to stop: it goes back unsent, without its mark,
+ * so that recovery does not take it for one that may have been sent. */
+static void unload(struct delivery *d)
+{
+	d->pool->loads_in_flight++;
+	job_submit(d->pool->pd, &d->job, unload_fn, unload_done);
+}
+
+static bool dispatch(struct session *s);
+
+/* s may be given another message; otherwise it should QUIT. */
+static bool session_takes_work(const struct session *s)
+{
+	const struct relay *r = s->relay;
+	return !r->pool->stopping && !r->retired && s->gen == r->gen &&
+	       smtpc_messages(s->smtpc) < r->cfg->max_messages_per_session;
+}
+
+/* s has no transaction: the next message, or QUIT. */
+static void session_idle(struct session *s)
+{
+	if (!session_takes_work(s))
+		smtpc_quit(s->smtpc);
+	else if (!dispatch(s))
+		relay_pool_wake(s->relay->pool); /* maybe another relay or later work */
+}
+
+static void load_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	struct pickupd *pd = j->pd;
+	struct session *s = d->s;
+	const char *id = d->item.id;
+	char why[256];
+
+	pool->loads_in_flight--;
+	if (s)
+		s->d = NULL;
+	switch (d->loaded) {
+	case LOAD_OK:
+	case LOAD_NONE:
+		break;
+	case LOAD_MOVE_FAILED:
+		log_error("%s: cannot move to queue: %s", id, strerror(d->err));
+		break;
+	case LOAD_CORRUPT:
+		log_error("%s: %s; moved to badmail", id, d->load_why);
+		break;
+	case LOAD_UNREADABLE:
+		log_error("%s: %s", id, d->load_why);
+		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		break;
+	case LOAD_NO_CONTENT:
+		log_error("%s: cannot open the content: %s; moved to badmail", id,
+			  strerror(d->err));
+		break;
+	case LOAD_MARK_FAILED:
+		log_error("%s: cannot mark the envelope as being sent: %s; tried again in a minute",
+			  id, strerror(d->err));
+		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		break;
+	}
+	if (d->loaded != LOAD_OK) {
+		delivery_free(d);
+		if (s) {
+			s->relay->next_send_ms = 0; /* nothing was sent */
+			session_idle(s);
+		}
+		return;
+	}
+	if (d->defer) {
+		d->txn.cls = d->defer_cls;
+		d->txn.reply = d->defer_why;
+		d->defer_why = NULL;
+		record(d);
+		return;
+	}
+	if (s == NULL || !session_takes_work(s)) {
+		unload(d);
+		if (s)
+			smtpc_quit(s->smtpc);
+		return;
+	}
+	snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
+	if (s->relay->cfg->force_sender)
+		d->txn.force_sender = s->relay->cfg->force_sender;
+	if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
+		d->txn.cls = SMTPC_PERM;
+		d->txn.reply = xstrdup(why);
+		record(d);
+		session_idle(s);
+		return;
+	}
+	s->d = d;
+	smtpc_send(s->smtpc, &d->txn);
+}
+
+static struct delivery *delivery_new(struct relay_pool *pool, const struct sched_item *it)
+{
+	struct delivery *d = xcalloc(1, sizeof(*d));
+	d->pool = pool;
+	d->item = *it;
+	d->txn.data_fd = -1; /* until smtpc_txn_init */
 	return d;
+}
+
+/* Starts loading a due message on the thread pool, for session s (NULL:
+ * for defer_due); load_done goes on from there. */
+static void delivery_load(struct delivery *d, struct session *s)
+{
+	d->s = s;
+	if (s)
+		s->d = d;
+	d->pool->loads_in_flight++;
+	job_submit(d->pool->pd, &d->job, load_fn, load_done);
 }
 
 static bool relay_paused(const struct relay *r, int64_t now)
@@ -353,37 +504,21 @@ static bool relay_may_send(struct relay *r, int64_t now)
 	return true;
 }
 
-/* Gives the session the next due message; false when there is none. */
+/* Gives the session the next due message (loaded on the thread pool, then
+ * sent by load_done); false when there is none. */
 static bool dispatch(struct session *s)
 {
 	struct relay_pool *pool = s->relay->pool;
 	struct pickupd *pd = pool->pd;
 	struct sched_item it;
-	char why[256];
 
 	if (s->relay->retired || s->gen != s->relay->gen)
 		return false;
-	while (!pool->stopping && sched_has_due(pd->sched) &&
-	       relay_may_send(s->relay, pickupd_now_ms()) && sched_pop_due(pd->sched, &it)) {
-		struct delivery *d = delivery_load(pool, &it);
-		if (d == NULL) {
-			s->relay->next_send_ms = 0; /* nothing was sent */
-			continue;
-		}
-		snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
-		if (s->relay->cfg->force_sender)
-			d->txn.force_sender = s->relay->cfg->force_sender;
-		if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
-			d->txn.cls = SMTPC_PERM;
-			d->txn.reply = xstrdup(why);
-			record(d);
-			continue;
-		}
-		s->d = d;
-		smtpc_send(s->smtpc, &d->txn);
-		return true;
-	}
-	return false;
+	if (pool->stopping || !sched_has_due(pd->sched) ||
+	    !relay_may_send(s->relay, pickupd_now_ms()) || !sched_pop_due(pd->sched, &it))
+		return false;
+	delivery_load(delivery_new(pool, &it), s);
+	return true;
 }
 
 /* Defers due messages when no relay can take them, so each records why. */
@@ -392,13 +527,12 @@ static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char 
 {
 	struct sched_item it;
 	for (int n = 0; n < DEFER_BATCH && sched_pop_due(pool->pd->sched, &it); n++) {
-		struct delivery *d = delivery_load(pool, &it);
-		if (d == NULL)
-			continue;
+		struct delivery *d = delivery_new(pool, &it);
 		snprintf(d->peer, sizeof(d->peer), "%s", peer);
-		d->txn.cls = cls;
-		d->txn.reply = xstrdup(why);
-		record(d);
+		d->defer = true;
+		d->defer_cls = cls;
+		d->defer_why = xstrdup(why);
+		delivery_load(d, NULL);
 	}
 }
 
@@ -728,8 +862,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			record(d);
 		}
 		if (smtpc_idle(c)) {
-			if (pool->stopping || r->retired || s->gen != r->gen ||
-			    smtpc_messages(c) >= r->cfg->max_messages_per_session)
+			if (!session_takes_work(s))
 				smtpc_quit(c);
 			else
 				dispatch(s);
@@ -738,6 +871,8 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	}
 	case SMTPC_EV_CLOSED: {
 		bool was_ready = s->ready;
+		if (s->d) /* being loaded: load_done finds no session */
+			s->d->s = NULL;
 		bool stopping = pool->stopping;
 		enum smtpc_class cls = smtpc_error_class(c);
 		unsigned working = healthy_sessions(r, s);
@@ -968,7 +1103,8 @@ void relay_pool_abort(struct relay_pool *pool)
 
 bool relay_pool_idle(const struct relay_pool *pool)
 {
-	if (pool->records_in_flight || pool->probes_in_flight || pool->retired)
+	if (pool->loads_in_flight || pool->records_in_flight || pool->probes_in_flight ||
+	    pool->retired)
 		return false;
 	for (size_t i = 0; i < pool->n_relays; i++)
 		if (pool->relays[i]->n_sessions)
