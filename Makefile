@@ -95,8 +95,8 @@ check-systemd: build
 		rm -rf $$d && echo "sysusers + tmpfiles: ok"; \
 	else echo "systemd-sysusers/systemd-tmpfiles not found: not checked"; fi
 
-# The Debian package, build/pickupd_VERSION-1_ARCH.deb (CPack; see the end of
-# CMakeLists.txt). tests/integration/test_package.py checks it in `make check`.
+# The Debian packages, build/pickupd_VERSION-1_ARCH.deb and build/pickupd-mta_... (CPack;
+# see the end of CMakeLists.txt). tests/integration/test_package.py checks them in `make check`.
 package: build
 	cmake --build $(BUILD) --target package
 

@@ -6,7 +6,7 @@
  *     text/rfc822-headers      the original message's headers (never its body)
  * Owns: nothing; it writes through the spool API.
  * Invariants: the report is sent from <>, and a message from <> is never
- * reported on (bounce_queue refuses it; relay.c sends a failing <> message
+ * reported on (bounce_queue refuses it; policy.c sends a failing <> message
  * to badmail only); the original's envelope lines and
  * Bcc: fields are left out of the returned headers, as on the wire.
  */
@@ -32,7 +32,7 @@ static const struct {
 	const char *opening;
 	int subject, detail;
 } local_status[] = {
-    {"message expired ", 4, 7},			/* relay.c: X.4.7 delivery time expired */
+    {"message expired ", 4, 7},			/* policy.c: X.4.7 delivery time expired */
     {"message size ", 3, 4},			/* smtpc.c: X.3.4 message too big for system */
     {"the message has UTF-8 addresses ", 6, 7}, /* RFC 6531: X.6.7 non-ASCII addresses */
     {"the message has 8-bit content ", 6, 3},	/* X.6.3 conversion required, not supported */

@@ -174,8 +174,9 @@ static bool same_str(const char *a, const char *b)
 /*
  * SIGHUP: a new configuration applies to what starts after it (new
  * sessions, the next retry decision, log level); an invalid one is refused
- * with its FILE:LINE errors and the running one kept. Configurations are
- * kept until exit because sessions and jobs hold pointers into them.
+ * with its FILE:LINE errors and the running one kept. The replaced one is
+ * freed when its last holder (a session, a job, a retired relay, the pickup
+ * folders) drops its reference.
  */
 static void reload(struct pickupd *pd)
 {
@@ -201,8 +202,7 @@ static void reload(struct pickupd *pd)
 		pickups_same = same_str(cfg->pickups[i].dir, pd->cfg->pickups[i].dir);
 	if (!pickups_same)
 		log_warn("reload: changes to the [pickup] folders take effect at the next restart");
-	pd->old_cfgs = xrealloc(pd->old_cfgs, (pd->n_old_cfgs + 1) * sizeof(*pd->old_cfgs));
-	pd->old_cfgs[pd->n_old_cfgs++] = pd->cfg;
+	config_free(pd->cfg);
 	pd->cfg = cfg;
 	set_logging(cfg);
 	log_info("reloaded %s: %zu relay(s)", cfg->path, cfg->n_relays);
@@ -467,9 +467,6 @@ int main(int argc, char **argv)
 	uv_mutex_destroy(&pd.magic_lock);
 	spool_close(&pd.spool);
 	config_free(pd.cfg);
-	for (size_t i = 0; i < pd.n_old_cfgs; i++)
-		config_free(pd.old_cfgs[i]);
-	free(pd.old_cfgs);
 	buf_deinit(&errs);
 	uv_library_shutdown();
 	log_info("stopped");
