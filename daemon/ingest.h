@@ -44,6 +44,7 @@ struct ingest_job {
 	char *sender;
 	size_t n_rcpts;
 	uint64_t size;
+	unsigned uid; /* the pickup file's owner */
 };
 
 /* Runs on a pool thread. */
