@@ -17,7 +17,7 @@
  * badmail expiry alike); a client is freed only in its close callback and
  * closed only when none of its operations is in flight.
  */
-#include "daemon/ctl.h"
+#include "daemon/admin/ctl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,10 +33,10 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "daemon/ctl_spool.h"
-#include "daemon/pickupd.h"
-#include "daemon/relay.h"
-#include "daemon/sched.h"
+#include "daemon/queue/ctl_spool.h"
+#include "daemon/core/pickupd.h"
+#include "daemon/delivery/relay.h"
+#include "daemon/delivery/sched.h"
 
 #define CTL_MAX_RELAYS	 64
 #define CTL_LOCK_WAIT_MS 5000

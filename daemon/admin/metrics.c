@@ -9,7 +9,7 @@
  * when no scrape job of its is in flight; the response is built on the loop
  * from counters the loop owns plus the directory counts the job made.
  */
-#include "daemon/metrics.h"
+#include "daemon/admin/metrics.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -19,10 +19,10 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "daemon/bounce.h"
-#include "daemon/ctl_spool.h"
-#include "daemon/pickupd.h"
-#include "daemon/relay.h"
+#include "daemon/delivery/bounce.h"
+#include "daemon/queue/ctl_spool.h"
+#include "daemon/core/pickupd.h"
+#include "daemon/delivery/relay.h"
 
 #define METRICS_MAX_REQUEST	  4096
 #define METRICS_CLIENT_TIMEOUT_MS 10000

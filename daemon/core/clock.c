@@ -6,7 +6,7 @@
  */
 #include <sys/time.h>
 
-#include "daemon/pickupd.h"
+#include "daemon/core/pickupd.h"
 
 int64_t pickupd_now_ms(void)
 {

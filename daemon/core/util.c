@@ -11,7 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "daemon/pickupd.h"
+#include "daemon/core/pickupd.h"
 
 void pickupd_notify(const char *state)
 {

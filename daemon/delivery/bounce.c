@@ -10,7 +10,7 @@
  * to badmail only); the original's envelope lines and
  * Bcc: fields are left out of the returned headers, as on the wire.
  */
-#include "daemon/bounce.h"
+#include "daemon/delivery/bounce.h"
 
 #include <errno.h>
 #include <stdio.h>

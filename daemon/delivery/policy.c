@@ -14,12 +14,12 @@
  * <> is never bounced. Each recipient's log line is built in one function
  * (log_rcpt).
  */
-#include "daemon/policy.h"
+#include "daemon/delivery/policy.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/bounce.h"
+#include "daemon/delivery/bounce.h"
 
 int64_t policy_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random)
 {

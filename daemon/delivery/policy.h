@@ -16,7 +16,7 @@
 
 #include "common/buf.h"
 #include "common/config.h"
-#include "daemon/smtpc_result.h"
+#include "daemon/smtp/smtpc_result.h"
 #include "spool/spool.h"
 
 enum policy_action {

@@ -20,7 +20,7 @@
  * (spool_mark_sending) before it is; a message loaded for a session that
  * can no longer send it goes back to the schedule unmarked.
  */
-#include "daemon/relay.h"
+#include "daemon/delivery/relay.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,12 +32,12 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "daemon/bounce.h"
-#include "daemon/credprobe.h"
-#include "daemon/policy.h"
-#include "daemon/sched.h"
-#include "daemon/secret.h"
-#include "daemon/space.h"
+#include "daemon/delivery/bounce.h"
+#include "daemon/smtp/credprobe.h"
+#include "daemon/delivery/policy.h"
+#include "daemon/delivery/sched.h"
+#include "daemon/smtp/secret.h"
+#include "daemon/intake/space.h"
 
 struct relay;
 

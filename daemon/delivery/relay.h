@@ -12,8 +12,8 @@
 
 #include <stdbool.h>
 
-#include "daemon/pickupd.h"
-#include "daemon/smtpc.h"
+#include "daemon/core/pickupd.h"
+#include "daemon/smtp/smtpc.h"
 
 struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors);
 void relay_pool_free(struct relay_pool *pool);

@@ -6,14 +6,14 @@
  * Invariants: heap[0] is the earliest entry; the timer is armed for it
  * whenever it lies in the future, so an idle queue costs no CPU.
  */
-#include "daemon/sched.h"
+#include "daemon/delivery/sched.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
 #include "common/log.h"
-#include "daemon/pickupd.h"
+#include "daemon/core/pickupd.h"
 
 struct sched {
 	sched_due_cb due_cb;

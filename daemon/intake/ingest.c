@@ -9,7 +9,7 @@
  * back where it was found at once (a copy is dropped, its original never
  * left). Nothing is deleted. The claim records its folder (recovery).
  */
-#include "daemon/ingest.h"
+#include "daemon/intake/ingest.h"
 
 #include <errno.h>
 #include <fcntl.h>

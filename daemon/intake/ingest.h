@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
-#include "daemon/pickupd.h"
+#include "daemon/core/pickupd.h"
 
 enum ingest_result {
 	INGEST_QUEUED,	  /* envelope in queue/ */

@@ -9,7 +9,7 @@
  * dropped at once cost a bounded amount of memory per job; the folder's
  * settings are those of the configuration it started with (a reference).
  */
-#include "daemon/pickup.h"
+#include "daemon/intake/pickup.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -21,10 +21,10 @@
 
 #include "common/log.h"
 #include "common/match.h"
-#include "daemon/ingest.h"
-#include "daemon/relay.h"
-#include "daemon/sched.h"
-#include "daemon/space.h"
+#include "daemon/intake/ingest.h"
+#include "daemon/delivery/relay.h"
+#include "daemon/delivery/sched.h"
+#include "daemon/intake/space.h"
 
 #define MAX_IN_FLIGHT	8
 #define ERROR_RETRY_MS	5000

@@ -9,7 +9,7 @@
 #define PICKUPD_PICKUP_H
 
 #include "common/config.h"
-#include "daemon/pickupd.h"
+#include "daemon/core/pickupd.h"
 
 /* cfg: one of pd->cfg's [pickup] sections; the folder holds a reference to
  * pd->cfg until pickup_free. */

@@ -9,12 +9,12 @@
  * Invariants: while pd->enospc is set the timer runs, so the pause always
  * ends once space returns.
  */
-#include "daemon/space.h"
+#include "daemon/intake/space.h"
 
 #include <sys/statvfs.h>
 
 #include "common/log.h"
-#include "daemon/pickup.h"
+#include "daemon/intake/pickup.h"
 
 void space_init(struct pickupd *pd)
 {

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "daemon/pickupd.h"
+#include "daemon/core/pickupd.h"
 
 void space_init(struct pickupd *pd);
 /* A claim met ENOSPC (a file of need bytes did not fit): ingestion pauses,

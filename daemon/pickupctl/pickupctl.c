@@ -40,12 +40,12 @@
 #include "common/config.h"
 #include "common/esc.h"
 #include "common/log.h"
-#include "daemon/ctl_spool.h"
+#include "daemon/queue/ctl_spool.h"
 #include "spool/spool.h"
 
 #if defined(__has_include)
-#if __has_include("daemon/testrelay.h")
-#include "daemon/testrelay.h"
+#if __has_include("daemon/pickupctl/testrelay.h")
+#include "daemon/pickupctl/testrelay.h"
 #define HAVE_TESTRELAY 1
 #endif
 #endif

@@ -11,7 +11,7 @@
  * password_command) and never printed (the trace hides it); the loop is
  * closed empty.
  */
-#include "daemon/testrelay.h"
+#include "daemon/pickupctl/testrelay.h"
 
 #include <openssl/ssl.h>
 #include <stdarg.h>
@@ -19,9 +19,9 @@
 #include <string.h>
 #include <uv.h>
 
-#include "daemon/conn.h"
-#include "daemon/secret.h"
-#include "daemon/smtpc.h"
+#include "daemon/smtp/conn.h"
+#include "daemon/smtp/secret.h"
+#include "daemon/smtp/smtpc.h"
 
 struct tr {
 	const struct config_relay *r;

@@ -18,15 +18,15 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "daemon/ctl.h"
-#include "daemon/ingest.h"
-#include "daemon/metrics.h"
-#include "daemon/pickup.h"
-#include "daemon/pickupd.h"
-#include "daemon/preflight.h"
-#include "daemon/relay.h"
-#include "daemon/sched.h"
-#include "daemon/space.h"
+#include "daemon/admin/ctl.h"
+#include "daemon/intake/ingest.h"
+#include "daemon/admin/metrics.h"
+#include "daemon/intake/pickup.h"
+#include "daemon/core/pickupd.h"
+#include "daemon/pickupd/preflight.h"
+#include "daemon/delivery/relay.h"
+#include "daemon/delivery/sched.h"
+#include "daemon/intake/space.h"
 
 #define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
 

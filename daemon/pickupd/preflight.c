@@ -9,7 +9,7 @@
  * What only a running daemon meets (the spool lock, a port in use, another
  * pickupd on the control socket) is left to start-up.
  */
-#include "daemon/preflight.h"
+#include "daemon/pickupd/preflight.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,9 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/ctl.h"
-#include "daemon/metrics.h"
-#include "daemon/relay.h"
+#include "daemon/admin/ctl.h"
+#include "daemon/admin/metrics.h"
+#include "daemon/delivery/relay.h"
 
 /* Each line of what as "PATH[:LINE]: line" in out. */
 static void put_lines(struct buf *out, const char *path, int line, const char *what)

@@ -5,7 +5,7 @@
  * Invariants: never waits longer than ANSWER_TIMEOUT_MS for the answer; the
  * socket is closed on every path.
  */
-#include "daemon/ctl_client.h"
+#include "daemon/queue/ctl_client.h"
 
 #include <errno.h>
 #include <poll.h>

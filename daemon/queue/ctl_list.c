@@ -6,7 +6,7 @@
  * Invariants: read-only (no lock taken, nothing written); output is printable
  * one line per message whatever the envelope holds.
  */
-#include "daemon/ctl_list.h"
+#include "daemon/queue/ctl_list.h"
 
 #include <errno.h>
 #include <inttypes.h>

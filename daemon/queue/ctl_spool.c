@@ -9,7 +9,7 @@
  * or their batched forms, durable before it returns; the pickup folders are
  * only read (no open of a file for reading, no lock taken).
  */
-#include "daemon/ctl_spool.h"
+#include "daemon/queue/ctl_spool.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -45,8 +45,8 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/msg.h"
-#include "daemon/ctl_client.h"
-#include "daemon/ctl_list.h"
+#include "daemon/queue/ctl_client.h"
+#include "daemon/queue/ctl_list.h"
 #include "spool/spool.h"
 
 #define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"

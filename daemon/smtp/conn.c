@@ -8,7 +8,7 @@
  * write is reported only after the read side has delivered what the peer
  * sent before it went away.
  */
-#include "daemon/conn.h"
+#include "daemon/smtp/conn.h"
 
 #include <arpa/inet.h>
 #include <linux/sockios.h>

@@ -5,7 +5,7 @@
  * buffer (wiped); the callback runs once, from a close callback, after both
  * handles are closed, so the probe can be freed right after it.
  */
-#include "daemon/credprobe.h"
+#include "daemon/smtp/credprobe.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

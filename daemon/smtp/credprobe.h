@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <uv.h>
 
-#include "daemon/secret.h"
+#include "daemon/smtp/secret.h"
 
 struct credprobe;
 /* ok: the command ran to its end (any exit status; the status is part of fp). */

@@ -7,7 +7,7 @@
  * but us and root could have written or replaced it; a fingerprint never
  * holds or reveals the secret (a SHA-256 over it and the file's metadata).
  */
-#include "daemon/secret.h"
+#include "daemon/smtp/secret.h"
 
 #include <errno.h>
 #include <limits.h>

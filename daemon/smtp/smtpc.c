@@ -16,7 +16,7 @@
  * the session frees itself only after its conn closed and no file read is
  * in flight.
  */
-#include "daemon/smtpc.h"
+#include "daemon/smtp/smtpc.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -16,8 +16,8 @@
 #include "common/config.h"
 #include "common/smtp_reply.h"
 #include "common/wire.h"
-#include "daemon/conn.h"
-#include "daemon/smtpc_result.h"
+#include "daemon/smtp/conn.h"
+#include "daemon/smtp/smtpc_result.h"
 #include "spool/spool.h"
 
 /* The session's states, in the order set-up goes through them. */

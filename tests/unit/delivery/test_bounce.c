@@ -21,7 +21,7 @@
 
 #include "common/buf.h"
 #include "common/msg.h"
-#include "daemon/bounce.h"
+#include "daemon/delivery/bounce.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define HOST	      "mx.example.net"

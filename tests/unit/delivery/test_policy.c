@@ -19,7 +19,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
-#include "daemon/policy.h"
+#include "daemon/delivery/policy.h"
 
 #define SEC  1000LL
 #define MIN  (60 * SEC)

@@ -17,8 +17,8 @@
 
 #include <cmocka.h>
 
-#include "daemon/pickupd.h"
-#include "daemon/sched.h"
+#include "daemon/core/pickupd.h"
+#include "daemon/delivery/sched.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define HOUR_MS	      (3600 * 1000)

@@ -23,7 +23,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
-#include "daemon/conn.h"
+#include "daemon/smtp/conn.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

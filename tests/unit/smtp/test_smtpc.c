@@ -21,7 +21,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
-#include "daemon/smtpc.h"
+#include "daemon/smtp/smtpc.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_STEPS     16
