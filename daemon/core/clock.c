@@ -1,7 +1,7 @@
 /*
  * Purpose: the daemon's wall clock, apart from util.c's thread-pool jobs
  * (which call back into main.c), so that modules which only need the time,
- * such as sched, link on their own (tests/unit/daemon/test_sched.c).
+ * such as sched, link on their own (tests/unit/delivery/test_sched.c).
  * Owns: nothing.
  */
 #include <sys/time.h>

@@ -6,7 +6,7 @@
  * Owns: nothing; every function is pure (inputs are arguments, results are
  * returned or written into the caller's structs).
  * Invariants: no I/O, no clock, no random(), no libuv, no global state: the
- * same inputs always give the same outcome (tests/unit/daemon/test_policy.c
+ * same inputs always give the same outcome (tests/unit/delivery/test_policy.c
  * holds it to a table). Failures are classified once, here: only permanent
  * replies and expiry fail a recipient, and never under soft_bounce; a
  * temporary_reply match makes a permanent reply temporary; a recipient

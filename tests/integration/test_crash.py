@@ -125,7 +125,7 @@ def test_kill9_while_messages_flow():
 HOOK_STEPS = [("env-rename", 1), ("env-dirsync", 1),
               ("remove-data", 2), ("remove-datasync", 2), ("remove-env", 2)]
 # A claim cut short leaves content without an envelope: recovery hands it
-# back to ingest at start-up (daemon/main.c reingest_orphans).
+# back to ingest at start-up (daemon/pickupd/main.c reingest_orphans).
 CLAIM_STEPS = [("claim-fsync", 1), ("claim-dirsync", 1)]
 
 

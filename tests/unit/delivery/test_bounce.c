@@ -1,5 +1,5 @@
 /*
- * Purpose: unit tests for daemon/bounce: the RFC 3464 multipart/report
+ * Purpose: unit tests for daemon/delivery/bounce: the RFC 3464 multipart/report
  * structure (three parts, boundaries, CRLF lines), per-recipient Status and
  * Diagnostic-Code, the RFC 3463 mapping (row by row), the delay warning form,
  * hostile server replies and addresses that try to inject header lines, and

@@ -1,5 +1,5 @@
 /*
- * Purpose: unit tests for daemon/policy: the failure policy row by row.
+ * Purpose: unit tests for daemon/delivery/policy: the failure policy row by row.
  * Each row of `rows` is one attempt: the envelope before it (sender, each
  * recipient's status, attempts, age), the transaction's result (its class
  * and reply, each recipient's result, "may be delivered twice") and the

@@ -1,5 +1,5 @@
 /*
- * Purpose: unit tests for daemon/sched: the min-heap order (due time, then
+ * Purpose: unit tests for daemon/delivery/sched: the min-heap order (due time, then
  * queue ID), due now against due later, push back, removal, make_due, many
  * entries (with the array shrinking as it empties), and the timer: it calls
  * the due callback for the earliest entry, moves when an earlier entry comes,

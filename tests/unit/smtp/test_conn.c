@@ -1,5 +1,5 @@
 /*
- * Purpose: unit tests for daemon/conn (TCP + TLS over OpenSSL memory BIOs)
+ * Purpose: unit tests for daemon/smtp/conn (TCP + TLS over OpenSSL memory BIOs)
  * against a peer in the test: a loopback listener, and for TLS an OpenSSL
  * server on memory BIOs with a certificate made at test time (OpenSSL API,
  * for 127.0.0.1 only). Connect, write and drain, read, EOF, connection

@@ -1,5 +1,5 @@
 /*
- * Purpose: unit tests for daemon/smtpc, the SMTP client state machine, with
+ * Purpose: unit tests for daemon/smtp/smtpc, the SMTP client state machine, with
  * a scripted peer: a loopback listener in the test reads what the session
  * sends (each command line is checked against the script), and the script's
  * replies are fed to the session through its conn's event callback, cut
