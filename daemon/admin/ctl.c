@@ -69,8 +69,26 @@ struct ctl {
 	struct ctl_batch *batches; /* in flight on the thread pool */
 	uv_timer_t expire_timer;   /* badmail retention */
 	bool expire_closed;
-	bool expire_running; /* a listing or an expiry batch is in flight */
+	bool expire_running;	     /* a listing or an expiry batch is in flight */
+	pickupd_closed_cb closed_cb; /* ctl_close's, until it is called */
+	void *closed_arg;
 };
+
+static bool ctl_idle(const struct ctl *c)
+{
+	return c->server_closed && c->expire_closed && c->clients == NULL && c->ops == NULL &&
+	       c->batches == NULL && !c->expire_running;
+}
+
+/* Closing, and the last handle closed and operation done: tell the owner, once. */
+static void maybe_closed(struct ctl *c)
+{
+	pickupd_closed_cb cb = c->closed_cb;
+	if (cb == NULL || !ctl_idle(c))
+		return;
+	c->closed_cb = NULL;
+	cb(c->closed_arg);
+}
 
 /*
  * Many IDs, one command: planned on the loop (ctl_spool_plan, schedule
@@ -164,8 +182,7 @@ static void client_close_cb(uv_handle_t *h)
 	if (cl->next)
 		cl->next->prev = cl->prev;
 	free(cl);
-	if (c->stopping)
-		pickupd_check_stopped(c->pd);
+	maybe_closed(c);
 }
 
 static void client_close(struct ctl_client *cl)
@@ -519,8 +536,7 @@ static void batch_done(struct job *j)
 	if (cl == NULL) {
 		c->expire_running = false;
 		batch_free(b);
-		if (c->stopping)
-			pickupd_check_stopped(pd);
+		maybe_closed(c);
 		return;
 	}
 	batch_reply(cl, b);
@@ -709,8 +725,7 @@ static void expire_scan_done(struct job *j)
 		/* Nothing expired, or every one busy: the next tick looks again. */
 		batch_free(b);
 		c->expire_running = false;
-		if (c->stopping)
-			pickupd_check_stopped(c->pd);
+		maybe_closed(c);
 	}
 }
 
@@ -749,8 +764,7 @@ static void expire_close_cb(uv_handle_t *h)
 {
 	struct ctl *c = h->data;
 	c->expire_closed = true;
-	if (c->stopping)
-		pickupd_check_stopped(c->pd);
+	maybe_closed(c);
 }
 
 /* Logs what pickupctl did on the spool while no daemon ran (spool/audit.c),
@@ -1003,8 +1017,7 @@ static void server_close_cb(uv_handle_t *h)
 {
 	struct ctl *c = h->data;
 	c->server_closed = true;
-	if (c->stopping)
-		pickupd_check_stopped(c->pd);
+	maybe_closed(c);
 }
 
 static void server_close_free_cb(uv_handle_t *h)
@@ -1047,11 +1060,13 @@ struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 	return c;
 }
 
-void ctl_stop(struct ctl *c)
+void ctl_close(struct ctl *c, pickupd_closed_cb cb, void *arg)
 {
-	if (c == NULL || c->stopping)
+	if (c->stopping)
 		return;
 	c->stopping = true;
+	c->closed_cb = cb;
+	c->closed_arg = arg;
 	/* Gone from the file system first: pickupctl then waits for the spool
 	 * lock, which the daemon keeps until it exits. */
 	unlink(c->path);
@@ -1059,12 +1074,6 @@ void ctl_stop(struct ctl *c)
 	uv_close((uv_handle_t *)&c->expire_timer, expire_close_cb);
 	for (struct ctl_client *cl = c->clients; cl; cl = cl->next)
 		client_close(cl);
-}
-
-bool ctl_idle(const struct ctl *c)
-{
-	return c == NULL || (c->server_closed && c->expire_closed && c->clients == NULL &&
-			     c->ops == NULL && c->batches == NULL && !c->expire_running);
 }
 
 void ctl_free(struct ctl *c)

@@ -69,11 +69,10 @@
 #include <stdbool.h>
 
 #include "common/buf.h"
+#include "daemon/core/pickupd.h"
 #include "spool/spool.h"
 
 #define CTL_MAX_LINE 512
-
-struct pickupd;
 
 /* Takes the daemon's exclusive flock(2) on the spool directory, held until
  * exit; pickupctl works on the spool directly only when it can take it.
@@ -87,10 +86,10 @@ int ctl_check_path(const char *path, const char *made_dir, struct buf *errors);
 /* Binds the socket (replacing a stale one that nobody answers on) and
  * listens. NULL with a line in errors when it cannot. */
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors);
-/* Shutdown: stops listening, closes clients once their request is done. */
-void ctl_stop(struct ctl *c);
-/* True when every handle is closed and no operation is in flight. */
-bool ctl_idle(const struct ctl *c);
+/* Shutdown: stops listening, closes clients once their request is done;
+ * when every handle is closed and no operation is in flight, cb(arg) runs,
+ * once. */
+void ctl_close(struct ctl *c, pickupd_closed_cb cb, void *arg);
 void ctl_free(struct ctl *c);
 
 #endif

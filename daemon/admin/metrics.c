@@ -50,6 +50,8 @@ struct metrics {
 	unsigned handles_open; /* server and sweep timer */
 	struct mclient *clients;
 	unsigned n_clients;
+	pickupd_closed_cb closed_cb; /* metrics_close's, until it is called */
+	void *closed_arg;
 };
 
 /* A scrape: counts the state directories on the thread pool, for the
@@ -123,10 +125,14 @@ int metrics_addrs(const char *listen, struct sockaddr_storage *v, size_t max, st
 
 /* ---- clients --------------------------------------------------------------------------- */
 
+/* Closing, and the last handle closed: tell the owner, once. */
 static void check_stopped(struct metrics *m)
 {
-	if (m->stopping)
-		pickupd_check_stopped(m->pd);
+	pickupd_closed_cb cb = m->closed_cb;
+	if (cb == NULL || m->handles_open || m->clients)
+		return;
+	m->closed_cb = NULL;
+	cb(m->closed_arg);
 }
 
 static void client_close_cb(uv_handle_t *h)
@@ -613,20 +619,17 @@ struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 	return m;
 }
 
-void metrics_stop(struct metrics *m)
+void metrics_close(struct metrics *m, pickupd_closed_cb cb, void *arg)
 {
-	if (m == NULL || m->stopping)
+	if (m->stopping)
 		return;
 	m->stopping = true;
+	m->closed_cb = cb;
+	m->closed_arg = arg;
 	uv_close((uv_handle_t *)&m->server, handle_close_cb);
 	uv_close((uv_handle_t *)&m->sweep, handle_close_cb);
 	for (struct mclient *cl = m->clients; cl; cl = cl->next)
 		client_close(cl);
-}
-
-bool metrics_idle(const struct metrics *m)
-{
-	return m == NULL || (m->handles_open == 0 && m->clients == NULL);
 }
 
 void metrics_free(struct metrics *m)

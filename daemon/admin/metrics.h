@@ -31,14 +31,14 @@
 #include <sys/socket.h>
 
 #include "common/buf.h"
-
-struct pickupd;
+#include "daemon/core/pickupd.h"
 
 /* NULL without error when [metrics] listen is empty; NULL with a line in
  * errors when the address is bad or cannot be bound. */
 struct metrics *metrics_start(struct pickupd *pd, struct buf *errors);
-void metrics_stop(struct metrics *m);
-bool metrics_idle(const struct metrics *m);
+/* Shutdown: stops listening and closes the clients (a scrape in flight
+ * finishes first); then cb(arg) runs, once. */
+void metrics_close(struct metrics *m, pickupd_closed_cb cb, void *arg);
 void metrics_free(struct metrics *m);
 
 /* The addresses [metrics] listen stands for (config_parse_listen), in the

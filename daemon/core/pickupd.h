@@ -61,8 +61,8 @@ struct pickupd {
 	struct ctl *ctl;	 /* control socket (ctl.c) */
 	struct metrics *metrics; /* Prometheus endpoint (metrics.c), NULL when off */
 	struct pickupd_stats stats;
-	unsigned jobs_in_flight;
 	bool stopping;
+	size_t parts_open;	/* while stopping: parts whose close has not called back */
 	bool enospc;		/* ingestion paused: the spool's disk is full */
 	uint64_t enospc_need;	/* bytes of the largest file that did not fit */
 	uv_timer_t space_timer; /* re-checks the free space while paused (space.c) */
@@ -78,8 +78,10 @@ struct pickupd {
 int64_t pickupd_now_ms(void);
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if set. */
 void pickupd_notify(const char *state);
-/* Called when in-flight work may have finished during shutdown. */
-void pickupd_check_stopped(struct pickupd *pd);
+/* A part's close (pickup_close, relay_pool_close, ctl_close, metrics_close)
+ * calls this once it has fully stopped: its work finished, its handles closed
+ * (as uv_close's callback; never from within the close call itself). */
+typedef void (*pickupd_closed_cb)(void *arg);
 
 /* Thread-pool jobs: fn runs on a pool thread, done on the loop thread. A job
  * holds a reference to the configuration it was submitted under (cfg), which

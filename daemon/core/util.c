@@ -2,7 +2,9 @@
  * Purpose: small daemon-wide helpers: sd_notify, thread-pool jobs (the
  * clock is in clock.c).
  * Invariants: a job holds a reference to pd->cfg as it was at submission,
- * from job_submit until its done callback has returned.
+ * from job_submit until its done callback has returned; the part that
+ * submits a job counts it until its done callback (the part's close waits
+ * for it), so nothing here calls back into the daemon.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -43,14 +45,10 @@ static void work_cb(uv_work_t *w)
 static void after_work_cb(uv_work_t *w, int status)
 {
 	struct job *j = w->data;
-	struct pickupd *pd = j->pd;
 	struct config *cfg = j->cfg; /* done frees the job */
 	(void)status;		     /* jobs are never cancelled */
-	pd->jobs_in_flight--;
 	j->done(j);
 	config_free(cfg);
-	if (pd->stopping)
-		pickupd_check_stopped(pd);
 }
 
 void job_submit(struct pickupd *pd, struct job *j, job_fn fn, job_fn done)
@@ -60,6 +58,5 @@ void job_submit(struct pickupd *pd, struct job *j, job_fn fn, job_fn done)
 	j->fn = fn;
 	j->done = done;
 	j->work.data = j;
-	pd->jobs_in_flight++;
 	uv_queue_work(pd->loop, &j->work, work_cb, after_work_cb);
 }

@@ -99,6 +99,9 @@ struct relay_pool {
 	unsigned records_in_flight;
 	bool stopping;
 	bool closed_timer;
+	int timers_open;
+	pickupd_closed_cb closed_cb; /* relay_pool_close's, until it is called */
+	void *closed_arg;
 };
 
 /* What loading a due message came to (load_fn, on the thread pool). */
@@ -115,6 +118,7 @@ enum load_result {
 /* One message from dispatch until its outcome is on disk. */
 struct delivery {
 	struct job job; /* the load, then the record */
+	job_fn done;	/* the job's own done (delivery_job) */
 	struct relay_pool *pool;
 	struct session *s;	    /* the session it is loaded for; NULL once that closed */
 	struct sched_item item;	    /* what was due */
@@ -150,6 +154,24 @@ static void delivery_free(struct delivery *d)
 	free(d->load_why);
 	free(d->defer_why);
 	free(d);
+}
+
+static void maybe_closed(struct relay_pool *pool);
+
+/* Each job of a delivery's ends here: the pool, stopping, may have no more
+ * work in flight (d may be freed by its done). */
+static void delivery_done_cb(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	d->done(j);
+	maybe_closed(pool);
+}
+
+static void delivery_job(struct delivery *d, job_fn fn, job_fn done)
+{
+	d->done = done;
+	job_submit(d->pool->pd, &d->job, fn, delivery_done_cb);
 }
 
 static void record_fn(struct job *j)
@@ -322,7 +344,7 @@ static void record(struct delivery *d)
 	if (d->out.warn || d->out.bounce)
 		d->bounce_due = bounce_slot(pool, &cfg->bounce, now);
 	pool->records_in_flight++;
-	job_submit(pool->pd, &d->job, record_fn, record_done);
+	delivery_job(d, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -412,7 +434,7 @@ static void unload_done(struct job *j)
 static void unload(struct delivery *d)
 {
 	d->pool->loads_in_flight++;
-	job_submit(d->pool->pd, &d->job, unload_fn, unload_done);
+	delivery_job(d, unload_fn, unload_done);
 }
 
 static bool dispatch(struct session *s);
@@ -535,7 +557,7 @@ static void delivery_load(struct delivery *d, struct session *s)
 	if (s)
 		s->d = d;
 	d->pool->loads_in_flight++;
-	job_submit(d->pool->pd, &d->job, load_fn, load_done);
+	delivery_job(d, load_fn, load_done);
 }
 
 static bool relay_paused(const struct relay *r, int64_t now)
@@ -727,8 +749,7 @@ static void probe_done_cb(struct credprobe *p, bool ok, const unsigned char *fp,
 		}
 		break;
 	}
-	if (pool->stopping)
-		pickupd_check_stopped(pool->pd);
+	maybe_closed(pool);
 }
 
 /* Every RELAY_CRED_CHECK_MS while a relay is paused for its credentials:
@@ -960,7 +981,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		session_unlink(s); /* may free a retired relay */
 		session_free(s);
 		if (stopping)
-			pickupd_check_stopped(pool->pd);
+			maybe_closed(pool);
 		else
 			relay_pool_wake(pool);
 		break;
@@ -1158,14 +1179,19 @@ static void abort_session(struct session *s)
 	smtpc_abort(s->smtpc, "pickupd is shutting down");
 }
 
-void relay_pool_stop(struct relay_pool *pool)
+void relay_pool_close(struct relay_pool *pool, pickupd_closed_cb cb, void *arg)
 {
+	if (pool->stopping)
+		return;
 	pool->stopping = true;
+	pool->closed_cb = cb;
+	pool->closed_arg = arg;
 	uv_timer_stop(&pool->pause_timer);
 	uv_timer_stop(&pool->cred_timer);
 	for (size_t i = 0; i < pool->n_relays; i++)
 		relay_cancel_probe(pool->relays[i]);
 	for_each_session(pool, quit_if_idle);
+	maybe_closed(pool);
 }
 
 void relay_pool_abort(struct relay_pool *pool)
@@ -1173,7 +1199,7 @@ void relay_pool_abort(struct relay_pool *pool)
 	for_each_session(pool, abort_session);
 }
 
-bool relay_pool_idle(const struct relay_pool *pool)
+static bool relay_pool_idle(const struct relay_pool *pool)
 {
 	if (pool->loads_in_flight || pool->records_in_flight || pool->probes_in_flight ||
 	    pool->retired)
@@ -1197,13 +1223,26 @@ size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, si
 	return pool->n_relays;
 }
 
-void relay_pool_close(struct relay_pool *pool)
+static void timer_closed_cb(uv_handle_t *h)
 {
-	if (!pool->closed_timer) {
-		pool->closed_timer = true;
-		uv_close((uv_handle_t *)&pool->pause_timer, NULL);
-		uv_close((uv_handle_t *)&pool->cred_timer, NULL);
-	}
+	struct relay_pool *pool = h->data;
+	pickupd_closed_cb cb = pool->closed_cb;
+	if (--pool->timers_open)
+		return;
+	pool->closed_cb = NULL;
+	cb(pool->closed_arg);
+}
+
+/* Closing, and nothing in flight any more: close the timers; their close
+ * callback tells the owner. */
+static void maybe_closed(struct relay_pool *pool)
+{
+	if (!pool->stopping || pool->closed_timer || !relay_pool_idle(pool))
+		return;
+	pool->closed_timer = true;
+	pool->timers_open = 2;
+	uv_close((uv_handle_t *)&pool->pause_timer, timer_closed_cb);
+	uv_close((uv_handle_t *)&pool->cred_timer, timer_closed_cb);
 }
 
 void relay_pool_free(struct relay_pool *pool)

@@ -27,14 +27,12 @@ void relay_pool_wake(struct relay_pool *pool);
 /* Ends every relay's pause now (pickupctl flush: the operator fixed the
  * cause); why goes to the log. Wakes the pool. */
 void relay_pool_unpause(struct relay_pool *pool, const char *why);
-/* Shutdown: QUIT idle sessions, let busy ones finish. */
-void relay_pool_stop(struct relay_pool *pool);
+/* Shutdown: QUIT idle sessions, let busy ones finish; once no session,
+ * load, record or probe is left, closes the pool's handles, then cb(arg)
+ * runs, once. */
+void relay_pool_close(struct relay_pool *pool, pickupd_closed_cb cb, void *arg);
 /* Shutdown deadline passed: abort what is still in flight (it stays queued). */
 void relay_pool_abort(struct relay_pool *pool);
-/* Closes the pool's handles once it is idle. */
-void relay_pool_close(struct relay_pool *pool);
-/* True when no session and no delivery record is in flight. */
-bool relay_pool_idle(const struct relay_pool *pool);
 
 #define RELAY_N_CLASSES (SMTPC_PERM + 1)
 

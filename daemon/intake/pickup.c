@@ -56,10 +56,11 @@ struct pickup {
 	uv_poll_t poll;
 	uv_timer_t rescan_timer;
 	uv_timer_t retry_timer;
-	bool poll_started;
 	int handles_open;
 	bool stopping;
 	unsigned in_flight;
+	pickupd_closed_cb closed_cb; /* pickup_close's, until it is called */
+	void *closed_arg;
 	struct cand **table;
 	size_t table_size, n_cands;
 	struct cand *ready_head, *ready_tail;
@@ -255,6 +256,16 @@ static void pump(struct pickup *p)
 	}
 }
 
+/* Closing, with no job in flight and every handle closed: tell the owner, once. */
+static void maybe_closed(struct pickup *p)
+{
+	pickupd_closed_cb cb = p->closed_cb;
+	if (cb == NULL || p->in_flight || p->handles_open)
+		return;
+	p->closed_cb = NULL;
+	cb(p->closed_arg);
+}
+
 static void job_done(struct job *j)
 {
 	struct ingest_job *ij = (struct ingest_job *)j;
@@ -350,6 +361,7 @@ static void job_done(struct job *j)
 		c->busy_since = 0;
 	ingest_job_free(ij);
 	pump(p);
+	maybe_closed(p);
 }
 
 static void retry_cb(uv_timer_t *t)
@@ -473,7 +485,6 @@ void pickup_start(struct pickup *p)
 	p->poll.data = p->rescan_timer.data = p->retry_timer.data = p;
 	p->handles_open = 3;
 	uv_poll_start(&p->poll, UV_READABLE, poll_cb);
-	p->poll_started = true;
 	if (p->cfg->rescan_interval_ms)
 		uv_timer_start(&p->rescan_timer, rescan_cb, p->cfg->rescan_interval_ms,
 			       p->cfg->rescan_interval_ms);
@@ -483,25 +494,20 @@ void pickup_start(struct pickup *p)
 static void handle_closed_cb(uv_handle_t *h)
 {
 	struct pickup *p = h->data;
-	if (--p->handles_open == 0)
-		pickupd_check_stopped(p->pd);
+	p->handles_open--;
+	maybe_closed(p);
 }
 
-void pickup_stop(struct pickup *p)
+void pickup_close(struct pickup *p, pickupd_closed_cb cb, void *arg)
 {
 	if (p->stopping)
 		return;
 	p->stopping = true;
-	if (p->poll_started) {
-		uv_close((uv_handle_t *)&p->poll, handle_closed_cb);
-		uv_close((uv_handle_t *)&p->rescan_timer, handle_closed_cb);
-		uv_close((uv_handle_t *)&p->retry_timer, handle_closed_cb);
-	}
-}
-
-bool pickup_idle(const struct pickup *p)
-{
-	return p->in_flight == 0 && p->handles_open == 0;
+	p->closed_cb = cb;
+	p->closed_arg = arg;
+	uv_close((uv_handle_t *)&p->poll, handle_closed_cb);
+	uv_close((uv_handle_t *)&p->rescan_timer, handle_closed_cb);
+	uv_close((uv_handle_t *)&p->retry_timer, handle_closed_cb);
 }
 
 void pickup_resume(struct pickup *p)

@@ -16,9 +16,9 @@
 struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, struct buf *errors);
 /* Starts watching and runs the first scan. */
 void pickup_start(struct pickup *p);
-/* Stops claiming: closes the handles; jobs in flight finish. */
-void pickup_stop(struct pickup *p);
-bool pickup_idle(const struct pickup *p);
+/* Stops claiming (after pickup_start): closes the handles; jobs in flight
+ * finish, then cb(arg) runs, once. */
+void pickup_close(struct pickup *p, pickupd_closed_cb cb, void *arg);
 void pickup_free(struct pickup *p);
 /* Ingestion resumes after a pause (disk full). */
 void pickup_resume(struct pickup *p);

@@ -113,20 +113,14 @@ static void close_signal(uv_signal_t *s)
 		uv_close((uv_handle_t *)s, NULL);
 }
 
-/* When nothing is in flight any more, close the remaining handles so the
- * loop ends by itself. */
-void pickupd_check_stopped(struct pickupd *pd)
+/* One part (a pickup folder, the relay pool, the control socket, metrics)
+ * has stopped; after the last, close the remaining handles so the loop ends
+ * by itself. */
+static void part_closed_cb(void *arg)
 {
-	if (!pd->stopping || pd->jobs_in_flight)
+	struct pickupd *pd = arg;
+	if (--pd->parts_open)
 		return;
-	for (size_t i = 0; i < pd->n_pickups; i++)
-		if (!pickup_idle(pd->pickups[i]))
-			return;
-	if (!relay_pool_idle(pd->pool))
-		return;
-	if (!ctl_idle(pd->ctl) || !metrics_idle(pd->metrics))
-		return;
-	relay_pool_close(pd->pool);
 	sched_stop(pd->sched);
 	if (!uv_is_closing((uv_handle_t *)&pd->ro_check))
 		uv_close((uv_handle_t *)&pd->ro_check, NULL);
@@ -155,15 +149,18 @@ static void stop(struct pickupd *pd, const char *why)
 	pd->stopping = true;
 	log_info("stopping (%s)", why);
 	pickupd_notify("STOPPING=1");
+	/* Counted before the first close: none calls back from within. */
+	pd->parts_open = pd->n_pickups + 1 + (pd->ctl != NULL) + (pd->metrics != NULL);
 	for (size_t i = 0; i < pd->n_pickups; i++)
-		pickup_stop(pd->pickups[i]);
-	relay_pool_stop(pd->pool);
-	ctl_stop(pd->ctl);
-	metrics_stop(pd->metrics);
+		pickup_close(pd->pickups[i], part_closed_cb, pd);
+	relay_pool_close(pd->pool, part_closed_cb, pd);
+	if (pd->ctl)
+		ctl_close(pd->ctl, part_closed_cb, pd);
+	if (pd->metrics)
+		metrics_close(pd->metrics, part_closed_cb, pd);
 	uv_timer_start(&pd->shutdown_timer, shutdown_deadline_cb,
 		       pd->cfg->spool.shutdown_timeout_ms, 0);
 	uv_unref((uv_handle_t *)&pd->shutdown_timer);
-	pickupd_check_stopped(pd);
 }
 
 static bool same_str(const char *a, const char *b)
