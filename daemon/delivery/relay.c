@@ -37,7 +37,6 @@
 #include "daemon/delivery/policy.h"
 #include "daemon/delivery/sched.h"
 #include "daemon/smtp/secret.h"
-#include "daemon/intake/space.h"
 
 struct relay;
 
@@ -88,6 +87,8 @@ struct relay {
 
 struct relay_pool {
 	struct pickupd *pd;
+	relay_removed_cb removed_cb; /* given by the owner */
+	void *removed_arg;
 	struct relay **relays;
 	size_t n_relays;
 	struct relay *retired;	/* relays a reload removed, until their sessions end */
@@ -275,7 +276,7 @@ static void record_done(struct job *j)
 		switch (d->out.action) {
 		case POLICY_REMOVE:
 			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
-			space_check(pd); /* ingestion may wait for this space */
+			pool->removed_cb(pool->removed_arg); /* ingestion may wait for this space */
 			break;
 		case POLICY_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
@@ -1071,10 +1072,13 @@ static struct relay *relay_new(struct relay_pool *pool, struct config *conf,
 	return r;
 }
 
-struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors)
+struct relay_pool *relay_pool_new(struct pickupd *pd, relay_removed_cb removed_cb, void *arg,
+				  struct buf *errors)
 {
 	struct relay_pool *pool = xcalloc(1, sizeof(*pool));
 	pool->pd = pd;
+	pool->removed_cb = removed_cb;
+	pool->removed_arg = arg;
 	uv_timer_init(pd->loop, &pool->pause_timer);
 	pool->pause_timer.data = pool;
 	uv_timer_init(pd->loop, &pool->cred_timer);

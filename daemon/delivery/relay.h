@@ -15,7 +15,12 @@
 #include "daemon/core/pickupd.h"
 #include "daemon/smtp/smtpc.h"
 
-struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors);
+/* A message left the spool for good (its last recipient done): the disk
+ * has room it did not have before. */
+typedef void (*relay_removed_cb)(void *arg);
+
+struct relay_pool *relay_pool_new(struct pickupd *pd, relay_removed_cb removed_cb, void *arg,
+				  struct buf *errors);
 void relay_pool_free(struct relay_pool *pool);
 /* SIGHUP: relays of the new configuration (kept by name: sessions and
  * state stay; new settings apply to new sessions; removed ones finish their

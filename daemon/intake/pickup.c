@@ -22,8 +22,6 @@
 #include "common/log.h"
 #include "common/match.h"
 #include "daemon/intake/ingest.h"
-#include "daemon/delivery/relay.h"
-#include "daemon/delivery/sched.h"
 #include "daemon/intake/space.h"
 
 #define MAX_IN_FLIGHT	8
@@ -59,6 +57,8 @@ struct pickup {
 	int handles_open;
 	bool stopping;
 	unsigned in_flight;
+	pickup_queued_cb queued_cb; /* given by the owner: hands a queued message on */
+	void *queued_arg;
 	pickupd_closed_cb closed_cb; /* pickup_close's, until it is called */
 	void *closed_arg;
 	struct cand **table;
@@ -285,8 +285,7 @@ static void job_done(struct job *j)
 			ij->uid, p->cfg->name, ij->name, ij->sender, ij->n_rcpts,
 			(unsigned long long)ij->size);
 		pd->stats.received++;
-		sched_add(pd->sched, ij->id, SPOOL_QUEUE, 0);
-		relay_pool_wake(pd->pool);
+		p->queued_cb(p->queued_arg, ij->id);
 		break;
 	case INGEST_REFUSED:
 		pd->stats.refused++;
@@ -441,11 +440,14 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 	pump(p);
 }
 
-struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, struct buf *errors)
+struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg,
+			  pickup_queued_cb queued_cb, void *arg, struct buf *errors)
 {
 	struct pickup *p = xcalloc(1, sizeof(*p));
 	p->pd = pd;
 	p->cfg = cfg;
+	p->queued_cb = queued_cb;
+	p->queued_arg = arg;
 	/* Reload does not move a folder to a new configuration (a [pickup]
 	 * change takes a restart): this one stays as long as the folder. */
 	p->conf = config_ref(pd->cfg);

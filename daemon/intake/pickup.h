@@ -11,9 +11,14 @@
 #include "common/config.h"
 #include "daemon/core/pickupd.h"
 
+/* A file of the folder is now message id in the spool's queue/ (durably):
+ * the owner schedules it. */
+typedef void (*pickup_queued_cb)(void *arg, const char *id);
+
 /* cfg: one of pd->cfg's [pickup] sections; the folder holds a reference to
  * pd->cfg until pickup_free. */
-struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, struct buf *errors);
+struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg,
+			  pickup_queued_cb queued_cb, void *arg, struct buf *errors);
 /* Starts watching and runs the first scan. */
 void pickup_start(struct pickup *p);
 /* Stops claiming (after pickup_start): closes the handles; jobs in flight

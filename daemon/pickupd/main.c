@@ -218,6 +218,20 @@ static void signal_cb(uv_signal_t *h, int signum)
 	stop(pd, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* A pickup folder queued a message: due now. */
+static void message_queued_cb(void *arg, const char *id)
+{
+	struct pickupd *pd = arg;
+	sched_add(pd->sched, id, SPOOL_QUEUE, 0);
+	relay_pool_wake(pd->pool);
+}
+
+/* Delivery removed a message: ingestion may be waiting for that room. */
+static void message_removed_cb(void *arg)
+{
+	space_check(arg);
+}
+
 /* The schedule's earliest entry is due: sessions take it. */
 static void schedule_due_cb(void *arg)
 {
@@ -382,11 +396,11 @@ int main(int argc, char **argv)
 		setenv("UV_THREADPOOL_SIZE", "8", 0);
 	pd.loop = uv_default_loop();
 	pd.sched = sched_new(pd.loop, schedule_due_cb, &pd);
-	pd.pool = relay_pool_new(&pd, &errs);
+	pd.pool = relay_pool_new(&pd, message_removed_cb, &pd, &errs);
 	pd.n_pickups = pd.cfg->n_pickups;
 	pd.pickups = xcalloc(pd.n_pickups, sizeof(*pd.pickups));
 	for (size_t i = 0; i < pd.n_pickups; i++)
-		pd.pickups[i] = pickup_new(&pd, &pd.cfg->pickups[i], &errs);
+		pd.pickups[i] = pickup_new(&pd, &pd.cfg->pickups[i], message_queued_cb, &pd, &errs);
 	if (errs.len) {
 		log_lines(log_error, "", errs.data);
 		fatal("cannot start");
