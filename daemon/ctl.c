@@ -4,7 +4,7 @@
  * the daemon so that its in-memory schedule stays right; badmail retention
  * ([badmail] keep, on a timer); and, at start-up, the logging of operator
  * actions pickupctl took on the spool while the daemon was down.
- * Owns: the listening uv_pipe_t, the client connections, the operations and
+ * Owns: the listener (listener.c) and each connection's ctl_client, the
  * batches in flight on the thread pool, the badmail expiry timer, and an
  * exclusive flock(2) on the spool directory for the daemon's lifetime
  * (pickupctl takes it to work on the spool directly, so it never does while
@@ -14,8 +14,8 @@
  * (hold/delete answer "busy"); every other message a command touches is taken
  * out of the schedule first and put back (or not) when the spool says where
  * it ended up; one operation per ID at a time (single operations, batches and
- * badmail expiry alike); a client is freed only in its close callback and
- * closed only when none of its operations is in flight.
+ * badmail expiry alike); a client's connection is held (lconn_hold) while
+ * its batch is in flight, so it is closed and freed only after the answer.
  */
 #include "daemon/ctl.h"
 
@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "daemon/ctl_proto.h"
 #include "daemon/ctl_spool.h"
+#include "daemon/listener.h"
 #include "daemon/pickupd.h"
 #include "daemon/relay.h"
 #include "daemon/sched.h"
@@ -47,23 +48,16 @@ struct ctl_batch;
 
 struct ctl_client {
 	struct ctl *ctl;
-	uv_pipe_t pipe;
-	char in[CTL_MAX_LINE];
-	size_t in_len;
+	struct lconn *conn;
 	bool op_pending;	      /* a thread-pool operation will answer */
 	struct ctl_batch *collecting; /* "batch CMD N": IDs still to read */
-	bool want_close;	      /* the peer left while an operation was in flight */
-	bool closing;
-	struct ctl_client *prev, *next;
 };
 
 struct ctl {
 	struct pickupd *pd;
-	uv_pipe_t server;
+	struct listener *listener;
 	char *path;
-	bool server_closed; /* its close callback ran */
 	bool stopping;
-	struct ctl_client *clients;
 	struct ctl_batch *batches; /* in flight on the thread pool */
 	uv_timer_t expire_timer;   /* badmail retention */
 	bool expire_closed;
@@ -88,27 +82,10 @@ struct ctl_batch {
 
 /* ---- replies --------------------------------------------------------------------------- */
 
-struct wreq {
-	uv_write_t req;
-	char data[];
-};
-
-static void write_cb(uv_write_t *req, int status)
-{
-	(void)status; /* a client that left is not our problem */
-	free(req);
-}
-
 /* Queues bytes for the client; nothing once it is closing. */
 static void send_out(struct ctl_client *cl, const struct buf *b)
 {
-	if (cl->closing || b->len == 0)
-		return;
-	struct wreq *w = xmalloc(sizeof(*w) + b->len);
-	memcpy(w->data, b->data, b->len);
-	uv_buf_t ub = uv_buf_init(w->data, (unsigned)b->len);
-	if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &ub, 1, write_cb) < 0)
-		free(w);
+	lconn_write(cl->conn, b->data, b->len);
 }
 
 static void reply(struct ctl_client *cl, enum spool_op_result r, const char *fmt, ...)
@@ -136,34 +113,9 @@ static void batch_free(struct ctl_batch *b)
 	free(b);
 }
 
-static void client_close_cb(uv_handle_t *h)
-{
-	struct ctl_client *cl = h->data;
-	struct ctl *c = cl->ctl;
-	if (cl->collecting)
-		batch_free(cl->collecting);
-	if (cl->prev)
-		cl->prev->next = cl->next;
-	else
-		c->clients = cl->next;
-	if (cl->next)
-		cl->next->prev = cl->prev;
-	free(cl);
-	if (c->stopping)
-		pickupd_check_stopped(c->pd);
-}
-
 static void client_close(struct ctl_client *cl)
 {
-	if (cl->op_pending) {
-		cl->want_close = true;
-		uv_read_stop((uv_stream_t *)&cl->pipe);
-		return;
-	}
-	if (cl->closing)
-		return;
-	cl->closing = true;
-	uv_close((uv_handle_t *)&cl->pipe, client_close_cb);
+	lconn_close(cl->conn);
 }
 
 /* Puts a message back into the schedule after an operation that failed,
@@ -187,7 +139,6 @@ static void resched(struct ctl *c, const char *id)
 }
 
 static void process(struct ctl_client *cl);
-static void resume_reading(struct ctl_client *cl);
 
 static int cmp_item(const void *a, const void *b)
 {
@@ -268,15 +219,12 @@ static void batch_reply(struct ctl_client *cl, const struct ctl_batch *b)
 	buf_deinit(&out);
 }
 
+/* The batch of cl is answered: on to its next request, unless it is closing. */
 static void client_resume(struct ctl_client *cl)
 {
-	struct ctl *c = cl->ctl;
 	cl->op_pending = false;
-	if (cl->want_close || c->stopping) {
-		client_close(cl);
-		return;
-	}
-	process(cl);
+	if (lconn_release(cl->conn))
+		process(cl);
 }
 
 static void batch_fn(struct job *j)
@@ -453,6 +401,7 @@ static void batch_line(struct ctl_client *cl, struct ctl_batch *b, const char *l
 	cl->collecting = NULL;
 	if (batch_start(cl->ctl, b)) {
 		cl->op_pending = true;
+		lconn_hold(cl->conn);
 		return;
 	}
 	batch_reply(cl, b);
@@ -638,18 +587,21 @@ static void handle_line(struct ctl_client *cl, char *line)
 /* Handles complete lines in the input, one operation at a time. */
 static void process(struct ctl_client *cl)
 {
-	while (!cl->op_pending && !cl->closing) {
-		char *nl = memchr(cl->in, '\n', cl->in_len);
+	size_t len;
+	bool full;
+	char *in = lconn_input(cl->conn, &len, &full);
+	while (!cl->op_pending && !lconn_closing(cl->conn)) {
+		char *nl = memchr(in, '\n', len);
 		if (nl == NULL)
 			break;
 		char line[CTL_MAX_LINE];
-		size_t n = (size_t)(nl - cl->in);
-		memcpy(line, cl->in, n);
+		size_t n = (size_t)(nl - in);
+		memcpy(line, in, n);
 		line[n] = '\0';
 		if (n && line[n - 1] == '\r')
 			line[n - 1] = '\0';
-		cl->in_len -= n + 1;
-		memmove(cl->in, nl + 1, cl->in_len);
+		lconn_consume(cl->conn, n + 1);
+		in = lconn_input(cl->conn, &len, &full);
 		if (cl->collecting) {
 			batch_line(cl, cl->collecting, line);
 			continue;
@@ -660,61 +612,42 @@ static void process(struct ctl_client *cl)
 		}
 		handle_line(cl, line);
 	}
-	if (cl->closing)
-		return;
-	if (cl->op_pending)
-		uv_read_stop((uv_stream_t *)&cl->pipe);
-	else if (cl->in_len == sizeof(cl->in)) {
+	if (full && !cl->op_pending && !lconn_closing(cl->conn)) {
 		reply(cl, SPOOL_OP_FAILED, "request line too long");
 		client_close(cl);
-	} else {
-		resume_reading(cl);
 	}
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void accept_cb(struct lconn *conn, void *arg)
 {
-	struct ctl_client *cl = h->data;
-	(void)suggested;
-	*b = uv_buf_init(cl->in + cl->in_len, (unsigned)(sizeof(cl->in) - cl->in_len));
-}
-
-static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
-{
-	struct ctl_client *cl = s->data;
-	(void)b;
-	if (n < 0) {
-		client_close(cl);
-		return;
-	}
-	cl->in_len += (size_t)n;
-	process(cl);
-}
-
-static void resume_reading(struct ctl_client *cl)
-{
-	if (!cl->closing && !cl->op_pending && !cl->want_close)
-		uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
-}
-
-static void connection_cb(uv_stream_t *server, int status)
-{
-	struct ctl *c = server->data;
-	if (status < 0 || c->stopping)
-		return;
 	struct ctl_client *cl = xcalloc(1, sizeof(*cl));
-	cl->ctl = c;
-	uv_pipe_init(c->pd->loop, &cl->pipe, 0);
-	cl->pipe.data = cl;
-	cl->next = c->clients;
-	if (c->clients)
-		c->clients->prev = cl;
-	c->clients = cl;
-	if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0) {
-		client_close(cl);
-		return;
-	}
-	resume_reading(cl);
+	cl->ctl = arg;
+	cl->conn = conn;
+	lconn_set_data(conn, cl);
+}
+
+static void read_cb(struct lconn *conn, void *arg)
+{
+	(void)arg;
+	process(lconn_data(conn));
+}
+
+static void close_cb(struct lconn *conn, void *arg)
+{
+	struct ctl_client *cl = lconn_data(conn);
+	(void)arg;
+	if (cl == NULL)
+		return; /* refused before accept_cb */
+	if (cl->collecting)
+		batch_free(cl->collecting);
+	free(cl);
+}
+
+static void stopped_cb(void *arg)
+{
+	struct ctl *c = arg;
+	if (c->stopping)
+		pickupd_check_stopped(c->pd);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -808,42 +741,23 @@ static int clear_stale(const char *path, struct buf *errors)
 	return 0;
 }
 
-static void server_close_cb(uv_handle_t *h)
-{
-	struct ctl *c = h->data;
-	c->server_closed = true;
-	if (c->stopping)
-		pickupd_check_stopped(c->pd);
-}
-
-static void server_close_free_cb(uv_handle_t *h)
-{
-	struct ctl *c = h->data;
-	free(c->path);
-	free(c);
-}
-
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 {
+	static const struct listener_ops ops = {accept_cb, read_cb, close_cb, stopped_cb};
+	const struct listener_limits lim = {CTL_MAX_LINE, 0, 0};
 	const char *path = pd->cfg->control.socket;
 	if (ctl_check_path(path, NULL, errors) < 0 || clear_stale(path, errors) < 0)
 		return NULL;
 	struct ctl *c = xcalloc(1, sizeof(*c));
+	struct buf what = BUF_INIT;
 	c->pd = pd;
 	c->path = xstrdup(path);
-	uv_pipe_init(pd->loop, &c->server, 0);
-	c->server.data = c;
-	/* Created 0660 from the start: no moment in which others may connect. */
-	mode_t old = umask(0117);
-	int r = uv_pipe_bind(&c->server, path);
-	umask(old);
-	if (r == 0 && chmod(path, 0660) < 0)
-		r = uv_translate_sys_error(errno);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)&c->server, 64, connection_cb);
-	if (r < 0) {
-		buf_printf(errors, "control socket %s: %s\n", path, uv_strerror(r));
-		uv_close((uv_handle_t *)&c->server, server_close_free_cb);
+	buf_printf(&what, "control socket %s", path);
+	c->listener = listener_unix(pd->loop, path, 0660, &lim, &ops, c, what.data, errors);
+	buf_deinit(&what);
+	if (c->listener == NULL) {
+		free(c->path);
+		free(c);
 		return NULL;
 	}
 	log_debug("control socket %s listening", path);
@@ -864,22 +778,21 @@ void ctl_stop(struct ctl *c)
 	/* Gone from the file system first: pickupctl then waits for the spool
 	 * lock, which the daemon keeps until it exits. */
 	unlink(c->path);
-	uv_close((uv_handle_t *)&c->server, server_close_cb);
+	listener_stop(c->listener);
 	uv_close((uv_handle_t *)&c->expire_timer, expire_close_cb);
-	for (struct ctl_client *cl = c->clients; cl; cl = cl->next)
-		client_close(cl);
 }
 
 bool ctl_idle(const struct ctl *c)
 {
-	return c == NULL || (c->server_closed && c->expire_closed && c->clients == NULL &&
-			     c->batches == NULL && !c->expire_running);
+	return c == NULL || (listener_idle(c->listener) && c->expire_closed && c->batches == NULL &&
+			     !c->expire_running);
 }
 
 void ctl_free(struct ctl *c)
 {
 	if (c == NULL)
 		return;
+	listener_free(c->listener);
 	free(c->path);
 	free(c);
 }
