@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/ctl_client.h"
 #include "daemon/ctl_proto.h"
 #include "daemon/ctl_spool.h"
 #include "daemon/listener.h"
@@ -46,6 +47,7 @@
 
 struct ctl_batch;
 
+/* The ctl's data of one connection (lconn_data). */
 struct ctl_client {
 	struct ctl *ctl;
 	struct lconn *conn;
@@ -618,29 +620,20 @@ static void process(struct ctl_client *cl)
 	}
 }
 
-static void accept_cb(struct lconn *conn, void *arg)
-{
-	struct ctl_client *cl = xcalloc(1, sizeof(*cl));
-	cl->ctl = arg;
-	cl->conn = conn;
-	lconn_set_data(conn, cl);
-}
-
 static void read_cb(struct lconn *conn, void *arg)
 {
-	(void)arg;
-	process(lconn_data(conn));
+	struct ctl_client *cl = lconn_data(conn);
+	cl->ctl = arg;
+	cl->conn = conn;
+	process(cl);
 }
 
 static void close_cb(struct lconn *conn, void *arg)
 {
 	struct ctl_client *cl = lconn_data(conn);
 	(void)arg;
-	if (cl == NULL)
-		return; /* refused before accept_cb */
 	if (cl->collecting)
 		batch_free(cl->collecting);
-	free(cl);
 }
 
 static void stopped_cb(void *arg)
@@ -712,24 +705,17 @@ static int clear_stale(const char *path, struct buf *errors)
 		buf_printf(errors, "control socket %s: exists and is not a socket\n", path);
 		return -1;
 	}
-	struct sockaddr_un sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path));
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		buf_printf(errors, "control socket: %s\n", strerror(errno));
-		return -1;
-	}
-	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	int err = errno;
-	close(fd);
-	if (r == 0) {
+	int fd;
+	struct buf why = BUF_INIT;
+	int r = ctl_client_connect(path, &fd, &why);
+	if (r > 0) {
+		close(fd);
 		buf_printf(errors, "control socket %s: another pickupd answers on it\n", path);
 		return -1;
 	}
-	if (err != ECONNREFUSED) {
-		buf_printf(errors, "control socket %s: %s\n", path, strerror(err));
+	if (r < 0) {
+		buf_printf(errors, "control socket %s: %s\n", path, why.data);
+		buf_deinit(&why);
 		return -1;
 	}
 	if (unlink(path) < 0 && errno != ENOENT) {
@@ -743,8 +729,8 @@ static int clear_stale(const char *path, struct buf *errors)
 
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 {
-	static const struct listener_ops ops = {accept_cb, read_cb, close_cb, stopped_cb};
-	const struct listener_limits lim = {CTL_MAX_LINE, 0, 0};
+	static const struct listener_ops ops = {read_cb, close_cb, stopped_cb};
+	const struct listener_limits lim = {CTL_MAX_LINE, 0, 0, sizeof(struct ctl_client)};
 	const char *path = pd->cfg->control.socket;
 	if (ctl_check_path(path, NULL, errors) < 0 || clear_stale(path, errors) < 0)
 		return NULL;

@@ -30,8 +30,7 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* 1 connected (fd_r), 0 no daemon listens (no socket, or a stale one), -1 error. */
-static int ctl_connect(const char *path, int *fd_r, struct buf *err)
+int ctl_client_connect(const char *path, int *fd_r, struct buf *err)
 {
 	struct sockaddr_un sa;
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -86,7 +85,7 @@ static int round_trip(const char *path, const struct buf *req, struct buf *resp,
 		      bool (*done)(const char *, size_t), int64_t idle_ms, struct buf *err)
 {
 	int fd;
-	int r = ctl_connect(path, &fd, err);
+	int r = ctl_client_connect(path, &fd, err);
 	if (r <= 0)
 		return r;
 	buf_clear(resp);

@@ -10,6 +10,12 @@
 #include "spool/spool.h"
 
 /*
+ * Connects to the socket at path: 1 connected (*fd_r, close it), 0 no
+ * daemon listens (no socket, or a stale one nobody answers on), -1 error
+ * (err). Also how the daemon tells a stale socket from a live one.
+ */
+int ctl_client_connect(const char *path, int *fd_r, struct buf *err);
+/*
  * Sends one request line to the socket at path and reads the answer line
  * (without its newline) into resp. 1: answered; 0: no daemon listens (no
  * socket, or a stale one); -1: error, with why in err.

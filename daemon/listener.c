@@ -28,7 +28,7 @@ union lhandle {
 struct lconn {
 	struct listener *l;
 	union lhandle h;
-	void *data;	   /* the owner's */
+	void *data;	   /* the owner's: listener_limits.data_size bytes */
 	uint64_t accepted; /* uv_now */
 	bool held;	   /* a job works for it */
 	bool want_close;   /* closes once released */
@@ -75,6 +75,7 @@ static void conn_close_cb(uv_handle_t *h)
 	struct listener *l = c->l;
 	if (l->ops.close_cb)
 		l->ops.close_cb(c, l->arg);
+	free(c->data);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -141,11 +142,6 @@ void lconn_write_close(struct lconn *c, const char *data, size_t len)
 	c->answered = true;
 	uv_read_stop(&c->h.stream);
 	conn_write(c, data, len, true);
-}
-
-void lconn_set_data(struct lconn *c, void *data)
-{
-	c->data = data;
 }
 
 void *lconn_data(const struct lconn *c)
@@ -225,6 +221,7 @@ static void connection_cb(uv_stream_t *server, int status)
 	struct lconn *c = xcalloc(1, sizeof(*c) + l->lim.max_request);
 	c->l = l;
 	c->accepted = uv_now(l->loop);
+	c->data = l->lim.data_size ? xcalloc(1, l->lim.data_size) : NULL;
 	if (l->is_unix)
 		uv_pipe_init(l->loop, &c->h.pipe, 0);
 	else
@@ -240,8 +237,6 @@ static void connection_cb(uv_stream_t *server, int status)
 		lconn_close(c);
 		return;
 	}
-	if (l->ops.accept_cb)
-		l->ops.accept_cb(c, l->arg);
 	uv_read_start(&c->h.stream, alloc_cb, read_cb);
 }
 

@@ -25,16 +25,15 @@ struct listener;
 struct lconn;
 
 struct listener_ops {
-	/* A connection was accepted (before any read): set lconn_set_data. */
-	void (*accept_cb)(struct lconn *c, void *arg);
 	/*
 	 * Bytes arrived: lconn_input holds what is not consumed yet. When the
 	 * buffer is full after this returns and the connection still reads,
 	 * the listener closes it: answer before that ("line too long").
 	 */
 	void (*read_cb)(struct lconn *c, void *arg);
-	/* The connection is closed for good (uv close callback), its memory
-	 * is freed right after: free what lconn_data points to. */
+	/* The connection is closed for good (uv close callback); it and its
+	 * lconn_data are freed right after: free what that data points to.
+	 * May be NULL. */
 	void (*close_cb)(struct lconn *c, void *arg);
 	/* While stopping, each time one more handle or connection has closed:
 	 * the owner looks whether everything is idle now. May be NULL. */
@@ -45,6 +44,7 @@ struct listener_limits {
 	size_t max_request; /* input buffer of a connection, bytes */
 	unsigned max_conns; /* more are accepted and closed at once; 0 = no limit */
 	int64_t timeout_ms; /* a connection not answered by then is dropped; 0 = never */
+	size_t data_size;   /* the owner's data of each connection (lconn_data), zeroed */
 };
 
 /*
@@ -70,7 +70,7 @@ void listener_stop(struct listener *l);
 bool listener_idle(const struct listener *l);
 void listener_free(struct listener *l);
 
-void lconn_set_data(struct lconn *c, void *data);
+/* The owner's data of the connection (listener_limits.data_size bytes). */
 void *lconn_data(const struct lconn *c);
 /* The bytes read and not yet consumed; *full_r when the buffer is full. */
 char *lconn_input(struct lconn *c, size_t *len_r, bool *full_r);

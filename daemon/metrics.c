@@ -29,7 +29,7 @@
 #define METRICS_MAX_CLIENTS	  64
 #define METRICS_MAX_RELAYS	  64
 
-/* One connection's owner data (the connection is the listener's). */
+/* The metrics' data of one connection (lconn_data). */
 struct mclient {
 	struct metrics *m;
 	struct lconn *conn;
@@ -38,7 +38,6 @@ struct mclient {
 struct metrics {
 	struct pickupd *pd;
 	struct listener *listener;
-	bool stopping;
 };
 
 /* A scrape: counts the state directories on the thread pool. */
@@ -343,47 +342,34 @@ static bool head_complete(const char *in, size_t len)
 	return false;
 }
 
-static void accept_cb(struct lconn *conn, void *arg)
-{
-	struct mclient *cl = xcalloc(1, sizeof(*cl));
-	cl->m = arg;
-	cl->conn = conn;
-	lconn_set_data(conn, cl);
-}
-
 static void read_cb(struct lconn *conn, void *arg)
 {
 	struct mclient *cl = lconn_data(conn);
 	size_t len;
 	bool full;
 	char *in = lconn_input(conn, &len, &full);
-	(void)arg;
+	cl->m = arg;
+	cl->conn = conn;
 	if (head_complete(in, len))
 		handle_request(cl, in, len);
 	else if (full)
 		respond(cl, "431 Request Header Fields Too Large", "request too large\n", 18);
 }
 
-static void close_cb(struct lconn *conn, void *arg)
-{
-	(void)arg;
-	free(lconn_data(conn)); /* NULL when refused before accept_cb */
-}
-
+/* Called by the listener only once it is stopping. */
 static void stopped_cb(void *arg)
 {
 	struct metrics *m = arg;
-	if (m->stopping)
-		pickupd_check_stopped(m->pd);
+	pickupd_check_stopped(m->pd);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
 struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 {
-	static const struct listener_ops ops = {accept_cb, read_cb, close_cb, stopped_cb};
+	static const struct listener_ops ops = {read_cb, NULL, stopped_cb};
 	const struct listener_limits lim = {METRICS_MAX_REQUEST, METRICS_MAX_CLIENTS,
-					    METRICS_CLIENT_TIMEOUT_MS};
+					    METRICS_CLIENT_TIMEOUT_MS, sizeof(struct mclient)};
 	const char *listen = pd->cfg->metrics.listen;
 	struct sockaddr_storage ss[2];
 	if (listen == NULL || *listen == '\0')
@@ -413,10 +399,8 @@ struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 
 void metrics_stop(struct metrics *m)
 {
-	if (m == NULL || m->stopping)
-		return;
-	m->stopping = true;
-	listener_stop(m->listener);
+	if (m)
+		listener_stop(m->listener);
 }
 
 bool metrics_idle(const struct metrics *m)
