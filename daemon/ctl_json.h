@@ -8,7 +8,8 @@
  * UTC "2026-11-23T10:00:00.123Z" or null):
  *   status   {"daemon": {"running": bool, and when running: "pid", "version",
  *             "stopping", "scheduled", "sessions", "relays": [{"name",
- *             "sessions", "paused", "paused_seconds"}]}, "counts": {STATE: N},
+ *             "sessions", "paused", "paused_seconds", "concurrency_limit",
+ *             "max_sessions"}]}, "counts": {STATE: N},
  *             "oldest_id", "oldest_age_seconds", "deferred_reasons": [{"reply",
  *             "messages"}], "pickup_stuck": [{"pickup", "dir", "error",
  *             "stuck_after_seconds", "files", "reasons": {"unreadable"|
