@@ -6,7 +6,8 @@
  * Invariants: events are hints; a full rescan finds everything an event
  * could have said; a name is in at most one of {ready FIFO, waiting, in
  * flight}; at most MAX_IN_FLIGHT ingest jobs at a time, so 20,000 files
- * dropped at once cost a bounded amount of memory per job.
+ * dropped at once cost a bounded amount of memory per job; the folder's
+ * settings are those of the configuration it started with (a reference).
  */
 #include "daemon/pickup.h"
 
@@ -48,7 +49,8 @@ struct cand {
 
 struct pickup {
 	struct pickupd *pd;
-	const struct config_pickup *cfg;
+	const struct config_pickup *cfg; /* in conf */
+	struct config *conf;		 /* a reference: kept while the folder is watched */
 	int dir_fd;
 	int ino_fd;
 	uv_poll_t poll;
@@ -427,6 +429,9 @@ struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, s
 	struct pickup *p = xcalloc(1, sizeof(*p));
 	p->pd = pd;
 	p->cfg = cfg;
+	/* Reload does not move a folder to a new configuration (a [pickup]
+	 * change takes a restart): this one stays as long as the folder. */
+	p->conf = config_ref(pd->cfg);
 	p->ino_fd = -1;
 	p->table_size = 1024;
 	p->table = xcalloc(p->table_size, sizeof(*p->table));
@@ -515,5 +520,6 @@ void pickup_free(struct pickup *p)
 		close(p->ino_fd);
 	if (p->dir_fd >= 0)
 		close(p->dir_fd);
+	config_free(p->conf);
 	free(p);
 }

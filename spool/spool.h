@@ -191,6 +191,9 @@ int spool_claim_undo(struct spool *s, struct spool_claim *c);
  * starts: -1 with EROFS when it is not (or errno).
  */
 int spool_mark_sending(struct spool *s, const char *id);
+/* Clears that mark when the transaction never started after all (the
+ * message goes back to the schedule unsent). Not fsynced either. */
+int spool_unmark_sending(struct spool *s, const char *id);
 
 /* Lists IDs in a state directory (sorted). The caller frees the array and strings. */
 int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n_r);
