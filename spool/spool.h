@@ -267,6 +267,74 @@ size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool
 			 int *err_r);
 
 /*
+ * Operators' commands on messages (spool/ops.c). What a command may do from
+ * which state is decided here once, for the daemon's control socket and
+ * pickupctl alike:
+ *   retry    deferred -> queue; queue: nothing to do (ok); hold, badmail: refused
+ *   hold     queue, deferred -> hold
+ *   release  hold -> queue
+ *   delete   any state: content and envelope removed
+ *   requeue  badmail -> queue, recipients not sent made pending again
+ *   purge    badmail: removed (delete restricted to badmail/)
+ */
+enum spool_op {
+	SPOOL_OP_RETRY,
+	SPOOL_OP_HOLD,
+	SPOOL_OP_RELEASE,
+	SPOOL_OP_DELETE,
+	SPOOL_OP_REQUEUE,
+	SPOOL_OP_PURGE,
+	SPOOL_N_OPS
+};
+extern const char *const spool_op_names[SPOOL_N_OPS];
+/* -1 when unknown. */
+int spool_op_from_name(const char *name);
+/* The past participle for texts and logs: "held", "deleted", ... */
+const char *spool_op_done(enum spool_op op);
+
+enum spool_op_act { SPOOL_ACT_NONE, SPOOL_ACT_MOVE, SPOOL_ACT_REMOVE, SPOOL_ACT_REQUEUE };
+/* BUSY: another actor owns the message right now (the daemon's sessions). */
+enum spool_op_result { SPOOL_OP_PENDING, SPOOL_OP_OK, SPOOL_OP_FAILED, SPOOL_OP_BUSY };
+
+/* One message of a command. Owner: the batch that holds it (spool_op_item_deinit). */
+struct spool_op_item {
+	char id[SPOOL_ID_LEN + 1];
+	int from; /* state it was found in; -1 = in none */
+	enum spool_op_act act;
+	enum spool_state to; /* SPOOL_ACT_MOVE */
+	enum spool_op_result result;
+	char *text; /* one line: "ID held", "ID is in hold, not badmail" */
+};
+void spool_op_set(struct spool_op_item *it, enum spool_op_result r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void spool_op_item_deinit(struct spool_op_item *it);
+
+/* Where the envelope of id is, or -1 (errno ENOENT) when in no state directory. */
+int spool_locate(struct spool *s, const char *id);
+/*
+ * Decides from it->from what op does to the message: an act to perform
+ * (result stays SPOOL_OP_PENDING), or a final result with its text (wrong
+ * state, no such message, nothing to do). A deferred message's retry is a
+ * move to queue/; the daemon reschedules it in memory instead.
+ */
+void spool_op_plan(enum spool_op op, struct spool_op_item *it);
+/* True when op acts on a message in st (what "ALL" selects). */
+bool spool_op_applies(enum spool_op op, enum spool_state st);
+/*
+ * Performs the pending acts, batched so that each directory is fsynced once
+ * per (act, from, to) group; sets each result and text.
+ */
+void spool_op_apply(struct spool *s, enum spool_op op, struct spool_op_item *items, size_t n);
+/*
+ * Puts a badmail message back into queue/: recipients not yet sent become
+ * pending, attempts start again, the reason is cleared; written durably in
+ * badmail/ first, then renamed into queue/. Refuses (with a reason) a file
+ * refused at pickup, which has no usable envelope: such a file is fixed and
+ * dropped into the pickup folder again. 0, or -1 with why appended.
+ */
+int spool_requeue(struct spool *s, const char *id, struct buf *why);
+
+/*
  * <spool>/operator-actions: what pickupctl did to the spool while pickupd
  * was not running, one line per action, for the daemon to log at its next
  * start (spool/audit.c). Append only under the spool lock; fsynced.
