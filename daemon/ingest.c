@@ -4,9 +4,9 @@
  * Owns: nothing beyond the job; the spool owns every path it touches.
  * Invariants: the file is opened without following links and without
  * blocking; nothing is claimed while a writer may still be at work (flock,
- * settle time); once claimed, the file ends as a queued message or in
- * badmail with a reason, or, when the envelope cannot be written, it is put
- * back where it was found. Nothing is deleted.
+ * lease; settle time unless an event said it is complete); once claimed, the file ends as a queued
+ * message or in badmail with a reason, or, when the envelope cannot be written, it is put back
+ * where it was found. Nothing is deleted.
  */
 #include "daemon/ingest.h"
 
@@ -61,22 +61,22 @@ static const char *file_kind(mode_t m)
 }
 
 /*
- * True when another process has the file open for writing. A read lease
- * (fcntl F_SETLEASE F_RDLCK) is refused with EAGAIN exactly then; it is
- * released at once. Taking one needs the file's owner or CAP_LEASE, and some
- * file systems (NFS, SMB) have none: then we cannot tell (false), and the
- * flock and settle_time checks are all there is. A writer opening the file
- * in the microseconds the lease is held would break it, which signals us:
- * F_SETSIG selects SIGURG, whose default action is to ignore it.
+ * 1 when another process has the file open for writing, 0 when nobody has,
+ * -1 when we cannot tell. A read lease (fcntl F_SETLEASE F_RDLCK) is refused
+ * with EAGAIN exactly then; it is released at once. Taking one needs the
+ * file's owner or CAP_LEASE, and some file systems (NFS, SMB) have none: then
+ * the flock and settle_time checks are all there is. A writer opening the
+ * file in the microseconds the lease is held would break it, which signals
+ * us: F_SETSIG selects SIGURG, whose default action is to ignore it.
  */
-static bool open_for_writing(int fd)
+static int open_for_writing(int fd)
 {
 	if (fcntl(fd, F_SETSIG, SIGURG) < 0)
-		return false;
+		return -1;
 	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
-		return errno == EAGAIN;
+		return errno == EAGAIN ? 1 : -1;
 	fcntl(fd, F_SETLEASE, F_UNLCK);
-	return false;
+	return 0;
 }
 
 /* Writes the badmail envelope for a claimed file (reason already set). */
@@ -352,15 +352,20 @@ void ingest_run(struct job *j)
 	}
 	/* Writers without a lock: a read lease is granted only when nobody has
 	 * the file open for writing. */
-	if (!recovering && open_for_writing(fd)) {
+	int writers = recovering ? 0 : open_for_writing(fd);
+	if (writers > 0) {
 		ij->result = INGEST_NOT_READY;
 		ij->retry_after_ms = pk->settle_time_ms > 500 ? (int64_t)pk->settle_time_ms : 500;
 		set_reason(ij, "another process has it open for writing");
 		goto out;
 	}
+	/* settle_time is for files seen by a rescan (no event: NFS, SMB, start-up,
+	 * overflow) or found busy before; a file renamed in or closed by its last
+	 * writer, with no lock and no writer left (the lease told), is complete. */
 	int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	int64_t age = ij->now_ms - mtime_ms;
-	if (!recovering && pk->settle_time_ms && age < (int64_t)pk->settle_time_ms) {
+	bool complete = ij->finished && writers == 0;
+	if (!recovering && !complete && pk->settle_time_ms && age < (int64_t)pk->settle_time_ms) {
 		ij->result = INGEST_NOT_READY;
 		ij->retry_after_ms = (int64_t)pk->settle_time_ms - (age > 0 ? age : 0);
 		set_reason(ij, "modified %lld ms ago (settle_time)", (long long)age);

@@ -32,6 +32,9 @@ struct ingest_job {
 	char *name;
 	const char *hostname;
 	int64_t now_ms;
+	/* Renamed in or closed by a writer (an inotify event): complete once no
+	 * writer holds it, so settle_time does not apply. */
+	bool finished;
 	/* output */
 	enum ingest_result result;
 	int err;		/* errno for INGEST_ERROR */

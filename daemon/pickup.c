@@ -39,6 +39,7 @@ struct cand {
 	char *name;
 	enum cand_where where;
 	bool again;	    /* an event came while in flight */
+	bool event;	    /* IN_MOVED_TO/IN_CLOSE_WRITE since last taken: no settle_time */
 	bool error_logged;  /* permission problems are logged once per file */
 	bool busy_logged;   /* "still being written" is logged once per file */
 	int64_t busy_since; /* first NOT_READY of the current wait; 0 = none */
@@ -194,6 +195,8 @@ static void note(struct pickup *p, const char *name, bool finished)
 	struct cand *c = cand_find(p, name);
 	if (c == NULL)
 		c = cand_add(p, name);
+	if (finished)
+		c->event = true;
 	switch (c->where) {
 	case C_NONE:
 		ready_push(p, c);
@@ -259,6 +262,8 @@ static void pump(struct pickup *p)
 		ij->name = xstrdup(c->name);
 		ij->hostname = pd->cfg->general.hostname;
 		ij->now_ms = pickupd_now_ms();
+		ij->finished = c->event;
+		c->event = false;
 		p->in_flight++;
 		job_submit(pd, &ij->job, ingest_run, job_done);
 	}
