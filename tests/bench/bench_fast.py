@@ -197,7 +197,11 @@ class Daemon:
         raise SystemExit("no daemon under strace")
 
     def finish(self, n_msgs):
-        self.d.stop(expect_status=None)
+        if self.strace_out:
+            os.kill(self.pid, 15)  # strace itself would only detach
+            self.d.proc.wait(120)
+        else:
+            self.d.stop(expect_status=None)
         if self.strace_out:
             text = open(self.strace_out).read()
             print(text)
