@@ -385,7 +385,7 @@ void ingest_run(struct job *j)
 		goto out;
 	}
 	/* From here on the file is ours: queued, or in badmail with a reason. */
-	if (spool_claim(&pd->spool, ij->dir_fd, ij->name, fd, ij->id) < 0) {
+	if (spool_claim_group(&pd->spool, ij->dir_fd, ij->dir_sync, ij->name, fd, ij->id) < 0) {
 		ij->err = errno;
 		ij->result = errno == ENOENT   ? INGEST_GONE
 			     : errno == ENOSPC ? INGEST_NOSPACE

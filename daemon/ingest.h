@@ -29,6 +29,7 @@ struct ingest_job {
 	void *owner; /* the pickup folder; not touched by the pool thread */
 	const struct config_pickup *pickup;
 	int dir_fd;
+	struct spool_dirsync *dir_sync; /* the folder's group commit, or NULL */
 	char *name;
 	const char *hostname;
 	int64_t now_ms;

@@ -52,6 +52,7 @@ struct pickup {
 	struct pickupd *pd;
 	const struct config_pickup *cfg;
 	int dir_fd;
+	struct spool_dirsync *dir_sync; /* claims share the folder's fsyncs */
 	int ino_fd;
 	uv_poll_t poll;
 	uv_timer_t rescan_timer;
@@ -259,6 +260,7 @@ static void pump(struct pickup *p)
 		ij->owner = p;
 		ij->pickup = p->cfg;
 		ij->dir_fd = p->dir_fd;
+		ij->dir_sync = p->dir_sync;
 		ij->name = xstrdup(c->name);
 		ij->hostname = pd->cfg->general.hostname;
 		ij->now_ms = pickupd_now_ms();
@@ -459,6 +461,7 @@ struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, s
 	p->pd = pd;
 	p->cfg = cfg;
 	p->ino_fd = -1;
+	p->dir_sync = spool_dirsync_new();
 	p->table_size = 1024;
 	p->table = xcalloc(p->table_size, sizeof(*p->table));
 	p->dir_fd = open(cfg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -546,5 +549,6 @@ void pickup_free(struct pickup *p)
 		close(p->ino_fd);
 	if (p->dir_fd >= 0)
 		close(p->dir_fd);
+	spool_dirsync_free(p->dir_sync);
 	free(p);
 }

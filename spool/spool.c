@@ -27,12 +27,13 @@
 
 /*
  * Group commit of one directory. Generations number directory fsyncs in the
- * order they start; several may run at once (the kernel batches concurrent
- * fsyncs into one journal commit, so making them wait in line would only add
- * latency). Right after its rename a caller takes a ticket: the generation
+ * order they start, and at most one runs at a time: callers that arrive while
+ * one runs wait for it, and the first of them then starts one that covers
+ * them all (each fsync is a device cache flush on the VM's journal-less ext4,
+ * and concurrent ones share flushes only partly, so one per batch is what
+ * saves them). Right after its rename a caller takes a ticket: the generation
  * the next fsync to start will have. An fsync of that generation or later
- * started after the rename, so its success covers it: the caller waits for
- * one that is already running, or starts one itself. A failed fsync fails
+ * started after the rename, so its success covers it. A failed fsync fails
  * every caller whose ticket was taken before it finished (it may have eaten
  * their error report: fsyncgate), and the directory is reopened.
  */
@@ -43,6 +44,7 @@ struct spool_dirsync {
 	uint64_t max_done; /* highest generation finished */
 	uint64_t failures; /* fsyncs that failed so far */
 	int failed_err;
+	bool running; /* an fsync of this directory is in flight */
 };
 
 struct dirsync_ticket {
@@ -228,9 +230,8 @@ static void reopen_dir(struct spool *s, int which)
 	close(fd);
 }
 
-static struct dirsync_ticket dir_ticket(struct spool *s, int which)
+static struct dirsync_ticket ticket_of(struct spool_dirsync *d)
 {
-	struct spool_dirsync *d = &s->dsync[which];
 	struct dirsync_ticket t;
 	pthread_mutex_lock(&d->lock);
 	t.need = d->started + 1;
@@ -239,27 +240,52 @@ static struct dirsync_ticket dir_ticket(struct spool *s, int which)
 	return t;
 }
 
-static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
+static struct dirsync_ticket dir_ticket(struct spool *s, int which)
 {
-	struct spool_dirsync *d = &s->dsync[which];
+	return ticket_of(&s->dsync[which]);
+}
+
+/* Reopens a directory outside the spool after a failed fsync, on the same
+ * descriptor number (see reopen_dir). */
+static void reopen_fd(int fd)
+{
+	int nfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (nfd < 0)
+		return;
+	dup2(nfd, fd);
+	close(nfd);
+}
+
+/* The group commit itself: which is a spool directory, or -1 for the
+ * directory open on *fdp (a pickup folder). */
+static int group_commit(struct spool *s, struct spool_dirsync *d, int which, int *fdp,
+			struct dirsync_ticket t)
+{
 	int err = 0;
 
 	pthread_mutex_lock(&d->lock);
 	while (d->max_done < t.need) {
-		if (d->started >= t.need) {
-			/* One that covers this caller is running: share it. */
+		if (d->running) {
+			/* It covers this caller (started >= need), or it started
+			 * before the caller's rename: then the caller leads the next. */
 			pthread_cond_wait(&d->done, &d->lock);
 			continue;
 		}
 		uint64_t gen = ++d->started;
+		d->running = true;
 		pthread_mutex_unlock(&d->lock);
 		int r = spool__hook("dir-fsync");
 		if (r == 0)
-			r = fsync(*dir_fd_of(s, which));
+			r = fsync(*fdp);
 		int e = r < 0 ? errno : 0;
-		if (r < 0 && e != EROFS)
-			reopen_dir(s, which);
+		if (r < 0 && e != EROFS) {
+			if (which >= 0)
+				reopen_dir(s, which);
+			else
+				reopen_fd(*fdp);
+		}
 		pthread_mutex_lock(&d->lock);
+		d->running = false;
 		if (r < 0) {
 			d->failures++;
 			d->failed_err = e;
@@ -277,6 +303,35 @@ static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
 		return -1;
 	}
 	return 0;
+}
+
+static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
+{
+	return group_commit(s, &s->dsync[which], which, dir_fd_of(s, which), t);
+}
+
+struct spool_dirsync *spool_dirsync_new(void)
+{
+	struct spool_dirsync *d = xcalloc(1, sizeof(*d));
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->done, NULL);
+	return d;
+}
+
+void spool_dirsync_free(struct spool_dirsync *d)
+{
+	if (d == NULL)
+		return;
+	pthread_mutex_destroy(&d->lock);
+	pthread_cond_destroy(&d->done);
+	free(d);
+}
+
+int spool_fsync_dir_group(struct spool *s, struct spool_dirsync *d, int *fdp)
+{
+	if (d == NULL)
+		return spool_fsync_dir(*fdp);
+	return group_commit(s, d, -1, fdp, ticket_of(d));
 }
 
 int spool_fsync_dir_shared(struct spool *s, int which)
@@ -509,7 +564,8 @@ static int copy_fd(int in, int out)
 }
 
 /* EXDEV: copy through tmp/, make it durable, move it into data/, then remove the original. */
-static int claim_copy(struct spool *s, int dir_fd, const char *name, int fd, const char *id)
+static int claim_copy(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
+		      int fd, const char *id)
 {
 	char tmp[SPOOL_ID_LEN + 16];
 	snprintf(tmp, sizeof(tmp), "%s.claim", id);
@@ -540,10 +596,11 @@ static int claim_copy(struct spool *s, int dir_fd, const char *name, int fd, con
 		errno = saved;
 		return -1;
 	}
-	return spool_fsync_dir(dir_fd);
+	return spool_fsync_dir_group(s, dir_sync, &dir_fd);
 }
 
-static int claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
+static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
+		 int fd, char id_r[SPOOL_ID_LEN + 1])
 {
 	for (int tries = 0; tries < 16; tries++) {
 		spool_new_id(s, id_r);
@@ -557,13 +614,13 @@ static int claim(struct spool *s, int dir_fd, const char *name, int fd, char id_
 			if (spool__hook("claim-dirsync") < 0 ||
 			    spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
 				return -1;
-			return spool_fsync_dir(dir_fd);
+			return spool_fsync_dir_group(s, dir_sync, &dir_fd);
 		}
 		/* Another process made the same ID: the name decides, take the next. */
 		if (errno == EEXIST)
 			continue;
 		if (errno == EXDEV)
-			return claim_copy(s, dir_fd, name, fd, id_r);
+			return claim_copy(s, dir_fd, dir_sync, name, fd, id_r);
 		return -1;
 	}
 	errno = EEXIST;
@@ -572,9 +629,15 @@ static int claim(struct spool *s, int dir_fd, const char *name, int fd, char id_
 
 int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1])
 {
+	return spool_claim_group(s, dir_fd, NULL, name, fd, id_r);
+}
+
+int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
+		      int fd, char id_r[SPOOL_ID_LEN + 1])
+{
 	if (check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, name, fd, id_r) < 0) {
+	if (claim(s, dir_fd, dir_sync, name, fd, id_r) < 0) {
 		note_error(s);
 		return -1;
 	}

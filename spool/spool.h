@@ -155,6 +155,11 @@ int spool_data_open(struct spool *s, const char *id);
  */
 int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r[SPOOL_ID_LEN + 1]);
 
+/* spool_claim with the folder's fsync shared among concurrent claims from
+ * it (group commit, see spool_fsync_dir_group); dir_sync NULL: its own. */
+int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
+		      int fd, char id_r[SPOOL_ID_LEN + 1]);
+
 /* Lists IDs in a state directory (sorted). The caller frees the array and strings. */
 int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n_r);
 void spool_list_free(char **ids, size_t n);
@@ -175,9 +180,9 @@ int spool_fsync_dir(int fd);
  * Group commit: makes every rename or unlink this thread already did in
  * state directory `which` (or SPOOL_DIR_DATA, SPOOL_DIR_TMP) durable.
  * Callers on several threads share fsyncs: any fsync of that directory that
- * started after the call covers it; the caller waits for one that is already
- * running, or starts one itself (several may run at once, and the kernel
- * batches them into one journal commit). An fsync error fails every caller
+ * started after the call covers it. One runs at a time per directory: a
+ * caller waits for the one in flight, and the first waiter then starts one
+ * for everybody who arrived meanwhile. An fsync error fails every caller
  * whose call began before it finished, and is never retried on the same
  * descriptor (the directory is reopened). 0 or -1 (errno).
  */
@@ -185,6 +190,15 @@ int spool_fsync_dir(int fd);
 #define SPOOL_DIR_TMP  (SPOOL_N_STATES + 1)
 #define SPOOL_N_DIRS   (SPOOL_N_STATES + 2)
 int spool_fsync_dir_shared(struct spool *s, int which);
+
+/* Group commit for a directory outside the spool (a pickup folder), with
+ * the same rules as spool_fsync_dir_shared: makes every rename or unlink the
+ * calling thread already did in the directory open on *fdp durable. *fdp may
+ * be replaced by a fresh open of the same directory after a failed fsync.
+ * With d NULL, a plain fsync. 0 or -1 (errno). */
+struct spool_dirsync *spool_dirsync_new(void);
+void spool_dirsync_free(struct spool_dirsync *d);
+int spool_fsync_dir_group(struct spool *s, struct spool_dirsync *d, int *fdp);
 
 /* True once the spool's file system answered EROFS: every state change then
  * fails at once with EROFS (one log line says so); a restart clears it. */

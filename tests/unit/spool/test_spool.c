@@ -15,6 +15,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -506,6 +507,54 @@ static void spool_group_commit_concurrent(void **state)
 	assert_int_equal(count_files(f->sp.tmp_fd), 0);
 }
 
+struct claim_run {
+	struct spool *sp;
+	int pickup_fd;
+	struct spool_dirsync *ds;
+	atomic_int next;
+};
+
+static void *claim_worker(void *arg)
+{
+	struct claim_run *cr = arg;
+	for (int i; (i = atomic_fetch_add(&cr->next, 1)) < GC_THREADS * GC_EACH;) {
+		char name[32], id[SPOOL_ID_LEN + 1];
+		snprintf(name, sizeof(name), "m%d.eml", i);
+		int fd = openat(cr->pickup_fd, name, O_RDONLY);
+		int r = spool_claim_group(cr->sp, cr->pickup_fd, cr->ds, name, fd, id);
+		close(fd);
+		if (r < 0)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* Claims from one folder on many threads through the folder's group commit:
+ * every claim lands, none is lost or doubled. */
+static void spool_claim_group_shares_folder_fsyncs(void **state)
+{
+	struct fixture *f = *state;
+	struct claim_run cr = {.sp = &f->sp, .pickup_fd = f->pickup_fd};
+	cr.ds = spool_dirsync_new();
+	atomic_init(&cr.next, 0);
+	for (int i = 0; i < GC_THREADS * GC_EACH; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "m%d.eml", i);
+		assert_int_equal(spool__write_file(f->pickup_fd, name, "x", 1, 0), 0);
+	}
+	pthread_t th[GC_THREADS];
+	for (int i = 0; i < GC_THREADS; i++)
+		pthread_create(&th[i], NULL, claim_worker, &cr);
+	for (int i = 0; i < GC_THREADS; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		assert_null(r);
+	}
+	assert_int_equal(count_files(f->pickup_fd), 0);
+	assert_int_equal(count_files(f->sp.data_fd), GC_THREADS * GC_EACH);
+	spool_dirsync_free(cr.ds);
+}
+
 static void *fail_worker(void *arg)
 {
 	struct spool *sp = arg;
@@ -629,7 +678,7 @@ static void spool_recover_resolves_leftovers(void **state)
 
 /* ---- crash tests -------------------------------------------------------------------- */
 
-enum op { OP_WRITE_NEW, OP_REWRITE, OP_MOVE, OP_REMOVE, OP_CLAIM, OP_DEFER };
+enum op { OP_WRITE_NEW, OP_REWRITE, OP_MOVE, OP_REMOVE, OP_CLAIM, OP_CLAIM_GROUP, OP_DEFER };
 
 static const struct {
 	enum op op;
@@ -660,6 +709,11 @@ static const struct {
     {OP_CLAIM, "claim-dirsync"},
     {OP_CLAIM, "dir-fsync"},
     {OP_CLAIM, NULL},
+    {OP_CLAIM_GROUP, "claim-fsync"},
+    {OP_CLAIM_GROUP, "claim-dirsync"},
+    {OP_CLAIM_GROUP, "dir-fsync:1"}, /* data/ */
+    {OP_CLAIM_GROUP, "dir-fsync:2"}, /* the pickup folder's group commit */
+    {OP_CLAIM_GROUP, NULL},
     {OP_DEFER, "write-fsync"},
     {OP_DEFER, "env-rename"},
     {OP_DEFER, "env-dirsync"},
@@ -694,6 +748,13 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 	case OP_CLAIM: {
 		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
 		r = spool_claim(sp, f->pickup_fd, "c.eml", fd, nid);
+		break;
+	}
+	case OP_CLAIM_GROUP: {
+		struct spool_dirsync *ds = spool_dirsync_new();
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		r = spool_claim_group(sp, f->pickup_fd, ds, "c.eml", fd, nid);
+		spool_dirsync_free(ds);
 		break;
 	}
 	case OP_DEFER: /* relay.c record_fn, REC_DEFER */
@@ -744,7 +805,7 @@ static void spool_crash_at_each_step(void **state)
 		if (op == OP_WRITE_NEW) {
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
-		} else if (op == OP_CLAIM) {
+		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP) {
 			assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
 			id[0] = '\0';
 		} else {
@@ -814,7 +875,8 @@ static void spool_crash_at_each_step(void **state)
 				assert_true(mask == 0 && !data);
 			assert_int_equal(rec.n_orphans, 0);
 			break;
-		case OP_CLAIM: {
+		case OP_CLAIM:
+		case OP_CLAIM_GROUP: {
 			/* In the pickup folder or claimed (content for ingest): exactly one. */
 			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
 			assert_true(in_pickup != (rec.n_orphans == 1));
@@ -845,6 +907,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_remove_content_first, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_moves_the_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_group_commit_concurrent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_claim_group_shares_folder_fsyncs, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
