@@ -15,8 +15,12 @@ burst    N (default 5,000) 2 KiB files written under dot names, then renamed
          rename to the last "removed" line; daemon CPU (user+sys, all
          threads, from /proc) per message; peak RSS (VmHWM).
 large    the same with N (default 200) 1 MiB messages.
---strace runs the daemon under `strace -f -c` and prints the syscall summary
-         (fsync-family calls per message): counts only, timings are skewed.
+--perf   counts fsync-family calls with `perf stat -e syscalls:sys_enter_*`
+         on the daemon during the measured part only (low overhead).
+--strace runs the daemon under `strace -f -e trace=fsync,fdatasync,syncfs` and
+         prints fsync-family calls per message, per descriptor (4 = data/,
+         6 = queue/, the pickup folder's is the highest): counts only,
+         timings are skewed.
 """
 
 import os
@@ -54,6 +58,7 @@ def flag(name):
 
 N = opt("--n", 0)
 STRACE = flag("--strace")
+PERF = flag("--perf")
 MODE = args.pop(0) if args and args[0] in ("latency", "burst", "large", "all") else "all"
 if args:
     os.environ["PICKUPD_BIN_DIR"] = os.path.abspath(args[0])
@@ -175,13 +180,38 @@ class Daemon:
         self.d.start() if not STRACE else self._start_strace()
         self.d.wait_ready()
         self.pid = self.daemon_pid()
+        self.perf = None
+
+    def count_start(self):
+        if not PERF:
+            return
+        self.perf_out = os.path.join(self.d.dir, "perf.txt")
+        self.perf = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-o", self.perf_out, "-p", str(self.pid), "-e",
+             "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_syncfs"])
+        time.sleep(0.5)  # perf attaches asynchronously
+
+    def count_stop(self, n_msgs):
+        if self.perf is None:
+            return
+        self.perf.send_signal(2)
+        self.perf.wait(60)
+        fs = 0
+        with open(self.perf_out) as f:
+            for ln in f:
+                p = ln.split(",")
+                if len(p) > 2 and p[0].isdigit():
+                    fs += int(p[0])
+                    print("  %-34s %7s  %.2f per message" % (p[2], p[0], int(p[0]) / n_msgs))
+        print("fsync-family calls (perf): %d = %.2f per message" % (fs, fs / n_msgs))
 
     def _start_strace(self):
         prog = harness.program("pickupd")
         with open(self.d.logfile, "ab") as log:
             self.d._log_offset = log.tell()
             self.d.proc = subprocess.Popen(
-                ["strace", "-f", "-c", "-o", self.strace_out, prog, "-c", self.d.conf],
+                ["strace", "-f", "-o", self.strace_out + ".raw", "-e", "trace=fsync,fdatasync,syncfs",
+                 "-e", "signal=none", prog, "-c", self.d.conf],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.d.dir)
         self.d.runs += 1
 
@@ -203,13 +233,16 @@ class Daemon:
         else:
             self.d.stop(expect_status=None)
         if self.strace_out:
-            text = open(self.strace_out).read()
-            print(text)
+            calls = {}
             fs = 0
-            for ln in text.splitlines():
-                p = ln.split()
-                if len(p) >= 5 and p[-1] in ("fsync", "fdatasync", "syncfs"):
-                    fs += int(p[3])
+            with open(self.strace_out + ".raw") as f:
+                for ln in f:
+                    m = re.search(r"(fsync|fdatasync|syncfs)\((\d+)", ln)
+                    if m:
+                        fs += 1
+                        calls[m.group(0)] = calls.get(m.group(0), 0) + 1
+            for k, v in sorted(calls.items(), key=lambda kv: -kv[1])[:8]:
+                print("  %-12s %7d  %.2f per message" % (k + ")", v, v / n_msgs))
             print("fsync-family calls: %d = %.2f per message" % (fs, fs / n_msgs))
         self.d.cleanup()
 
@@ -278,6 +311,7 @@ def burst(n, size):
             with open(os.path.join(pk, ".m%d" % i), "wb") as f:
                 f.write(message(i, size))
         os.sync()
+        dm.count_start()
         cpu0 = proc_cpu(dm.pid)
         t0 = time.monotonic()
         for i in range(n):
@@ -287,6 +321,7 @@ def burst(n, size):
         dt = time.monotonic() - t0
         cpu = proc_cpu(dm.pid) - cpu0
         hwm = proc_hwm(dm.pid)
+        dm.count_stop(n)
         mib = n * size / (1 << 20)
         print("burst: %d x %d B: %.2f s, %.0f msg/s, %.1f MiB/s; CPU %.3f s = %.3f ms/msg, "
               "%.2f ms/MiB; peak RSS %.1f MiB" % (n, size, dt, n / dt, mib / dt, cpu,
