@@ -22,6 +22,8 @@
 
 #include "common/log.h"
 #include "common/msg.h"
+#include "daemon/relay.h"
+#include "daemon/sched.h"
 
 #define SNIFF_BYTES 8192
 
@@ -416,7 +418,9 @@ void ingest_run(struct job *j)
 		} else {
 			have_info = true;
 			build_envelope(ij, &info, head, (size_t)got, eightbit, &env);
-			if (spool_env_write(&pd->spool, SPOOL_QUEUE, &env) < 0) {
+			/* Not fsynced: the content is durable and this envelope is
+			 * derived from it alone (see spool_env_create_lazy). */
+			if (spool_env_create_lazy(&pd->spool, &env) < 0) {
 				int e = errno;
 				/* Put it back where it was found: nothing is lost. */
 				if (renameat2(pd->spool.data_fd, ij->id, ij->dir_fd, ij->name,
@@ -442,4 +446,43 @@ out:
 	spool_env_deinit(&env);
 	buf_deinit(&reason);
 	free(head);
+}
+
+/* A torn envelope's message, ingested again from its content. */
+static void recover_done(struct job *j)
+{
+	struct ingest_job *ij = (struct ingest_job *)j;
+	struct pickupd *pd = j->pd;
+	if (ij->result == INGEST_QUEUED) {
+		log_info("%s: recovered content of %s (its envelope was never completely "
+			 "written)",
+			 ij->id, ij->name);
+		sched_add(pd->sched, ij->id, SPOOL_QUEUE, 0);
+		relay_pool_wake(pd->pool);
+	} else if (ij->result == INGEST_REFUSED) {
+		pd->stats.refused++;
+		log_warn("%s: recovered content of %s refused: %s; moved to badmail", ij->id,
+			 ij->name, ij->reason);
+	} else {
+		log_error("%s: cannot recover content: %s; it is tried again at the next start",
+			  ij->name, ij->reason ? ij->reason : strerror(ij->err));
+	}
+	ingest_job_free(ij);
+}
+
+void ingest_recover(struct pickupd *pd, const char *id)
+{
+	/* The torn envelope goes first: data/<id> without one is what recovery
+	 * re-ingests if we are cut short now. */
+	if (unlinkat(pd->spool.state_fd[SPOOL_QUEUE], id, 0) < 0 && errno != ENOENT) {
+		log_error("%s: cannot remove its torn envelope: %s", id, strerror(errno));
+		return;
+	}
+	struct ingest_job *ij = xcalloc(1, sizeof(*ij));
+	ij->pickup = &pd->cfg->pickups[0];
+	ij->dir_fd = pd->spool.data_fd;
+	ij->name = xstrdup(id);
+	ij->hostname = pd->cfg->general.hostname;
+	ij->now_ms = pickupd_now_ms();
+	job_submit(pd, &ij->job, ingest_run, recover_done);
 }

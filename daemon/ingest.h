@@ -50,5 +50,9 @@ struct ingest_job {
 /* Runs on a pool thread. */
 void ingest_run(struct job *j);
 void ingest_job_free(struct ingest_job *ij);
+/* Loop thread: a message whose envelope in queue/ is torn (a lost writeback
+ * of spool_env_create_lazy) is ingested again from data/<id>, as recovery
+ * does with content that has no envelope. */
+void ingest_recover(struct pickupd *pd, const char *id);
 
 #endif

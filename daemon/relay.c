@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "daemon/bounce.h"
+#include "daemon/ingest.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
 
@@ -406,7 +407,14 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	d = xcalloc(1, sizeof(*d));
 	d->pool = pool;
 	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &reason) < 0) {
-		if (errno == EBADMSG) {
+		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
+		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
+			/* A first envelope whose writeback a crash lost: the
+			 * content is durable and says it all again. */
+			log_warn("%s: envelope torn (%s); ingesting the content again", it->id,
+				 reason.data);
+			ingest_recover(pd, it->id);
+		} else if (errno == EBADMSG) {
 			/* Quarantined where operators look, the rest keeps flowing. */
 			log_error("%s: %s; moved to badmail", it->id, reason.data);
 			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);

@@ -4,7 +4,9 @@
  * Owns: every path under the spool directory and every rename in it; the
  * per-directory sync generations (struct spool_dirsync).
  * Invariants: each transition is made durable (fsync of the file and of the
- * directories involved) before the call returns success: a shared directory
+ * directories involved) before the call returns success (the one exception,
+ * spool_env_create_lazy, writes what recovery can derive again from durable
+ * content): a shared directory
  * fsync covers a caller only if it started after the caller's rename/unlink;
  * content is removed before its envelope, so an envelope without content
  * means "done"; after the first EROFS no state change is attempted.
@@ -339,7 +341,9 @@ int spool_fsync_dir_shared(struct spool *s, int which)
 	return dir_commit(s, which, dir_ticket(s, which));
 }
 
-int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms)
+/* Writes a new file (O_EXCL); with sync, makes it durable (fsync). */
+static int write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms,
+		      bool sync)
 {
 	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -361,7 +365,7 @@ int spool__write_file(int dir_fd, const char *name, const char *data, size_t len
 		if (futimens(fd, ts) < 0)
 			goto fail;
 	}
-	if (spool__hook("write-fsync") < 0 || fsync(fd) < 0)
+	if (sync && (spool__hook("write-fsync") < 0 || fsync(fd) < 0))
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -375,6 +379,52 @@ fail:;
 	unlinkat(dir_fd, name, 0);
 	errno = saved;
 	return -1;
+}
+
+int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms)
+{
+	return write_file(dir_fd, name, data, len, mtime_ms, true);
+}
+
+int spool_env_create_lazy(struct spool *s, const struct spool_env *e)
+{
+	struct buf text = BUF_INIT;
+	char tmp[SPOOL_ID_LEN + 16];
+	int ret = -1;
+
+	if (check_writable(s) < 0)
+		return -1;
+	spool_env_format(e, &text);
+	snprintf(tmp, sizeof(tmp), "%s.env", e->id);
+	/* A leftover of a killed attempt is in the way only if an ID came
+	 * back, which cannot happen: O_EXCL says so if it does. */
+	if (spool__hook("lazy-env-write") < 0 ||
+	    write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms, false) < 0)
+		goto out;
+	if (spool__hook("lazy-env-rename") < 0 ||
+	    renameat2(s->tmp_fd, tmp, s->state_fd[SPOOL_QUEUE], e->id, RENAME_NOREPLACE) < 0) {
+		int saved = errno;
+		unlinkat(s->tmp_fd, tmp, 0);
+		errno = saved;
+		goto out;
+	}
+	ret = 0;
+out:
+	if (ret < 0)
+		note_error(s);
+	buf_deinit(&text);
+	return ret;
+}
+
+bool spool_env_torn(struct spool *s, enum spool_state state, const char *id)
+{
+	struct buf text = BUF_INIT;
+	bool torn = false;
+	if (spool__read_all(s->state_fd[state], id, 64 << 20, &text) == 0)
+		torn = text.len < 4 || memchr(text.data, '\0', text.len) != NULL ||
+		       memcmp(text.data + text.len - 4, "end\n", 4) != 0;
+	buf_deinit(&text);
+	return torn;
 }
 
 int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e)

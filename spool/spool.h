@@ -126,6 +126,19 @@ size_t spool_env_count(const struct spool_env *e, enum spool_rcpt_status st);
  * same ID in that state. 0 or -1 (errno; an fsync error is not retried).
  */
 int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e);
+/*
+ * A new message's first envelope, into queue/, not made durable: only for a
+ * message whose content is durable in data/<id> and whose envelope is derived
+ * from that content alone (a fresh claim: every recipient pending, no
+ * attempt). A crash that loses it leaves data/<id> without an envelope, which
+ * recovery re-ingests; one that tears it (power loss before writeback) is
+ * found by spool_env_torn when the message is loaded, and re-ingested too.
+ * Saves the envelope's fsync and queue/'s. 0 or -1 (errno).
+ */
+int spool_env_create_lazy(struct spool *s, const struct spool_env *e);
+/* True when the envelope file exists but was never completely written
+ * (empty, a NUL, or no final "end" line): what a lost writeback leaves. */
+bool spool_env_torn(struct spool *s, enum spool_state state, const char *id);
 /* Reads and parses an envelope. -1 with errno (ENOENT...) or with a reason
  * when the file is corrupt (errno EBADMSG). */
 int spool_env_read(struct spool *s, enum spool_state state, const char *id, struct spool_env *e_r,

@@ -10,7 +10,9 @@
 - ENOSPC on a small tmpfs the test mounts: ingestion pauses with one log
   line, the pickup files stay, and all is delivered when space returns;
 - EIO from fsync and EROFS from rename through the LD_PRELOAD shim
-  (tests/shim/faultfs.c): the transition fails visibly, nothing is lost.
+  (tests/shim/faultfs.c): the transition fails visibly, nothing is lost;
+- a torn first envelope (written without fsync: a power loss before its
+  writeback) is ingested again from the durable content.
 """
 
 import os
@@ -119,8 +121,10 @@ def test_kill9_while_messages_flow():
 
 
 # Steps of spool/hook.c on a message's way: claim and envelope (before the
-# delivery: exactly one copy), removal (after it: one or two copies).
-HOOK_STEPS = [("env-rename", 1), ("env-dirsync", 1),
+# delivery: exactly one copy), removal (after it: one or two copies). A new
+# message's envelope is written without fsync (spool_env_create_lazy):
+# recovery derives it again from the durable content.
+HOOK_STEPS = [("lazy-env-write", 1), ("lazy-env-rename", 1),
               ("remove-data", 2), ("remove-datasync", 2), ("remove-env", 2)]
 # A claim cut short leaves content without an envelope: recovery hands it
 # back to ingest at start-up (daemon/main.c reingest_orphans).
@@ -154,6 +158,38 @@ def crash_at_steps(steps):
                 assert all(t.header("Message-ID") == ["<1.%s@pickupd.test>" % step]
                            for t in srv.messages)
                 d.stop()
+
+
+def test_torn_envelope_is_ingested_again():
+    """Power loss after a new message's envelope was renamed into queue/ but
+    before its (unsynced) text reached the disk: queue/ID is torn. The
+    content is durable, so the message is ingested again from it and
+    delivered once; nothing goes to badmail."""
+    with SmtpServer() as srv:
+        d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": "lazy-env-rename"})
+        with d:
+            d.drop("torn.eml", message(1, "torn"))
+            wait_for(lambda: not d.running, 30, what="pickupd killed at lazy-env-rename")
+            tmp = os.path.join(d.spool, "tmp")
+            (name,) = [n for n in os.listdir(tmp) if n.endswith(".env")]
+            qid = name[:-4]
+            assert os.path.exists(os.path.join(d.spool, "data", qid))
+            with open(os.path.join(tmp, name), "rb") as f:
+                text = f.read()
+            # What the disk may hold: the rename, and a prefix of the text.
+            with open(os.path.join(d.spool, "queue", qid), "wb") as f:
+                f.write(text[:len(text) // 2])
+            os.unlink(os.path.join(tmp, name))
+            d.env = {}
+            d.start()
+            d.wait_ready()
+            srv.wait_messages(1)
+            d.wait_log(r"%s: envelope torn" % qid)
+            d.wait_spool_empty()
+            assert len(srv.messages) == 1, srv.messages
+            assert srv.messages[0].header("Message-ID") == ["<1.torn@pickupd.test>"]
+            assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
+            d.stop()
 
 
 def test_enospc_on_small_tmpfs_pauses_ingestion():
@@ -206,6 +242,9 @@ def test_enospc_on_small_tmpfs_pauses_ingestion():
 
 
 def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
+    """EIO from the claim's fsyncs (content and data/; a new message's
+    envelope is not fsynced, see spool_env_create_lazy): nothing is sent,
+    and after the fault is gone and a restart, each message arrives once."""
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
         ctl = os.path.join(d.dir, "faultfs.ctl")
@@ -215,19 +254,22 @@ def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
             d.start()
             d.wait_ready()
             with open(ctl, "w") as f:
-                f.write("fsync:EIO:/spool/queue\n")
+                f.write("fsync:EIO:/spool/data\n")
             for i in range(3):
                 d.drop("eio%d.eml" % i, message(i, "eio"))
-            d.wait_log(r"cannot write the envelope: Input/output error", count=3)
-            wait_for(lambda: len([f for f in d.pickup_files() if f.endswith(".eml")]) == 3, 30,
-                     what="the pickup files back in place")
+            d.wait_log(r"cannot claim: Input/output error", count=3)
             assert not srv.messages
-            assert not d.spool_files(["queue", "deferred", "data"]), d.spool_files("queue")
+            assert not d.spool_files(["queue", "deferred"]), d.spool_files("queue")
             with open(ctl, "w") as f:
                 f.write("")
+            d.stop()
+            d.start()
+            d.wait_ready()
             srv.wait_messages(3)
             d.wait_spool_empty()
             assert len(srv.messages) == 3, srv.messages
+            assert sorted(t.header("Message-ID")[0] for t in srv.messages) == [
+                "<%d.eio@pickupd.test>" % i for i in range(3)]
             d.stop()
 
 

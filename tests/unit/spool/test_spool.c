@@ -587,6 +587,44 @@ static void spool_dir_fsync_error_fails_callers(void **state)
 	assert_false(spool_readonly(&f->sp));
 }
 
+/* A first envelope written lazily reads back; a torn one (what a lost
+ * writeback leaves) is told apart from a whole one. */
+static void spool_env_lazy_and_torn(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_env e, back;
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+	assert_int_equal(spool_env_create_lazy(sp, &e), -1); /* never replaces */
+	assert_int_equal(errno, EEXIST);
+	assert_int_equal(count_files(sp->tmp_fd), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, NULL), 0);
+	assert_string_equal(back.sender, e.sender);
+	spool_env_deinit(&back);
+	assert_false(spool_env_torn(sp, SPOOL_QUEUE, id));
+	struct buf text = BUF_INIT;
+	spool_env_format(&e, &text);
+	static const size_t cut[] = {0, 1, 20, 0};
+	for (size_t i = 0; i < ARRAY_SIZE(cut); i++) {
+		size_t n = i == ARRAY_SIZE(cut) - 1 ? text.len - 1 : cut[i];
+		assert_int_equal(unlinkat(sp->state_fd[SPOOL_QUEUE], id, 0), 0);
+		assert_int_equal(spool__write_file(sp->state_fd[SPOOL_QUEUE], id, text.data, n, 0),
+				 0);
+		assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+	}
+	/* Zeros where the text should be (blocks allocated, data never written). */
+	memset(text.data, 0, text.len);
+	assert_int_equal(unlinkat(sp->state_fd[SPOOL_QUEUE], id, 0), 0);
+	assert_int_equal(spool__write_file(sp->state_fd[SPOOL_QUEUE], id, text.data, text.len, 0),
+			 0);
+	assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+	buf_deinit(&text);
+	spool_env_deinit(&e);
+}
+
 /* ---- injected errors ---------------------------------------------------------------- */
 
 static void spool_file_fsync_error_leaves_nothing(void **state)
@@ -678,7 +716,16 @@ static void spool_recover_resolves_leftovers(void **state)
 
 /* ---- crash tests -------------------------------------------------------------------- */
 
-enum op { OP_WRITE_NEW, OP_REWRITE, OP_MOVE, OP_REMOVE, OP_CLAIM, OP_CLAIM_GROUP, OP_DEFER };
+enum op {
+	OP_WRITE_NEW,
+	OP_LAZY_NEW,
+	OP_REWRITE,
+	OP_MOVE,
+	OP_REMOVE,
+	OP_CLAIM,
+	OP_CLAIM_GROUP,
+	OP_DEFER
+};
 
 static const struct {
 	enum op op;
@@ -689,6 +736,9 @@ static const struct {
     {OP_WRITE_NEW, "env-dirsync"},
     {OP_WRITE_NEW, "dir-fsync"},
     {OP_WRITE_NEW, NULL},
+    {OP_LAZY_NEW, "lazy-env-write"},
+    {OP_LAZY_NEW, "lazy-env-rename"},
+    {OP_LAZY_NEW, NULL},
     {OP_REWRITE, "write-fsync"},
     {OP_REWRITE, "env-rename"},
     {OP_REWRITE, "env-dirsync"},
@@ -737,6 +787,11 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		make_env(&e, id);
 		e.attempts = 9;
 		r = spool_env_write(sp, SPOOL_QUEUE, &e);
+		spool_env_deinit(&e);
+		break;
+	case OP_LAZY_NEW:
+		make_env(&e, id);
+		r = spool_env_create_lazy(sp, &e);
 		spool_env_deinit(&e);
 		break;
 	case OP_MOVE:
@@ -802,7 +857,7 @@ static void spool_crash_at_each_step(void **state)
 		const char *step = crashes[c].step;
 
 		/* Before: what the transition starts from. */
-		if (op == OP_WRITE_NEW) {
+		if (op == OP_WRITE_NEW || op == OP_LAZY_NEW) {
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
 		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP) {
@@ -838,6 +893,7 @@ static void spool_crash_at_each_step(void **state)
 		assert_true((mask & (mask - 1)) == 0);
 		switch (op) {
 		case OP_WRITE_NEW:
+		case OP_LAZY_NEW:
 			/* Queued, or content alone that recovery hands back for ingest. */
 			assert_true(data);
 			if (mask == 0) {
@@ -909,6 +965,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_group_commit_concurrent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_group_shares_folder_fsyncs, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(spool_env_lazy_and_torn, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
