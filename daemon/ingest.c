@@ -1,6 +1,7 @@
 /*
  * Purpose: validation, claim and envelope derivation of one pickup file, on
- * a thread-pool thread (it fsyncs and runs libmagic).
+ * a thread-pool thread (it fsyncs, and runs libmagic on what does not start
+ * like a message).
  * Owns: nothing beyond the job; the spool owns every path it touches.
  * Invariants: the file is opened without following links and without
  * blocking; nothing is claimed while a writer may still be at work (flock,
@@ -128,13 +129,47 @@ static void refuse_entry(struct ingest_job *ij)
 	spool_env_deinit(&env);
 }
 
-/* Scans the whole content for NUL bytes and 8-bit bytes. 0, or -1 on a read error. */
-static int scan_content(int fd, uint64_t size, int64_t *nul_at_r, bool *eightbit_r)
+/* True when buf holds a byte >= 0x80; eight bytes at a time. */
+static bool has_8bit(const char *buf, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, buf + i, 8);
+		if (w & 0x8080808080808080ULL)
+			return true;
+	}
+	for (; i < n; i++)
+		if ((unsigned char)buf[i] >= 0x80)
+			return true;
+	return false;
+}
+
+/* Looks at one piece of the content at offset off: 1 when it holds a NUL
+ * (offset in *nul_at_r), else 0. */
+static int scan_piece(const char *buf, size_t n, uint64_t off, int64_t *nul_at_r, bool *eightbit_r)
+{
+	const char *z = memchr(buf, '\0', n);
+	if (z) {
+		*nul_at_r = (int64_t)(off + (uint64_t)(z - buf));
+		return 1;
+	}
+	if (!*eightbit_r)
+		*eightbit_r = has_8bit(buf, n);
+	return 0;
+}
+
+/* Scans the whole content for NUL bytes and 8-bit bytes in one pass: the
+ * head already read, then the rest from the file. 0, or -1 on a read error. */
+static int scan_content(int fd, const char *head, size_t got, uint64_t size, int64_t *nul_at_r,
+			bool *eightbit_r)
 {
 	char chunk[65536];
-	uint64_t off = 0;
+	uint64_t off = got;
 	*nul_at_r = -1;
 	*eightbit_r = false;
+	if (scan_piece(head, got, 0, nul_at_r, eightbit_r))
+		return 0;
 	while (off < size) {
 		ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)off);
 		if (n < 0) {
@@ -144,17 +179,8 @@ static int scan_content(int fd, uint64_t size, int64_t *nul_at_r, bool *eightbit
 		}
 		if (n == 0)
 			break;
-		const char *z = memchr(chunk, '\0', (size_t)n);
-		if (z) {
-			*nul_at_r = (int64_t)(off + (uint64_t)(z - chunk));
+		if (scan_piece(chunk, (size_t)n, off, nul_at_r, eightbit_r))
 			return 0;
-		}
-		if (!*eightbit_r)
-			for (ssize_t i = 0; i < n; i++)
-				if ((unsigned char)chunk[i] >= 0x80) {
-					*eightbit_r = true;
-					break;
-				}
 		off += (uint64_t)n;
 	}
 	return 0;
@@ -243,6 +269,21 @@ static void build_envelope(struct ingest_job *ij, const struct msg_info *info, c
 		add_edit(env, end, 0, line.data + (need_newline ? 0 : 0));
 	buf_deinit(&line);
 	buf_deinit(&date);
+}
+
+/*
+ * The cheap structural check that spares libmagic for almost every file: the
+ * first line is a header field (RFC 5322 field-name, then ':'; X-Sender: and
+ * X-Receiver: envelope lines are header fields too) and the head holds no
+ * NUL. No binary format libmagic names starts like that; whatever does not
+ * is asked about.
+ */
+static bool plainly_message(const char *head, size_t n)
+{
+	size_t i = 0;
+	while (i < n && head[i] >= 33 && head[i] <= 126 && head[i] != ':')
+		i++;
+	return i > 0 && i < n && head[i] == ':' && memchr(head, '\0', n) == NULL;
 }
 
 /* The libmagic verdict on the first bytes: NULL when it looks like text. */
@@ -403,9 +444,10 @@ void ingest_run(struct job *j)
 	} else if (ij->size > pk->max_message_size) {
 		set_reason(ij, "message of %llu bytes is over max_message_size (%llu)",
 			   (unsigned long long)ij->size, (unsigned long long)pk->max_message_size);
-	} else if (sniff_binary(pd, head, (size_t)got, mime, sizeof(mime))) {
+	} else if (!plainly_message(head, (size_t)got) &&
+		   sniff_binary(pd, head, (size_t)got, mime, sizeof(mime))) {
 		set_reason(ij, "binary file (%s)", mime);
-	} else if (scan_content(fd, ij->size, &nul_at, &eightbit) < 0) {
+	} else if (scan_content(fd, head, (size_t)got, ij->size, &nul_at, &eightbit) < 0) {
 		set_reason(ij, "read error: %s", strerror(errno));
 	} else if (nul_at >= 0) {
 		set_reason(ij, "NUL byte at offset %lld", (long long)nul_at);
