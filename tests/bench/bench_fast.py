@@ -17,6 +17,8 @@ burst    N (default 5,000) 2 KiB files written under dot names, then renamed
 large    the same with N (default 200) 1 MiB messages.
 --perf   counts fsync-family calls with `perf stat -e syscalls:sys_enter_*`
          on the daemon during the measured part only (low overhead).
+--record `perf record -g` on the daemon during the measured part; prints the
+         top of `perf report` by DSO and by symbol.
 --strace runs the daemon under `strace -f -e trace=fsync,fdatasync,syncfs` and
          prints fsync-family calls per message, per descriptor (4 = data/,
          6 = queue/, the pickup folder's is the highest): counts only,
@@ -59,6 +61,7 @@ def flag(name):
 N = opt("--n", 0)
 STRACE = flag("--strace")
 PERF = flag("--perf")
+RECORD = flag("--record")
 MODE = args.pop(0) if args and args[0] in ("latency", "burst", "large", "all") else "all"
 if args:
     os.environ["PICKUPD_BIN_DIR"] = os.path.abspath(args[0])
@@ -183,6 +186,12 @@ class Daemon:
         self.perf = None
 
     def count_start(self):
+        if RECORD:
+            self.rec_out = os.path.join(self.d.dir, "perf.data")
+            self.perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", self.rec_out,
+                                          "-p", str(self.pid)])
+            time.sleep(0.5)
+            return
         if not PERF:
             return
         self.perf_out = os.path.join(self.d.dir, "perf.txt")
@@ -196,6 +205,14 @@ class Daemon:
             return
         self.perf.send_signal(2)
         self.perf.wait(60)
+        if RECORD:
+            for sort in ("dso", "sym"):
+                out = subprocess.run(["perf", "report", "-i", self.rec_out, "--no-children",
+                                      "--sort", sort, "--stdio", "-g", "none"],
+                                     capture_output=True, text=True).stdout
+                print("\n".join([ln for ln in out.splitlines()
+                                 if ln.strip() and not ln.startswith("#")][:25]))
+            return
         fs = 0
         with open(self.perf_out) as f:
             for ln in f:
