@@ -428,7 +428,9 @@ void ingest_run(struct job *j)
 		goto out;
 	}
 	/* From here on the file is ours: queued, or in badmail with a reason. */
-	if (spool_claim_group(&pd->spool, ij->dir_fd, ij->dir_sync, ij->name, fd, ij->id) < 0) {
+	if ((ij->batch ? spool_claim_batched(&pd->spool, ij->dir_fd, ij->name, fd, ij->id)
+		       : spool_claim_group(&pd->spool, ij->dir_fd, ij->dir_sync, ij->name, fd,
+					   ij->id)) < 0) {
 		ij->err = errno;
 		ij->result = errno == ENOENT   ? INGEST_GONE
 			     : errno == ENOSPC ? INGEST_NOSPACE
@@ -436,6 +438,7 @@ void ingest_run(struct job *j)
 		set_reason(ij, "cannot claim: %s", strerror(errno));
 		goto out;
 	}
+	ij->claimed = true;
 	char mime[128];
 	int64_t nul_at;
 	bool eightbit;
@@ -488,6 +491,35 @@ out:
 	spool_env_deinit(&env);
 	buf_deinit(&reason);
 	free(head);
+}
+
+void ingest_run_batch(struct job *j)
+{
+	struct ingest_batch *b = (struct ingest_batch *)j;
+	bool claimed = false;
+	for (size_t i = 0; i < b->n; i++) {
+		struct ingest_job *ij = b->items[i];
+		ij->job.pd = j->pd;
+		ij->batch = true;
+		ingest_run(&ij->job);
+		claimed |= ij->claimed;
+	}
+	if (!claimed || spool_claim_commit(&j->pd->spool, b->dir_fd, b->dir_sync) == 0)
+		return;
+	/* Not durable: nothing may act on these claims now. What they left in
+	 * the spool is found again at the next start (recovery). */
+	int e = errno;
+	for (size_t i = 0; i < b->n; i++) {
+		struct ingest_job *ij = b->items[i];
+		if (!ij->claimed)
+			continue;
+		ij->err = e;
+		ij->result = e == ENOSPC ? INGEST_NOSPACE : INGEST_ERROR;
+		set_reason(ij,
+			   "cannot make the claim durable: %s; it stays in the spool until the "
+			   "next start",
+			   strerror(e));
+	}
 }
 
 /* A torn envelope's message, ingested again from its content. */

@@ -36,7 +36,9 @@ struct ingest_job {
 	/* Renamed in or closed by a writer (an inotify event): complete once no
 	 * writer holds it, so settle_time does not apply. */
 	bool finished;
+	bool batch; /* part of an ingest_batch: claims committed together */
 	/* output */
+	bool claimed; /* renamed into data/ (durable only once its batch commits) */
 	enum ingest_result result;
 	int err;		/* errno for INGEST_ERROR */
 	char *reason;		/* for REFUSED, NOT_READY and ERROR */
@@ -47,8 +49,21 @@ struct ingest_job {
 	uint64_t size;
 };
 
+/* Files of one folder ingested by one pool job, so that their claims share
+ * one fsync of data/ and one of the folder (spool_claim_commit). Each item
+ * keeps its own result. Owner: the pickup folder. */
+struct ingest_batch {
+	struct job job;
+	void *owner; /* the pickup folder; not touched by the pool thread */
+	int dir_fd;
+	struct spool_dirsync *dir_sync;
+	struct ingest_job **items;
+	size_t n;
+};
+
 /* Runs on a pool thread. */
 void ingest_run(struct job *j);
+void ingest_run_batch(struct job *j);
 void ingest_job_free(struct ingest_job *ij);
 /* Loop thread: a message whose envelope in queue/ is torn (a lost writeback
  * of spool_env_create_lazy) is ingested again from data/<id>, as recovery

@@ -5,8 +5,9 @@
  * name known and not yet taken).
  * Invariants: events are hints; a full rescan finds everything an event
  * could have said; a name is in at most one of {ready FIFO, waiting, in
- * flight}; at most MAX_IN_FLIGHT ingest jobs at a time, so 20,000 files
- * dropped at once cost a bounded amount of memory per job.
+ * flight}; at most MAX_BATCHES ingest jobs of at most BATCH_FILES files at a
+ * time, so 20,000 files dropped at once cost a bounded amount of memory; a
+ * ready file is submitted at once (a batch is what is ready, never waited for).
  */
 #include "daemon/pickup.h"
 
@@ -26,7 +27,8 @@
 #include "daemon/relay.h"
 #include "daemon/sched.h"
 
-#define MAX_IN_FLIGHT	8
+#define MAX_BATCHES	4  /* ingest jobs at a time per folder */
+#define BATCH_FILES	32 /* files per job: their claims share two fsyncs */
 #define ERROR_RETRY_MS	5000
 #define ENOSPC_CHECK_MS 2000
 #define BUSY_WARN_MS	(5 * 60 * 1000)
@@ -60,7 +62,8 @@ struct pickup {
 	bool poll_started;
 	int handles_open;
 	bool stopping;
-	unsigned in_flight;
+	unsigned in_flight; /* files */
+	unsigned batches;   /* ingest jobs */
 	struct cand **table;
 	size_t table_size, n_cands;
 	struct cand *ready_head, *ready_tail;
@@ -244,36 +247,45 @@ static void rescan(struct pickup *p)
 	pump(p);
 }
 
-static void job_done(struct job *j);
+static void batch_done(struct job *j);
 
 static void pump(struct pickup *p)
 {
 	struct pickupd *pd = p->pd;
-	while (!p->stopping && !pd->enospc && p->in_flight < MAX_IN_FLIGHT && p->ready_head) {
-		struct cand *c = p->ready_head;
-		p->ready_head = c->next;
-		if (p->ready_head == NULL)
-			p->ready_tail = NULL;
-		c->where = C_IN_FLIGHT;
-		c->again = false;
-		struct ingest_job *ij = xcalloc(1, sizeof(*ij));
-		ij->owner = p;
-		ij->pickup = p->cfg;
-		ij->dir_fd = p->dir_fd;
-		ij->dir_sync = p->dir_sync;
-		ij->name = xstrdup(c->name);
-		ij->hostname = pd->cfg->general.hostname;
-		ij->now_ms = pickupd_now_ms();
-		ij->finished = c->event;
-		c->event = false;
-		p->in_flight++;
-		job_submit(pd, &ij->job, ingest_run, job_done);
+	while (!p->stopping && !pd->enospc && p->batches < MAX_BATCHES && p->ready_head) {
+		struct ingest_batch *b = xcalloc(1, sizeof(*b));
+		b->owner = p;
+		b->dir_fd = p->dir_fd;
+		b->dir_sync = p->dir_sync;
+		b->items = xcalloc(BATCH_FILES, sizeof(*b->items));
+		while (b->n < BATCH_FILES && p->ready_head) {
+			struct cand *c = p->ready_head;
+			p->ready_head = c->next;
+			if (p->ready_head == NULL)
+				p->ready_tail = NULL;
+			c->where = C_IN_FLIGHT;
+			c->again = false;
+			struct ingest_job *ij = xcalloc(1, sizeof(*ij));
+			ij->owner = p;
+			ij->pickup = p->cfg;
+			ij->dir_fd = p->dir_fd;
+			ij->dir_sync = p->dir_sync;
+			ij->name = xstrdup(c->name);
+			ij->hostname = pd->cfg->general.hostname;
+			ij->now_ms = pickupd_now_ms();
+			ij->finished = c->event;
+			c->event = false;
+			b->items[b->n++] = ij;
+		}
+		p->in_flight += (unsigned)b->n;
+		p->batches++;
+		job_submit(pd, &b->job, ingest_run_batch, batch_done);
 	}
 }
 
-static void job_done(struct job *j)
+/* One file's outcome, on the loop thread. */
+static void file_done(struct ingest_job *ij)
 {
-	struct ingest_job *ij = (struct ingest_job *)j;
 	struct pickup *p = ij->owner;
 	struct pickupd *pd = p->pd;
 	struct cand *c = cand_find(p, ij->name);
@@ -365,6 +377,17 @@ static void job_done(struct job *j)
 	if (c && keep && ij->result != INGEST_NOT_READY)
 		c->busy_since = 0;
 	ingest_job_free(ij);
+}
+
+static void batch_done(struct job *j)
+{
+	struct ingest_batch *b = (struct ingest_batch *)j;
+	struct pickup *p = b->owner;
+	p->batches--;
+	for (size_t i = 0; i < b->n; i++)
+		file_done(b->items[i]);
+	free(b->items);
+	free(b);
 	pump(p);
 }
 

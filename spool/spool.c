@@ -649,8 +649,9 @@ static int claim_copy(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 	return spool_fsync_dir_group(s, dir_sync, &dir_fd);
 }
 
+/* batched: the directory fsyncs are left to spool_claim_commit. */
 static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
-		 int fd, char id_r[SPOOL_ID_LEN + 1])
+		 int fd, char id_r[SPOOL_ID_LEN + 1], bool batched)
 {
 	for (int tries = 0; tries < 16; tries++) {
 		spool_new_id(s, id_r);
@@ -661,6 +662,8 @@ static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, co
 			 * before anything depends on it. */
 			if (spool__hook("claim-fsync") < 0 || fsync(fd) < 0)
 				return -1;
+			if (batched)
+				return 0;
 			if (spool__hook("claim-dirsync") < 0 ||
 			    spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
 				return -1;
@@ -687,11 +690,36 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 {
 	if (check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, dir_sync, name, fd, id_r) < 0) {
+	if (claim(s, dir_fd, dir_sync, name, fd, id_r, false) < 0) {
 		note_error(s);
 		return -1;
 	}
 	return 0;
+}
+
+int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd,
+			char id_r[SPOOL_ID_LEN + 1])
+{
+	if (check_writable(s) < 0)
+		return -1;
+	if (claim(s, dir_fd, NULL, name, fd, id_r, true) < 0) {
+		note_error(s);
+		return -1;
+	}
+	return 0;
+}
+
+int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync)
+{
+	if (spool__hook("claim-commit-data") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
+		goto fail;
+	if (spool__hook("claim-commit-folder") < 0 ||
+	    spool_fsync_dir_group(s, dir_sync, &dir_fd) < 0)
+		goto fail;
+	return 0;
+fail:
+	note_error(s);
+	return -1;
 }
 
 /* A readdir stream over a directory descriptor we keep open: on a duplicate,

@@ -173,6 +173,17 @@ int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, char id_r
 int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
 		      int fd, char id_r[SPOOL_ID_LEN + 1]);
 
+/*
+ * Group commit of a batch of claims from one folder: spool_claim_batched
+ * renames and fsyncs the content only; one spool_claim_commit then makes
+ * data/ and the folder durable for every claim of the batch. Until it
+ * returns 0 nothing may depend on those claims (a message is not sent, its
+ * pickup file not reported gone). 0 or -1 (errno).
+ */
+int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd,
+			char id_r[SPOOL_ID_LEN + 1]);
+int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync);
+
 /* Lists IDs in a state directory (sorted). The caller frees the array and strings. */
 int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n_r);
 void spool_list_free(char **ids, size_t n);

@@ -127,8 +127,11 @@ def test_kill9_while_messages_flow():
 HOOK_STEPS = [("lazy-env-write", 1), ("lazy-env-rename", 1),
               ("remove-data", 2), ("remove-datasync", 2), ("remove-env", 2)]
 # A claim cut short leaves content without an envelope: recovery hands it
-# back to ingest at start-up (daemon/main.c reingest_orphans).
-CLAIM_STEPS = [("claim-fsync", 1), ("claim-dirsync", 1)]
+# back to ingest at start-up (daemon/main.c reingest_orphans). The daemon
+# claims in batches: content fsync per file, then one commit of data/ and
+# of the folder for the batch (spool_claim_commit), after the envelope.
+CLAIM_STEPS = [("claim-rename", 1), ("claim-fsync", 1), ("claim-commit-data", 1),
+               ("claim-commit-folder", 1)]
 
 
 def test_crash_hook_steps_in_daemon():

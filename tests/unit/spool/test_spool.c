@@ -724,6 +724,7 @@ enum op {
 	OP_REMOVE,
 	OP_CLAIM,
 	OP_CLAIM_GROUP,
+	OP_CLAIM_BATCH,
 	OP_DEFER
 };
 
@@ -764,6 +765,12 @@ static const struct {
     {OP_CLAIM_GROUP, "dir-fsync:1"}, /* data/ */
     {OP_CLAIM_GROUP, "dir-fsync:2"}, /* the pickup folder's group commit */
     {OP_CLAIM_GROUP, NULL},
+    {OP_CLAIM_BATCH, "claim-fsync"},
+    {OP_CLAIM_BATCH, "claim-commit-data"},
+    {OP_CLAIM_BATCH, "claim-commit-folder"},
+    {OP_CLAIM_BATCH, "dir-fsync:1"},
+    {OP_CLAIM_BATCH, "dir-fsync:2"},
+    {OP_CLAIM_BATCH, NULL},
     {OP_DEFER, "write-fsync"},
     {OP_DEFER, "env-rename"},
     {OP_DEFER, "env-dirsync"},
@@ -803,6 +810,15 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 	case OP_CLAIM: {
 		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
 		r = spool_claim(sp, f->pickup_fd, "c.eml", fd, nid);
+		break;
+	}
+	case OP_CLAIM_BATCH: {
+		struct spool_dirsync *ds = spool_dirsync_new();
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		r = spool_claim_batched(sp, f->pickup_fd, "c.eml", fd, nid);
+		if (r == 0)
+			r = spool_claim_commit(sp, f->pickup_fd, ds);
+		spool_dirsync_free(ds);
 		break;
 	}
 	case OP_CLAIM_GROUP: {
@@ -860,7 +876,7 @@ static void spool_crash_at_each_step(void **state)
 		if (op == OP_WRITE_NEW || op == OP_LAZY_NEW) {
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
-		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP) {
+		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP || op == OP_CLAIM_BATCH) {
 			assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
 			id[0] = '\0';
 		} else {
@@ -932,7 +948,8 @@ static void spool_crash_at_each_step(void **state)
 			assert_int_equal(rec.n_orphans, 0);
 			break;
 		case OP_CLAIM:
-		case OP_CLAIM_GROUP: {
+		case OP_CLAIM_GROUP:
+		case OP_CLAIM_BATCH: {
 			/* In the pickup folder or claimed (content for ingest): exactly one. */
 			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
 			assert_true(in_pickup != (rec.n_orphans == 1));
