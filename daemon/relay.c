@@ -63,6 +63,13 @@ struct relay_pool {
 	int64_t next_bounce_ms; /* [bounce] rate_limit */
 	uv_timer_t pause_timer;
 	unsigned records_in_flight;
+	/* Removals waiting for a removal job: one job at a time while fewer
+	 * than a batch wait, so that those arriving meanwhile share its fsync of
+	 * data/; more (up to REMOVE_JOBS) when a full batch waits, so the list
+	 * cannot grow while jobs wait behind ingest in the pool's queue. */
+	struct delivery *rm_head, *rm_tail;
+	size_t rm_waiting;
+	unsigned rm_running;
 	bool stopping;
 	bool closed_timer;
 };
@@ -84,7 +91,8 @@ struct delivery {
 	int bounce_err;
 	size_t n_sent, n_deferred, n_failed; /* recipients of this attempt, for the counters */
 	int err;
-	struct buf log; /* lines logged once the record is durable */
+	struct buf log;		  /* lines logged once the record is durable */
+	struct delivery *rm_next; /* in the pool's removal list */
 };
 
 #define RELAY_MAX_PAUSE_MS  (5 * 60 * 1000)
@@ -348,6 +356,80 @@ static void record_done(struct job *j)
 	relay_pool_wake(pool);
 }
 
+/* ---- removals in batches ------------------------------------------------------------ */
+
+#define REMOVE_BATCH 64
+#define REMOVE_JOBS  4
+
+/* Deliveries whose message is done, removed by one pool job. */
+struct removal_batch {
+	struct job job;
+	struct relay_pool *pool;
+	struct delivery *d[REMOVE_BATCH];
+	size_t n;
+};
+
+static void removal_fn(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	char(*ids)[SPOOL_ID_LEN + 1] = xcalloc(b->n, sizeof(*ids));
+	int errs[REMOVE_BATCH];
+	for (size_t i = 0; i < b->n; i++)
+		memcpy(ids[i], b->d[i]->env.id, sizeof(ids[i]));
+	spool_remove_batch(&j->pd->spool, (const char(*)[SPOOL_ID_LEN + 1]) ids, b->n, SPOOL_QUEUE,
+			   errs);
+	for (size_t i = 0; i < b->n; i++)
+		b->d[i]->err = errs[i];
+	free(ids);
+}
+
+static void removal_pump(struct relay_pool *pool);
+
+static void removal_done(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	struct relay_pool *pool = b->pool;
+	pool->rm_running--;
+	for (size_t i = 0; i < b->n; i++) {
+		b->d[i]->job.pd = j->pd;
+		record_done(&b->d[i]->job);
+	}
+	free(b);
+	removal_pump(pool);
+}
+
+static void removal_pump(struct relay_pool *pool)
+{
+	while (pool->rm_head && pool->rm_running < REMOVE_JOBS &&
+	       (pool->rm_running == 0 || pool->rm_waiting >= REMOVE_BATCH)) {
+		struct removal_batch *b = xcalloc(1, sizeof(*b));
+		b->pool = pool;
+		while (b->n < REMOVE_BATCH && pool->rm_head) {
+			struct delivery *d = pool->rm_head;
+			pool->rm_head = d->rm_next;
+			b->d[b->n++] = d;
+		}
+		if (pool->rm_head == NULL)
+			pool->rm_tail = NULL;
+		pool->rm_waiting -= b->n;
+		pool->rm_running++;
+		job_submit(pool->pd, &b->job, removal_fn, removal_done);
+	}
+}
+
+/* A delivered message is removed with the others done meanwhile. */
+static void removal_add(struct relay_pool *pool, struct delivery *d)
+{
+	d->rm_next = NULL;
+	if (pool->rm_tail)
+		pool->rm_tail->rm_next = d;
+	else
+		pool->rm_head = d;
+	pool->rm_tail = d;
+	pool->rm_waiting++;
+	removal_pump(pool);
+}
+
 /* Bounces are spaced out (rate_limit per minute) so a broken relay cannot
  * cause a storm; none is dropped, later ones just wait in deferred/. */
 static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *b, int64_t now)
@@ -381,7 +463,10 @@ static void record(struct delivery *d)
 		}
 	}
 	d->pool->records_in_flight++;
-	job_submit(pd, &d->job, record_fn, record_done);
+	if (d->action == REC_REMOVE)
+		removal_add(d->pool, d);
+	else
+		job_submit(pd, &d->job, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */

@@ -582,6 +582,45 @@ fail:
 	return -1;
 }
 
+int spool_remove_batch(struct spool *s, const char (*ids)[SPOOL_ID_LEN + 1], size_t n,
+		       enum spool_state state, int *errs)
+{
+	int ret = 0;
+	bool any = false;
+	for (size_t i = 0; i < n; i++) {
+		errs[i] = 0;
+		if (check_writable(s) < 0 || spool__hook("remove-data") < 0 ||
+		    (unlinkat(s->data_fd, ids[i], 0) < 0 && errno != ENOENT)) {
+			errs[i] = errno;
+			note_error(s);
+			ret = -1;
+			continue;
+		}
+		any = true;
+	}
+	/* One fsync of data/ makes every removal of the batch durable. */
+	if (any &&
+	    (spool__hook("remove-datasync") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)) {
+		int e = errno;
+		for (size_t i = 0; i < n; i++)
+			if (errs[i] == 0)
+				errs[i] = e;
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (errs[i])
+			continue;
+		/* Not fsynced, as in spool_remove. */
+		if (spool__hook("remove-env") < 0 ||
+		    (unlinkat(s->state_fd[state], ids[i], 0) < 0 && errno != ENOENT)) {
+			errs[i] = errno;
+			note_error(s);
+			ret = -1;
+		}
+	}
+	return ret;
+}
+
 int spool_data_open(struct spool *s, const char *id)
 {
 	return openat(s->data_fd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);

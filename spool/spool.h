@@ -152,6 +152,11 @@ int spool_move_nosync(struct spool *s, const char *id, enum spool_state from, en
  * the message is done), then the envelope. */
 int spool_remove(struct spool *s, const char *id, enum spool_state state);
 
+/* spool_remove for n messages in one state sharing one fsync of data/:
+ * errs[i] is 0 or the errno of message i. 0 when all succeeded, else -1. */
+int spool_remove_batch(struct spool *s, const char (*ids)[SPOOL_ID_LEN + 1], size_t n,
+		       enum spool_state state, int *errs);
+
 /* Writes new content (a message pickupd makes itself) durably into data/
  * under a new ID; the caller then writes its envelope. 0 or -1 (errno). */
 int spool_data_create(struct spool *s, const char *data, size_t len, char id_r[SPOOL_ID_LEN + 1]);

@@ -722,6 +722,7 @@ enum op {
 	OP_REWRITE,
 	OP_MOVE,
 	OP_REMOVE,
+	OP_REMOVE_BATCH,
 	OP_CLAIM,
 	OP_CLAIM_GROUP,
 	OP_CLAIM_BATCH,
@@ -755,6 +756,11 @@ static const struct {
     {OP_REMOVE, "dir-fsync"},
     {OP_REMOVE, "remove-env"},
     {OP_REMOVE, NULL},
+    {OP_REMOVE_BATCH, "remove-data"},
+    {OP_REMOVE_BATCH, "remove-datasync"},
+    {OP_REMOVE_BATCH, "dir-fsync"},
+    {OP_REMOVE_BATCH, "remove-env"},
+    {OP_REMOVE_BATCH, NULL},
     {OP_CLAIM, "claim-rename"},
     {OP_CLAIM, "claim-fsync"},
     {OP_CLAIM, "claim-dirsync"},
@@ -807,6 +813,16 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 	case OP_REMOVE:
 		r = spool_remove(sp, id, SPOOL_QUEUE);
 		break;
+	case OP_REMOVE_BATCH: {
+		/* The message, and one whose removal was already done. */
+		char ids[2][SPOOL_ID_LEN + 1];
+		int errs[2];
+		memcpy(ids[0], id, sizeof(ids[0]));
+		spool_new_id(sp, ids[1]);
+		r = spool_remove_batch(sp, (const char(*)[SPOOL_ID_LEN + 1]) ids, 2, SPOOL_QUEUE,
+				       errs);
+		break;
+	}
 	case OP_CLAIM: {
 		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
 		r = spool_claim(sp, f->pickup_fd, "c.eml", fd, nid);
@@ -941,6 +957,7 @@ static void spool_crash_at_each_step(void **state)
 			assert_int_equal(rec.n_orphans, 0);
 			break;
 		case OP_REMOVE:
+		case OP_REMOVE_BATCH:
 			/* All there, or all gone: never content without envelope. */
 			assert_true((mask == 1u << SPOOL_QUEUE && data) || (mask == 0 && !data));
 			if (!step)
