@@ -16,7 +16,8 @@ burst    N (default 5,000) 2 KiB files written under dot names, then renamed
          threads, from /proc) per message; peak RSS (VmHWM).
 large    the same with N (default 200) 1 MiB messages.
 --perf   counts fsync-family calls with `perf stat -e syscalls:sys_enter_*`
-         on the daemon during the measured part only (low overhead).
+         and CPU time (task-clock, all threads) on the daemon during the
+         measured part only (low overhead).
 --record `perf record -g` on the daemon during the measured part; prints the
          top of `perf report` by DSO and by symbol.
 --strace runs the daemon under `strace -f -e trace=fsync,fdatasync,syncfs` and
@@ -197,7 +198,8 @@ class Daemon:
         self.perf_out = os.path.join(self.d.dir, "perf.txt")
         self.perf = subprocess.Popen(
             ["perf", "stat", "-x", ",", "-o", self.perf_out, "-p", str(self.pid), "-e",
-             "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_syncfs"])
+             "task-clock,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,"
+             "syscalls:sys_enter_syncfs"])
         time.sleep(0.5)  # perf attaches asynchronously
 
     def count_stop(self, n_msgs):
@@ -217,7 +219,10 @@ class Daemon:
         with open(self.perf_out) as f:
             for ln in f:
                 p = ln.split(",")
-                if len(p) > 2 and p[0].isdigit():
+                if len(p) > 2 and p[2] == "task-clock":
+                    ms = float(p[0])
+                    print("  task-clock %.0f ms = %.3f ms per message" % (ms, ms / n_msgs))
+                elif len(p) > 2 and p[0].isdigit():
                     fs += int(p[0])
                     print("  %-34s %7s  %.2f per message" % (p[2], p[0], int(p[0]) / n_msgs))
         print("fsync-family calls (perf): %d = %.2f per message" % (fs, fs / n_msgs))
