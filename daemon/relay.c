@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "daemon/bounce.h"
 #include "daemon/credprobe.h"
+#include "daemon/ingest.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
 #include "daemon/space.h"
@@ -83,6 +84,13 @@ struct relay_pool {
 	uv_timer_t cred_timer; /* looks at AUTH-paused relays' credentials */
 	unsigned probes_in_flight;
 	unsigned records_in_flight;
+	/* Removals waiting for a removal job: one job at a time while fewer
+	 * than a batch wait, so that those arriving meanwhile share its fsync of
+	 * data/; more (up to REMOVE_JOBS) when a full batch waits, so the list
+	 * cannot grow while jobs wait behind ingest in the pool's queue. */
+	struct delivery *rm_head, *rm_tail;
+	size_t rm_waiting;
+	unsigned rm_running;
 	bool stopping;
 	bool closed_timer;
 };
@@ -104,7 +112,8 @@ struct delivery {
 	int bounce_err;
 	size_t n_sent, n_deferred, n_failed; /* recipients of this attempt, for the counters */
 	int err;
-	struct buf log; /* lines logged once the record is durable */
+	struct buf log;		  /* lines logged once the record is durable */
+	struct delivery *rm_next; /* in the pool's removal list */
 };
 
 #define RELAY_MAX_PAUSE_MS  (5 * 60 * 1000)
@@ -371,6 +380,80 @@ static void record_done(struct job *j)
 	relay_pool_wake(pool);
 }
 
+/* ---- removals in batches ------------------------------------------------------------ */
+
+#define REMOVE_BATCH 64
+#define REMOVE_JOBS  4
+
+/* Deliveries whose message is done, removed by one pool job. */
+struct removal_batch {
+	struct job job;
+	struct relay_pool *pool;
+	struct delivery *d[REMOVE_BATCH];
+	size_t n;
+};
+
+static void removal_fn(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	char *ids[REMOVE_BATCH];
+	int errs[REMOVE_BATCH];
+	for (size_t i = 0; i < b->n; i++)
+		ids[i] = b->d[i]->env.id;
+	/* spool_remove for each, one fsync of data/ for all; an EROFS here
+	 * marks the spool read-only as spool_remove would (main.c stops). */
+	spool_remove_many(&j->pd->spool, ids, b->n, SPOOL_QUEUE, errs);
+	for (size_t i = 0; i < b->n; i++)
+		b->d[i]->err = errs[i];
+}
+
+static void removal_pump(struct relay_pool *pool);
+
+static void removal_done(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	struct relay_pool *pool = b->pool;
+	pool->rm_running--;
+	for (size_t i = 0; i < b->n; i++) {
+		b->d[i]->job.pd = j->pd;
+		record_done(&b->d[i]->job);
+	}
+	free(b);
+	removal_pump(pool);
+}
+
+static void removal_pump(struct relay_pool *pool)
+{
+	while (pool->rm_head && pool->rm_running < REMOVE_JOBS &&
+	       (pool->rm_running == 0 || pool->rm_waiting >= REMOVE_BATCH)) {
+		struct removal_batch *b = xcalloc(1, sizeof(*b));
+		b->pool = pool;
+		while (b->n < REMOVE_BATCH && pool->rm_head) {
+			struct delivery *d = pool->rm_head;
+			pool->rm_head = d->rm_next;
+			b->d[b->n++] = d;
+		}
+		if (pool->rm_head == NULL)
+			pool->rm_tail = NULL;
+		pool->rm_waiting -= b->n;
+		pool->rm_running++;
+		job_submit(pool->pd, &b->job, removal_fn, removal_done);
+	}
+}
+
+/* A delivered message is removed with the others done meanwhile. */
+static void removal_add(struct relay_pool *pool, struct delivery *d)
+{
+	d->rm_next = NULL;
+	if (pool->rm_tail)
+		pool->rm_tail->rm_next = d;
+	else
+		pool->rm_head = d;
+	pool->rm_tail = d;
+	pool->rm_waiting++;
+	removal_pump(pool);
+}
+
 /* Bounces are spaced out (rate_limit per minute) so a broken relay cannot
  * cause a storm; none is dropped, later ones just wait in deferred/. */
 static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *b, int64_t now)
@@ -407,7 +490,10 @@ static void record(struct delivery *d)
 		}
 	}
 	d->pool->records_in_flight++;
-	job_submit(pd, &d->job, record_fn, record_done);
+	if (d->action == REC_REMOVE)
+		removal_add(d->pool, d);
+	else
+		job_submit(pd, &d->job, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -437,7 +523,14 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	d = xcalloc(1, sizeof(*d));
 	d->pool = pool;
 	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &reason) < 0) {
-		if (errno == EBADMSG) {
+		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
+		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
+			/* A first envelope whose writeback a crash lost: the
+			 * content is durable and says it all again. */
+			log_warn("%s: envelope torn (%s); ingesting the content again", it->id,
+				 reason.data);
+			ingest_recover(pd, it->id);
+		} else if (errno == EBADMSG) {
 			/* Quarantined where operators look, the rest keeps flowing. */
 			log_error("%s: %s; moved to badmail", it->id, reason.data);
 			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
