@@ -1,17 +1,19 @@
 # pickupd: a thin wrapper over CMake. The two commands that matter:
 #   make demo    install what is missing, build, run scripts/demo.sh
-#   make check   install what is missing, then build and test twice:
-#                gcc (build/) and clang with ASan+UBSan+libFuzzer (build-asan/)
+#   make check   install what is missing, then build and test three times:
+#                gcc (build/), clang with ASan+UBSan+libFuzzer (build-asan/), and
+#                clang with ThreadSanitizer for the multi-threaded parts (build-tsan/)
 # Other targets: build, test, bench, format, clean, deps, check-systemd, package.
 
 BUILD        ?= build
 ASAN_BUILD   ?= build-asan
+TSAN_BUILD   ?= build-tsan
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 20
 PYTHON       := /usr/bin/python3
 CTEST        := ctest --output-on-failure --no-tests=ignore
 
-.PHONY: all build test check check-gcc check-asan check-systemd demo bench format clean deps \
+.PHONY: all build test check check-gcc check-asan check-tsan check-systemd demo bench format clean deps \
 	package
 
 all: build
@@ -44,6 +46,7 @@ check:
 	$(MAKE) check-gcc
 	$(MAKE) check-systemd
 	$(MAKE) check-asan
+	$(MAKE) check-tsan
 	@echo "make check: all passed"
 
 check-gcc: test
@@ -56,6 +59,18 @@ check-asan:
 		-DFUZZ_SECONDS=$(FUZZ_SECONDS)
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	$(call run_tests,$(ASAN_BUILD))
+
+# clang with ThreadSanitizer (-DTSAN=ON), for what runs on libuv's thread
+# pool: the spool's group commit (the spool unit tests hammer it from many
+# threads) and the daemon's claims and libmagic lock (integration tests that
+# claim many files at once; PICKUPD_SANITIZE scales them down). Only the
+# programs and tests it runs are built, to keep it short.
+TSAN_TESTS ?= ^(unit/spool/test_spool|integration/test_pickup_scale)$$
+check-tsan:
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_C_COMPILER=clang -DTSAN=ON
+	cmake --build $(TSAN_BUILD) -j$(JOBS) --target spool_test_spool pickupd pickupctl \
+		pickupd-sendmail
+	cd $(TSAN_BUILD) && $(CTEST) -R '$(TSAN_TESTS)'
 
 # The systemd files: unit syntax (against the built binary, since the real
 # path /usr/sbin/pickupd is not installed here, and the built man pages that
@@ -80,8 +95,8 @@ check-systemd: build
 		rm -rf $$d && echo "sysusers + tmpfiles: ok"; \
 	else echo "systemd-sysusers/systemd-tmpfiles not found: not checked"; fi
 
-# The Debian package, build/pickupd_VERSION-1_ARCH.deb (CPack; see the end of
-# CMakeLists.txt). tests/integration/test_package.py checks it in `make check`.
+# The Debian packages, build/pickupd_VERSION-1_ARCH.deb and build/pickupd-mta_... (CPack;
+# see the end of CMakeLists.txt). tests/integration/test_package.py checks them in `make check`.
 package: build
 	cmake --build $(BUILD) --target package
 
@@ -104,4 +119,4 @@ format:
 		| xargs -0 -r clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -1,6 +1,7 @@
 /*
  * Purpose: parse the INI configuration of DESIGN.md "Configuration" into a struct config.
- * Owns: every string and array reachable from a struct config it returns.
+ * Owns: every string and array reachable from a struct config it returns; the struct lives
+ * until config_free drops its last reference (config_ref takes one).
  * Invariants: one table, keys[], declares each key's section, type, default, field and range;
  * defaults, parsing, range checks and freeing are all driven by it. config_parse never touches
  * the filesystem. Every problem is one "NAME:LINE: message" line, all of them are reported, and
@@ -987,6 +988,7 @@ struct config *config_parse(const char *name, const char *text, size_t len, stru
 	int lineno = 0;
 
 	p.cfg = xcalloc(1, sizeof *p.cfg);
+	p.cfg->refs = 1;
 	p.cfg->path = xstrdup(name);
 	for (size_t i = 0; i < SEC__COUNT; i++)
 		if (i != SEC_PICKUP && i != SEC_RELAY)
@@ -1076,9 +1078,16 @@ fail:
 	return NULL;
 }
 
+struct config *config_ref(struct config *cfg)
+{
+	__atomic_add_fetch(&cfg->refs, 1, __ATOMIC_RELAXED);
+	return cfg;
+}
+
 void config_free(struct config *cfg)
 {
-	if (cfg == NULL)
+	/* Acquire-release: the last holder sees every other holder's reads done. */
+	if (cfg == NULL || __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	for (size_t i = 0; i < SEC__COUNT; i++)
 		if (i != SEC_PICKUP && i != SEC_RELAY)

@@ -1,7 +1,10 @@
 /*
  * config: the INI configuration of DESIGN.md, parsed into an immutable struct.
- * Owner: whoever called config_parse/config_load; reload builds a new struct
- * and swaps the pointer, so a running session keeps the one it started with.
+ * Owner: reference counted, like OpenSSL's SSL_CTX: config_parse/config_load
+ * return it with one reference, each holder of a pointer into it takes one
+ * more with config_ref, and config_free drops one (the last frees it). Reload
+ * builds a new struct and swaps the pointer; a running session or job keeps
+ * the one it started with until it lets go.
  *
  * Syntax: "[section]" or "[section NAME]", "key = value", comments start with
  * ';' or '#' (at line start, or after whitespace in a value). Durations:
@@ -142,6 +145,7 @@ struct config_submit {
 };
 
 struct config {
+	unsigned refs; /* holders; atomic, so any thread may take or drop one */
 	char *path;
 	struct config_general general;
 	struct config_spool spool;
@@ -164,6 +168,9 @@ struct config {
 struct config *config_parse(const char *name, const char *text, size_t len, struct buf *errs);
 /* Reads and parses a file; a read error is reported as "PATH: strerror". */
 struct config *config_load(const char *path, struct buf *errs);
+/* One more reference; returns cfg. */
+struct config *config_ref(struct config *cfg);
+/* Drops one reference; the last one frees the struct. NULL is ignored. */
 void config_free(struct config *cfg);
 
 /* Value parsers, shared with the CLI programs. Return 0, or -1 on bad input. */

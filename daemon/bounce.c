@@ -5,8 +5,9 @@
  *     message/delivery-status  per-message fields, then per-recipient fields
  *     text/rfc822-headers      the original message's headers (never its body)
  * Owns: nothing; it writes through the spool API.
- * Invariants: the report is sent from <> (never bounced again: relay.c sends
- * a failing <> message to badmail only); the original's envelope lines and
+ * Invariants: the report is sent from <>, and a message from <> is never
+ * reported on (bounce_queue refuses it; policy.c sends a failing <> message
+ * to badmail only); the original's envelope lines and
  * Bcc: fields are left out of the returned headers, as on the wire.
  */
 #include "daemon/bounce.h"
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/msg.h"
@@ -27,7 +29,7 @@ static const struct {
 	const char *opening;
 	int subject, detail;
 } local_status[] = {
-    {"message expired ", 4, 7},			/* relay.c: X.4.7 delivery time expired */
+    {"message expired ", 4, 7},			/* policy.c: X.4.7 delivery time expired */
     {"message size ", 3, 4},			/* smtpc.c: X.3.4 message too big for system */
     {"the message has UTF-8 addresses ", 6, 7}, /* RFC 6531: X.6.7 non-ASCII addresses */
     {"the message has 8-bit content ", 6, 3},	/* X.6.3 conversion required, not supported */
@@ -35,16 +37,42 @@ static const struct {
     {"recipient address holds ", 1, 3},		/* X.1.3 bad destination mailbox syntax */
 };
 
+/* 1*3DIGIT at p: the number in *v_r, and where it ends; NULL when absent
+ * or longer. */
+static const char *digits3(const char *p, int *v_r)
+{
+	int n = 0, v = 0;
+	while (p[n] >= '0' && p[n] <= '9') {
+		if (++n > 3)
+			return NULL;
+		v = v * 10 + (p[n - 1] - '0');
+	}
+	*v_r = v;
+	return n ? p + n : NULL;
+}
+
+/* RFC 3463 status-code = class "." subject "." detail (subject and detail
+ * 1*3digit) at p, followed by a space or the end; class 4 or 5 only. */
+static bool enhanced_code(const char *p, int *subject_r, int *detail_r)
+{
+	if ((p[0] != '4' && p[0] != '5') || p[1] != '.')
+		return false;
+	p = digits3(p + 2, subject_r);
+	if (p == NULL || *p != '.')
+		return false;
+	p = digits3(p + 1, detail_r);
+	return p != NULL && (*p == ' ' || *p == '\0');
+}
+
 /* Status from the reply's enhanced code ("550 5.1.1 ..." -> "5.1.1"), else
  * from the local reason's opening, else the class's default. */
 static void status_of(const char *reply, enum bounce_kind kind, char *out, size_t len)
 {
 	const char *p = reply ? strchr(reply, ' ') : NULL;
 	int klass = kind == BOUNCE_DELAYED ? 4 : 5;
-	int a, b, c, n = 0;
-	if (p && sscanf(p + 1, "%1d.%3d.%3d%n", &a, &b, &c, &n) == 3 && n > 0 &&
-	    (p[1 + n] == ' ' || p[1 + n] == '\0') && (a == 4 || a == 5)) {
-		snprintf(out, len, "%d.%d.%d", klass, b, c);
+	int subject, detail;
+	if (p && enhanced_code(p + 1, &subject, &detail)) {
+		snprintf(out, len, "%d.%d.%d", klass, subject, detail);
 		return;
 	}
 	for (size_t i = 0; reply && i < sizeof(local_status) / sizeof(local_status[0]); i++) {
@@ -66,14 +94,40 @@ static void put_ascii(struct buf *out, const char *s)
 	}
 }
 
+/* The value of ESMTP parameter key (e.g. "ENVID") in a "K=V K=V" list: a
+ * copy, or NULL when absent. Keywords are case-insensitive (RFC 5321 4.1.2). */
+static char *param_value(const char *params, const char *key)
+{
+	size_t kl = strlen(key);
+	for (const char *p = params; p && *p;) {
+		p += strspn(p, " ");
+		size_t n = strcspn(p, " ");
+		if (n > kl && p[kl] == '=' && strncasecmp(p, key, kl) == 0)
+			return xstrndup(p + kl + 1, n - kl - 1);
+		p += n;
+	}
+	return NULL;
+}
+
+/* An address in a header or field line: UTF-8 stays (SMTPUTF8), control
+ * characters never reach the report (the spool's contract excludes them;
+ * the report must not depend on it). */
+static void put_addr(struct buf *out, const char *s)
+{
+	for (; s && *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		buf_putc(out, ch < 0x20 || ch == 0x7f ? '?' : (char)ch);
+	}
+}
+
 static bool wanted(const struct spool_rcpt *r, enum bounce_kind kind)
 {
 	return kind == BOUNCE_FAILED ? r->status == RCPT_FAILED : r->status == RCPT_DEFERRED;
 }
 
 void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char *hostname,
-		  const char *bounce_id, int64_t now_ms, const char *headers, size_t headers_len,
-		  struct buf *out)
+		  const char *bounce_id, int64_t now_ms, int64_t retry_until_ms,
+		  const char *headers, size_t headers_len, struct buf *out)
 {
 	struct buf date = BUF_INIT, arrival = BUF_INIT;
 	char boundary[128];
@@ -82,7 +136,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 	snprintf(boundary, sizeof(boundary), "%s/%s", bounce_id, hostname);
 
 	buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
-	buf_printf(out, "To: <%s>\r\n", env->sender);
+	buf_puts(out, "To: <");
+	put_addr(out, env->sender);
+	buf_puts(out, ">\r\n");
 	buf_printf(out, "Subject: %s\r\n",
 		   kind == BOUNCE_FAILED ? "Undelivered Mail Returned to Sender"
 					 : "Delayed Mail (still being retried)");
@@ -112,7 +168,9 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		const struct spool_rcpt *r = &env->rcpts[i];
 		if (!wanted(r, kind))
 			continue;
-		buf_printf(out, "<%s>: ", r->addr);
+		buf_putc(out, '<');
+		put_addr(out, r->addr);
+		buf_puts(out, ">: ");
 		put_ascii(out, r->reply ? r->reply : "no reply recorded");
 		buf_puts(out, "\r\n");
 	}
@@ -124,30 +182,30 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		   boundary);
 	buf_printf(out, "Reporting-MTA: dns; %s\r\n", hostname);
 	buf_printf(out, "X-Pickupd-Queue-ID: %s\r\n", env->id);
-	if (env->sender_params && strstr(env->sender_params, "ENVID=")) {
-		const char *v = strstr(env->sender_params, "ENVID=") + 6;
+	char *envid = param_value(env->sender_params, "ENVID");
+	if (envid) {
 		buf_puts(out, "Original-Envelope-Id: ");
-		put_ascii(out, v);
+		put_ascii(out, envid);
 		buf_puts(out, "\r\n");
+		free(envid);
 	}
 	buf_printf(out, "Arrival-Date: %s\r\n", arrival.data);
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		const struct spool_rcpt *r = &env->rcpts[i];
-		char status[16];
+		char status[40]; /* "5.999.999"; sized for any int, as gcc checks */
 		if (!wanted(r, kind))
 			continue;
 		status_of(r->reply, kind, status, sizeof(status));
 		buf_puts(out, "\r\n");
-		buf_printf(out, "Final-Recipient: rfc822; %s\r\n", r->addr);
-		if (r->params && strstr(r->params, "ORCPT=")) {
+		buf_puts(out, "Final-Recipient: rfc822; ");
+		put_addr(out, r->addr);
+		buf_puts(out, "\r\n");
+		char *orcpt = param_value(r->params, "ORCPT");
+		if (orcpt) {
 			buf_puts(out, "Original-Recipient: ");
-			const char *v = strstr(r->params, "ORCPT=") + 6;
-			size_t n = strcspn(v, " ");
-			struct buf tmp = BUF_INIT;
-			buf_append(&tmp, v, n);
-			put_ascii(out, tmp.data);
-			buf_deinit(&tmp);
+			put_ascii(out, orcpt);
 			buf_puts(out, "\r\n");
+			free(orcpt);
 		}
 		buf_printf(out, "Action: %s\r\n", kind == BOUNCE_FAILED ? "failed" : "delayed");
 		buf_printf(out, "Status: %s\r\n", status);
@@ -160,9 +218,10 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 			put_ascii(out, r->reply ? r->reply : "unknown");
 			buf_puts(out, "\r\n");
 		}
-		if (kind == BOUNCE_DELAYED && env->next_ms) {
+		/* RFC 3464 2.3.9: when attempts will be abandoned (not the next one). */
+		if (kind == BOUNCE_DELAYED && retry_until_ms) {
 			struct buf until = BUF_INIT;
-			msg_format_date(env->next_ms / 1000, &until);
+			msg_format_date(retry_until_ms / 1000, &until);
 			buf_printf(out, "Will-Retry-Until: %s\r\n", until.data);
 			buf_deinit(&until);
 		}
@@ -234,11 +293,19 @@ int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_
 	int ret = -1;
 
 	memset(&b, 0, sizeof(b));
+	if (env->sender == NULL || env->sender[0] == '\0') {
+		errno = EINVAL;
+		return -1;
+	}
 	read_headers(sp, env, &headers);
 	/* The boundary and Message-ID name the report itself: use a fresh ID
 	 * for them; the stored ID comes from spool_data_create. */
 	spool_new_id(sp, provisional);
-	bounce_build(env, kind, cfg->general.hostname, provisional, now_ms, headers.data,
+	/* relay.c expires a message max_age after its arrival; soft_bounce never does. */
+	int64_t until = cfg->retry.max_age_ms && !cfg->retry.soft_bounce
+			    ? env->arrival_ms + (int64_t)cfg->retry.max_age_ms
+			    : 0;
+	bounce_build(env, kind, cfg->general.hostname, provisional, now_ms, until, headers.data,
 		     headers.len, &content);
 	if (spool_data_create(sp, content.data, content.len, id_r) < 0)
 		goto out;

@@ -17,16 +17,17 @@
 enum bounce_kind { BOUNCE_FAILED, BOUNCE_DELAYED };
 
 /* Builds the report's content. Pure apart from reading the original headers
- * (headers may be NULL: no text/rfc822-headers part then). */
+ * (headers may be NULL: no text/rfc822-headers part then). retry_until_ms:
+ * when a delayed message will be given up (Will-Retry-Until); 0 = never. */
 void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char *hostname,
-		  const char *bounce_id, int64_t now_ms, const char *headers, size_t headers_len,
-		  struct buf *out);
+		  const char *bounce_id, int64_t now_ms, int64_t retry_until_ms,
+		  const char *headers, size_t headers_len, struct buf *out);
 
 /*
  * Queues a report about env: content into data/, envelope into queue/ (or
- * deferred/ when due_ms is in the future: bounces are rate limited). The
- * caller has checked that the sender is not <>. 0 with the new ID, or -1
- * (errno).
+ * deferred/ when due_ms is in the future: bounces are rate limited). 0 with
+ * the new ID, or -1 (errno; EINVAL for a message from <>, which is never
+ * reported on: the report would go nowhere, or loop).
  */
 int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_env *env,
 		 enum bounce_kind kind, int64_t now_ms, int64_t due_ms,

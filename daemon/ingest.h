@@ -26,13 +26,14 @@ enum ingest_result {
 struct ingest_job {
 	struct job job;
 	/* input */
-	void *owner; /* the pickup folder; not touched by the pool thread */
-	const struct config_pickup *pickup;
+	void *owner;			    /* the pickup folder; not touched by the pool thread */
+	const struct config_pickup *pickup; /* the folder's own, held by the folder */
 	int dir_fd;
 	struct spool_dirsync *dir_sync; /* the folder's group commit, or NULL */
 	char *name;
 	const char *origin_file; /* recovery: the name it had in its folder; NULL = name */
 	char *origin_buf;	 /* ingest_recover: owns origin_file */
+	/* hostname and submit are in pd->cfg at submission: job.cfg holds it */
 	const char *hostname;
 	const struct config_submit *submit; /* local envelope addresses (common/addrmap.h) */
 	int64_t now_ms;

@@ -167,8 +167,9 @@ static bool same_str(const char *a, const char *b)
 /*
  * SIGHUP: a new configuration applies to what starts after it (new
  * sessions, the next retry decision, log level); an invalid one is refused
- * with its FILE:LINE errors and the running one kept. Configurations are
- * kept until exit because sessions and jobs hold pointers into them.
+ * with its FILE:LINE errors and the running one kept. The replaced one is
+ * freed when its last holder (a session, a job, a retired relay, the pickup
+ * folders) drops its reference.
  */
 static void reload(struct pickupd *pd)
 {
@@ -194,8 +195,7 @@ static void reload(struct pickupd *pd)
 		pickups_same = same_str(cfg->pickups[i].dir, pd->cfg->pickups[i].dir);
 	if (!pickups_same)
 		log_warn("reload: changes to the [pickup] folders take effect at the next restart");
-	pd->old_cfgs = xrealloc(pd->old_cfgs, (pd->n_old_cfgs + 1) * sizeof(*pd->old_cfgs));
-	pd->old_cfgs[pd->n_old_cfgs++] = pd->cfg;
+	config_free(pd->cfg);
 	pd->cfg = cfg;
 	set_log_level(cfg->general.log_level);
 	log_info("reloaded %s: %zu relay(s)", cfg->path, cfg->n_relays);
@@ -212,6 +212,13 @@ static void signal_cb(uv_signal_t *h, int signum)
 		return;
 	}
 	stop(pd, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* The schedule's earliest entry is due: sessions take it. */
+static void schedule_due_cb(void *arg)
+{
+	struct pickupd *pd = arg;
+	relay_pool_wake(pd->pool);
 }
 
 static void watchdog_cb(uv_timer_t *t)
@@ -357,7 +364,7 @@ int main(int argc, char **argv)
 	if (getenv("UV_THREADPOOL_SIZE") == NULL)
 		setenv("UV_THREADPOOL_SIZE", "8", 0);
 	pd.loop = uv_default_loop();
-	pd.sched = sched_new(&pd);
+	pd.sched = sched_new(pd.loop, schedule_due_cb, &pd);
 	pd.pool = relay_pool_new(&pd, &errs);
 	pd.n_pickups = pd.cfg->n_pickups;
 	pd.pickups = xcalloc(pd.n_pickups, sizeof(*pd.pickups));
@@ -440,9 +447,6 @@ int main(int argc, char **argv)
 	uv_mutex_destroy(&pd.magic_lock);
 	spool_close(&pd.spool);
 	config_free(pd.cfg);
-	for (size_t i = 0; i < pd.n_old_cfgs; i++)
-		config_free(pd.old_cfgs[i]);
-	free(pd.old_cfgs);
 	buf_deinit(&errs);
 	uv_library_shutdown();
 	log_info("stopped");

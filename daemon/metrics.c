@@ -50,14 +50,14 @@ struct metrics {
 	unsigned n_clients;
 };
 
-/* A scrape: counts the state directories on the thread pool. */
+/* A scrape: counts the state directories on the thread pool, for the
+ * [pickup] folders of the configuration in force then (job.cfg). */
 struct scrape {
 	struct job job; /* first */
 	struct mclient *cl;
 	size_t counts[SPOOL_N_STATES];
 	bool counted[SPOOL_N_STATES];
-	int64_t oldest_ms;	  /* arrival encoded in the oldest queue/deferred ID; 0 = none */
-	const struct config *cfg; /* the one in force at the scrape (kept until exit) */
+	int64_t oldest_ms; /* arrival encoded in the oldest queue/deferred ID; 0 = none */
 	bool badmail_counted;
 	size_t badmail_entries;
 	uint64_t badmail_bytes;
@@ -258,10 +258,10 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 		   (unsigned long long)st->badmail_expired);
 	metric_head(b, "pickupd_pickup_stuck_files", "gauge",
 		    "Files that stay in a pickup folder, by reason (see pickupctl status).");
-	for (size_t i = 0; sc->stuck && i < sc->cfg->n_pickups; i++) {
+	for (size_t i = 0; sc->stuck && i < sc->job.cfg->n_pickups; i++) {
 		for (int r = 0; r < STUCK_N; r++) {
 			buf_puts(b, "pickupd_pickup_stuck_files{pickup=\"");
-			put_label(b, sc->cfg->pickups[i].name);
+			put_label(b, sc->job.cfg->pickups[i].name);
 			buf_printf(b, "\",reason=\"%s\"} %zu\n", ctl_stuck_names[r],
 				   sc->stuck[i].count[r]);
 		}
@@ -323,9 +323,10 @@ static void scrape_operator(struct scrape *sc, struct spool *sp)
 		free(v);
 	}
 	int64_t now = pickupd_now_ms();
-	sc->stuck = xcalloc(sc->cfg->n_pickups ? sc->cfg->n_pickups : 1, sizeof(*sc->stuck));
-	for (size_t i = 0; i < sc->cfg->n_pickups; i++)
-		ctl_spool_stuck(&sc->cfg->pickups[i], now, &sc->stuck[i]);
+	sc->stuck =
+	    xcalloc(sc->job.cfg->n_pickups ? sc->job.cfg->n_pickups : 1, sizeof(*sc->stuck));
+	for (size_t i = 0; i < sc->job.cfg->n_pickups; i++)
+		ctl_spool_stuck(&sc->job.cfg->pickups[i], now, &sc->stuck[i]);
 }
 
 static void scrape_fn(struct job *j)
@@ -362,7 +363,7 @@ static void scrape_done(struct job *j)
 		respond(cl, "200 OK", body.data, body.len);
 		buf_deinit(&body);
 	}
-	for (size_t i = 0; sc->stuck && i < sc->cfg->n_pickups; i++)
+	for (size_t i = 0; sc->stuck && i < sc->job.cfg->n_pickups; i++)
 		ctl_stuck_deinit(&sc->stuck[i]);
 	free(sc->stuck);
 	free(sc);
@@ -397,7 +398,6 @@ static void handle_request(struct mclient *cl)
 	}
 	struct scrape *sc = xcalloc(1, sizeof(*sc));
 	sc->cl = cl;
-	sc->cfg = cl->m->pd->cfg;
 	cl->job_pending = true;
 	uv_read_stop((uv_stream_t *)&cl->tcp);
 	job_submit(cl->m->pd, &sc->job, scrape_fn, scrape_done);

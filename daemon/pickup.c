@@ -7,7 +7,9 @@
  * could have said; a name is in at most one of {ready FIFO, waiting, in
  * flight}; at most MAX_BATCHES ingest jobs of at most BATCH_FILES files at a
  * time, so 20,000 files dropped at once cost a bounded amount of memory; a
- * ready file is submitted at once (a batch is what is ready, never waited for).
+ * ready file is submitted at once (a batch is what is ready, never waited
+ * for); the folder's settings are those of the configuration it started
+ * with (a reference).
  */
 #include "daemon/pickup.h"
 
@@ -51,7 +53,8 @@ struct cand {
 
 struct pickup {
 	struct pickupd *pd;
-	const struct config_pickup *cfg;
+	const struct config_pickup *cfg; /* in conf */
+	struct config *conf;		 /* a reference: kept while the folder is watched */
 	int dir_fd;
 	struct spool_dirsync *dir_sync; /* claims share the folder's fsyncs */
 	int ino_fd;
@@ -457,6 +460,9 @@ struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, s
 	struct pickup *p = xcalloc(1, sizeof(*p));
 	p->pd = pd;
 	p->cfg = cfg;
+	/* Reload does not move a folder to a new configuration (a [pickup]
+	 * change takes a restart): this one stays as long as the folder. */
+	p->conf = config_ref(pd->cfg);
 	p->ino_fd = -1;
 	p->dir_sync = spool_dirsync_new();
 	p->table_size = 1024;
@@ -547,5 +553,6 @@ void pickup_free(struct pickup *p)
 	if (p->dir_fd >= 0)
 		close(p->dir_fd);
 	spool_dirsync_free(p->dir_sync);
+	config_free(p->conf);
 	free(p);
 }

@@ -11,6 +11,8 @@
 #include "common/config.h"
 #include "daemon/pickupd.h"
 
+/* cfg: one of pd->cfg's [pickup] sections; the folder holds a reference to
+ * pd->cfg until pickup_free. */
 struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg, struct buf *errors);
 /* Starts watching and runs the first scan. */
 void pickup_start(struct pickup *p);

@@ -31,9 +31,7 @@ struct pickupd_stats {
 
 struct pickupd {
 	uv_loop_t *loop;
-	struct config *cfg;
-	struct config **old_cfgs; /* replaced by reloads, freed at exit */
-	size_t n_old_cfgs;
+	struct config *cfg; /* the running configuration: one reference (reload swaps it) */
 	struct spool spool;
 	magic_t magic;
 	uv_mutex_t magic_lock; /* a magic_t is not thread-safe */
@@ -64,12 +62,16 @@ void pickupd_notify(const char *state);
 /* Called when in-flight work may have finished during shutdown. */
 void pickupd_check_stopped(struct pickupd *pd);
 
-/* Thread-pool jobs: fn runs on a pool thread, done on the loop thread. */
+/* Thread-pool jobs: fn runs on a pool thread, done on the loop thread. A job
+ * holds a reference to the configuration it was submitted under (cfg), which
+ * fn reads instead of pd->cfg (a reload may replace that meanwhile); it is
+ * dropped after done. */
 struct job;
 typedef void (*job_fn)(struct job *j);
 struct job {
 	uv_work_t work;
 	struct pickupd *pd;
+	struct config *cfg;
 	job_fn fn;
 	job_fn done;
 };

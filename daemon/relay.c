@@ -1,18 +1,24 @@
 /*
- * Purpose: sessions per relay, dispatch of due messages to them, and the
- * failure policy: what a result means (sent / deferred / failed), when the
- * next attempt is, when a relay is paused.
- * Owns: the SSL_CTX of each relay, the session list, deliveries in flight.
- * Invariants: a delivery's outcome is written to the spool (thread pool)
- * before its log lines say so and before it is scheduled again; protocol
- * code (smtpc) never decides retry or bounce, this file does (as Postfix's
- * smtp_trouble.c); relays are used in the order configured, the next one
- * only while an earlier one is paused; a relay is paused only when no
- * session to it works (a connection refused beside working sessions lowers
- * its concurrency limit instead); an AUTH pause lasts only while the
- * credentials are unchanged and no reload or flush came; no transaction
- * starts on a read-only spool, and each is marked in the spool
- * (spool_mark_sending) before it is.
+ * Purpose: sessions per relay, dispatch of due messages to them, and acting
+ * on what the failure policy (policy.c) decides: recording each outcome,
+ * pausing relays.
+ * Owns: the session list, deliveries in flight; a reference to each relay's
+ * SSL_CTX and to the configuration its settings are in, and one more to both
+ * for each session (what a reload replaces is freed when the last session
+ * opened with it ends).
+ * Invariants: the spool work of a delivery (loading it before the
+ * transaction, recording its outcome after) runs on the thread pool, never
+ * on the loop thread; a delivery's outcome is written to the spool before
+ * its log lines say so and before it is scheduled again; neither protocol
+ * code (smtpc) nor this file decides retry or bounce: policy.c does (as
+ * Postfix's smtp_trouble.c); relays are used in the order configured, the
+ * next one only while an earlier one is paused; a relay is paused only
+ * when no session to it works (a connection refused beside working
+ * sessions lowers its concurrency limit instead); an AUTH pause lasts only
+ * while the credentials are unchanged and no reload or flush came; no
+ * transaction starts on a read-only spool, and each is marked in the spool
+ * (spool_mark_sending) before it is; a message loaded for a session that
+ * can no longer send it goes back to the schedule unmarked.
  */
 #include "daemon/relay.h"
 
@@ -29,6 +35,7 @@
 #include "daemon/bounce.h"
 #include "daemon/credprobe.h"
 #include "daemon/ingest.h"
+#include "daemon/policy.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
 #include "daemon/space.h"
@@ -38,17 +45,22 @@ struct relay;
 struct session {
 	struct relay *relay;
 	struct smtpc *smtpc;
-	struct delivery *d; /* the transaction in progress */
+	struct delivery *d; /* the message being loaded for it, or its transaction */
 	bool ready;	    /* reached READY at least once */
 	unsigned gen;	    /* the relay's settings generation it was opened with */
 	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
+	/* References to what smtpc was given (settings, TLS context), dropped
+	 * once it has closed: a reload may replace the relay's meanwhile. */
+	struct config *conf;
+	SSL_CTX *ssl_ctx;
 	struct session *next;
 };
 
 struct relay {
 	struct relay_pool *pool;
-	const struct config_relay *cfg;
-	SSL_CTX *ssl_ctx;
+	const struct config_relay *cfg; /* in conf */
+	struct config *conf;		/* a reference */
+	SSL_CTX *ssl_ctx;		/* a reference; NULL when tls = none */
 	struct session *sessions;
 	unsigned n_sessions;
 	unsigned n_connecting;
@@ -58,9 +70,9 @@ struct relay {
 	bool retired;	      /* removed by a reload: finishes, takes no new work */
 	unsigned gen;	      /* bumped by a reload: older sessions take no new work */
 	struct relay *next_retired;
-	/* Concurrency feedback, as Postfix's per-destination concurrency: a
-	 * connection refused while sessions work lowers the limit to those
-	 * sessions; RELAY_GROW_AFTER deliveries raise it by one again. */
+	/* Concurrency feedback (policy_relay_lowers_limit): a connection
+	 * refused while sessions work lowers the limit to those sessions;
+	 * POLICY_GROW_AFTER deliveries raise it by one again. */
 	unsigned limit;		  /* sessions allowed now; 0 = max_sessions */
 	unsigned limit_successes; /* deliveries since the limit last changed */
 	/* AUTH pause: ends when the credentials change (or reload, flush). */
@@ -76,13 +88,12 @@ struct relay_pool {
 	struct pickupd *pd;
 	struct relay **relays;
 	size_t n_relays;
-	struct relay *retired; /* relays a reload removed, until their sessions end */
-	SSL_CTX **old_ctx;     /* contexts replaced by reloads, freed with the pool */
-	size_t n_old_ctx;
+	struct relay *retired;	/* relays a reload removed, until their sessions end */
 	int64_t next_bounce_ms; /* [bounce] rate_limit */
 	uv_timer_t pause_timer;
 	uv_timer_t cred_timer; /* looks at AUTH-paused relays' credentials */
 	unsigned probes_in_flight;
+	unsigned loads_in_flight;
 	unsigned records_in_flight;
 	/* Removals waiting for a removal job: one job at a time while fewer
 	 * than a batch wait, so that those arriving meanwhile share its fsync of
@@ -95,166 +106,42 @@ struct relay_pool {
 	bool closed_timer;
 };
 
-enum record_action { REC_REMOVE, REC_DEFER, REC_BADMAIL };
+/* What loading a due message came to (load_fn, on the thread pool). */
+enum load_result {
+	LOAD_OK,	  /* queued, marked, its content open: it can be sent */
+	LOAD_NONE,	  /* gone meanwhile, or the spool is read-only: nothing to do */
+	LOAD_MOVE_FAILED, /* deferred/ -> queue/ failed (err) */
+	LOAD_CORRUPT,	  /* the envelope is damaged (why); moved to badmail */
+	LOAD_TORN,	  /* a lazy first envelope never completely written (why) */
+	LOAD_UNREADABLE,  /* the envelope cannot be read now (why) */
+	LOAD_NO_CONTENT,  /* the content cannot be opened (err); moved to badmail */
+	LOAD_MARK_FAILED, /* the being-sent mark cannot be set (err) */
+};
 
 /* One message from dispatch until its outcome is on disk. */
 struct delivery {
-	struct job job;
+	struct job job; /* the load, then the record */
 	struct relay_pool *pool;
+	struct session *s;	    /* the session it is loaded for; NULL once that closed */
+	struct sched_item item;	    /* what was due */
+	enum load_result loaded;    /* set by load_fn */
+	char *load_why;		    /* LOAD_CORRUPT, LOAD_TORN, LOAD_UNREADABLE: the reason */
+	bool defer;		    /* no relay can take it (defer_due): record defer_cls */
+	enum smtpc_class defer_cls; /* with the reply defer_why */
+	char *defer_why;
 	struct spool_env env;
 	struct smtpc_txn txn;
 	char peer[160];
-	enum record_action action;
-	bool bounce;	    /* send a non-delivery notification to the sender */
-	bool warn;	    /* send a delay notification to the sender */
-	int64_t bounce_due; /* when (bounces are rate limited) */
+	struct policy_outcome out; /* what the attempt comes to (policy.c) */
+	int64_t bounce_due;	   /* when the notification goes (bounces are rate limited) */
 	char bounce_id[SPOOL_ID_LEN + 1];
 	int bounce_err;
-	size_t n_sent, n_deferred, n_failed; /* recipients of this attempt, for the counters */
 	int err;
-	struct buf log;		  /* lines logged once the record is durable */
 	struct delivery *rm_next; /* in the pool's removal list */
 };
 
-#define RELAY_MAX_PAUSE_MS  (5 * 60 * 1000)
-#define RELAY_AUTH_PAUSE_MS (10 * 60 * 1000)
 #define RELAY_CRED_CHECK_MS 1000 /* a paused relay's password file is looked at this often */
-/* password_command is run again (its output compared) after this, doubled
- * for each refusal in a row: a command that prints a new token on every run
- * cannot make the relay hammer the server. */
-#define RELAY_PROBE_FIRST_MS 5000
-#define RELAY_PROBE_MAX_MS   (5 * 60 * 1000)
-/* Deliveries at a lowered concurrency limit before one more session is
- * tried: each try may cost one refused connection. */
-#define RELAY_GROW_AFTER 50
-#define DEFER_BATCH	 1000
-
-int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random)
-{
-	if (r->n_schedule == 0)
-		return 60000;
-	size_t i = attempt == 0 ? 0 : attempt - 1;
-	if (i >= r->n_schedule)
-		i = r->n_schedule - 1;
-	int64_t base = (int64_t)r->schedule_ms[i];
-	/* Jitter spreads retries of messages deferred together. */
-	int64_t span = base * (int64_t)r->jitter_percent / 100;
-	if (span > 0)
-		base += (int64_t)(random % (uint64_t)(span + 1));
-	return base;
-}
-
-/* ---- the failure policy ------------------------------------------------------------- */
-
-static bool reply_overridden_temporary(const struct config_retry *cfg, const char *reply)
-{
-	for (size_t i = 0; reply && i < cfg->n_temporary_replies; i++)
-		if (strncmp(reply, cfg->temporary_replies[i], strlen(cfg->temporary_replies[i])) ==
-		    0)
-			return true;
-	return false;
-}
-
-static const char *status_word(enum spool_rcpt_status st)
-{
-	return st == RCPT_SENT ? "sent" : st == RCPT_FAILED ? "bounced" : "deferred";
-}
-
-/* Turns the transaction's results into recipient statuses, the record
- * action and the log lines. One place decides; see DESIGN.md "Delivery
- * semantics". */
-static void apply_policy(struct delivery *d)
-{
-	const struct config *cfg = d->pool->pd->cfg;
-	struct spool_env *env = &d->env;
-	struct smtpc_txn *t = &d->txn;
-	int64_t now = pickupd_now_ms();
-	double delay = (double)(now - env->arrival_ms) / 1000.0;
-	size_t n_deferred = 0, n_failed = 0;
-	const char *first_failure = NULL;
-	/* The recipients this attempt was for: the ones not yet done. */
-	bool *attempted = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(bool));
-
-	for (size_t i = 0; i < env->n_rcpts; i++) {
-		struct spool_rcpt *r = &env->rcpts[i];
-		struct smtpc_rcpt_result *rr = &t->rcpt[i];
-		enum smtpc_class cls;
-		const char *reply;
-		if (r->status != RCPT_PENDING && r->status != RCPT_DEFERRED)
-			continue;
-		attempted[i] = true;
-		if (rr->tried && rr->final) {
-			cls = rr->cls;
-			reply = rr->reply;
-		} else {
-			cls = t->cls != SMTPC_OK ? t->cls : SMTPC_CONN;
-			reply = t->reply ? t->reply : "lost connection with the relay";
-		}
-		if (cls == SMTPC_OK)
-			r->status = RCPT_SENT;
-		else if (cls == SMTPC_PERM && !cfg->retry.soft_bounce &&
-			 !reply_overridden_temporary(&cfg->retry, reply))
-			r->status = RCPT_FAILED;
-		else
-			r->status = RCPT_DEFERRED;
-		free(r->reply);
-		r->reply = xstrdup(reply ? reply : "");
-	}
-	/* Expiry: a recipient still deferred past max_age fails for good. */
-	bool expired =
-	    cfg->retry.max_age_ms && now - env->arrival_ms >= (int64_t)cfg->retry.max_age_ms;
-	for (size_t i = 0; i < env->n_rcpts; i++) {
-		struct spool_rcpt *r = &env->rcpts[i];
-		if (attempted[i] && r->status == RCPT_DEFERRED && expired &&
-		    !cfg->retry.soft_bounce) {
-			struct buf why = BUF_INIT;
-			buf_printf(&why,
-				   "message expired after %.0f s in the queue; last reply: %s",
-				   delay, r->reply ? r->reply : "none");
-			free(r->reply);
-			r->reply = buf_steal(&why);
-			r->status = RCPT_FAILED;
-		}
-		n_deferred += r->status == RCPT_DEFERRED;
-		if (r->status == RCPT_FAILED) {
-			n_failed++;
-			if (first_failure == NULL)
-				first_failure = r->reply;
-		}
-	}
-	/* Log lines for the recipients of this attempt, written once recorded. */
-	for (size_t i = 0; i < env->n_rcpts; i++) {
-		struct spool_rcpt *r = &env->rcpts[i];
-		if (!attempted[i])
-			continue;
-		d->n_sent += r->status == RCPT_SENT;
-		d->n_deferred += r->status == RCPT_DEFERRED;
-		d->n_failed += r->status == RCPT_FAILED;
-		buf_printf(&d->log, "%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)\n", env->id,
-			   r->addr, d->peer, delay, status_word(r->status),
-			   r->reply ? r->reply : "");
-	}
-	free(attempted);
-	if (t->maybe_delivered)
-		buf_printf(&d->log,
-			   "%s: warning: connection lost after the end of data; the message may be "
-			   "delivered twice\n",
-			   env->id);
-	if (n_deferred) {
-		env->next_ms =
-		    now + relay_retry_delay_ms(&cfg->retry, env->attempts, (unsigned)random());
-		d->action = REC_DEFER;
-	} else if (n_failed) {
-		struct buf why = BUF_INIT;
-		buf_printf(&why, "delivery failed for %zu recipient(s) after %u attempt(s): %s",
-			   n_failed, env->attempts, first_failure ? first_failure : "");
-		free(env->reason);
-		env->reason = buf_steal(&why);
-		d->action = REC_BADMAIL;
-	} else {
-		d->action = REC_REMOVE;
-	}
-}
+#define DEFER_BATCH	    1000
 
 /* ---- recording outcomes (thread pool) ------------------------------------------------ */
 
@@ -262,7 +149,9 @@ static void delivery_free(struct delivery *d)
 {
 	smtpc_txn_deinit(&d->txn);
 	spool_env_deinit(&d->env);
-	buf_deinit(&d->log);
+	policy_outcome_deinit(&d->out);
+	free(d->load_why);
+	free(d->defer_why);
 	free(d);
 }
 
@@ -271,13 +160,14 @@ static void record_fn(struct job *j)
 	struct delivery *d = (struct delivery *)j;
 	struct spool *sp = &j->pd->spool;
 	int r = 0;
-	switch (d->action) {
-	case REC_REMOVE:
+	switch (d->out.action) {
+	case POLICY_REMOVE:
 		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
 		break;
-	case REC_DEFER:
-		if (d->warn && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_DELAYED,
-					    pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0) {
+	case POLICY_DEFER:
+		if (d->out.warn &&
+		    bounce_queue(sp, j->cfg, &d->env, BOUNCE_DELAYED, pickupd_now_ms(),
+				 d->bounce_due, d->bounce_id) < 0) {
 			d->bounce_err = errno;
 			d->env.delay_warned = false; /* try again at the next attempt */
 		}
@@ -285,11 +175,12 @@ static void record_fn(struct job *j)
 		if (r == 0)
 			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_DEFERRED);
 		break;
-	case REC_BADMAIL:
+	case POLICY_BADMAIL:
 		/* The notification first: once the original is in badmail
 		 * nothing would send it any more. */
-		if (d->bounce && bounce_queue(sp, j->pd->cfg, &d->env, BOUNCE_FAILED,
-					      pickupd_now_ms(), d->bounce_due, d->bounce_id) < 0)
+		if (d->out.bounce &&
+		    bounce_queue(sp, j->cfg, &d->env, BOUNCE_FAILED, pickupd_now_ms(),
+				 d->bounce_due, d->bounce_id) < 0)
 			d->bounce_err = errno;
 		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		if (r == 0)
@@ -337,38 +228,38 @@ static void record_done(struct job *j)
 			  d->env.id, strerror(d->err));
 		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 	} else {
-		log_lines(d->log.data);
-		pd->stats.delivered += d->n_sent;
-		pd->stats.deferred += d->n_deferred;
-		pd->stats.bounced += d->n_failed;
-		switch (d->action) {
-		case REC_REMOVE:
+		log_lines(d->out.log.data);
+		pd->stats.delivered += d->out.n_sent;
+		pd->stats.deferred += d->out.n_deferred;
+		pd->stats.bounced += d->out.n_failed;
+		switch (d->out.action) {
+		case POLICY_REMOVE:
 			log_info("%s: removed", d->env.id);
 			space_check(pd); /* ingestion may wait for this space */
 			break;
-		case REC_DEFER:
+		case POLICY_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
-			if (d->warn && d->bounce_err == 0) {
+			if (d->out.warn && d->bounce_err == 0) {
 				log_info("%s: sender delay notification: %s", d->env.id,
 					 d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
-			} else if (d->warn) {
+			} else if (d->out.warn) {
 				log_error("%s: cannot create the delay notification: %s", d->env.id,
 					  strerror(d->bounce_err));
 			}
 			break;
-		case REC_BADMAIL:
-			if (d->bounce && d->bounce_err == 0) {
+		case POLICY_BADMAIL:
+			if (d->out.bounce && d->bounce_err == 0) {
 				log_info("%s: sender non-delivery notification: %s", d->env.id,
 					 d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
-			} else if (d->bounce) {
+			} else if (d->out.bounce) {
 				log_error("%s: cannot create the non-delivery notification: %s",
 					  d->env.id, strerror(d->bounce_err));
 			}
@@ -466,46 +357,37 @@ static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *
 	return due > now ? due : 0;
 }
 
+/* Decides what the attempt comes to, then records it (thread pool). */
 static void record(struct delivery *d)
 {
-	struct pickupd *pd = d->pool->pd;
-	/* Every outcome recorded is one attempt, whatever it leads to: a message
-	 * that goes to badmail (partly delivered or not) shows how many it had. */
-	d->env.attempts++;
-	apply_policy(d);
-	const struct config_bounce *bc = &pd->cfg->bounce;
+	struct relay_pool *pool = d->pool;
+	const struct config *cfg = pool->pd->cfg;
 	int64_t now = pickupd_now_ms();
-	if (d->action == REC_DEFER && bc->enabled && bc->delay_warning_ms && !d->env.delay_warned &&
-	    d->env.sender[0] != '\0' && now - d->env.arrival_ms >= (int64_t)bc->delay_warning_ms) {
-		d->warn = true;
-		d->env.delay_warned = true; /* once per message */
-		d->bounce_due = bounce_slot(d->pool, bc, now);
-	}
-	if (d->action == REC_BADMAIL && spool_env_count(&d->env, RCPT_FAILED)) {
-		if (d->env.sender[0] == '\0')
-			buf_printf(&d->log, "%s: not bounced: the sender is <>\n", d->env.id);
-		else if (pd->cfg->bounce.enabled) {
-			d->bounce = true;
-			d->bounce_due = bounce_slot(d->pool, &pd->cfg->bounce, pickupd_now_ms());
-		}
-	}
-	d->pool->records_in_flight++;
-	if (d->action == REC_REMOVE)
-		removal_add(d->pool, d);
+	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, d->peer, now, (unsigned)random(),
+		      &d->out);
+	policy_apply(&d->out, &d->env);
+	if (d->out.warn || d->out.bounce)
+		d->bounce_due = bounce_slot(pool, &cfg->bounce, now);
+	pool->records_in_flight++;
+	if (d->out.action == POLICY_REMOVE)
+		removal_add(pool, d);
 	else
-		job_submit(pd, &d->job, record_fn, record_done);
+		job_submit(pool->pd, &d->job, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
 
-/* Loads a due message for sending; NULL when it is no longer there. */
-static struct delivery *delivery_load(struct relay_pool *pool, const struct sched_item *it)
+/* Loads a due message for sending (thread pool): moves it into queue/,
+ * reads its envelope, opens its content and marks it as being sent. Logs
+ * nothing and touches no loop state: load_done does. */
+static void load_fn(struct job *j)
 {
-	struct pickupd *pd = pool->pd;
-	struct spool *sp = &pd->spool;
-	struct buf reason = BUF_INIT;
-	struct delivery *d = NULL;
+	struct delivery *d = (struct delivery *)j;
+	struct spool *sp = &j->pd->spool;
+	const struct sched_item *it = &d->item;
+	struct buf why = BUF_INIT;
 
+	d->loaded = LOAD_NONE;
 	/* No transaction whose outcome cannot be recorded: it stays where it
 	 * is for the next start (main.c stops the daemon). */
 	if (spool_readonly(sp))
@@ -513,67 +395,193 @@ static struct delivery *delivery_load(struct relay_pool *pool, const struct sche
 	if (it->state == SPOOL_DEFERRED) {
 		/* No fsync: after a crash it is in one of the two, both fine. */
 		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
+			d->err = errno;
 			if (errno != ENOENT && errno != EROFS)
-				log_error("%s: cannot move to queue: %s", it->id, strerror(errno));
+				d->loaded = LOAD_MOVE_FAILED;
 			goto out;
 		}
 	} else if (it->state != SPOOL_QUEUE) {
 		goto out;
 	}
-	d = xcalloc(1, sizeof(*d));
-	d->pool = pool;
-	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &reason) < 0) {
+	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &why) < 0) {
 		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
 		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
 			/* A first envelope whose writeback a crash lost: the
 			 * content is durable and says it all again. */
-			log_warn("%s: envelope torn (%s); ingesting the content again", it->id,
-				 reason.data);
-			ingest_recover(pd, it->id);
+			d->loaded = LOAD_TORN;
 		} else if (errno == EBADMSG) {
 			/* Quarantined where operators look, the rest keeps flowing. */
-			log_error("%s: %s; moved to badmail", it->id, reason.data);
+			d->loaded = LOAD_CORRUPT;
 			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
 		} else if (errno != ENOENT) {
-			log_error("%s: %s", it->id, reason.data);
-			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+			d->loaded = LOAD_UNREADABLE;
 		}
-		free(d);
-		d = NULL;
+		d->load_why = buf_steal(&why);
 		goto out;
 	}
 	int fd = spool_data_open(sp, it->id);
 	if (fd < 0) {
-		log_error("%s: cannot open the content: %s; moved to badmail", it->id,
-			  strerror(errno));
+		d->err = errno;
+		d->loaded = LOAD_NO_CONTENT;
 		free(d->env.reason);
 		d->env.reason = xstrdup("content file missing or unreadable");
 		spool_env_write(sp, SPOOL_QUEUE, &d->env);
 		spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
-		spool_env_deinit(&d->env);
-		free(d);
-		d = NULL;
 		goto out;
 	}
 	/* Marked before it is sent, so that recovery can name it if the outcome
 	 * never gets recorded; also the last check that it can be. */
 	if (spool_mark_sending(sp, it->id) < 0) {
-		if (errno != EROFS && errno != ENOENT) {
-			log_error("%s: cannot mark the envelope as being sent: %s; tried again in "
-				  "a minute",
-				  it->id, strerror(errno));
-			sched_add(pd->sched, it->id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
-		}
+		d->err = errno;
+		if (errno != EROFS && errno != ENOENT)
+			d->loaded = LOAD_MARK_FAILED;
 		close(fd);
-		spool_env_deinit(&d->env);
-		free(d);
-		d = NULL;
 		goto out;
 	}
 	smtpc_txn_init(&d->txn, &d->env, fd);
+	d->loaded = LOAD_OK;
 out:
-	buf_deinit(&reason);
+	buf_deinit(&why);
+}
+
+static void unload_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	spool_unmark_sending(&j->pd->spool, d->env.id);
+}
+
+static void unload_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	pool->loads_in_flight--;
+	if (!pool->stopping)
+		sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
+	delivery_free(d);
+	relay_pool_wake(pool);
+}
+
+/* A message loaded for a session that closed, or was outdated by a reload,
+ * or while pickupd began to stop: it goes back unsent, without its mark,
+ * so that recovery does not take it for one that may have been sent. */
+static void unload(struct delivery *d)
+{
+	d->pool->loads_in_flight++;
+	job_submit(d->pool->pd, &d->job, unload_fn, unload_done);
+}
+
+static bool dispatch(struct session *s);
+
+/* s may be given another message; otherwise it should QUIT. */
+static bool session_takes_work(const struct session *s)
+{
+	const struct relay *r = s->relay;
+	return !r->pool->stopping && !r->retired && s->gen == r->gen &&
+	       smtpc_messages(s->smtpc) < r->cfg->max_messages_per_session;
+}
+
+/* s has no transaction: the next message, or QUIT. */
+static void session_idle(struct session *s)
+{
+	if (!session_takes_work(s))
+		smtpc_quit(s->smtpc);
+	else if (!dispatch(s))
+		relay_pool_wake(s->relay->pool); /* maybe another relay or later work */
+}
+
+static void load_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	struct pickupd *pd = j->pd;
+	struct session *s = d->s;
+	const char *id = d->item.id;
+	char why[256];
+
+	pool->loads_in_flight--;
+	if (s)
+		s->d = NULL;
+	switch (d->loaded) {
+	case LOAD_OK:
+	case LOAD_NONE:
+		break;
+	case LOAD_MOVE_FAILED:
+		log_error("%s: cannot move to queue: %s", id, strerror(d->err));
+		break;
+	case LOAD_CORRUPT:
+		log_error("%s: %s; moved to badmail", id, d->load_why);
+		break;
+	case LOAD_TORN:
+		log_warn("%s: envelope torn (%s); ingesting the content again", id, d->load_why);
+		ingest_recover(pd, id);
+		break;
+	case LOAD_UNREADABLE:
+		log_error("%s: %s", id, d->load_why);
+		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		break;
+	case LOAD_NO_CONTENT:
+		log_error("%s: cannot open the content: %s; moved to badmail", id,
+			  strerror(d->err));
+		break;
+	case LOAD_MARK_FAILED:
+		log_error("%s: cannot mark the envelope as being sent: %s; tried again in a minute",
+			  id, strerror(d->err));
+		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		break;
+	}
+	if (d->loaded != LOAD_OK) {
+		delivery_free(d);
+		if (s) {
+			s->relay->next_send_ms = 0; /* nothing was sent */
+			session_idle(s);
+		}
+		return;
+	}
+	if (d->defer) {
+		d->txn.cls = d->defer_cls;
+		d->txn.reply = d->defer_why;
+		d->defer_why = NULL;
+		record(d);
+		return;
+	}
+	if (s == NULL || !session_takes_work(s)) {
+		unload(d);
+		if (s)
+			smtpc_quit(s->smtpc);
+		return;
+	}
+	snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
+	if (s->relay->cfg->force_sender)
+		d->txn.force_sender = s->relay->cfg->force_sender;
+	if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
+		d->txn.cls = SMTPC_PERM;
+		d->txn.reply = xstrdup(why);
+		record(d);
+		session_idle(s);
+		return;
+	}
+	s->d = d;
+	smtpc_send(s->smtpc, &d->txn);
+}
+
+static struct delivery *delivery_new(struct relay_pool *pool, const struct sched_item *it)
+{
+	struct delivery *d = xcalloc(1, sizeof(*d));
+	d->pool = pool;
+	d->item = *it;
+	d->txn.data_fd = -1; /* until smtpc_txn_init */
 	return d;
+}
+
+/* Starts loading a due message on the thread pool, for session s (NULL:
+ * for defer_due); load_done goes on from there. */
+static void delivery_load(struct delivery *d, struct session *s)
+{
+	d->s = s;
+	if (s)
+		s->d = d;
+	d->pool->loads_in_flight++;
+	job_submit(d->pool->pd, &d->job, load_fn, load_done);
 }
 
 static bool relay_paused(const struct relay *r, int64_t now)
@@ -598,37 +606,21 @@ static bool relay_may_send(struct relay *r, int64_t now)
 	return true;
 }
 
-/* Gives the session the next due message; false when there is none. */
+/* Gives the session the next due message (loaded on the thread pool, then
+ * sent by load_done); false when there is none. */
 static bool dispatch(struct session *s)
 {
 	struct relay_pool *pool = s->relay->pool;
 	struct pickupd *pd = pool->pd;
 	struct sched_item it;
-	char why[256];
 
 	if (s->relay->retired || s->gen != s->relay->gen)
 		return false;
-	while (!pool->stopping && sched_has_due(pd->sched) &&
-	       relay_may_send(s->relay, pickupd_now_ms()) && sched_pop_due(pd->sched, &it)) {
-		struct delivery *d = delivery_load(pool, &it);
-		if (d == NULL) {
-			s->relay->next_send_ms = 0; /* nothing was sent */
-			continue;
-		}
-		snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
-		if (s->relay->cfg->force_sender)
-			d->txn.force_sender = s->relay->cfg->force_sender;
-		if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
-			d->txn.cls = SMTPC_PERM;
-			d->txn.reply = xstrdup(why);
-			record(d);
-			continue;
-		}
-		s->d = d;
-		smtpc_send(s->smtpc, &d->txn);
-		return true;
-	}
-	return false;
+	if (pool->stopping || !sched_has_due(pd->sched) ||
+	    !relay_may_send(s->relay, pickupd_now_ms()) || !sched_pop_due(pd->sched, &it))
+		return false;
+	delivery_load(delivery_new(pool, &it), s);
+	return true;
 }
 
 /* Defers due messages when no relay can take them, so each records why. */
@@ -637,13 +629,12 @@ static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char 
 {
 	struct sched_item it;
 	for (int n = 0; n < DEFER_BATCH && sched_pop_due(pool->pd->sched, &it); n++) {
-		struct delivery *d = delivery_load(pool, &it);
-		if (d == NULL)
-			continue;
+		struct delivery *d = delivery_new(pool, &it);
 		snprintf(d->peer, sizeof(d->peer), "%s", peer);
-		d->txn.cls = cls;
-		d->txn.reply = xstrdup(why);
-		record(d);
+		d->defer = true;
+		d->defer_cls = cls;
+		d->defer_why = xstrdup(why);
+		delivery_load(d, NULL);
 	}
 }
 
@@ -687,10 +678,10 @@ static void relay_lower_limit(struct relay *r, unsigned working, struct smtpc *c
 /* A transaction went through: after enough of them, try one more session. */
 static void relay_delivered(struct relay *r)
 {
-	if (r->limit == 0 || ++r->limit_successes < RELAY_GROW_AFTER)
+	if (r->limit == 0 || ++r->limit_successes < POLICY_GROW_AFTER)
 		return;
 	r->limit_successes = 0;
-	r->limit = r->limit + 1 >= r->cfg->max_sessions ? 0 : r->limit + 1;
+	r->limit = policy_relay_raise_limit(r->limit, r->cfg->max_sessions);
 	log_info("relay %s: concurrency limit raised to %u of %u", r->cfg->name, relay_limit(r),
 		 r->cfg->max_sessions);
 }
@@ -712,13 +703,6 @@ static void relay_start_probe(struct relay *r)
 	pool->probes_in_flight++;
 }
 
-static int64_t probe_delay_ms(const struct relay *r)
-{
-	unsigned shift = r->auth_failures > 7 ? 6 : r->auth_failures ? r->auth_failures - 1 : 0;
-	int64_t d = (int64_t)RELAY_PROBE_FIRST_MS << shift;
-	return d > RELAY_PROBE_MAX_MS ? RELAY_PROBE_MAX_MS : d;
-}
-
 /* Credentials refused (or the secret unreadable): pause until the pause
  * ends or the credentials change. fp: the secret file's fingerprint then;
  * NULL for a password_command, whose output is fingerprinted from now on. */
@@ -726,7 +710,7 @@ static void relay_pause_auth(struct relay *r, const unsigned char *fp)
 {
 	struct relay_pool *pool = r->pool;
 	int64_t now = pickupd_now_ms();
-	r->paused_until_ms = now + RELAY_AUTH_PAUSE_MS;
+	r->paused_until_ms = now + POLICY_AUTH_PAUSE_MS;
 	r->auth_paused = true;
 	r->auth_failures++;
 	r->auth_fp_set = fp != NULL;
@@ -776,7 +760,7 @@ static void probe_done_cb(struct credprobe *p, bool ok, const unsigned char *fp,
 		if (r->probe != p)
 			continue;
 		r->probe = NULL;
-		r->probe_at_ms = now + probe_delay_ms(r);
+		r->probe_at_ms = now + policy_probe_delay_ms(r->auth_failures);
 		if (!ok || !r->auth_paused)
 			break;
 		if (!r->auth_fp_set) {
@@ -836,7 +820,6 @@ static void open_session(struct relay *r)
 	memset(&p, 0, sizeof(p));
 	p.relay = r->cfg;
 	p.helo_name = pool->pd->cfg->general.hostname;
-	p.ssl_ctx = r->ssl_ctx;
 	unsigned char fp[SECRET_FP_LEN];
 	bool file = relay_uses_file(r);
 	if (file) /* before reading: a change in between is seen, not missed */
@@ -855,6 +838,11 @@ static void open_session(struct relay *r)
 		memcpy(s->secret_fp, fp, sizeof(fp));
 	s->relay = r;
 	s->gen = r->gen;
+	s->conf = config_ref(r->conf);
+	if (r->ssl_ctx) {
+		SSL_CTX_up_ref(r->ssl_ctx);
+		s->ssl_ctx = p.ssl_ctx = r->ssl_ctx;
+	}
 	s->next = r->sessions;
 	r->sessions = s;
 	r->n_sessions++;
@@ -867,9 +855,17 @@ static void open_session(struct relay *r)
 static void relay_free(struct relay *r)
 {
 	relay_cancel_probe(r);
-	if (r->ssl_ctx)
-		SSL_CTX_free(r->ssl_ctx);
+	SSL_CTX_free(r->ssl_ctx);
+	config_free(r->conf);
 	free(r);
+}
+
+/* After SMTPC_EV_CLOSED: the smtpc no longer uses what it was given. */
+static void session_free(struct session *s)
+{
+	SSL_CTX_free(s->ssl_ctx);
+	config_free(s->conf);
+	free(s);
 }
 
 static void session_unlink(struct session *s)
@@ -922,20 +918,16 @@ static void relay_failed(struct relay *r, const struct session *s)
 	struct smtpc *c = s->smtpc;
 	int64_t now = pickupd_now_ms();
 	enum smtpc_class cls = smtpc_error_class(c);
-	r->failures++;
-	if (cls == SMTPC_AUTH) {
-		/* The same credentials again would only lock the account. */
+	struct policy_pause pause = policy_relay_pause(cls, ++r->failures);
+	if (pause.until_credentials_change) {
 		log_warn("relay %s: %s (%s); paused for %.0f s or until its credentials change",
 			 r->cfg->name, smtpc_error(c), smtpc_class_names[cls],
-			 (double)RELAY_AUTH_PAUSE_MS / 1000.0);
+			 (double)pause.ms / 1000.0);
 		relay_pause_auth(r, relay_uses_file(r) ? s->secret_fp : NULL);
 	} else {
-		int64_t pause = 1000LL << (r->failures > 9 ? 9 : r->failures - 1);
-		if (pause > RELAY_MAX_PAUSE_MS)
-			pause = RELAY_MAX_PAUSE_MS;
-		r->paused_until_ms = now + pause;
+		r->paused_until_ms = now + pause.ms;
 		log_warn("relay %s: %s (%s); paused for %.0f s", r->cfg->name, smtpc_error(c),
-			 smtpc_class_names[cls], (double)pause / 1000.0);
+			 smtpc_class_names[cls], (double)pause.ms / 1000.0);
 		arm_pause_timer(pool, r->paused_until_ms);
 	}
 	/* When every relay is paused, the due messages record why and wait. */
@@ -984,8 +976,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			record(d);
 		}
 		if (smtpc_idle(c)) {
-			if (pool->stopping || r->retired || s->gen != r->gen ||
-			    smtpc_messages(c) >= r->cfg->max_messages_per_session)
+			if (!session_takes_work(s))
 				smtpc_quit(c);
 			else
 				dispatch(s);
@@ -994,11 +985,13 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	}
 	case SMTPC_EV_CLOSED: {
 		bool was_ready = s->ready;
+		if (s->d) /* being loaded: load_done finds no session */
+			s->d->s = NULL;
 		bool stopping = pool->stopping;
 		enum smtpc_class cls = smtpc_error_class(c);
 		unsigned working = healthy_sessions(r, s);
 		if (!was_ready && cls != SMTPC_OK && !stopping && !r->retired) {
-			if ((cls == SMTPC_CONN || cls == SMTPC_TEMP) && working > 0)
+			if (policy_relay_lowers_limit(cls, working))
 				relay_lower_limit(r, working, c);
 			else
 				relay_failed(r, s);
@@ -1006,7 +999,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			log_info("relay %s: session to %s closed: %s", r->cfg->name, smtpc_peer(c),
 				 smtpc_error(c));
 		session_unlink(s); /* may free a retired relay */
-		free(s);
+		session_free(s);
 		if (stopping)
 			pickupd_check_stopped(pool->pd);
 		else
@@ -1082,13 +1075,15 @@ int relay_prepare(const struct config_relay *cfg, SSL_CTX **ctx_r, struct buf *e
 	return ok ? 0 : -1;
 }
 
-/* A relay object for a [relay] section; NULL with errors appended. */
-static struct relay *relay_new(struct relay_pool *pool, const struct config_relay *cfg,
-			       struct buf *errors)
+/* A relay object for a [relay] section of conf (it takes a reference);
+ * NULL with errors appended. */
+static struct relay *relay_new(struct relay_pool *pool, struct config *conf,
+			       const struct config_relay *cfg, struct buf *errors)
 {
 	struct relay *r = xcalloc(1, sizeof(*r));
 	r->pool = pool;
 	r->cfg = cfg;
+	r->conf = config_ref(conf);
 	if (relay_prepare(cfg, &r->ssl_ctx, errors) < 0) {
 		relay_free(r);
 		return NULL;
@@ -1106,20 +1101,20 @@ struct relay_pool *relay_pool_new(struct pickupd *pd, struct buf *errors)
 	pool->cred_timer.data = pool;
 	pool->relays = xcalloc(pd->cfg->n_relays, sizeof(*pool->relays));
 	for (size_t i = 0; i < pd->cfg->n_relays; i++) {
-		struct relay *r = relay_new(pool, &pd->cfg->relays[i], errors);
+		struct relay *r = relay_new(pool, pd->cfg, &pd->cfg->relays[i], errors);
 		if (r)
 			pool->relays[pool->n_relays++] = r;
 	}
 	return pool;
 }
 
-int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct buf *errors)
+int relay_pool_reload(struct relay_pool *pool, struct config *cfg, struct buf *errors)
 {
 	size_t n = cfg->n_relays;
 	struct relay **fresh = xcalloc(n, sizeof(*fresh));
 	/* Build everything first: a bad new relay leaves the running set alone. */
 	for (size_t i = 0; i < n; i++) {
-		fresh[i] = relay_new(pool, &cfg->relays[i], errors);
+		fresh[i] = relay_new(pool, cfg, &cfg->relays[i], errors);
 		if (fresh[i] == NULL) {
 			for (size_t k = 0; k < i; k++)
 				relay_free(fresh[k]);
@@ -1134,18 +1129,15 @@ int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct 
 			struct relay *old = pool->relays[k];
 			if (old == NULL || strcmp(old->cfg->name, cfg->relays[i].name) != 0)
 				continue;
-			SSL_CTX *ctx = fresh[i]->ssl_ctx;
-			fresh[i]->ssl_ctx = old->ssl_ctx;
+			/* The new settings and context move into the old relay;
+			 * its sessions hold their own references to the old ones. */
+			SSL_CTX_free(old->ssl_ctx);
+			old->ssl_ctx = fresh[i]->ssl_ctx;
+			fresh[i]->ssl_ctx = NULL;
 			relay_free(fresh[i]);
+			config_free(old->conf);
+			old->conf = config_ref(cfg);
 			old->cfg = &cfg->relays[i];
-			/* A session still connecting will use the old context for
-			 * STARTTLS: keep it until the pool goes. */
-			if (old->ssl_ctx) {
-				pool->old_ctx = xrealloc(pool->old_ctx,
-							 (pool->n_old_ctx + 1) * sizeof(SSL_CTX *));
-				pool->old_ctx[pool->n_old_ctx++] = old->ssl_ctx;
-			}
-			old->ssl_ctx = ctx;
 			/* Open sessions carry the old settings: idle ones quit now,
 			 * busy ones after their transaction. */
 			old->gen++;
@@ -1224,7 +1216,8 @@ void relay_pool_abort(struct relay_pool *pool)
 
 bool relay_pool_idle(const struct relay_pool *pool)
 {
-	if (pool->records_in_flight || pool->probes_in_flight || pool->retired)
+	if (pool->loads_in_flight || pool->records_in_flight || pool->probes_in_flight ||
+	    pool->retired)
 		return false;
 	for (size_t i = 0; i < pool->n_relays; i++)
 		if (pool->relays[i]->n_sessions)
@@ -1257,9 +1250,6 @@ void relay_pool_free(struct relay_pool *pool)
 {
 	for (size_t i = 0; i < pool->n_relays; i++)
 		relay_free(pool->relays[i]);
-	for (size_t i = 0; i < pool->n_old_ctx; i++)
-		SSL_CTX_free(pool->old_ctx[i]);
-	free(pool->old_ctx);
 	free(pool->relays);
 	free(pool);
 }

@@ -1,10 +1,10 @@
 /*
- * relay: the relay session pool and the failure policy. Sessions to each
- * [relay NAME] (up to max_sessions, reused for max_messages_per_session)
- * pull due messages from the schedule (fewer while the server refuses extra
- * connections: concurrency feedback); each transaction's per-recipient
- * results are turned into sent / deferred / failed here and only here, and
- * recorded durably in the spool before anything else happens to the message.
+ * relay: the relay session pool. Sessions to each [relay NAME] (up to
+ * max_sessions, reused for max_messages_per_session) pull due messages from
+ * the schedule (fewer while the server refuses extra connections:
+ * concurrency feedback); each transaction's per-recipient results go
+ * through the failure policy (policy.h), and what it decides is recorded
+ * durably in the spool before anything else happens to the message.
  * Owner: main.c.
  */
 #ifndef PICKUPD_RELAY_H
@@ -20,8 +20,8 @@ void relay_pool_free(struct relay_pool *pool);
 /* SIGHUP: relays of the new configuration (kept by name: sessions and
  * state stay; new settings apply to new sessions; removed ones finish their
  * transaction and quit). -1 with errors when a new relay cannot be set up:
- * the running relays are kept then. cfg must outlive the pool. */
-int relay_pool_reload(struct relay_pool *pool, const struct config *cfg, struct buf *errors);
+ * the running relays are kept then. The pool takes references to cfg. */
+int relay_pool_reload(struct relay_pool *pool, struct config *cfg, struct buf *errors);
 /* Something may have become due: give work to sessions, open more if allowed. */
 void relay_pool_wake(struct relay_pool *pool);
 /* Ends every relay's pause now (pickupctl flush: the operator fixed the
@@ -46,10 +46,6 @@ struct relay_info {
 };
 /* Fills up to max entries in configured order; returns the number of relays. */
 size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, size_t max);
-
-/* The failure policy's retry step: when the attempt-th retry is due
- * (attempt >= 1), from [retry] schedule with jitter. Pure. */
-int64_t relay_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random);
 
 /* What a [relay] section needs from the machine, checked as start-up,
  * reload and --check-config all check it (preflight.c): its TLS files load

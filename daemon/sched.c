@@ -1,7 +1,8 @@
 /*
  * Purpose: the schedule of queued messages: a binary min-heap by due time
  * (then queue ID, so equal times go in arrival order) and one timer.
- * Owns: the heap array and the timer handle.
+ * Owns: the heap array and the timer handle; it knows nothing of who sends
+ * (the due callback does).
  * Invariants: heap[0] is the earliest entry; the timer is armed for it
  * whenever it lies in the future, so an idle queue costs no CPU.
  */
@@ -12,10 +13,11 @@
 
 #include "common/buf.h"
 #include "common/log.h"
-#include "daemon/relay.h"
+#include "daemon/pickupd.h"
 
 struct sched {
-	struct pickupd *pd;
+	sched_due_cb due_cb;
+	void *due_arg;
 	struct sched_item *heap;
 	size_t n, cap;
 	uv_timer_t timer;
@@ -72,7 +74,7 @@ static void timer_cb(uv_timer_t *t)
 		log_debug("schedule: %zu message(s), the earliest due in %lld ms", s->n, in_ms);
 	else
 		log_debug("schedule: %zu message(s), the earliest due now", s->n);
-	relay_pool_wake(s->pd->pool);
+	s->due_cb(s->due_arg);
 	/* The loop's clock and the wall clock differ by a millisecond or so:
 	 * a timer may fire just before the entry is due. Try again then; a due
 	 * entry that no session can take waits for the pool, not the timer. */
@@ -94,11 +96,12 @@ static void arm(struct sched *s)
 	uv_timer_start(&s->timer, timer_cb, (uint64_t)wait, 0);
 }
 
-struct sched *sched_new(struct pickupd *pd)
+struct sched *sched_new(uv_loop_t *loop, sched_due_cb due_cb, void *arg)
 {
 	struct sched *s = xcalloc(1, sizeof(*s));
-	s->pd = pd;
-	uv_timer_init(pd->loop, &s->timer);
+	s->due_cb = due_cb;
+	s->due_arg = arg;
+	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
 	return s;
 }

@@ -1,7 +1,8 @@
 /*
  * sched: who is sent when. A min-heap of (due time, queue ID, state) kept in
  * memory, 32 bytes a message: envelopes stay on disk until a session takes
- * the message. One timer wakes the relay pool when the earliest entry is due.
+ * the message. One timer calls the owner's due callback (main.c: it wakes the
+ * relay pool) when the earliest entry is due.
  * Owner: main.c.
  */
 #ifndef PICKUPD_SCHED_H
@@ -10,8 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
-#include "daemon/pickupd.h"
 #include "spool/spool.h"
 
 struct sched_item {
@@ -20,7 +21,10 @@ struct sched_item {
 	int64_t due_ms;
 };
 
-struct sched *sched_new(struct pickupd *pd);
+/* due_cb(arg) runs from the timer, on the loop, when the earliest entry
+ * falls due (never from inside a sched_* call). */
+typedef void (*sched_due_cb)(void *arg);
+struct sched *sched_new(uv_loop_t *loop, sched_due_cb due_cb, void *arg);
 void sched_free(struct sched *s);
 /* Closes the timer; call before the loop's last run. */
 void sched_stop(struct sched *s);

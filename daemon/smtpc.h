@@ -2,7 +2,7 @@
  * smtpc: one SMTP client session to one relay (RFC 5321, 3207 STARTTLS,
  * 4954 AUTH, 2920 PIPELINING, 1870 SIZE, 6152 8BITMIME, 6531 SMTPUTF8,
  * 3461 DSN). It reports what the server said, classified; it never decides
- * retry or bounce (that is relay.c's failure policy).
+ * retry or bounce (that is policy.c, the failure policy).
  * Owner: the relay pool, or pickupctl test-relay (a probe: set-up only,
  * traced). The session frees itself after reporting SMTPC_EV_CLOSED; the
  * owner must not touch it afterwards.
@@ -17,43 +17,8 @@
 #include "common/smtp_reply.h"
 #include "common/wire.h"
 #include "daemon/conn.h"
+#include "daemon/smtpc_result.h"
 #include "spool/spool.h"
-
-/* What kind of failure (STYLE.md: CONN, TLS, PROTO, AUTH, TEMP, PERM). */
-enum smtpc_class {
-	SMTPC_OK,
-	SMTPC_CONN,  /* connect, lost connection, timeout */
-	SMTPC_TLS,   /* TLS required and not had */
-	SMTPC_PROTO, /* the server broke the protocol */
-	SMTPC_AUTH,  /* credentials refused (535) or AUTH impossible */
-	SMTPC_TEMP,  /* 4xx */
-	SMTPC_PERM,  /* 5xx, or the message needs what the server lacks */
-};
-
-extern const char *const smtpc_class_names[];
-
-struct smtpc_rcpt_result {
-	bool tried; /* this recipient was part of the transaction */
-	bool final; /* its outcome is known; otherwise the transaction's class applies */
-	enum smtpc_class cls;
-	int code;
-	char *reply; /* summary "550 5.1.1 no such user" */
-};
-
-/* One message transaction. Owner: the relay; smtpc fills the results. */
-struct smtpc_txn {
-	struct spool_env *env;	  /* recipients with status pending/deferred are sent */
-	int data_fd;		  /* content; smtpc closes it when the transaction ends */
-	const char *force_sender; /* NULL = env->sender */
-	/* results */
-	struct smtpc_rcpt_result *rcpt; /* env->n_rcpts entries */
-	enum smtpc_class cls;		/* SMTPC_OK when the per-recipient results decide */
-	char *reply;			/* why the whole transaction failed */
-	bool maybe_delivered;		/* lost after the final dot */
-	bool session_stale; /* a reused session was gone before its first reply (the RSET
-			       probe): nothing was attempted, the message may go again now */
-	uint64_t bytes_sent;
-};
 
 /* The session's states, in the order set-up goes through them. */
 enum smtpc_state {
@@ -104,7 +69,9 @@ struct smtpc_trace_ev {
 typedef void (*smtpc_trace_cb)(const struct smtpc *s, const struct smtpc_trace_ev *ev, void *arg);
 
 struct smtpc_params {
-	const struct config_relay *relay; /* kept by reference: config lives until close */
+	/* relay and ssl_ctx are kept by pointer: the owner keeps both alive
+	 * (relay.c holds references) until SMTPC_EV_CLOSED has been reported. */
+	const struct config_relay *relay;
 	const char *helo_name;
 	SSL_CTX *ssl_ctx;     /* NULL when tls = none */
 	char *secret;	      /* password or token, moved into the session, wiped after use */

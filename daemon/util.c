@@ -1,22 +1,17 @@
 /*
- * Purpose: small daemon-wide helpers: clock, sd_notify, thread-pool jobs.
+ * Purpose: small daemon-wide helpers: sd_notify, thread-pool jobs (the
+ * clock is in clock.c).
+ * Invariants: a job holds a reference to pd->cfg as it was at submission,
+ * from job_submit until its done callback has returned.
  */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "daemon/pickupd.h"
-
-int64_t pickupd_now_ms(void)
-{
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 void pickupd_notify(const char *state)
 {
@@ -49,9 +44,11 @@ static void after_work_cb(uv_work_t *w, int status)
 {
 	struct job *j = w->data;
 	struct pickupd *pd = j->pd;
-	(void)status; /* jobs are never cancelled */
+	struct config *cfg = j->cfg; /* done frees the job */
+	(void)status;		     /* jobs are never cancelled */
 	pd->jobs_in_flight--;
 	j->done(j);
+	config_free(cfg);
 	if (pd->stopping)
 		pickupd_check_stopped(pd);
 }
@@ -59,6 +56,7 @@ static void after_work_cb(uv_work_t *w, int status)
 void job_submit(struct pickupd *pd, struct job *j, job_fn fn, job_fn done)
 {
 	j->pd = pd;
+	j->cfg = config_ref(pd->cfg);
 	j->fn = fn;
 	j->done = done;
 	j->work.data = j;

@@ -25,14 +25,17 @@ static int hook_matches(const char *spec, const char *step, long *arg_r)
 
 static atomic_int checked, enabled;
 static atomic_long crash_count;
-static const char *crash, *fail;
+/* Atomic too: the first calls may come from several pool threads at once,
+ * each storing what getenv returned (the same pointers; TSan sees a race). */
+static _Atomic(const char *) crash_spec, fail_spec;
 
 void spool__hook_reset(void)
 {
 	atomic_store(&checked, 0);
 	atomic_store(&enabled, 0);
 	atomic_store(&crash_count, 0);
-	crash = fail = NULL;
+	atomic_store(&crash_spec, NULL);
+	atomic_store(&fail_spec, NULL);
 }
 
 int spool__hook(const char *step)
@@ -40,13 +43,17 @@ int spool__hook(const char *step)
 	long arg;
 
 	if (!atomic_load(&checked)) {
-		crash = getenv("PICKUPD_SPOOL_CRASH");
-		fail = getenv("PICKUPD_SPOOL_FAIL");
-		atomic_store(&enabled, crash != NULL || fail != NULL);
+		const char *c = getenv("PICKUPD_SPOOL_CRASH");
+		const char *f = getenv("PICKUPD_SPOOL_FAIL");
+		atomic_store(&crash_spec, c);
+		atomic_store(&fail_spec, f);
+		atomic_store(&enabled, c != NULL || f != NULL);
 		atomic_store(&checked, 1);
 	}
 	if (!atomic_load(&enabled))
 		return 0;
+	const char *crash = atomic_load(&crash_spec);
+	const char *fail = atomic_load(&fail_spec);
 	if (crash && hook_matches(crash, step, &arg)) {
 		long seen = atomic_fetch_add(&crash_count, 1) + 1;
 		if (seen >= (arg > 0 ? arg : 1))

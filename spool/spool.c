@@ -622,17 +622,31 @@ fail:
 	return -1;
 }
 
-int spool_mark_sending(struct spool *s, const char *id)
+/* The owner-execute bit of queue/<id>: set while a transaction runs. */
+static int set_sending_mark(struct spool *s, const char *id, bool on)
 {
 	struct stat st;
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (fstatat(s->state_fd[SPOOL_QUEUE], id, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    fchmodat(s->state_fd[SPOOL_QUEUE], id, (st.st_mode & 07777) | S_IXUSR, 0) < 0) {
-		spool__note_error(s);
-		return -1;
-	}
+	if (fstatat(s->state_fd[SPOOL_QUEUE], id, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		goto fail;
+	mode_t mode = on ? (st.st_mode & 07777) | S_IXUSR : (st.st_mode & 07777) & ~(mode_t)S_IXUSR;
+	if (fchmodat(s->state_fd[SPOOL_QUEUE], id, mode, 0) < 0)
+		goto fail;
 	return 0;
+fail:
+	spool__note_error(s);
+	return -1;
+}
+
+int spool_mark_sending(struct spool *s, const char *id)
+{
+	return set_sending_mark(s, id, true);
+}
+
+int spool_unmark_sending(struct spool *s, const char *id)
+{
+	return set_sending_mark(s, id, false);
 }
 
 int spool_data_open(struct spool *s, const char *id)

@@ -211,6 +211,9 @@ int spool_claim_undo(struct spool *s, struct spool_claim *c);
  * starts: -1 with EROFS when it is not (or errno).
  */
 int spool_mark_sending(struct spool *s, const char *id);
+/* Clears that mark when the transaction never started after all (the
+ * message goes back to the schedule unsent). Not fsynced either. */
+int spool_unmark_sending(struct spool *s, const char *id);
 
 /* spool_claim with the folder's fsync shared among concurrent claims from
  * it (group commit, see spool_fsync_dir_group); dir_sync NULL: its own. */

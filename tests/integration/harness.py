@@ -62,8 +62,9 @@ warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
 logging.getLogger("mail.log").setLevel(
     logging.DEBUG if os.environ.get("PICKUPD_SMTPD_DEBUG") else logging.ERROR)
 
-# Markers of a sanitizer report in a program's stderr.
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# Markers of a sanitizer report in a program's stderr (ASan, LSan, UBSan, TSan).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
 
 # One log line per delivered recipient, e.g.
 # "pickupd: 4F2A9C1D0B: to=<a@b>, relay=test[127.0.0.1]:2525, delay=0.02, status=sent (250 OK)"

@@ -1,4 +1,4 @@
-"""The Debian package and the install rules: CPack builds a .deb whose contents
+"""The Debian packages and the install rules: CPack builds pickupd's .deb, whose contents
 (dpkg-deb -c) are the programs, the unit, the sysusers/tmpfiles files, the conffile,
 the man pages, the completion and the docs, and nothing else; whose metadata
 (dpkg-deb -I) declares libuv1, libssl3, libmagic1 and the tools postinst runs; which
@@ -7,8 +7,14 @@ its reason); whose dependencies apt resolves on this Debian (simulated); and whi
 dpkg installs into a throw-away root (dpkg --root, maintainer scripts run
 chrootless with $DPKG_ROOT), creating the user, groups and spool, keeping an edited
 conffile over a reinstall and a remove, and leaving queued mail alone on purge.
-`cmake --install` with DESTDIR lays out the same files, and keeps an existing
-pickupd.conf. Needs root (dpkg, chown), as `make check` runs."""
+It also builds pickupd-mta's .deb (README "As the system's sendmail"): besides its
+docs, only the links /usr/sbin/sendmail, /usr/lib/sendmail, /usr/bin/mailq and
+/usr/bin/newaliases to pickupd-sendmail (and their man page links), declaring Depends: pickupd (= the same
+version) and Provides/Conflicts/Replaces: mail-transport-agent, which dpkg installs
+after pickupd so that the system's names run pickupd-sendmail.
+`cmake --install` with DESTDIR lays out the same files as pickupd's .deb (the MTA
+links only with --component mta), and keeps an existing pickupd.conf. Needs root
+(dpkg, chown), as `make check` runs."""
 
 import filecmp
 import gzip
@@ -73,38 +79,80 @@ SOURCES = {
 }
 
 
+# pickupd-mta: each name other programs call -> what it resolves to (in pickupd's .deb).
+SENDMAIL = "/usr/sbin/pickupd-sendmail"
+MTA_LINKS = {
+    "/usr/sbin/sendmail": SENDMAIL, "/usr/lib/sendmail": SENDMAIL,
+    "/usr/bin/mailq": SENDMAIL, "/usr/bin/newaliases": SENDMAIL,
+}
+# Policy 12.1: a man page for each name in a bin directory; a link is enough.
+for _name in ("sendmail", "mailq", "newaliases"):
+    MTA_LINKS["/usr/share/man/man8/%s.8.gz" % _name] = "/usr/share/man/man8/pickupd-sendmail.8.gz"
+MTA_FILES = {
+    "/usr/share/doc/pickupd-mta/copyright": "config/packaging/copyright",
+    "/usr/share/doc/pickupd-mta/changelog.Debian.gz": None,  # the same as pickupd's
+    "/usr/share/lintian/overrides/pickupd-mta": "config/packaging/lintian-overrides-mta",
+}
+
+
 class Package:
-    """Builds the .deb once into a private directory."""
-    _deb = None
+    """Builds the two .debs once into a private directory."""
+    _debs = None
     _dir = None
 
     @classmethod
-    def deb(cls):
-        if cls._deb is None:
+    def debs(cls):
+        if cls._debs is None:
             cls._dir = tempfile.mkdtemp(prefix="pickupd-pkg-")
-            # -B: the package and CPack's staging tree go here, not into the build dir.
+            # -B: the packages and CPack's staging tree go here, not into the build dir.
             run("cpack", "--config", os.path.join(BIN_DIR, "CPackConfig.cmake"), "-B", cls._dir)
-            debs = [f for f in os.listdir(cls._dir) if f.endswith(".deb")]
-            assert len(debs) == 1, debs
-            cls._deb = os.path.join(cls._dir, debs[0])
-        return cls._deb
+            debs = sorted(f for f in os.listdir(cls._dir) if f.endswith(".deb"))
+            cls._debs = {f.split("_")[0]: os.path.join(cls._dir, f) for f in debs}
+            assert sorted(cls._debs) == ["pickupd", "pickupd-mta"], debs
+        return cls._debs
+
+    @classmethod
+    def deb(cls):
+        return cls.debs()["pickupd"]
+
+    @classmethod
+    def mta_deb(cls):
+        return cls.debs()["pickupd-mta"]
+
+
+def listing(deb):
+    """dpkg-deb -c as {path: (mode, link target or None)}, directories left out after
+    checking that each leads to an entry."""
+    entries, dirs = {}, []
+    for line in run("dpkg-deb", "-c", deb).stdout.splitlines():
+        mode, owner, _size, _date, _time, path = line.split(None, 5)
+        assert owner == "root/root", line
+        path = path[1:]  # "./usr/..." -> "/usr/..."
+        if mode.startswith("d"):
+            dirs.append(path)
+            continue
+        target = None
+        if mode.startswith("l"):
+            path, target = path.split(" -> ", 1)
+        entries[path] = (mode, target)
+    for d in dirs:
+        # Only directories leading to the files, none left over from the build tree.
+        assert any(f.startswith(d) for f in entries), d
+    return entries
+
+
+def resolve(link, target):
+    """Where a relative symlink at link points, as an absolute path."""
+    assert not target.startswith("/"), (link, target)  # Policy 10.5: relative
+    return os.path.normpath(os.path.join(os.path.dirname(link), target))
 
 
 def test_contents():
     deb = Package.deb()
     assert re.match(r"pickupd_%s-1_\w+\.deb$" % re.escape(version()), os.path.basename(deb)), deb
-    listing = run("dpkg-deb", "-c", deb).stdout
-    files, modes = set(), {}
-    for line in listing.splitlines():
-        mode, owner, _size, _date, _time, path = line.split(None, 5)
-        assert owner == "root/root", line
-        path = path[1:]  # "./usr/..." -> "/usr/..."
-        if mode.startswith("d"):
-            # Only directories leading to the files, none left over from the build tree.
-            assert any(f.startswith(path) for f in expected_files()), line
-            continue
-        files.add(path)
-        modes[path] = mode
+    entries = listing(deb)
+    files = set(entries)
+    modes = {path: mode for path, (mode, _target) in entries.items()}
     assert files == expected_files(), ("missing", expected_files() - files,
                                        "unexpected", files - expected_files())
     for prog in ("pickupd", "pickupctl", "pickupd-sendmail"):
@@ -130,6 +178,28 @@ def test_contents():
             assert os.path.exists("%s/usr/share/man/man%s/%s.%s.gz" % (x, sec, name, sec)), name
         for path in re.findall(r"file:(\S+)", docs):
             assert os.path.exists(x + path), path
+
+
+def test_mta_contents():
+    deb = Package.mta_deb()
+    assert re.match(r"pickupd-mta_%s-1_\w+\.deb$" % re.escape(version()),
+                    os.path.basename(deb)), deb
+    entries = listing(deb)
+    links = {p: resolve(p, t) for p, (m, t) in entries.items() if m.startswith("l")}
+    assert links == MTA_LINKS, links
+    files = {p for p, (m, _t) in entries.items() if not m.startswith("l")}
+    assert files == set(MTA_FILES), files
+    for path in files:
+        assert entries[path][0] == "-rw-r--r--", entries[path]
+    # Every link lands on a file of pickupd's package, which it depends on.
+    assert set(MTA_LINKS.values()) <= expected_files()
+    with tempfile.TemporaryDirectory() as x:
+        run("dpkg-deb", "-x", deb, x)
+        run("dpkg-deb", "-x", Package.deb(), x + "/main")
+        for dst, src in MTA_FILES.items():
+            src = os.path.join(SRC_DIR, src) if src else \
+                x + "/main/usr/share/doc/pickupd/changelog.Debian.gz"
+            assert filecmp.cmp(x + dst, src, shallow=False), dst
 
 
 def test_metadata():
@@ -159,20 +229,57 @@ def test_metadata():
             run("sh", "-n", os.path.join(c, script))
 
 
+def test_mta_metadata():
+    deb = Package.mta_deb()
+    field = lambda f: run("dpkg-deb", "-f", deb, f).stdout.strip()  # noqa: E731
+    assert field("Package") == "pickupd-mta"
+    assert field("Version") == version() + "-1"
+    assert field("Architecture") == run("dpkg-deb", "-f", Package.deb(),
+                                        "Architecture").stdout.strip()
+    assert field("Section") == "mail"
+    # Exactly the pickupd built with it: the links name its files.
+    assert field("Depends") == "pickupd (= %s-1)" % version(), field("Depends")
+    # Policy 11.6: one MTA at a time; apt swaps the previous one out for this.
+    for f in ("Provides", "Conflicts", "Replaces"):
+        assert field(f) == "mail-transport-agent", (f, field(f))
+    assert field("Description").startswith("pickupd as the system's sendmail"), \
+        field("Description")
+    with tempfile.TemporaryDirectory() as c:
+        run("dpkg-deb", "-e", deb, c)
+        # No maintainer scripts, no conffiles: the links are all it does.
+        assert sorted(os.listdir(c)) == ["control", "md5sums"], os.listdir(c)
+
+
 def test_lintian():
-    deb = Package.deb()
-    p = run("lintian", "--info", "--display-info", "--pedantic", "--show-overrides", deb,
-            ok=False)
+    debs = Package.debs()
+    p = run("lintian", "--info", "--display-info", "--pedantic", "--show-overrides",
+            debs["pickupd"], debs["pickupd-mta"], ok=False)
     tags = [l for l in p.stdout.splitlines() if re.match(r"[EWIPX]: ", l)]
     assert not tags and p.returncode == 0, "lintian:\n" + p.stdout + p.stderr
-    # Every override in use is one that config/packaging/lintian-overrides justifies.
-    assert len([l for l in p.stdout.splitlines() if l.startswith("O: ")]) >= 1, p.stdout
+    # Every override in use is one that config/packaging/lintian-overrides{,-mta} justifies.
+    overridden = [l for l in p.stdout.splitlines() if l.startswith("O: ")]
+    for name in debs:
+        assert any(l.startswith("O: %s: " % name) for l in overridden), p.stdout
+
+
+def mta_providers():
+    """Installed packages here that provide mail-transport-agent (Postfix, for its tools)."""
+    out = run("dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Provides}\n").stdout
+    return [l.split("\t")[0] for l in out.splitlines()
+            if l.split("\t")[1].startswith("ii") and
+            re.search(r"\bmail-transport-agent\b", l.split("\t")[2])]
 
 
 def test_dependencies_resolve_here():
     # apt resolves the Depends against this system's packages; -s changes nothing.
     p = run("apt-get", "install", "-s", "-q", Package.deb())
     assert re.search(r"^Inst pickupd ", p.stdout, re.M), p.stdout
+    # Both: pickupd-mta takes the place of whatever MTA is installed.
+    p = run("apt-get", "install", "-s", "-q", Package.deb(), Package.mta_deb())
+    assert re.search(r"^Inst pickupd ", p.stdout, re.M), p.stdout
+    assert re.search(r"^Inst pickupd-mta ", p.stdout, re.M), p.stdout
+    for other in mta_providers():
+        assert re.search(r"^Remv %s " % re.escape(other), p.stdout, re.M), p.stdout
 
 
 def dpkg_root():
@@ -202,6 +309,19 @@ def account(root, kind, name):
     return None
 
 
+def rooted_config(root):
+    """The installed example config with its paths pointed into the dpkg root, where
+    postinst made them; the caller removes it."""
+    text = open(root + CONF).read()
+    for prefix in ("/var/spool/pickupd", "/etc/pickupd", "/run/pickupd"):
+        text = text.replace(" " + prefix, " " + root + prefix)
+    os.makedirs(root + "/run/pickupd", exist_ok=True)
+    rooted = root + "/etc/pickupd/rooted.conf"
+    with open(rooted, "w") as f:
+        f.write(text)
+    return rooted
+
+
 def test_install_remove_purge():
     deb = Package.deb()
     root = dpkg_root()
@@ -229,13 +349,7 @@ def test_install_remove_purge():
         # The installed example config is valid as shipped. --check-config
         # checks the machine too (folders, secret files), so its paths are
         # pointed into the dpkg root, where postinst made them.
-        text = open(root + CONF).read()
-        for prefix in ("/var/spool/pickupd", "/etc/pickupd", "/run/pickupd"):
-            text = text.replace(" " + prefix, " " + root + prefix)
-        os.makedirs(root + "/run/pickupd", exist_ok=True)
-        rooted = root + "/etc/pickupd/rooted.conf"
-        with open(rooted, "w") as f:
-            f.write(text)
+        rooted = rooted_config(root)
         p = run_program("pickupd", "--check-config", "-c", rooted)
         os.unlink(rooted)
         assert p.returncode == 0, p.stdout
@@ -263,6 +377,60 @@ def test_install_remove_purge():
         shutil.rmtree(root)
 
 
+def test_mta_install():
+    root = dpkg_root()
+    try:
+        # Depends: pickupd (= version): not without it...
+        p = run("dpkg", "--root=" + root, "--force-script-chrootless", "-i",
+                Package.mta_deb(), ok=False)
+        assert p.returncode != 0 and "pickupd-mta depends on pickupd" in p.stderr, p.stderr
+        # ...and with it. pickupd needs --force-depends for the libraries it finds
+        # on this system, not in root's database; pickupd-mta itself does not.
+        dpkg(root, "-i", Package.deb())
+        run("dpkg", "--root=" + root, "--force-script-chrootless", "-i", Package.mta_deb())
+        status = run("dpkg", "--root=" + root, "-s", "pickupd-mta").stdout
+        assert "Status: install ok installed" in status, status
+        for link, target in MTA_LINKS.items():
+            assert os.path.islink(root + link), link
+            assert os.path.realpath(root + link) == root + target, link
+
+        # The system's names run pickupd-sendmail, which acts on the name it is called by.
+        sendmail, mailq = root + "/usr/sbin/sendmail", root + "/usr/bin/mailq"
+        p = run(mailq, "--help")
+        assert "-bp" in p.stdout and "mailq" in p.stdout, p.stdout
+        p = run(root + "/usr/lib/sendmail", "--version")
+        assert p.stdout.strip() == "pickupd-sendmail " + version(), p.stdout
+        rooted = rooted_config(root)
+        env = dict(os.environ, PICKUPD_CONFIG=rooted)
+        p = run(mailq, env=env)  # as cron and admins call it: no options
+        assert p.stdout == "Mail queue is empty\n" and p.stderr == "", (p.stdout, p.stderr)
+        run(root + "/usr/bin/newaliases", env=dict(env, PICKUPD_CONFIG="/nonexistent"))
+        p = subprocess.run([sendmail, "-t", "-i"], input=b"To: ops@example.com\n"
+                           b"Subject: via the MTA name\n\nbody\n", env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        assert p.returncode == 0, p.stderr
+        pickup = root + "/var/spool/pickupd/pickup"
+        emls = [f for f in os.listdir(pickup) if f.endswith(".eml")]
+        assert len(emls) == 1, os.listdir(pickup)
+        with open(os.path.join(pickup, emls[0]), "rb") as f:
+            assert b"X-Receiver: <ops@example.com>" in f.read()
+        os.unlink(os.path.join(pickup, emls[0]))
+        os.unlink(rooted)
+
+        # pickupd cannot go while pickupd-mta needs it; removing pickupd-mta takes
+        # the system's names and leaves pickupd's own.
+        p = run("dpkg", "--root=" + root, "--force-script-chrootless", "-r", "pickupd",
+                ok=False)
+        assert p.returncode != 0 and "pickupd-mta depends on pickupd" in p.stderr, p.stderr
+        dpkg(root, "-r", "pickupd-mta")
+        for link in MTA_LINKS:
+            assert not os.path.lexists(root + link), link
+        assert os.path.exists(root + SENDMAIL)
+        dpkg(root, "-P", "pickupd")
+    finally:
+        shutil.rmtree(root)
+
+
 def test_cmake_install_layout():
     with tempfile.TemporaryDirectory() as stage:
         env = dict(os.environ, DESTDIR=stage)
@@ -281,6 +449,20 @@ def test_cmake_install_layout():
         p = run("cmake", "--install", BIN_DIR, "--prefix", "/usr", env=env)
         assert "Kept existing" in p.stdout, p.stdout
         assert open(stage + CONF).read() == "; mine\n"
+    # The system's names only when asked for: the same links as pickupd-mta.
+    with tempfile.TemporaryDirectory() as stage:
+        env = dict(os.environ, DESTDIR=stage)
+        run("cmake", "--install", BIN_DIR, "--prefix", "/usr", "--component", "mta", env=env)
+        links, files = {}, set()
+        for top, _dirs, names in os.walk(stage):
+            for n in names:
+                path = os.path.join(top, n)
+                if os.path.islink(path):
+                    links[path[len(stage):]] = resolve(path[len(stage):], os.readlink(path))
+                else:
+                    files.add(path[len(stage):])
+        assert links == MTA_LINKS, links
+        assert files == set(MTA_FILES), files
 
 
 def cleanup():

@@ -15,7 +15,10 @@
 - a partly delivered message in badmail shows its real attempt count;
 - a byte flipped inside an address of a queued envelope: the checksum
   catches it, the envelope goes to badmail with the reason logged, nothing
-  is sent to the wrong address.
+  is sent to the wrong address;
+- the spool work of a delivery (loading it, recording its outcome) is done
+  on the thread pool: the same file-system calls failing on the event
+  loop's thread only change nothing.
 """
 
 import os
@@ -367,6 +370,40 @@ def test_badmail_shows_the_real_attempt_count():
             assert re.search(r"^rcpt sent <ok@example.net>$", text, re.M), text
             assert re.search(r"^rcpt failed <later@example.net>$", text, re.M), text
             assert len(srv.messages) == 1, srv.messages
+            d.stop()
+
+
+def test_delivery_spool_work_is_off_the_loop_thread():
+    """Loading a due message (deferred/ -> queue/, the envelope, the mark) and
+    recording its outcome run on the thread pool (issue 11): with every
+    rename, write and fsync in the spool failing on the main thread (the
+    event loop) only, a message deferred once still goes at its second
+    attempt and leaves the spool."""
+    seen = {}
+
+    def faults(addr):
+        seen[addr] = seen.get(addr, 0) + 1
+        return "451 4.3.0 try later" if seen[addr] == 1 else None
+
+    with SmtpServer(rcpt_faults=faults) as srv:
+        d = Pickupd({"retry": {"schedule": "1s", "jitter_percent": "0"}}, relay=srv,
+                    start=False)
+        ctl = os.path.join(d.dir, "faultfs.ctl")
+        d.env = shim_env(ctl)
+        with d:
+            d.start()
+            d.wait_ready()
+            d.drop("m.eml", message(1, "offloop"))
+            d.wait_log(r"status=deferred \(451 4\.3\.0 try later\)")
+            with open(ctl, "w") as f:
+                f.write("main,rename,write,fsync:EIO:%s/\n" % d.spool)
+            wait_for(lambda: srv.messages or d.log_matches(r"cannot move to queue"), 60,
+                     what="the second attempt")
+            assert not d.log_matches(r"cannot move to queue"), d.log_tail()
+            d.wait_spool_empty()
+            assert len(srv.messages) == 1, srv.messages
+            d.wait_log(r"status=sent")
+            os.unlink(ctl)
             d.stop()
 
 

@@ -12,9 +12,11 @@
  *
  * OPS is a comma list of write (write, pwrite, writev), fsync (fsync,
  * fdatasync), rename (rename, renameat, renameat2), open (openat/open with
- * O_CREAT); ERRNO is ENOSPC, EIO, EROFS, EDQUOT or a number; the call fails
- * when the path of its descriptor (from /proc/self/fd) or one of its path
- * arguments (resolved against the directory descriptor) contains PATH.
+ * O_CREAT), and main (only calls made on the process's main thread, which
+ * is pickupd's event loop: work meant for the thread pool is caught if it
+ * runs there); ERRNO is ENOSPC, EIO, EROFS, EDQUOT or a number; the call
+ * fails when the path of its descriptor (from /proc/self/fd) or one of its
+ * path arguments (resolved against the directory descriptor) contains PATH.
  * FAULTFS=RULE may be given instead of FAULTFS_CTL for a fixed rule.
  *
  * Owns: nothing; Invariants: calls that do not match go to libc unchanged,
@@ -33,6 +35,7 @@
 #include <unistd.h>
 
 enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8 };
+#define OPS_MAIN_ONLY 0x100 /* the rule applies on the main thread only */
 
 struct rule {
 	unsigned ops;
@@ -76,6 +79,7 @@ static int read_rule(struct rule *r)
 			  : strcmp(tok, "fsync") == 0  ? OP_FSYNC
 			  : strcmp(tok, "rename") == 0 ? OP_RENAME
 			  : strcmp(tok, "open") == 0   ? OP_OPEN
+			  : strcmp(tok, "main") == 0   ? OPS_MAIN_ONLY
 						       : 0;
 	r->err = strcmp(c1, "ENOSPC") == 0   ? ENOSPC
 		 : strcmp(c1, "EIO") == 0    ? EIO
@@ -83,7 +87,7 @@ static int read_rule(struct rule *r)
 		 : strcmp(c1, "EDQUOT") == 0 ? EDQUOT
 					     : atoi(c1);
 	snprintf(r->path, sizeof(r->path), "%s", c2 ? c2 : "");
-	return r->ops && r->err > 0;
+	return (r->ops & ~OPS_MAIN_ONLY) && r->err > 0;
 }
 
 static int fd_path(int fd, char *out, size_t len)
@@ -112,6 +116,8 @@ static int should_fail(unsigned op, const char *p1, const char *p2)
 {
 	struct rule r;
 	if (!read_rule(&r) || !(r.ops & op))
+		return 0;
+	if ((r.ops & OPS_MAIN_ONLY) && syscall(SYS_gettid) != getpid())
 		return 0;
 	if ((p1 && strstr(p1, r.path)) || (p2 && strstr(p2, r.path))) {
 		errno = r.err;

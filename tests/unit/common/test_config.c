@@ -710,6 +710,23 @@ static void config_listen_forms(void **state)
 	}
 }
 
+/* Each holder drops its own reference; the struct stays whole until the
+ * last one (a leak or a use after free shows under ASan). */
+static void config_references(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok(BASE);
+	assert_ptr_equal(config_ref(c), c);
+	assert_ptr_equal(config_ref(c), c);
+	const struct config_relay *r = &c->relays[0];
+	config_free(c);
+	config_free(c);
+	assert_string_equal(r->host, "h");
+	assert_string_equal(c->spool.dir, "/s");
+	config_free(c);
+	config_free(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -728,6 +745,7 @@ int main(void)
 	    cmocka_unit_test(config_temporary_reply_repeats),
 	    cmocka_unit_test(config_auth_combinations),
 	    cmocka_unit_test(config_listen_forms),
+	    cmocka_unit_test(config_references),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -900,6 +900,9 @@ static void spool_recover_reads_records_and_marks(void **state)
 	assert_false(exists_in(sp->data_fd, link));
 	snprintf(link, sizeof(link), "%s.from", moved.id);
 	assert_true(exists_in(sp->data_fd, link)); /* until its claim is finished */
+	/* A transaction that never started after all: no mark left. */
+	assert_int_equal(spool_mark_sending(sp, idle), 0);
+	assert_int_equal(spool_unmark_sending(sp, idle), 0);
 	/* Rewriting the envelope (recording an outcome) clears the mark. */
 	struct spool_env e;
 	make_env(&e, sent);
@@ -1073,7 +1076,7 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		spool_dirsync_free(ds);
 		break;
 	}
-	case OP_DEFER: /* relay.c record_fn, REC_DEFER */
+	case OP_DEFER: /* relay.c record_fn, POLICY_DEFER */
 		make_env(&e, id);
 		e.attempts = 9;
 		r = spool_env_write(sp, SPOOL_QUEUE, &e);
