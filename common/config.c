@@ -56,6 +56,7 @@ enum sect {
 	SEC_METRICS,
 	SEC_BADMAIL,
 	SEC_SUBMIT,
+	SEC_LOG,
 	SEC__COUNT
 };
 
@@ -83,6 +84,7 @@ static const struct section_def {
 		     sizeof(struct config_badmail)},
     [SEC_SUBMIT] = {"submit", NAME_NONE, offsetof(struct config, submit),
 		    sizeof(struct config_submit)},
+    [SEC_LOG] = {"log", NAME_NONE, offsetof(struct config, log), sizeof(struct config_log)},
 };
 
 enum ktype {
@@ -149,6 +151,7 @@ static const char *const auth_modes[] = {[AUTH_MODE_AUTO] = "auto",
 #define METRICS(...)	       KEY(SEC_METRICS, struct config_metrics, __VA_ARGS__)
 #define BADMAIL(...)	       KEY(SEC_BADMAIL, struct config_badmail, __VA_ARGS__)
 #define SUBMIT(...)	       KEY(SEC_SUBMIT, struct config_submit, __VA_ARGS__)
+#define LOG(...)	       KEY(SEC_LOG, struct config_log, __VA_ARGS__)
 #define RANGE(lo, hi)	       .min = (lo), .max = (hi)
 #define TIMEOUT(nm, dflt, fld) RELAY(nm, KT_DURATION, dflt, fld, RANGE(1 * MS_S, MS_D))
 
@@ -215,6 +218,7 @@ static const struct key keys[] = {
     BADMAIL("keep", KT_DURATION, "30d", keep_ms, RANGE(0, 3650 * MS_D)),
     SUBMIT("root_alias", KT_STR, NULL, root_alias, .check = check_address),
     SUBMIT("origin_domain", KT_STR, NULL, origin_domain, .check = check_domain),
+    LOG("syslog", KT_BOOL, "no", syslog),
 };
 
 _Static_assert(sizeof(enum tls_mode) == sizeof(int), "KT_ENUM stores an int");

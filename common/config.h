@@ -124,6 +124,11 @@ struct config_metrics {
 	char *listen; /* "" or NULL = off; default ""; see config_parse_listen */
 };
 
+/* [log] */
+struct config_log {
+	bool syslog; /* syslog(3), mail facility, instead of stderr; default no */
+};
+
 /* A listen address, as config_parse_listen splits it. */
 struct config_listen {
 	enum { LISTEN_ALL, LISTEN_IPV4, LISTEN_IPV6, LISTEN_NAME } kind;
@@ -159,6 +164,7 @@ struct config {
 	struct config_metrics metrics;
 	struct config_badmail badmail;
 	struct config_submit submit;
+	struct config_log log;
 };
 
 /*

@@ -22,6 +22,9 @@
 #include "common/msg.h"
 
 #define HEADER_READ_MAX (64 * 1024)
+/* The origin a report's envelope names instead of a [pickup] folder. */
+#define ORIGIN_FAILED  "bounce"
+#define ORIGIN_DELAYED "delay-notice"
 
 /* RFC 3463 subject.detail of the failures pickupd decides itself (no server
  * reply to quote), by the opening of the reason their producer writes. */
@@ -52,11 +55,12 @@ static const char *digits3(const char *p, int *v_r)
 }
 
 /* RFC 3463 status-code = class "." subject "." detail (subject and detail
- * 1*3digit) at p, followed by a space or the end; class 4 or 5 only. */
-static bool enhanced_code(const char *p, int *subject_r, int *detail_r)
+ * 1*3digit) at p, followed by a space or the end; class 2, 4 or 5. */
+static bool enhanced_code(const char *p, int *class_r, int *subject_r, int *detail_r)
 {
-	if ((p[0] != '4' && p[0] != '5') || p[1] != '.')
+	if ((p[0] != '2' && p[0] != '4' && p[0] != '5') || p[1] != '.')
 		return false;
+	*class_r = p[0] - '0';
 	p = digits3(p + 2, subject_r);
 	if (p == NULL || *p != '.')
 		return false;
@@ -64,14 +68,12 @@ static bool enhanced_code(const char *p, int *subject_r, int *detail_r)
 	return p != NULL && (*p == ' ' || *p == '\0');
 }
 
-/* Status from the reply's enhanced code ("550 5.1.1 ..." -> "5.1.1"), else
- * from the local reason's opening, else the class's default. */
-static void status_of(const char *reply, enum bounce_kind kind, char *out, size_t len)
+void bounce_status(const char *reply, int klass, char *out, size_t len)
 {
 	const char *p = reply ? strchr(reply, ' ') : NULL;
-	int klass = kind == BOUNCE_DELAYED ? 4 : 5;
-	int subject, detail;
-	if (p && enhanced_code(p + 1, &subject, &detail)) {
+	int cls, subject, detail;
+	/* A success code says nothing about a failure, nor the reverse. */
+	if (p && enhanced_code(p + 1, &cls, &subject, &detail) && (cls == 2) == (klass == 2)) {
 		snprintf(out, len, "%d.%d.%d", klass, subject, detail);
 		return;
 	}
@@ -83,6 +85,13 @@ static void status_of(const char *reply, enum bounce_kind kind, char *out, size_
 		}
 	}
 	snprintf(out, len, "%d.0.0", klass);
+}
+
+bool bounce_is_notification(const struct spool_env *env)
+{
+	return env->sender[0] == '\0' && env->origin_pickup &&
+	       (strcmp(env->origin_pickup, ORIGIN_FAILED) == 0 ||
+		strcmp(env->origin_pickup, ORIGIN_DELAYED) == 0);
 }
 
 /* Delivery-status fields are ASCII text on one line. */
@@ -195,7 +204,7 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		char status[40]; /* "5.999.999"; sized for any int, as gcc checks */
 		if (!wanted(r, kind))
 			continue;
-		status_of(r->reply, kind, status, sizeof(status));
+		bounce_status(r->reply, kind == BOUNCE_DELAYED ? 4 : 5, status, sizeof(status));
 		buf_puts(out, "\r\n");
 		buf_puts(out, "Final-Recipient: rfc822; ");
 		put_addr(out, r->addr);
@@ -313,7 +322,7 @@ int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_
 	b.arrival_ms = now_ms;
 	b.next_ms = due_ms > now_ms ? due_ms : 0;
 	b.size = content.len;
-	b.origin_pickup = xstrdup(kind == BOUNCE_FAILED ? "bounce" : "delay-notice");
+	b.origin_pickup = xstrdup(kind == BOUNCE_FAILED ? ORIGIN_FAILED : ORIGIN_DELAYED);
 	b.origin_file = xstrdup(env->id);
 	b.sender = xstrdup("");
 	for (size_t i = 0; i < content.len; i++)

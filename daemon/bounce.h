@@ -23,6 +23,14 @@ void bounce_build(const struct spool_env *env, enum bounce_kind kind, const char
 		  const char *bounce_id, int64_t now_ms, int64_t retry_until_ms,
 		  const char *headers, size_t headers_len, struct buf *out);
 
+/* RFC 3463 status of a recipient's reply ("550 5.1.1 ..." -> "5.1.1"), else
+ * from the opening of a reason pickupd wrote itself, else "KLASS.0.0". The
+ * class (2, 4 or 5) is the outcome's: a reply's own class is overridden. */
+void bounce_status(const char *reply, int klass, char *out, size_t len);
+
+/* True for a report pickupd made (bounce_queue), not mail from a writer. */
+bool bounce_is_notification(const struct spool_env *env);
+
 /*
  * Queues a report about env: content into data/, envelope into queue/ (or
  * deferred/ when due_ms is in the future: bounces are rate limited). 0 with

@@ -446,6 +446,7 @@ void ingest_run(struct job *j)
 		goto out;
 	}
 	ij->size = (uint64_t)st.st_size;
+	ij->uid = (unsigned)st.st_uid; /* the writer, as Postfix's pickup logs it */
 
 	size_t want = pk->max_header_size + 4096;
 	if ((uint64_t)want > ij->size)

@@ -52,6 +52,7 @@ struct ingest_job {
 	char *sender;
 	size_t n_rcpts;
 	uint64_t size;
+	unsigned uid; /* the pickup file's owner */
 };
 
 /* Files of one folder ingested by one pool job, so that their claims share

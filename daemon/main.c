@@ -50,13 +50,30 @@ static void log_lines(void (*log_fn)(const char *, ...), const char *prefix, con
 	}
 }
 
+/* [general] log_level and [log]: at start-up and at each reload. */
+static void set_logging(const struct config *cfg)
+{
+	const char *lvl = cfg->general.log_level;
+	log_set_syslog(cfg->log.syslog);
+	if (lvl == NULL || strcmp(lvl, "info") == 0)
+		log_set_level(LOG_LVL_INFO);
+	else if (strcmp(lvl, "debug") == 0)
+		log_set_level(LOG_LVL_DEBUG);
+	else if (strcmp(lvl, "warning") == 0)
+		log_set_level(LOG_LVL_WARN);
+	else if (strcmp(lvl, "error") == 0)
+		log_set_level(LOG_LVL_ERR);
+}
+
 /*
  * The configuration and every check of it against the machine (preflight):
  * the same steps for --check-config, start-up and reload, so that the check
  * passes exactly the configurations the daemon accepts. NULL with the
- * "FILE:LINE: message" lines in errs; warnings are logged with prefix.
+ * "FILE:LINE: message" lines in errs; warnings are logged with prefix (at
+ * start-up, after the configuration's logging is applied).
  */
-static struct config *load_config(const char *path, struct buf *errs, const char *prefix)
+static struct config *load_config(const char *path, struct buf *errs, const char *prefix,
+				  bool start)
 {
 	struct buf warns = BUF_INIT;
 	struct config *cfg = config_load(path, errs);
@@ -66,6 +83,8 @@ static struct config *load_config(const char *path, struct buf *errs, const char
 	}
 	if (cfg)
 		config_hostname_warning(cfg, &warns);
+	if (cfg && start)
+		set_logging(cfg); /* its warnings go where the daemon logs */
 	log_lines(log_warn, prefix, warns.data);
 	buf_deinit(&warns);
 	if (cfg == NULL && errs->len == 0)
@@ -76,7 +95,7 @@ static struct config *load_config(const char *path, struct buf *errs, const char
 static int check_config(const char *path)
 {
 	struct buf errs = BUF_INIT;
-	struct config *cfg = load_config(path, &errs, "");
+	struct config *cfg = load_config(path, &errs, "", false);
 	if (cfg == NULL) {
 		fputs(errs.data, stdout);
 		buf_deinit(&errs);
@@ -86,18 +105,6 @@ static int check_config(const char *path)
 	config_free(cfg);
 	buf_deinit(&errs);
 	return 0;
-}
-
-static void set_log_level(const char *lvl)
-{
-	if (lvl == NULL || strcmp(lvl, "info") == 0)
-		log_set_level(LOG_LVL_INFO);
-	else if (strcmp(lvl, "debug") == 0)
-		log_set_level(LOG_LVL_DEBUG);
-	else if (strcmp(lvl, "warning") == 0)
-		log_set_level(LOG_LVL_WARN);
-	else if (strcmp(lvl, "error") == 0)
-		log_set_level(LOG_LVL_ERR);
 }
 
 static void close_signal(uv_signal_t *s)
@@ -174,7 +181,7 @@ static bool same_str(const char *a, const char *b)
 static void reload(struct pickupd *pd)
 {
 	struct buf errs = BUF_INIT;
-	struct config *cfg = load_config(pd->cfg->path, &errs, "reload: ");
+	struct config *cfg = load_config(pd->cfg->path, &errs, "reload: ", false);
 	if (cfg == NULL) {
 		log_lines(log_error, "reload refused: ", errs.data);
 		log_error("reload refused; keeping the running configuration");
@@ -197,7 +204,7 @@ static void reload(struct pickupd *pd)
 		log_warn("reload: changes to the [pickup] folders take effect at the next restart");
 	config_free(pd->cfg);
 	pd->cfg = cfg;
-	set_log_level(cfg->general.log_level);
+	set_logging(cfg);
 	log_info("reloaded %s: %zu relay(s)", cfg->path, cfg->n_relays);
 	relay_pool_wake(pd->pool);
 out:
@@ -335,13 +342,12 @@ int main(int argc, char **argv)
 	struct pickupd pd;
 	struct buf errs = BUF_INIT;
 	memset(&pd, 0, sizeof(pd));
-	pd.cfg = load_config(path, &errs, "");
+	pd.cfg = load_config(path, &errs, "", true);
 	if (pd.cfg == NULL) {
 		log_lines(log_error, "", errs.data);
 		buf_deinit(&errs);
 		fatal("cannot start");
 	}
-	set_log_level(pd.cfg->general.log_level);
 	/* A core dump would hold relay secrets. */
 	prctl(PR_SET_DUMPABLE, 0);
 	signal(SIGPIPE, SIG_IGN);

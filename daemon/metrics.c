@@ -13,11 +13,13 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
+#include "daemon/bounce.h"
 #include "daemon/ctl_spool.h"
 #include "daemon/pickupd.h"
 #include "daemon/relay.h"
@@ -212,6 +214,70 @@ static void metric_head(struct buf *b, const char *name, const char *type, const
 	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+const double pickupd_delay_buckets[PICKUPD_DELAY_BUCKETS] = {1,	  5,	30,    60,    300,
+							     900, 3600, 14400, 86400, 432000};
+
+void pickupd_stats_delay(struct pickupd_stats *st, double seconds)
+{
+	int i = 0;
+	while (i < PICKUPD_DELAY_BUCKETS && seconds > pickupd_delay_buckets[i])
+		i++;
+	if (i < PICKUPD_DELAY_BUCKETS)
+		st->delay_count[i]++;
+	else
+		st->delay_over++;
+	st->delay_sum += seconds;
+}
+
+/* The plain counters of struct pickupd_stats. */
+static const struct {
+	const char *name;
+	const char *help;
+	size_t off;
+} counters[] = {
+    {"pickupd_messages_received_total", "Messages queued from a pickup folder.",
+     offsetof(struct pickupd_stats, received)},
+    {"pickupd_messages_refused_total", "Pickup files refused and moved to badmail.",
+     offsetof(struct pickupd_stats, refused)},
+    {"pickupd_recipients_delivered_total",
+     "Recipients of writers' mail accepted by a relay (notifications apart).",
+     offsetof(struct pickupd_stats, delivered)},
+    {"pickupd_recipients_deferred_total",
+     "Recipient deliveries of writers' mail deferred (each attempt).",
+     offsetof(struct pickupd_stats, deferred)},
+    {"pickupd_recipients_bounced_total", "Recipients of writers' mail failed for good.",
+     offsetof(struct pickupd_stats, bounced)},
+    {"pickupd_dsn_sent_total", "Delivery status notifications accepted by a relay.",
+     offsetof(struct pickupd_stats, dsn_sent)},
+    {"pickupd_dsn_deferred_total", "Delivery status notification deferrals.",
+     offsetof(struct pickupd_stats, dsn_deferred)},
+    {"pickupd_dsn_failed_total",
+     "Delivery status notifications failed for good (moved to badmail).",
+     offsetof(struct pickupd_stats, dsn_failed)},
+    {"pickupd_sent_bytes_total",
+     "Message bytes written to relays after DATA, failed transactions included.",
+     offsetof(struct pickupd_stats, sent_bytes)},
+    {"pickupd_sessions_opened_total", "SMTP sessions started.",
+     offsetof(struct pickupd_stats, sessions_opened)},
+    {"pickupd_badmail_expired_total", "Badmail entries removed by [badmail] keep.",
+     offsetof(struct pickupd_stats, badmail_expired)},
+};
+
+/* One line of a metric with a relay label (and maybe one more label). */
+static void relay_line(struct buf *b, const char *name, const char *relay, const char *label,
+		       const char *value)
+{
+	buf_printf(b, "%s{relay=\"", name);
+	put_label(b, relay);
+	if (label)
+		buf_printf(b, "\",%s=\"%s", label, value);
+	buf_puts(b, "\"} ");
+}
+
+/* Names follow Prometheus' conventions: pickupd_, what is counted, the unit
+ * (_seconds, _bytes), and _total for counters. config/grafana and
+ * config/prometheus use them; test_metrics.py checks that every name they use
+ * is served. */
 static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b)
 {
 	struct pickupd *pd = m->pd;
@@ -225,23 +291,36 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 		if (sc->counted[s])
 			buf_printf(b, "pickupd_queue_messages{state=\"%s\"} %zu\n",
 				   spool_state_names[s], sc->counts[s]);
-	metric_head(b, "pickupd_queue_oldest_seconds", "gauge",
+	metric_head(b, "pickupd_queue_oldest_message_age_seconds", "gauge",
 		    "Age of the oldest message in queue or deferred (0 when none).");
-	buf_printf(b, "pickupd_queue_oldest_seconds %.3f\n",
+	buf_printf(b, "pickupd_queue_oldest_message_age_seconds %.3f\n",
 		   sc->oldest_ms && now > sc->oldest_ms ? (double)(now - sc->oldest_ms) / 1000.0
 							: 0.0);
-	metric_head(b, "pickupd_delivered_total", "counter", "Recipients accepted by a relay.");
-	buf_printf(b, "pickupd_delivered_total %llu\n", (unsigned long long)st->delivered);
-	metric_head(b, "pickupd_deferred_total", "counter", "Recipient deliveries deferred.");
-	buf_printf(b, "pickupd_deferred_total %llu\n", (unsigned long long)st->deferred);
-	metric_head(b, "pickupd_bounced_total", "counter", "Recipients failed for good.");
-	buf_printf(b, "pickupd_bounced_total %llu\n", (unsigned long long)st->bounced);
-	metric_head(b, "pickupd_refused_total", "counter",
-		    "Pickup files refused and moved to badmail.");
-	buf_printf(b, "pickupd_refused_total %llu\n", (unsigned long long)st->refused);
-	metric_head(b, "pickupd_sessions_opened_total", "counter", "SMTP sessions started.");
-	buf_printf(b, "pickupd_sessions_opened_total %llu\n",
-		   (unsigned long long)st->sessions_opened);
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		metric_head(b, counters[i].name, "counter", counters[i].help);
+		buf_printf(
+		    b, "%s %llu\n", counters[i].name,
+		    (unsigned long long)*(const uint64_t *)((const char *)st + counters[i].off));
+	}
+	metric_head(b, "pickupd_dsn_created_total", "counter",
+		    "Delivery status notifications queued to senders, by type.");
+	buf_printf(b, "pickupd_dsn_created_total{type=\"failure\"} %llu\n",
+		   (unsigned long long)st->dsn_created[BOUNCE_FAILED]);
+	buf_printf(b, "pickupd_dsn_created_total{type=\"delay\"} %llu\n",
+		   (unsigned long long)st->dsn_created[BOUNCE_DELAYED]);
+	metric_head(b, "pickupd_delivery_delay_seconds", "histogram",
+		    "Arrival to acceptance by a relay, per recipient of writers' mail.");
+	uint64_t cum = 0;
+	for (int i = 0; i < PICKUPD_DELAY_BUCKETS; i++) {
+		cum += st->delay_count[i];
+		buf_printf(b, "pickupd_delivery_delay_seconds_bucket{le=\"%g\"} %llu\n",
+			   pickupd_delay_buckets[i], (unsigned long long)cum);
+	}
+	cum += st->delay_over;
+	buf_printf(b, "pickupd_delivery_delay_seconds_bucket{le=\"+Inf\"} %llu\n",
+		   (unsigned long long)cum);
+	buf_printf(b, "pickupd_delivery_delay_seconds_sum %.3f\n", st->delay_sum);
+	buf_printf(b, "pickupd_delivery_delay_seconds_count %llu\n", (unsigned long long)cum);
 
 	if (sc->badmail_counted) {
 		metric_head(b, "pickupd_badmail_entries", "gauge",
@@ -252,10 +331,6 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 		buf_printf(b, "pickupd_badmail_bytes %llu\n",
 			   (unsigned long long)sc->badmail_bytes);
 	}
-	metric_head(b, "pickupd_badmail_expired_total", "counter",
-		    "Badmail entries removed by [badmail] keep.");
-	buf_printf(b, "pickupd_badmail_expired_total %llu\n",
-		   (unsigned long long)st->badmail_expired);
 	metric_head(b, "pickupd_pickup_stuck_files", "gauge",
 		    "Files that stay in a pickup folder, by reason (see pickupctl status).");
 	for (size_t i = 0; sc->stuck && i < sc->job.cfg->n_pickups; i++) {
@@ -278,25 +353,31 @@ static void build_body(struct metrics *m, const struct scrape *sc, struct buf *b
 	buf_printf(b, "pickupd_sessions_open %u\n", sessions);
 	metric_head(b, "pickupd_relay_sessions", "gauge", "SMTP sessions per relay.");
 	for (size_t i = 0; i < n; i++) {
-		buf_puts(b, "pickupd_relay_sessions{relay=\"");
-		put_label(b, info[i].name);
-		buf_printf(b, "\"} %u\n", info[i].sessions);
+		relay_line(b, "pickupd_relay_sessions", info[i].name, NULL, NULL);
+		buf_printf(b, "%u\n", info[i].sessions);
 	}
 	metric_head(b, "pickupd_relay_paused", "gauge",
 		    "1 while a relay is paused after failures.");
 	for (size_t i = 0; i < n; i++) {
-		buf_puts(b, "pickupd_relay_paused{relay=\"");
-		put_label(b, info[i].name);
-		buf_printf(b, "\"} %d\n", info[i].paused_until_ms > now ? 1 : 0);
+		relay_line(b, "pickupd_relay_paused", info[i].name, NULL, NULL);
+		buf_printf(b, "%d\n", info[i].paused_until_ms > now ? 1 : 0);
 	}
 	metric_head(b, "pickupd_relay_concurrency_limit", "gauge",
 		    "Sessions a relay may have now: max_sessions, or fewer while its server "
 		    "refuses extra connections.");
 	for (size_t i = 0; i < n; i++) {
-		buf_puts(b, "pickupd_relay_concurrency_limit{relay=\"");
-		put_label(b, info[i].name);
-		buf_printf(b, "\"} %u\n", info[i].limit);
+		relay_line(b, "pickupd_relay_concurrency_limit", info[i].name, NULL, NULL);
+		buf_printf(b, "%u\n", info[i].limit);
 	}
+	metric_head(b, "pickupd_relay_session_failures_total", "counter",
+		    "SMTP sessions that failed before they could send, by relay and class "
+		    "(connection, tls, protocol, auth, temporary, permanent).");
+	for (size_t i = 0; i < n; i++)
+		for (int c = SMTPC_OK + 1; c < RELAY_N_CLASSES; c++) {
+			relay_line(b, "pickupd_relay_session_failures_total", info[i].name, "class",
+				   smtpc_class_names[c]);
+			buf_printf(b, "%llu\n", (unsigned long long)info[i].setup_failures[c]);
+		}
 }
 
 /* The arrival time a queue ID encodes (its first 12 hex digits, ms). */

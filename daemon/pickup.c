@@ -287,16 +287,21 @@ static void file_done(struct ingest_job *ij)
 	p->in_flight--;
 	switch (ij->result) {
 	case INGEST_QUEUED:
-		log_info("%s: pickup=%s, file=%s, from=<%s>, nrcpt=%zu, size=%llu", ij->id,
-			 p->cfg->name, ij->name, ij->sender, ij->n_rcpts,
-			 (unsigned long long)ij->size);
+		/* Opens with "uid=" as Postfix's pickup line does: what pflogsumm
+		 * counts as received. */
+		log_svc(LOG_LVL_INFO, "pickup",
+			"%s: uid=%u, pickup=%s, file=%s, from=<%s>, nrcpt=%zu, size=%llu", ij->id,
+			ij->uid, p->cfg->name, ij->name, ij->sender, ij->n_rcpts,
+			(unsigned long long)ij->size);
+		pd->stats.received++;
 		sched_add(pd->sched, ij->id, SPOOL_QUEUE, 0);
 		relay_pool_wake(pd->pool);
 		break;
 	case INGEST_REFUSED:
 		pd->stats.refused++;
-		log_warn("%s: pickup=%s, file=%s, refused: %s; moved to badmail", ij->id,
-			 p->cfg->name, ij->name, ij->reason);
+		log_svc(LOG_LVL_WARN, "pickup",
+			"%s: pickup=%s, file=%s, refused: %s; moved to badmail", ij->id,
+			p->cfg->name, ij->name, ij->reason);
 		break;
 	case INGEST_GONE:
 		break;

@@ -1588,7 +1588,7 @@ int main(int argc, char **argv)
 	const char *path = NULL, *state = NULL, *to = NULL;
 	int64_t older_ms = -1;
 	int ch;
-	log_set_ident("pickupctl");
+	log_set_tool("pickupctl");
 	set_operator_who();
 	while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (ch) {

@@ -20,14 +20,33 @@ struct ctl;
 struct metrics;
 
 /* Counters since start, shown by the metrics endpoint. Loop thread only. */
+/* Delivery delay histogram buckets, seconds (metrics.c prints them). */
+#define PICKUPD_DELAY_BUCKETS 10
+extern const double pickupd_delay_buckets[PICKUPD_DELAY_BUCKETS];
+
+/* Counters for the metrics endpoint; only the loop thread touches them. Mail
+ * from writers and the notifications pickupd makes (DSNs) are counted apart. */
 struct pickupd_stats {
+	uint64_t received;	  /* messages queued from a pickup folder (pickup.c) */
 	uint64_t delivered;	  /* recipients accepted by a relay (relay.c, record_done) */
 	uint64_t deferred;	  /* recipient deferrals recorded (relay.c, record_done) */
 	uint64_t bounced;	  /* recipients failed for good (relay.c, record_done) */
 	uint64_t refused;	  /* pickup files refused into badmail (pickup.c, ingest done) */
+	uint64_t dsn_created[2];  /* notifications queued, by enum bounce_kind (relay.c) */
+	uint64_t dsn_sent;	  /* notifications accepted by a relay */
+	uint64_t dsn_deferred;	  /* notification deferrals */
+	uint64_t dsn_failed;	  /* notifications failed for good (to badmail) */
+	uint64_t sent_bytes;	  /* message bytes written in DATA, every transaction */
 	uint64_t sessions_opened; /* SMTP sessions started (relay.c) */
 	uint64_t badmail_expired; /* badmail entries removed by [badmail] keep (ctl.c) */
+	/* Arrival to delivery of each recipient of writers' mail. */
+	uint64_t delay_count[PICKUPD_DELAY_BUCKETS]; /* not cumulative: one bucket each */
+	uint64_t delay_over;			     /* above the last bucket */
+	double delay_sum;
 };
+
+/* Counts one delivered recipient's delay in the histogram. */
+void pickupd_stats_delay(struct pickupd_stats *st, double seconds);
 
 struct pickupd {
 	uv_loop_t *loop;

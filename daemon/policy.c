@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/bounce.h"
+
 int64_t policy_retry_delay_ms(const struct config_retry *r, unsigned attempt, unsigned random)
 {
 	if (r->n_schedule == 0)
@@ -48,19 +50,38 @@ static const char *status_word(enum spool_rcpt_status st)
 	return st == RCPT_SENT ? "sent" : st == RCPT_FAILED ? "bounced" : "deferred";
 }
 
-/* The per-recipient line, Postfix-like; the only place it is built. */
-static void log_rcpt(struct buf *log, const char *id, const char *addr, const char *relay,
-		     double delay, enum spool_rcpt_status st, const char *reply)
+/* The per-recipient line, the only place it is built, with Postfix smtp(8)'s
+ * fields in its order so that its tools (pflogsumm) read it:
+ * "ID: to=<a@b>, relay=host[ip]:port, delay=T, delays=a/b/c/d, dsn=X.Y.Z,
+ * status=sent (reply), relay_name=NAME". delays= splits delay: a, before
+ * the queue (0: arrival is the claim into the queue); b, in the queue until
+ * this attempt, less c; c, connection setup (connect, TLS, AUTH) that this
+ * attempt waited for; d, the transaction. */
+static void log_rcpt(struct buf *log, const struct spool_env *env, const char *addr,
+		     const struct policy_where *w, int64_t now, enum spool_rcpt_status st,
+		     const char *reply)
 {
-	buf_printf(log, "%s: to=<%s>, relay=%s, delay=%.2f, status=%s (%s)\n", id, addr, relay,
-		   delay, status_word(st), reply ? reply : "");
+	static const int klass[] = {[RCPT_SENT] = 2, [RCPT_FAILED] = 5};
+	char dsn[40];
+	int64_t queued = w->dispatch_ms > env->arrival_ms ? w->dispatch_ms - env->arrival_ms : 0;
+	int64_t setup = w->setup_ms < queued ? w->setup_ms : queued;
+	int64_t sending = now > w->dispatch_ms ? now - w->dispatch_ms : 0;
+	bounce_status(reply, klass[st] ? klass[st] : 4, dsn, sizeof(dsn));
+	buf_printf(log,
+		   "%s: to=<%s>, relay=%s, delay=%.2f, delays=0/%.2f/%.2f/%.2f, dsn=%s, "
+		   "status=%s (%s), relay_name=%s\n",
+		   env->id, addr, w->peer, (double)(now - env->arrival_ms) / 1000.0,
+		   (double)(queued - setup) / 1000.0, (double)setup / 1000.0,
+		   (double)sending / 1000.0, dsn, status_word(st), reply ? reply : "",
+		   w->relay_name);
 }
 
 /* Turns the transaction's results into recipient statuses, the action and
  * the log lines. One place decides; see DESIGN.md "Delivery semantics". */
 void policy_decide(const struct config_retry *retry, const struct config_bounce *bounce,
-		   const struct spool_env *env, const struct smtpc_txn *t, const char *relay,
-		   int64_t now, unsigned random, struct policy_outcome *out)
+		   const struct spool_env *env, const struct smtpc_txn *t,
+		   const struct policy_where *where, int64_t now, unsigned random,
+		   struct policy_outcome *out)
 {
 	double delay = (double)(now - env->arrival_ms) / 1000.0;
 	size_t n_deferred = 0, n_failed = 0;
@@ -130,7 +151,7 @@ void policy_decide(const struct config_retry *retry, const struct config_bounce 
 		out->n_sent += o->status == RCPT_SENT;
 		out->n_deferred += o->status == RCPT_DEFERRED;
 		out->n_failed += o->status == RCPT_FAILED;
-		log_rcpt(&out->log, env->id, env->rcpts[i].addr, relay, delay, o->status, o->reply);
+		log_rcpt(&out->log, env, env->rcpts[i].addr, where, now, o->status, o->reply);
 	}
 	if (t->maybe_delivered)
 		buf_printf(&out->log,

@@ -46,16 +46,25 @@ struct policy_outcome {
 	struct buf log; /* lines ("ID: text\n"), to be logged once the outcome is recorded */
 };
 
+/* Where and when the attempt ran, for its log lines. */
+struct policy_where {
+	const char *peer;	/* relay=: host[ip]:port */
+	const char *relay_name; /* relay_name=: the [relay NAME] section, or "none" */
+	int64_t dispatch_ms;	/* the message was loaded for this attempt */
+	int64_t setup_ms;	/* connection setup this attempt waited for */
+};
+
 /*
  * Decides one attempt. env: the envelope as it was before the attempt;
  * txn: the transaction's results (txn->rcpt has env->n_rcpts entries, or
  * is NULL when no transaction happened: then txn->cls and txn->reply apply
- * to every waiting recipient); relay: the peer named in the log lines;
+ * to every waiting recipient); where: the relay and times for the log lines;
  * now: the wall clock in ms; random: any number, for the retry jitter.
  */
 void policy_decide(const struct config_retry *retry, const struct config_bounce *bounce,
-		   const struct spool_env *env, const struct smtpc_txn *txn, const char *relay,
-		   int64_t now, unsigned random, struct policy_outcome *out);
+		   const struct spool_env *env, const struct smtpc_txn *txn,
+		   const struct policy_where *where, int64_t now, unsigned random,
+		   struct policy_outcome *out);
 /* Writes the outcome into the envelope (statuses, replies, attempts, next
  * attempt, reason, delay_warned), moving the strings out of o. */
 void policy_apply(struct policy_outcome *o, struct spool_env *env);

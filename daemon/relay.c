@@ -45,9 +45,11 @@ struct relay;
 struct session {
 	struct relay *relay;
 	struct smtpc *smtpc;
-	struct delivery *d; /* the message being loaded for it, or its transaction */
-	bool ready;	    /* reached READY at least once */
-	unsigned gen;	    /* the relay's settings generation it was opened with */
+	struct delivery *d;	     /* the message being loaded for it, or its transaction */
+	bool ready;		     /* reached READY at least once */
+	bool setup_told;	     /* a delivery's delays= has counted the setup time */
+	int64_t opened_ms, ready_ms; /* connection setup, for delays= */
+	unsigned gen;		     /* the relay's settings generation it was opened with */
 	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
 	/* References to what smtpc was given (settings, TLS context), dropped
 	 * once it has closed: a reload may replace the relay's meanwhile. */
@@ -65,6 +67,7 @@ struct relay {
 	unsigned n_sessions;
 	unsigned n_connecting;
 	unsigned failures; /* consecutive sessions that failed before READY */
+	uint64_t setup_failures[RELAY_N_CLASSES]; /* sessions that never became ready, by class */
 	int64_t paused_until_ms;
 	int64_t next_send_ms; /* rate_limit: messages evenly spaced */
 	bool retired;	      /* removed by a reload: finishes, takes no new work */
@@ -132,6 +135,10 @@ struct delivery {
 	struct spool_env env;
 	struct smtpc_txn txn;
 	char peer[160];
+	char relay_name[64];	   /* the [relay NAME] section, or "none" */
+	int64_t dispatch_ms;	   /* loaded for this attempt */
+	int64_t setup_ms;	   /* connection setup this attempt waited for (delays= c) */
+	int64_t done_ms;	   /* the attempt's outcome was known */
 	struct policy_outcome out; /* what the attempt comes to (policy.c) */
 	int64_t bounce_due;	   /* when the notification goes (bounces are rate limited) */
 	char bounce_id[SPOOL_ID_LEN + 1];
@@ -201,11 +208,34 @@ static void log_lines(const char *text)
 			/* log_warn says "warning: " itself: "ID: the text", not
 			 * "warning: ID: warning: the text". */
 			size_t id = (size_t)(w - p), skip = id + strlen(": warning: ");
-			log_warn("%.*s: %.*s", (int)id, p, (int)(n - skip), p + skip);
+			log_svc(LOG_LVL_WARN, "smtp", "%.*s: %.*s", (int)id, p, (int)(n - skip),
+				p + skip);
 		} else
-			log_info("%.*s", (int)n, p);
+			log_svc(LOG_LVL_INFO, "smtp", "%.*s", (int)n, p);
 		p = nl ? nl + 1 : NULL;
 	}
+}
+
+/* The metrics of a recorded attempt: writers' mail and notifications apart. */
+static void count_outcome(struct pickupd_stats *st, const struct delivery *d)
+{
+	const struct policy_outcome *o = &d->out;
+	st->sent_bytes += d->txn.bytes_sent;
+	if (bounce_is_notification(&d->env)) {
+		st->dsn_sent += o->n_sent;
+		st->dsn_deferred += o->n_deferred;
+		st->dsn_failed += o->n_failed;
+	} else {
+		st->delivered += o->n_sent;
+		st->deferred += o->n_deferred;
+		st->bounced += o->n_failed;
+		for (size_t i = 0; i < o->n_sent; i++)
+			pickupd_stats_delay(st, (double)(d->done_ms - d->env.arrival_ms) / 1000.0);
+	}
+	if (o->warn && d->bounce_err == 0 && o->action == POLICY_DEFER)
+		st->dsn_created[BOUNCE_DELAYED]++;
+	if (o->bounce && d->bounce_err == 0 && o->action == POLICY_BADMAIL)
+		st->dsn_created[BOUNCE_FAILED]++;
 }
 
 static void record_done(struct job *j)
@@ -229,41 +259,43 @@ static void record_done(struct job *j)
 		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 	} else {
 		log_lines(d->out.log.data);
-		pd->stats.delivered += d->out.n_sent;
-		pd->stats.deferred += d->out.n_deferred;
-		pd->stats.bounced += d->out.n_failed;
+		count_outcome(&pd->stats, d);
 		switch (d->out.action) {
 		case POLICY_REMOVE:
-			log_info("%s: removed", d->env.id);
+			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
 			space_check(pd); /* ingestion may wait for this space */
 			break;
 		case POLICY_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
 			if (d->out.warn && d->bounce_err == 0) {
-				log_info("%s: sender delay notification: %s", d->env.id,
-					 d->bounce_id);
+				log_svc(LOG_LVL_INFO, "bounce", "%s: sender delay notification: %s",
+					d->env.id, d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
 			} else if (d->out.warn) {
-				log_error("%s: cannot create the delay notification: %s", d->env.id,
-					  strerror(d->bounce_err));
+				log_svc(LOG_LVL_ERR, "bounce",
+					"%s: cannot create the delay notification: %s", d->env.id,
+					strerror(d->bounce_err));
 			}
 			break;
 		case POLICY_BADMAIL:
 			if (d->out.bounce && d->bounce_err == 0) {
-				log_info("%s: sender non-delivery notification: %s", d->env.id,
-					 d->bounce_id);
+				log_svc(LOG_LVL_INFO, "bounce",
+					"%s: sender non-delivery notification: %s", d->env.id,
+					d->bounce_id);
 				sched_add(pd->sched, d->bounce_id,
 					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
 									   : SPOOL_QUEUE,
 					  d->bounce_due);
 			} else if (d->out.bounce) {
-				log_error("%s: cannot create the non-delivery notification: %s",
-					  d->env.id, strerror(d->bounce_err));
+				log_svc(LOG_LVL_ERR, "bounce",
+					"%s: cannot create the non-delivery notification: %s",
+					d->env.id, strerror(d->bounce_err));
 			}
-			log_warn("%s: moved to badmail: %s", d->env.id, d->env.reason);
+			log_svc(LOG_LVL_WARN, "qmgr", "%s: moved to badmail: %s", d->env.id,
+				d->env.reason);
 			break;
 		}
 	}
@@ -363,7 +395,12 @@ static void record(struct delivery *d)
 	struct relay_pool *pool = d->pool;
 	const struct config *cfg = pool->pd->cfg;
 	int64_t now = pickupd_now_ms();
-	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, d->peer, now, (unsigned)random(),
+	struct policy_where where = {.peer = d->peer,
+				     .relay_name = d->relay_name,
+				     .dispatch_ms = d->dispatch_ms,
+				     .setup_ms = d->setup_ms};
+	d->done_ms = now;
+	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, &where, now, (unsigned)random(),
 		      &d->out);
 	policy_apply(&d->out, &d->env);
 	if (d->out.warn || d->out.bounce)
@@ -529,6 +566,13 @@ static void load_done(struct job *j)
 		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 		break;
 	}
+	if (d->loaded == LOAD_OK) {
+		d->dispatch_ms = pickupd_now_ms();
+		/* Postfix's qmgr line as a message becomes active: pflogsumm takes
+		 * the size and the sender's domain from it. */
+		log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
+			id, d->env.sender, (unsigned long long)d->env.size, d->env.n_rcpts);
+	}
 	if (d->loaded != LOAD_OK) {
 		delivery_free(d);
 		if (s) {
@@ -551,6 +595,11 @@ static void load_done(struct job *j)
 		return;
 	}
 	snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
+	snprintf(d->relay_name, sizeof(d->relay_name), "%s", s->relay->cfg->name);
+	if (!s->setup_told) {
+		s->setup_told = true;
+		d->setup_ms = s->ready_ms - s->opened_ms;
+	}
 	if (s->relay->cfg->force_sender)
 		d->txn.force_sender = s->relay->cfg->force_sender;
 	if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
@@ -570,6 +619,7 @@ static struct delivery *delivery_new(struct relay_pool *pool, const struct sched
 	d->pool = pool;
 	d->item = *it;
 	d->txn.data_fd = -1; /* until smtpc_txn_init */
+	snprintf(d->relay_name, sizeof(d->relay_name), "none");
 	return d;
 }
 
@@ -625,12 +675,13 @@ static bool dispatch(struct session *s)
 
 /* Defers due messages when no relay can take them, so each records why. */
 static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char *why,
-		      const char *peer)
+		      const char *peer, const char *relay_name)
 {
 	struct sched_item it;
 	for (int n = 0; n < DEFER_BATCH && sched_pop_due(pool->pd->sched, &it); n++) {
 		struct delivery *d = delivery_new(pool, &it);
 		snprintf(d->peer, sizeof(d->peer), "%s", peer);
+		snprintf(d->relay_name, sizeof(d->relay_name), "%s", relay_name);
 		d->defer = true;
 		d->defer_cls = cls;
 		d->defer_why = xstrdup(why);
@@ -837,6 +888,7 @@ static void open_session(struct relay *r)
 	if (file)
 		memcpy(s->secret_fp, fp, sizeof(fp));
 	s->relay = r;
+	s->opened_ms = pickupd_now_ms();
 	s->gen = r->gen;
 	s->conf = config_ref(r->conf);
 	if (r->ssl_ctx) {
@@ -934,7 +986,7 @@ static void relay_failed(struct relay *r, const struct session *s)
 	for (size_t i = 0; i < pool->n_relays; i++)
 		if (!relay_paused(pool->relays[i], now))
 			return;
-	defer_due(pool, cls, smtpc_error(c), smtpc_peer(c));
+	defer_due(pool, cls, smtpc_error(c), smtpc_peer(c), r->cfg->name);
 }
 
 static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
@@ -947,6 +999,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	case SMTPC_EV_READY:
 		if (!s->ready) {
 			s->ready = true;
+			s->ready_ms = pickupd_now_ms();
 			r->n_connecting--;
 			r->failures = 0;
 			r->paused_until_ms = 0;
@@ -990,6 +1043,8 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		bool stopping = pool->stopping;
 		enum smtpc_class cls = smtpc_error_class(c);
 		unsigned working = healthy_sessions(r, s);
+		if (!was_ready && cls != SMTPC_OK && !stopping)
+			r->setup_failures[cls]++;
 		if (!was_ready && cls != SMTPC_OK && !stopping && !r->retired) {
 			if (policy_relay_lowers_limit(cls, working))
 				relay_lower_limit(r, working, c);
@@ -1233,6 +1288,7 @@ size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, si
 		out[i].paused_until_ms = pool->relays[i]->paused_until_ms;
 		out[i].limit = relay_limit(pool->relays[i]);
 		out[i].max_sessions = pool->relays[i]->cfg->max_sessions;
+		out[i].setup_failures = pool->relays[i]->setup_failures;
 	}
 	return pool->n_relays;
 }

@@ -36,6 +36,8 @@ void relay_pool_close(struct relay_pool *pool);
 /* True when no session and no delivery record is in flight. */
 bool relay_pool_idle(const struct relay_pool *pool);
 
+#define RELAY_N_CLASSES (SMTPC_PERM + 1)
+
 /* What pickupctl status and the metrics show of one relay. */
 struct relay_info {
 	const char *name;
@@ -43,6 +45,9 @@ struct relay_info {
 	int64_t paused_until_ms; /* 0 or in the past: not paused */
 	unsigned limit;		 /* sessions allowed now (concurrency feedback) */
 	unsigned max_sessions;	 /* the configured ceiling */
+	/* Sessions that failed before they could send, by enum smtpc_class
+	 * (RELAY_N_CLASSES entries; [SMTPC_OK] stays 0). */
+	const uint64_t *setup_failures;
 };
 /* Fills up to max entries in configured order; returns the number of relays. */
 size_t relay_pool_info(const struct relay_pool *pool, struct relay_info *out, size_t max);

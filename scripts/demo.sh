@@ -101,10 +101,10 @@ ready() {
 		cat "$WORK/pickupd.log" >&2
 		exit 1
 	fi
-	grep -q 'pickupd: ready' "$WORK/pickupd.log"
+	grep -q ' pickupd\[[0-9]*\]: ready' "$WORK/pickupd.log"
 }
 wait_until "$TIMEOUT" "pickupd to be ready" ready
-grep 'pickupd: ready' "$WORK/pickupd.log"
+grep ' pickupd\[[0-9]*\]: ready' "$WORK/pickupd.log"
 
 # drop NAME: stdin to a dot-temp file, then rename into the pickup dir, the
 # way a well-behaved writer hands over a finished file.

@@ -22,9 +22,11 @@ set -eu
 #   dpkg-dev                              dpkg-shlibdeps: the .deb's library dependencies (CPack)
 #   lintian                               checks the .deb against Debian policy (test_package)
 #   systemd                               systemd-sysusers/-tmpfiles, run by the .deb's postinst
+#   pflogsumm                             test_logs: Postfix's log summariser reads pickupd's log
+#   python3-yaml                          test_metrics reads the shipped Prometheus alert rules
 PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libssl-dev libmagic-dev libjansson-dev libcmocka-dev python3-aiosmtpd postfix openssl file
-scdoc man-db groff-base dpkg-dev lintian systemd"
+scdoc man-db groff-base dpkg-dev lintian systemd pflogsumm python3-yaml"
 
 installed() {
 	[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]

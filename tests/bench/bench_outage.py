@@ -126,7 +126,7 @@ def main():
         time.sleep(a.drain)
         with open(log) as f:
             f.seek(logpos)
-            sent = re.findall(r"^pickupd: ([0-9A-F]{20}): to=<[^>]*>, .*status=sent", f.read(),
+            sent = re.findall(r" pickupd/smtp\[\d+\]: ([0-9A-F]{20}): to=<[^>]*>, .*status=sent", f.read(),
                               re.M)
         seen, ids = set(), []
         for q in sent:

@@ -66,13 +66,22 @@ logging.getLogger("mail.log").setLevel(
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "WARNING: ThreadSanitizer")
 
-# One log line per delivered recipient, e.g.
-# "pickupd: 4F2A9C1D0B: to=<a@b>, relay=test[127.0.0.1]:2525, delay=0.02, status=sent (250 OK)"
+# The header pickupd writes before each line on stderr (not read by journald):
+# "2024-05-01T12:00:00.123456+02:00 host pickupd/smtp[42]: " (test_logs.py checks it).
+# Pickupd.log_text() shows it as "pickupd: ", so that tests match the text itself.
+LOG_HEADER_RE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d \S+ "
+    r"(?P<prog>pickupd)(?:/(?P<service>[a-z]+))?\[(?P<pid>\d+)\]: ", re.M)
+
+# One log line per recipient and attempt, e.g. "pickupd: 4F2A9C1D0B: to=<a@b>,
+# relay=test[127.0.0.1]:2525, delay=0.02, delays=0/0.01/0.00/0.01, dsn=2.0.0,
+# status=sent (250 OK), relay_name=test"
 # The "pickupd: " ident is optional so the pattern survives a change of ident.
 STATUS_RE = (r"^(?:[\w.\[\]-]+: )?(?P<qid>[0-9A-Za-z._-]+): to=<(?P<rcpt>[^>]*)>, "
              r"relay=(?P<relay>[^\s\[]+)\[(?P<ip>[^\]]*)\]:(?P<port>\d+), "
-             r"delay=(?P<delay>\d+(?:\.\d+)?), status=(?P<status>sent|deferred|bounced) "
-             r"\((?P<reply>.*)\)$")
+             r"delay=(?P<delay>\d+(?:\.\d+)?), delays=(?P<delays>[\d.]+(?:/[\d.]+){3}), "
+             r"dsn=(?P<dsn>[245]\.\d{1,3}\.\d{1,3}), status=(?P<status>sent|deferred|bounced) "
+             r"\((?P<reply>.*)\), relay_name=(?P<relay_name>\S+)$")
 
 
 def status_re(status="sent", rcpt=None):
@@ -976,8 +985,8 @@ class Pickupd:
 
     # -- logs
 
-    def log_text(self, all_runs=False):
-        """The daemon's stderr+stdout of this run (or of all runs)."""
+    def raw_log_text(self, all_runs=False):
+        """The daemon's stderr+stdout of this run (or of all runs), as written."""
         try:
             with open(self.logfile, "rb") as f:
                 if not all_runs:
@@ -985,6 +994,11 @@ class Pickupd:
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+    def log_text(self, all_runs=False):
+        """raw_log_text with each line's header (time, host, program[pid]) shown
+        as "pickupd: "."""
+        return LOG_HEADER_RE.sub(r"\g<prog>: ", self.raw_log_text(all_runs))
 
     def log_tail(self, n=60):
         return "\n".join(self.log_text(all_runs=True).splitlines()[-n:])
@@ -1065,7 +1079,7 @@ def make_message(sender, rcpts, subject="test", body="hello\n", x_sender=False):
 
 def claim_qid(d, filename, timeout=30):
     """The queue ID pickupd gave pickup/FILENAME (from its claim line)."""
-    m = d.wait_log(r"(?:^|\s)(?P<qid>[0-9A-Za-z._-]+): pickup=[^,]+, file=%s,"
+    m = d.wait_log(r"(?:^|\s)(?P<qid>[0-9A-Za-z._-]+): uid=\d+, pickup=[^,]+, file=%s,"
                    % re.escape(filename), timeout=timeout)
     return m[0].group("qid")
 
@@ -1391,7 +1405,12 @@ def _selftest():
           and not crlf_ok(b"a\rb\r\n"))
     check("status_re", status_re("sent", "b@x").search(
         "pickupd: 4F2A9C1D0B: to=<b@x>, relay=test[127.0.0.1]:2525, delay=0.02, "
-        "status=sent (250 2.0.0 ok)") is not None)
+        "delays=0/0.01/0/0.01, dsn=2.0.0, status=sent (250 2.0.0 (ok)), relay_name=t")
+          .group("reply") == "250 2.0.0 (ok)")
+    check("log_text", LOG_HEADER_RE.sub(r"\g<prog>: ", (
+        "2024-05-01T12:00:00.123456+02:00 host pickupd/smtp[42]: A: removed\n"
+        "2024-05-01T12:00:00.123456-00:30 h pickupd[42]: ready\n"))
+          == "pickupd: A: removed\npickupd: ready\n")
     print("selftest: all ok")
 
 

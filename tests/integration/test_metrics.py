@@ -1,16 +1,25 @@
 """The Prometheus endpoint ([metrics] listen): scraped with urllib, its values
 follow deliveries, refusals (5xx), deferrals, a paused relay and the spool's
-state directories; wrong paths and methods get 404/405; nothing listens when
-it is not configured."""
+state directories; notifications to senders (DSNs) are counted apart from
+writers' mail; a session that fails TLS is counted by class; wrong paths and
+methods get 404/405; nothing listens when it is not configured. Every metric
+that the shipped Grafana dashboard and Prometheus alert rules use is served."""
 
+import json
 import os
 import re
 import socket
 import urllib.error
 import urllib.request
 
+import yaml
+
 import harness
 from harness import Pickupd, SmtpServer, status_re, wait_for
+
+SRC = os.environ.get("PICKUPD_SRC_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+DASHBOARD = os.path.join(SRC, "config", "grafana", "pickupd.json")
+ALERTS = os.path.join(SRC, "config", "prometheus", "pickupd-alerts.yml")
 
 
 def free_port():
@@ -21,11 +30,15 @@ def free_port():
     return port
 
 
-def scrape(port, path="/metrics"):
+def scrape_text(port, path="/metrics"):
     with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
         assert r.status == 200, r.status
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
-        text = r.read().decode()
+        return r.read().decode()
+
+
+def scrape(port, path="/metrics"):
+    text = scrape_text(port, path)
     values = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -52,17 +65,25 @@ def test_metrics_follow_deliveries():
         assert v["pickupd_up"] == 1, v
         for s in ("queue", "deferred", "hold", "badmail"):
             assert v['pickupd_queue_messages{state="%s"}' % s] == 0, v
-        assert v["pickupd_delivered_total"] == 0 and v["pickupd_bounced_total"] == 0, v
+        assert v["pickupd_recipients_delivered_total"] == 0, v
+        assert v["pickupd_recipients_bounced_total"] == 0, v
         assert v['pickupd_relay_paused{relay="test"}'] == 0, v
 
         d.drop("a.eml", msg("a", "x@example.net, y@example.net"))
         d.drop("b.eml", msg("b", "z@example.net, fail550@example.net"))
         d.wait_log(status_re("sent"), count=3)
         d.wait_log(r": moved to badmail: ")
-        wait_for(lambda: scrape(port)["pickupd_delivered_total"] == 3,
-                 what="delivered_total == 3")
+        wait_for(lambda: scrape(port)["pickupd_recipients_delivered_total"] == 3,
+                 what="recipients_delivered_total == 3")
         v = scrape(port)
-        assert v["pickupd_bounced_total"] == 1, v
+        assert v["pickupd_recipients_bounced_total"] == 1, v
+        assert v["pickupd_messages_received_total"] == 2, v
+        assert v["pickupd_sent_bytes_total"] > 0, v
+        # Each delivered recipient's delay, in the histogram's buckets.
+        assert v["pickupd_delivery_delay_seconds_count"] == 3, v
+        assert v['pickupd_delivery_delay_seconds_bucket{le="+Inf"}'] == 3, v
+        assert v['pickupd_delivery_delay_seconds_bucket{le="30"}'] == 3, v
+        assert 0 < v["pickupd_delivery_delay_seconds_sum"] < 90, v
         assert v['pickupd_queue_messages{state="badmail"}'] == 1, v
         assert v['pickupd_queue_messages{state="queue"}'] == 0, v
         assert v["pickupd_sessions_opened_total"] >= 1, v
@@ -76,8 +97,8 @@ def test_metrics_follow_deliveries():
         wait_for(lambda: scrape(port)['pickupd_queue_messages{state="deferred"}'] == 1,
                  what="one deferred message in the metrics")
         v = scrape(port)
-        assert v["pickupd_deferred_total"] >= 1, v
-        assert v["pickupd_queue_oldest_seconds"] >= 0, v
+        assert v["pickupd_recipients_deferred_total"] >= 1, v
+        assert v["pickupd_queue_oldest_message_age_seconds"] >= 0, v
         # Paused for a second after the failure: either value may be seen.
         assert v['pickupd_relay_paused{relay="test"}'] in (0, 1), v
 
@@ -100,6 +121,74 @@ def test_metrics_follow_deliveries():
         slow.sendall(b"GET /metrics HTTP/1.0\r\n")
         assert scrape(port)["pickupd_up"] == 1
         slow.close()
+
+
+def test_notifications_counted_apart():
+    """A 5xx makes a failure notice to the sender: delivered on its own
+    counters, not as writers' mail."""
+    port = free_port()
+    conf = dict(config(port), bounce={"enabled": "yes", "rate_limit": "0"})
+    with SmtpServer() as srv, Pickupd(relay=srv, config=conf) as d:
+        d.drop("a.eml", msg("a", "x@example.net, fail550@example.net"))
+        d.wait_log(status_re("sent", "s@example.org"))
+        wait_for(lambda: scrape(port)["pickupd_dsn_sent_total"] == 1, what="dsn_sent_total == 1")
+        v = scrape(port)
+        assert v["pickupd_recipients_delivered_total"] == 1, v
+        assert v["pickupd_recipients_bounced_total"] == 1, v
+        assert v['pickupd_dsn_created_total{type="failure"}'] == 1, v
+        assert v['pickupd_dsn_created_total{type="delay"}'] == 0, v
+        assert v["pickupd_dsn_failed_total"] == 0 and v["pickupd_dsn_deferred_total"] == 0, v
+        assert v["pickupd_delivery_delay_seconds_count"] == 1, v
+
+
+def test_session_failures_by_class():
+    """A relay without the STARTTLS it must offer: counted as a tls failure."""
+    port = free_port()
+    conf = dict(config(port))
+    conf["relay test"] = {"tls": "starttls"}
+    with SmtpServer() as srv, Pickupd(relay=srv, config=conf) as d:
+        d.drop("a.eml", msg("a", "x@example.net"))
+        d.wait_log(status_re("deferred", "x@example.net"))
+        key = 'pickupd_relay_session_failures_total{relay="test",class="%s"}'
+        wait_for(lambda: scrape(port)[key % "tls"] >= 1, what="one tls failure counted")
+        v = scrape(port)
+        for c in ("connection", "protocol", "auth", "temporary", "permanent"):
+            assert v[key % c] == 0, (c, v)
+        assert v['pickupd_relay_paused{relay="test"}'] in (0, 1), v
+
+
+def names_used(expr):
+    """The pickupd metric names a PromQL expression reads."""
+    return set(re.findall(r"\b(pickupd_[a-z0-9_]+)\b", expr))
+
+
+def test_dashboard_and_alerts_use_served_metrics():
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"]["query"] for v in dash["templating"]["list"]
+              if isinstance(v.get("query"), dict)]
+    with open(ALERTS) as f:
+        rules = yaml.safe_load(f)
+    alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+    exprs += alerts.values()
+    # What the issue asks the rules to watch.
+    for want in ("PickupdQueueGrowing", "PickupdOldestMessageOld", "PickupdRelayPaused",
+                 "PickupdRelayTLSFailures", "PickupdRelayAuthFailures"):
+        assert want in alerts, sorted(alerts)
+    used = set().union(*(names_used(e) for e in exprs))
+    assert len(used) >= 15, sorted(used)
+
+    port = free_port()
+    with SmtpServer() as srv, Pickupd(relay=srv, config=config(port)):
+        text = scrape_text(port)
+    served = set(re.findall(r"^(pickupd_[a-z0-9_]+)[{ ]", text, re.M))
+    assert used <= served, "used but not served: %s" % sorted(used - served)
+    # Prometheus conventions: counters end in _total, histograms have a unit.
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
+        assert (kind == "counter") == name.endswith("_total"), (name, kind)
+        if kind == "histogram":
+            assert name.endswith("_seconds") or name.endswith("_bytes"), name
 
 
 def test_metrics_off_and_bad_listen():

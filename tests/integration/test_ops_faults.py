@@ -93,7 +93,7 @@ def test_hostile_names_and_replies_escaped_in_log():
         ctl = sorted({b for b in raw if (b < 0x20 and b != 0x0A) or b == 0x7F})
         assert not ctl, "raw control bytes %r in the log:\n%s" % (ctl, d.log_tail())
         # The envelope file writes the name the same way.
-        qid = d.wait_log(r"^pickupd: (\S+): pickup=default, file=ok")[0].group(1)
+        qid = d.wait_log(r"^pickupd: (\S+): uid=\d+, pickup=default, file=ok")[0].group(1)
         env = b""
         for state in ("badmail", "queue", "deferred"):
             p = os.path.join(d.spool, state, qid)

@@ -30,7 +30,7 @@ def crlf(b):
 
 
 def claim_line(d, name):
-    m = d.wait_log(r"^pickupd: (?P<qid>\S+): pickup=(?P<pickup>[^,]+), file=%s, "
+    m = d.wait_log(r"^pickupd: (?P<qid>\S+): uid=\d+, pickup=(?P<pickup>[^,]+), file=%s, "
                    r"from=<(?P<from>[^>]*)>, nrcpt=(?P<n>\d+)" % re.escape(name))
     return m[0]
 

@@ -156,7 +156,7 @@ def test_badmail_moved_back_is_a_new_submission():
             t = srv.wait_messages(1)[0]
             assert t.rcpt_tos == ["b@example.net", "c@example.net"] and \
                 t.header("Subject") == ["back"], t
-            qid3 = d.wait_log(r"^pickupd: (\S+): pickup=loose, file=first\.eml, ")[0].group(1)
+            qid3 = d.wait_log(r"^pickupd: (\S+): uid=\d+, pickup=loose, file=first\.eml, ")[0].group(1)
             assert len({qid1, qid2, qid3}) == 3
 
 

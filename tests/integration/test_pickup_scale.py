@@ -83,7 +83,7 @@ def test_two_instances_one_folder():
             got = tags(srv.messages)
             assert len(got) == n, "%d messages for %d files" % (len(got), n)
             assert set(got) == {"shared-%06d" % i for i in range(n)}
-            claim = r"^pickupd: \S+: pickup=default, file=shared-\d+\.eml, "
+            claim = r"^pickupd: \S+: uid=\d+, pickup=default, file=shared-\d+\.eml, "
             ca, cb = len(a.log_matches(claim)), len(b.log_matches(claim))
             assert ca + cb == n, (ca, cb)
             assert ca > 0 and cb > 0, "one instance claimed nothing: %d / %d" % (ca, cb)

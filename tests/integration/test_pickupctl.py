@@ -40,7 +40,7 @@ def ids_in(d, state):
 
 def id_of(d, subject):
     """Queue ID of the message claimed with this subject (from the claim log)."""
-    for m in d.log_matches(r"^(?:pickupd: )?([0-9A-F]{20}): pickup=[^,]+, file=%s\.eml,"
+    for m in d.log_matches(r"^(?:pickupd: )?([0-9A-F]{20}): uid=\d+, pickup=[^,]+, file=%s\.eml,"
                            % re.escape(subject)):
         return m.group(1)
     raise AssertionError("no claim line for %s:\n%s" % (subject, d.log_text()))

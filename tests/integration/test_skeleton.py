@@ -54,7 +54,7 @@ def test_walking_skeleton():
             assert x.group("ip") == "127.0.0.1" and int(x.group("port")) == srv.port, x.group(0)
             assert x.group("reply").startswith("250"), x.group(0)
         qid = lines[0].group("qid")
-        claim = d.log_matches(r"\b%s: pickup=[^,]+, file=skeleton\.eml, from=<%s>, nrcpt=3, "
+        claim = d.log_matches(r"\b%s: uid=\d+, pickup=[^,]+, file=skeleton\.eml, from=<%s>, nrcpt=3, "
                               r"size=\d+" % (re.escape(qid), re.escape(SENDER)))
         assert claim, "no claim line for %s:\n%s" % (qid, d.log_text())
         d.wait_log(r"\b%s: removed\b" % re.escape(qid))

@@ -93,7 +93,9 @@ static void config_full(void **state)
 			   "[control]\n"
 			   "socket = /run/p/ctl.sock\n"
 			   "[metrics]\n"
-			   "listen = 127.0.0.1:9325\n";
+			   "listen = 127.0.0.1:9325\n"
+			   "[log]\n"
+			   "syslog = yes\n";
 	struct config *c = parse_ok(text);
 
 	assert_string_equal(c->path, "t.conf");
@@ -160,6 +162,7 @@ static void config_full(void **state)
 	assert_int_equal(c->bounce.rate_limit, 0);
 	assert_string_equal(c->control.socket, "/run/p/ctl.sock");
 	assert_string_equal(c->metrics.listen, "127.0.0.1:9325");
+	assert_true(c->log.syslog);
 	assert_ptr_equal(config_find_relay(c, "main"), r);
 	assert_null(config_find_relay(c, "other"));
 	config_free(c);
@@ -225,6 +228,7 @@ static void config_defaults(void **state)
 	assert_int_equal(c->bounce.rate_limit, 60);
 	assert_string_equal(c->control.socket, "/s/control.sock");
 	assert_string_equal(c->metrics.listen, "");
+	assert_false(c->log.syslog);
 	config_free(c);
 }
 

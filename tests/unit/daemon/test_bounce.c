@@ -285,6 +285,34 @@ static void bounce_status_mapping(void **state)
 	}
 }
 
+/* The log's dsn= for each outcome: the reply's code only within its own
+ * class (a 2xx code says nothing about a failure, nor the reverse). */
+static void bounce_status_of_outcomes(void **state)
+{
+	static const struct {
+		const char *reply;
+		int klass;
+		const char *want;
+	} rows[] = {
+	    {"250 2.0.0 Ok: queued as 1A2B3C", 2, "2.0.0"},
+	    {"250 2.1.5 ok", 2, "2.1.5"},
+	    {"250 ok", 2, "2.0.0"},
+	    {NULL, 2, "2.0.0"},
+	    {"550 2.1.5 odd", 5, "5.0.0"},
+	    {"250 5.1.1 odd", 2, "2.0.0"},
+	    {"451 4.3.0 try later", 4, "4.3.0"},
+	    {"550 5.1.1 no such user", 4, "4.1.1"},
+	    {"message expired after 5 s in the queue; last reply: none", 5, "5.4.7"},
+	};
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		char out[40];
+		bounce_status(rows[i].reply, rows[i].klass, out, sizeof(out));
+		print_message("row %zu: %s\n", i, rows[i].reply ? rows[i].reply : "(null)");
+		assert_string_equal(out, rows[i].want);
+	}
+}
+
 /* ---- the delay warning ------------------------------------------------------------------- */
 
 static void bounce_delay_warning_form(void **state)
@@ -525,6 +553,7 @@ int main(void)
 	    cmocka_unit_test(bounce_report_structure),
 	    cmocka_unit_test(bounce_without_headers_has_two_parts),
 	    cmocka_unit_test(bounce_status_mapping),
+	    cmocka_unit_test(bounce_status_of_outcomes),
 	    cmocka_unit_test(bounce_delay_warning_form),
 	    cmocka_unit_test(bounce_delay_warning_retry_until),
 	    cmocka_unit_test(bounce_dsn_parameters),

@@ -30,6 +30,10 @@
 
 #define ID    "20231114221320AB12CD"
 #define RELAY "relay.test[192.0.2.1]:587"
+/* Loaded 250 ms before NOW on a session whose setup took 100 ms: the log's
+ * delays= is 0/(age - 0.35)/0.10/0.25. */
+static const struct policy_where WHERE = {
+    .peer = RELAY, .relay_name = "primary", .dispatch_ms = NOW - 250, .setup_ms = 100};
 
 /*
  * Recipients, one letter each.
@@ -74,7 +78,9 @@ static const struct row rows[] = {
      .action = POLICY_REMOVE,
      .after = "S",
      .next = NONE,
-     .log = {ID ": to=<r0@example.org>, relay=" RELAY ", delay=1.00, status=sent (250 2.0.0 ok)\n"},
+     .log = {ID ": to=<r0@example.org>, relay=" RELAY
+		", delay=1.00, delays=0/0.65/0.10/0.25, dsn=2.0.0, "
+		"status=sent (250 2.0.0 ok), relay_name=primary\n"},
      .log_lines = 1},
     {.name = "CONN defers",
      .init = "P",
@@ -86,7 +92,8 @@ static const struct row rows[] = {
      .after = "D",
      .next = MIN,
      .log = {"to=<r0@example.org>, relay=" RELAY
-	     ", delay=1.00, status=deferred (connect to relay.test: Connection refused)\n"},
+	     ", delay=1.00, delays=0/0.65/0.10/0.25, dsn=4.0.0, status=deferred (connect to "
+	     "relay.test: Connection refused), relay_name=primary\n"},
      .log_lines = 1},
     {.name = "CONN without words",
      .init = "P",
@@ -175,11 +182,14 @@ static const struct row rows[] = {
      .action = POLICY_DEFER,
      .after = "SDF",
      .next = MIN,
-     .log = {"to=<r0@example.org>, relay=" RELAY ", delay=2.00, status=sent (250 2.0.0 ok)",
+     .log = {"to=<r0@example.org>, relay=" RELAY
+	     ", delay=2.00, delays=0/1.65/0.10/0.25, dsn=2.0.0, status=sent (250 2.0.0 ok)",
 	     "to=<r1@example.org>, relay=" RELAY
-	     ", delay=2.00, status=deferred (450 4.2.1 mailbox busy)",
+	     ", delay=2.00, delays=0/1.65/0.10/0.25, dsn=4.2.1, status=deferred (450 4.2.1 "
+	     "mailbox busy)",
 	     "to=<r2@example.org>, relay=" RELAY
-	     ", delay=2.00, status=bounced (550 5.1.1 no such user)"},
+	     ", delay=2.00, delays=0/1.65/0.10/0.25, dsn=5.1.1, status=bounced (550 5.1.1 no "
+	     "such user)"},
      .log_lines = 3},
     {.name = "sent, sent, unknown",
      .init = "PPP",
@@ -229,7 +239,9 @@ static const struct row rows[] = {
      .next = NONE,
      .bounce = true,
      .reason = "delivery failed for 1 recipient(s) after 3 attempt(s): 550 5.1.1 earlier refusal",
-     .log = {"to=<r1@example.org>, relay=" RELAY ", delay=3600.00, status=sent"},
+     .log = {"to=<r1@example.org>, relay=" RELAY
+	     ", delay=3600.00, delays=0/3599.65/0.10/0.25, dsn=2.0.0, "
+	     "status=sent"},
      .nolog = "to=<r0@",
      .log_lines = 1},
     {.name = "deferred recipient goes at last",
@@ -358,7 +370,8 @@ static const struct row rows[] = {
      .next = NONE,
      .bounce = false,
      .reason = "delivery failed for 1 recipient(s)",
-     .log = {"status=bounced (550 5.1.1 no such user)\n", ID ": not bounced: the sender is <>\n"},
+     .log = {"status=bounced (550 5.1.1 no such user), relay_name=primary\n",
+	     ID ": not bounced: the sender is <>\n"},
      .log_lines = 2},
     {.name = "<> expired: badmail, not bounced",
      .sender = "",
@@ -409,7 +422,8 @@ static const struct row rows[] = {
      .action = POLICY_DEFER,
      .after = "D",
      .next = MIN,
-     .log = {"status=deferred (lost connection with relay.test after end of data)\n",
+     .log = {"status=deferred (lost connection with relay.test after end of data), "
+	     "relay_name=primary\n",
 	     ID ": warning: connection lost after the end of data; the message may be "
 		"delivered twice\n"},
      .log_lines = 2},
@@ -737,7 +751,7 @@ static unsigned count_lines(const char *s)
 
 static void decide(struct fixture *f, const struct row *w, struct policy_outcome *o)
 {
-	policy_decide(&f->retry, &f->bounce, &f->env, &f->txn, RELAY, NOW, w->rnd, o);
+	policy_decide(&f->retry, &f->bounce, &f->env, &f->txn, &WHERE, NOW, w->rnd, o);
 }
 
 /* Prints the row's name when an assertion fails. */
