@@ -247,20 +247,6 @@ static void ro_check_cb(uv_check_t *h)
 	stop(pd, "the spool is read-only");
 }
 
-/* The [pickup NAME] a claim record names; folder 0 when it is unknown. */
-static const struct config_pickup *origin_pickup(struct pickupd *pd, const char *name,
-						 const char *id)
-{
-	for (size_t i = 0; name && i < pd->cfg->n_pickups; i++)
-		if (strcmp(pd->cfg->pickups[i].name, name) == 0)
-			return &pd->cfg->pickups[i];
-	if (name)
-		log_warn("%s: recovered content came from [pickup %s], which is no longer "
-			 "configured; taken as from [pickup %s]",
-			 id, name, pd->cfg->pickups[0].name);
-	return &pd->cfg->pickups[0];
-}
-
 /* Orphaned content (a claim cut short): parse it again as if just picked up,
  * as from the folder its claim record names. */
 static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
@@ -269,7 +255,7 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		struct ingest_job ij;
 		memset(&ij, 0, sizeof(ij));
 		ij.job.pd = pd;
-		ij.pickup = origin_pickup(pd, rec->orphan_pickups[i], rec->orphans[i]);
+		ij.pickup = ingest_origin_pickup(pd, rec->orphan_pickups[i], rec->orphans[i]);
 		ij.origin_file = rec->orphan_files[i];
 		ij.dir_fd = pd->spool.data_fd;
 		ij.name = xstrdup(rec->orphans[i]);

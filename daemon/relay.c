@@ -34,6 +34,7 @@
 #include "common/log.h"
 #include "daemon/bounce.h"
 #include "daemon/credprobe.h"
+#include "daemon/ingest.h"
 #include "daemon/policy.h"
 #include "daemon/sched.h"
 #include "daemon/secret.h"
@@ -97,6 +98,13 @@ struct relay_pool {
 	unsigned probes_in_flight;
 	unsigned loads_in_flight;
 	unsigned records_in_flight;
+	/* Removals waiting for a removal job: one job at a time while fewer
+	 * than a batch wait, so that those arriving meanwhile share its fsync of
+	 * data/; more (up to REMOVE_JOBS) when a full batch waits, so the list
+	 * cannot grow while jobs wait behind ingest in the pool's queue. */
+	struct delivery *rm_head, *rm_tail;
+	size_t rm_waiting;
+	unsigned rm_running;
 	bool stopping;
 	bool closed_timer;
 };
@@ -107,6 +115,7 @@ enum load_result {
 	LOAD_NONE,	  /* gone meanwhile, or the spool is read-only: nothing to do */
 	LOAD_MOVE_FAILED, /* deferred/ -> queue/ failed (err) */
 	LOAD_CORRUPT,	  /* the envelope is damaged (why); moved to badmail */
+	LOAD_TORN,	  /* a lazy first envelope never completely written (why) */
 	LOAD_UNREADABLE,  /* the envelope cannot be read now (why) */
 	LOAD_NO_CONTENT,  /* the content cannot be opened (err); moved to badmail */
 	LOAD_MARK_FAILED, /* the being-sent mark cannot be set (err) */
@@ -119,7 +128,7 @@ struct delivery {
 	struct session *s;	    /* the session it is loaded for; NULL once that closed */
 	struct sched_item item;	    /* what was due */
 	enum load_result loaded;    /* set by load_fn */
-	char *load_why;		    /* LOAD_CORRUPT, LOAD_UNREADABLE: the reason */
+	char *load_why;		    /* LOAD_CORRUPT, LOAD_TORN, LOAD_UNREADABLE: the reason */
 	bool defer;		    /* no relay can take it (defer_due): record defer_cls */
 	enum smtpc_class defer_cls; /* with the reply defer_why */
 	char *defer_why;
@@ -135,6 +144,7 @@ struct delivery {
 	char bounce_id[SPOOL_ID_LEN + 1];
 	int bounce_err;
 	int err;
+	struct delivery *rm_next; /* in the pool's removal list */
 };
 
 #define RELAY_CRED_CHECK_MS 1000 /* a paused relay's password file is looked at this often */
@@ -293,6 +303,80 @@ static void record_done(struct job *j)
 	relay_pool_wake(pool);
 }
 
+/* ---- removals in batches ------------------------------------------------------------ */
+
+#define REMOVE_BATCH 64
+#define REMOVE_JOBS  4
+
+/* Deliveries whose message is done, removed by one pool job. */
+struct removal_batch {
+	struct job job;
+	struct relay_pool *pool;
+	struct delivery *d[REMOVE_BATCH];
+	size_t n;
+};
+
+static void removal_fn(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	char *ids[REMOVE_BATCH];
+	int errs[REMOVE_BATCH];
+	for (size_t i = 0; i < b->n; i++)
+		ids[i] = b->d[i]->env.id;
+	/* spool_remove for each, one fsync of data/ for all; an EROFS here
+	 * marks the spool read-only as spool_remove would (main.c stops). */
+	spool_remove_many(&j->pd->spool, ids, b->n, SPOOL_QUEUE, errs);
+	for (size_t i = 0; i < b->n; i++)
+		b->d[i]->err = errs[i];
+}
+
+static void removal_pump(struct relay_pool *pool);
+
+static void removal_done(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	struct relay_pool *pool = b->pool;
+	pool->rm_running--;
+	for (size_t i = 0; i < b->n; i++) {
+		b->d[i]->job.pd = j->pd;
+		record_done(&b->d[i]->job);
+	}
+	free(b);
+	removal_pump(pool);
+}
+
+static void removal_pump(struct relay_pool *pool)
+{
+	while (pool->rm_head && pool->rm_running < REMOVE_JOBS &&
+	       (pool->rm_running == 0 || pool->rm_waiting >= REMOVE_BATCH)) {
+		struct removal_batch *b = xcalloc(1, sizeof(*b));
+		b->pool = pool;
+		while (b->n < REMOVE_BATCH && pool->rm_head) {
+			struct delivery *d = pool->rm_head;
+			pool->rm_head = d->rm_next;
+			b->d[b->n++] = d;
+		}
+		if (pool->rm_head == NULL)
+			pool->rm_tail = NULL;
+		pool->rm_waiting -= b->n;
+		pool->rm_running++;
+		job_submit(pool->pd, &b->job, removal_fn, removal_done);
+	}
+}
+
+/* A delivered message is removed with the others done meanwhile. */
+static void removal_add(struct relay_pool *pool, struct delivery *d)
+{
+	d->rm_next = NULL;
+	if (pool->rm_tail)
+		pool->rm_tail->rm_next = d;
+	else
+		pool->rm_head = d;
+	pool->rm_tail = d;
+	pool->rm_waiting++;
+	removal_pump(pool);
+}
+
 /* Bounces are spaced out (rate_limit per minute) so a broken relay cannot
  * cause a storm; none is dropped, later ones just wait in deferred/. */
 static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *b, int64_t now)
@@ -322,7 +406,10 @@ static void record(struct delivery *d)
 	if (d->out.warn || d->out.bounce)
 		d->bounce_due = bounce_slot(pool, &cfg->bounce, now);
 	pool->records_in_flight++;
-	job_submit(pool->pd, &d->job, record_fn, record_done);
+	if (d->out.action == POLICY_REMOVE)
+		removal_add(pool, d);
+	else
+		job_submit(pool->pd, &d->job, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -354,7 +441,12 @@ static void load_fn(struct job *j)
 		goto out;
 	}
 	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &why) < 0) {
-		if (errno == EBADMSG) {
+		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
+		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
+			/* A first envelope whose writeback a crash lost: the
+			 * content is durable and says it all again. */
+			d->loaded = LOAD_TORN;
+		} else if (errno == EBADMSG) {
 			/* Quarantined where operators look, the rest keeps flowing. */
 			d->loaded = LOAD_CORRUPT;
 			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
@@ -455,6 +547,10 @@ static void load_done(struct job *j)
 		break;
 	case LOAD_CORRUPT:
 		log_error("%s: %s; moved to badmail", id, d->load_why);
+		break;
+	case LOAD_TORN:
+		log_warn("%s: envelope torn (%s); ingesting the content again", id, d->load_why);
+		ingest_recover(pd, id);
 		break;
 	case LOAD_UNREADABLE:
 		log_error("%s: %s", id, d->load_why);
