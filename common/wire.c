@@ -22,6 +22,34 @@ void wire_filter_init(struct wire_filter *f, const struct wire_edit *edits, size
 	f->at_line_start = true;
 }
 
+/* Octets >= 0x80 in p[0..n), eight at a time. */
+static uint64_t count_8bit(const char *p, size_t n)
+{
+	uint64_t c = 0;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		/* One bit per high octet, summed by a multiply (no popcnt call). */
+		uint64_t hi = (w >> 7) & 0x0101010101010101ULL;
+		c += (hi * 0x0101010101010101ULL) >> 56;
+	}
+	for (; i < n; i++)
+		c += (unsigned char)p[i] >= 0x80;
+	return c;
+}
+
+/* Length of the run of octets before the first CR or LF (memchr is
+ * vectorised; a byte loop here was a fifth of the daemon's CPU on 1 MiB
+ * messages). */
+static size_t run_len(const char *p, size_t n)
+{
+	const char *lf = memchr(p, '\n', n);
+	size_t lim = lf ? (size_t)(lf - p) : n;
+	const char *cr = memchr(p, '\r', lim);
+	return cr ? (size_t)(cr - p) : lim;
+}
+
 /* Emits n content octets (no CR, no LF): RFC 5321 4.5.2 stuffing of a
  * leading '.', and a CRLF SP fold whenever the line would exceed 998 octets. */
 static void put_run(struct wire_filter *f, const char *p, size_t n, struct buf *out)
@@ -40,8 +68,7 @@ static void put_run(struct wire_filter *f, const char *p, size_t n, struct buf *
 		size_t k = WIRE_MAX_LINE - f->out_col;
 		if (k > n)
 			k = n;
-		for (size_t i = 0; i < k; i++)
-			f->eightbit += (unsigned char)p[i] >= 0x80;
+		f->eightbit += count_8bit(p, k);
 		buf_append(out, p, k);
 		f->out_col += k;
 		p += k;
@@ -99,9 +126,7 @@ static void put_text(struct wire_filter *f, const char *p, size_t n, bool from_i
 			i++;
 			continue;
 		}
-		size_t j = i + 1;
-		while (j < n && p[j] != '\r' && p[j] != '\n')
-			j++;
+		size_t j = i + 1 + run_len(p + i + 1, n - i - 1);
 		put_run(f, p + i, j - i, out);
 		i = j;
 	}

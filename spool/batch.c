@@ -77,13 +77,19 @@ size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool
 		}
 		if (spool__hook("remove-data") < 0 ||
 		    (unlinkat(s->data_fd, ids[i], 0) < 0 && errno != ENOENT)) {
+			spool__note_error(s);
 			err_r[i] = errno;
 			continue;
 		}
+		spool__drop_record(s, ids[i]);
 		touched[i] = true;
 	}
 	/* Content gone durably is the record that a message is done. */
-	if (spool__hook("remove-datasync") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
+	bool any = false;
+	for (size_t i = 0; i < n; i++)
+		any |= touched[i];
+	if (any &&
+	    (spool__hook("remove-datasync") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0))
 		fail_rest(touched, err_r, n, errno);
 	for (size_t i = 0; i < n; i++) {
 		if (!touched[i] || err_r[i] != 0)
@@ -91,8 +97,10 @@ size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool
 		/* Not fsynced, as spool_remove: an envelope that comes back
 		 * after a crash has no content and recovery drops it. */
 		if (spool__hook("remove-env") < 0 ||
-		    (unlinkat(s->state_fd[state], ids[i], 0) < 0 && errno != ENOENT))
+		    (unlinkat(s->state_fd[state], ids[i], 0) < 0 && errno != ENOENT)) {
+			spool__note_error(s);
 			err_r[i] = errno;
+		}
 	}
 	free(touched);
 	return count_ok(err_r, n);

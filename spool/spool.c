@@ -5,11 +5,14 @@
  * per-directory sync generations (struct spool_dirsync); the claim records
  * (data/<id>.from|.copy) and the being-sent mark (owner-execute bit).
  * Invariants: each transition is made durable (fsync of the file and of the
- * directories involved) before the call returns success: a shared directory
+ * directories involved) before the call returns success (the one exception,
+ * spool_env_create_lazy, writes what recovery can derive again from durable
+ * content): a shared directory
  * fsync covers a caller only if it started after the caller's rename/unlink;
  * content is removed before its envelope, so an envelope without content
  * means "done"; a claim record is made before the content enters data/ and
- * removed only after the envelope is durable; after the first EROFS (seen
+ * removed only after the envelope is durable (a lazy first envelope's
+ * record stays until the content is removed, with it); after the first EROFS (seen
  * by any write) no state change is attempted.
  */
 #include "spool/spool.h"
@@ -30,12 +33,13 @@
 
 /*
  * Group commit of one directory. Generations number directory fsyncs in the
- * order they start; several may run at once (the kernel batches concurrent
- * fsyncs into one journal commit, so making them wait in line would only add
- * latency). Right after its rename a caller takes a ticket: the generation
+ * order they start, and at most one runs at a time: callers that arrive while
+ * one runs wait for it, and the first of them then starts one that covers
+ * them all (each fsync is a device cache flush on the VM's journal-less ext4,
+ * and concurrent ones share flushes only partly, so one per batch is what
+ * saves them). Right after its rename a caller takes a ticket: the generation
  * the next fsync to start will have. An fsync of that generation or later
- * started after the rename, so its success covers it: the caller waits for
- * one that is already running, or starts one itself. A failed fsync fails
+ * started after the rename, so its success covers it. A failed fsync fails
  * every caller whose ticket was taken before it finished (it may have eaten
  * their error report: fsyncgate), and the directory is reopened.
  */
@@ -46,6 +50,7 @@ struct spool_dirsync {
 	uint64_t max_done; /* highest generation finished */
 	uint64_t failures; /* fsyncs that failed so far */
 	int failed_err;
+	bool running; /* an fsync of this directory is in flight */
 };
 
 struct dirsync_ticket {
@@ -234,9 +239,8 @@ static void reopen_dir(struct spool *s, int which)
 	close(fd);
 }
 
-static struct dirsync_ticket dir_ticket(struct spool *s, int which)
+static struct dirsync_ticket ticket_of(struct spool_dirsync *d)
 {
-	struct spool_dirsync *d = &s->dsync[which];
 	struct dirsync_ticket t;
 	pthread_mutex_lock(&d->lock);
 	t.need = d->started + 1;
@@ -245,27 +249,52 @@ static struct dirsync_ticket dir_ticket(struct spool *s, int which)
 	return t;
 }
 
-static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
+static struct dirsync_ticket dir_ticket(struct spool *s, int which)
 {
-	struct spool_dirsync *d = &s->dsync[which];
+	return ticket_of(&s->dsync[which]);
+}
+
+/* Reopens a directory outside the spool after a failed fsync, on the same
+ * descriptor number (see reopen_dir). */
+static void reopen_fd(int fd)
+{
+	int nfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (nfd < 0)
+		return;
+	dup2(nfd, fd);
+	close(nfd);
+}
+
+/* The group commit itself: which is a spool directory, or -1 for the
+ * directory open on *fdp (a pickup folder). */
+static int group_commit(struct spool *s, struct spool_dirsync *d, int which, int *fdp,
+			struct dirsync_ticket t)
+{
 	int err = 0;
 
 	pthread_mutex_lock(&d->lock);
 	while (d->max_done < t.need) {
-		if (d->started >= t.need) {
-			/* One that covers this caller is running: share it. */
+		if (d->running) {
+			/* It covers this caller (started >= need), or it started
+			 * before the caller's rename: then the caller leads the next. */
 			pthread_cond_wait(&d->done, &d->lock);
 			continue;
 		}
 		uint64_t gen = ++d->started;
+		d->running = true;
 		pthread_mutex_unlock(&d->lock);
 		int r = spool__hook("dir-fsync");
 		if (r == 0)
-			r = fsync(*dir_fd_of(s, which));
+			r = fsync(*fdp);
 		int e = r < 0 ? errno : 0;
-		if (r < 0 && e != EROFS)
-			reopen_dir(s, which);
+		if (r < 0 && e != EROFS) {
+			if (which >= 0)
+				reopen_dir(s, which);
+			else
+				reopen_fd(*fdp);
+		}
 		pthread_mutex_lock(&d->lock);
+		d->running = false;
 		if (r < 0) {
 			d->failures++;
 			d->failed_err = e;
@@ -285,12 +314,43 @@ static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
 	return 0;
 }
 
+static int dir_commit(struct spool *s, int which, struct dirsync_ticket t)
+{
+	return group_commit(s, &s->dsync[which], which, dir_fd_of(s, which), t);
+}
+
+struct spool_dirsync *spool_dirsync_new(void)
+{
+	struct spool_dirsync *d = xcalloc(1, sizeof(*d));
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->done, NULL);
+	return d;
+}
+
+void spool_dirsync_free(struct spool_dirsync *d)
+{
+	if (d == NULL)
+		return;
+	pthread_mutex_destroy(&d->lock);
+	pthread_cond_destroy(&d->done);
+	free(d);
+}
+
+int spool_fsync_dir_group(struct spool *s, struct spool_dirsync *d, int *fdp)
+{
+	if (d == NULL)
+		return spool_fsync_dir(*fdp);
+	return group_commit(s, d, -1, fdp, ticket_of(d));
+}
+
 int spool_fsync_dir_shared(struct spool *s, int which)
 {
 	return dir_commit(s, which, dir_ticket(s, which));
 }
 
-int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms)
+/* Writes a new file (O_EXCL); with sync, makes it durable (fsync). */
+static int write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms,
+		      bool sync)
 {
 	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -312,7 +372,7 @@ int spool__write_file(int dir_fd, const char *name, const char *data, size_t len
 		if (futimens(fd, ts) < 0)
 			goto fail;
 	}
-	if (spool__hook("write-fsync") < 0 || fsync(fd) < 0)
+	if (sync && (spool__hook("write-fsync") < 0 || fsync(fd) < 0))
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -326,6 +386,52 @@ fail:;
 	unlinkat(dir_fd, name, 0);
 	errno = saved;
 	return -1;
+}
+
+int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms)
+{
+	return write_file(dir_fd, name, data, len, mtime_ms, true);
+}
+
+int spool_env_create_lazy(struct spool *s, const struct spool_env *e)
+{
+	struct buf text = BUF_INIT;
+	char tmp[SPOOL_ID_LEN + 16];
+	int ret = -1;
+
+	if (spool__check_writable(s) < 0)
+		return -1;
+	spool_env_format(e, &text);
+	snprintf(tmp, sizeof(tmp), "%s.env", e->id);
+	/* A leftover of a killed attempt is in the way only if an ID came
+	 * back, which cannot happen: O_EXCL says so if it does. */
+	if (spool__hook("lazy-env-write") < 0 ||
+	    write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms, false) < 0)
+		goto out;
+	if (spool__hook("lazy-env-rename") < 0 ||
+	    renameat2(s->tmp_fd, tmp, s->state_fd[SPOOL_QUEUE], e->id, RENAME_NOREPLACE) < 0) {
+		int saved = errno;
+		unlinkat(s->tmp_fd, tmp, 0);
+		errno = saved;
+		goto out;
+	}
+	ret = 0;
+out:
+	if (ret < 0)
+		spool__note_error(s);
+	buf_deinit(&text);
+	return ret;
+}
+
+bool spool_env_torn(struct spool *s, enum spool_state state, const char *id)
+{
+	struct buf text = BUF_INIT;
+	bool torn = false;
+	if (spool__read_all(s->state_fd[state], id, 64 << 20, &text) == 0)
+		torn = text.len < 4 || memchr(text.data, '\0', text.len) != NULL ||
+		       memcmp(text.data + text.len - 4, "end\n", 4) != 0;
+	buf_deinit(&text);
+	return torn;
 }
 
 int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e)
@@ -371,6 +477,10 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
 		errno = saved;
 		goto out;
 	}
+	/* A durable envelope says where the message came from: a claim record
+	 * kept for a lazy first one is no longer needed. */
+	if (replaced)
+		spool__drop_record(s, e->id);
 	ret = 0;
 out:
 	if (ret < 0)
@@ -497,6 +607,7 @@ int spool_remove(struct spool *s, const char *id, enum spool_state state)
 		return -1;
 	if (spool__hook("remove-data") < 0 || (unlinkat(s->data_fd, id, 0) < 0 && errno != ENOENT))
 		goto fail;
+	spool__drop_record(s, id);
 	if (spool__hook("remove-datasync") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
 		goto fail;
 	if (spool__hook("remove-env") < 0)
@@ -605,6 +716,13 @@ static void record_drop(struct spool *s, const char *id, bool copied)
 	errno = saved;
 }
 
+void spool__drop_record(struct spool *s, const char *id)
+{
+	record_drop(s, id, false);
+}
+
+static void read_record(struct spool *s, const char *id, char **pickup_r, char **file_r);
+
 /* EXDEV: copy through tmp/, make it durable, move it into data/. The
  * original stays until the envelope is durable (spool_claim_done). */
 static int claim_copy(struct spool *s, int fd, struct spool_claim *c)
@@ -637,18 +755,22 @@ static int claim_copy(struct spool *s, int fd, struct spool_claim *c)
 	return 0;
 }
 
-/* Puts a moved file back under its name (the claim is undone). */
+/* Puts a moved file back under its name (the claim is undone): 0, or 1 when
+ * it is back but that may not be durable (a failed fsync: the record stays,
+ * for recovery should the content come back in data/), or -1 (errno). */
 static int unclaim_move(struct spool *s, const struct spool_claim *c)
 {
 	if (renameat2(s->data_fd, c->id, c->dir_fd, c->name, RENAME_NOREPLACE) < 0)
 		return -1;
 	if (spool_fsync_dir(c->dir_fd) < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
-		return -1;
+		return 1;
 	return 0;
 }
 
-static int claim(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
-		 const char *file, struct spool_claim *c)
+/* batched: the data/ and folder fsyncs are left to spool_claim_commit (a
+ * copy is made durable at once all the same: it is not renamed). */
+static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
+		 int fd, const char *pickup, const char *file, bool batched, struct spool_claim *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->dir_fd = dir_fd;
@@ -671,9 +793,9 @@ static int claim(struct spool *s, int dir_fd, const char *name, int fd, const ch
 			/* The writer may never have fsynced: make the content durable
 			 * before anything depends on it. */
 			if (spool__hook("claim-fsync") < 0 || (fd >= 0 && fsync(fd) < 0) ||
-			    spool__hook("claim-dirsync") < 0 ||
-			    spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0 ||
-			    spool_fsync_dir(dir_fd) < 0) {
+			    (!batched && (spool__hook("claim-dirsync") < 0 ||
+					  spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0 ||
+					  spool_fsync_dir_group(s, dir_sync, &dir_fd) < 0))) {
 				/* Cut short: put it back at once, not at the next start. */
 				int saved = errno;
 				if (unclaim_move(s, c) == 0 && c->recorded)
@@ -719,13 +841,44 @@ fail:
 int spool_claim(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
 		const char *file, struct spool_claim *c_r)
 {
+	return spool_claim_group(s, dir_fd, NULL, name, fd, pickup, file, c_r);
+}
+
+int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
+		      int fd, const char *pickup, const char *file, struct spool_claim *c_r)
+{
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, name, fd, pickup, file, c_r) < 0) {
+	if (claim(s, dir_fd, dir_sync, name, fd, pickup, file, false, c_r) < 0) {
 		spool__note_error(s);
 		return -1;
 	}
 	return 0;
+}
+
+int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+			const char *file, struct spool_claim *c_r)
+{
+	if (spool__check_writable(s) < 0)
+		return -1;
+	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, c_r) < 0) {
+		spool__note_error(s);
+		return -1;
+	}
+	return 0;
+}
+
+int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync)
+{
+	if (spool__hook("claim-commit-data") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
+		goto fail;
+	if (spool__hook("claim-commit-folder") < 0 ||
+	    spool_fsync_dir_group(s, dir_sync, &dir_fd) < 0)
+		goto fail;
+	return 0;
+fail:
+	spool__note_error(s);
+	return -1;
 }
 
 int spool_claim_done(struct spool *s, struct spool_claim *c)
@@ -739,7 +892,9 @@ int spool_claim_done(struct spool *s, struct spool_claim *c)
 		}
 		spool_fsync_dir(c->dir_fd); /* if it comes back, it comes back as a duplicate */
 	}
-	if (c->recorded)
+	/* A lazy first envelope may still be lost or torn: the record stays
+	 * with the content (spool_remove drops both). */
+	if (c->recorded && !c->keep_record)
 		record_drop(s, c->id, c->copied);
 	return 0;
 }
@@ -760,9 +915,16 @@ int spool_claim_undo(struct spool *s, struct spool_claim *c)
 		spool__note_error(s);
 		return -1;
 	}
-	if (c->recorded)
+	if (c->recorded && r == 0)
 		record_drop(s, c->id, c->copied);
 	return 0;
+}
+
+int spool_claim_origin(struct spool *s, const char *id, char **pickup_r, char **file_r)
+{
+	*pickup_r = *file_r = NULL;
+	read_record(s, id, pickup_r, file_r);
+	return *pickup_r ? 0 : -1;
 }
 
 /* A readdir stream over a directory descriptor we keep open: on a duplicate,
@@ -1075,16 +1237,20 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 				    &r->orphan_files[r->n_orphans]);
 		r->orphans[r->n_orphans++] = xstrdup(id);
 	}
-	/* Records of finished claims (their envelopes exist, or the content is
-	 * gone) go; those of the orphans stay until their claim is finished. */
+	/* Records of finished claims go: the content is gone, or the envelope
+	 * was written durably (deferred/, badmail/). Those of the orphans stay
+	 * until their claim is finished, and those of messages in queue/ or
+	 * hold/ until their content goes: their envelope may be a lazy first one
+	 * (spool_env_create_lazy) that a power loss tears later. */
 	for (int kind = 0; kind < 2; kind++) {
 		for (size_t j = 0; j < n_rec[kind]; j++) {
 			char id[SPOOL_ID_LEN + 1];
 			id_of(rec[kind][j], id);
-			bool orphan = kind == 0 && has_key(data, n_data, &rec[kind][j]);
-			for (int i = 0; i < SPOOL_N_STATES && orphan; i++)
-				orphan = !has_key(st[i], n_st[i], &rec[kind][j]);
-			if (!orphan)
+			bool keep =
+			    kind == 0 && has_key(data, n_data, &rec[kind][j]) &&
+			    !has_key(st[SPOOL_DEFERRED], n_st[SPOOL_DEFERRED], &rec[kind][j]) &&
+			    !has_key(st[SPOOL_BADMAIL], n_st[SPOOL_BADMAIL], &rec[kind][j]);
+			if (!keep)
 				record_drop(s, id, kind == 1);
 		}
 	}

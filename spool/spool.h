@@ -128,6 +128,21 @@ size_t spool_env_count(const struct spool_env *e, enum spool_rcpt_status st);
  * same ID in that state. 0 or -1 (errno; an fsync error is not retried).
  */
 int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e);
+/*
+ * A new message's first envelope, into queue/, not made durable: only for a
+ * message whose content is durable in data/<id> and whose envelope is derived
+ * from that content alone (a fresh claim: every recipient pending, no
+ * attempt). A crash that loses it leaves data/<id> without an envelope, which
+ * recovery re-ingests; one that tears it (power loss before writeback) is
+ * found by spool_env_torn when the message is loaded, and re-ingested too;
+ * both as from the folder of the claim record, which is kept for that
+ * (spool_claim.keep_record; never for a copy, whose original goes). Saves
+ * the envelope's fsync and queue/'s. 0 or -1 (errno).
+ */
+int spool_env_create_lazy(struct spool *s, const struct spool_env *e);
+/* True when the envelope file exists but was never completely written
+ * (empty, a NUL, or no final "end" line): what a lost writeback leaves. */
+bool spool_env_torn(struct spool *s, enum spool_state state, const char *id);
 /* Reads and parses an envelope. -1 with errno (ENOENT...) or with a reason
  * when the file is corrupt (errno EBADMSG). */
 int spool_env_read(struct spool *s, enum spool_state state, const char *id, struct spool_env *e_r,
@@ -156,6 +171,11 @@ struct spool_claim {
 	const char *name; /* its name there (the caller's string) */
 	bool copied;	  /* EXDEV: copied into data/; the original is still there */
 	bool recorded;	  /* a claim record (origin) is in data/ */
+	/* Set by the caller when the envelope was written by
+	 * spool_env_create_lazy: spool_claim_done then leaves the record, which
+	 * goes with the content (spool_remove), so that a lost or torn first
+	 * envelope is ingested again as from its folder. */
+	bool keep_record;
 };
 
 /*
@@ -195,6 +215,29 @@ int spool_mark_sending(struct spool *s, const char *id);
  * message goes back to the schedule unsent). Not fsynced either. */
 int spool_unmark_sending(struct spool *s, const char *id);
 
+/* spool_claim with the folder's fsync shared among concurrent claims from
+ * it (group commit, see spool_fsync_dir_group); dir_sync NULL: its own. */
+int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
+		      int fd, const char *pickup, const char *file, struct spool_claim *c_r);
+
+/*
+ * Group commit of a batch of claims from one folder: spool_claim_batched
+ * makes the record, renames and fsyncs the content only (a failure there
+ * puts the file back at once, as spool_claim); one spool_claim_commit then
+ * makes data/ and the folder durable for every claim of the batch. Until it
+ * returns 0 nothing may depend on those claims (a message is not sent, its
+ * pickup file not reported gone); when it fails, the caller undoes each
+ * (its envelope removed, then spool_claim_undo). A copy (EXDEV) is durable
+ * at once and needs no commit. 0 or -1 (errno).
+ */
+int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+			const char *file, struct spool_claim *c_r);
+int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync);
+
+/* The [pickup NAME] and file name the claim record of data/<id> holds
+ * (malloc'ed), or -1 with both NULL when there is none. */
+int spool_claim_origin(struct spool *s, const char *id, char **pickup_r, char **file_r);
+
 /* Lists IDs in a state directory (sorted). The caller frees the array and strings. */
 int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n_r);
 void spool_list_free(char **ids, size_t n);
@@ -215,9 +258,9 @@ int spool_fsync_dir(int fd);
  * Group commit: makes every rename or unlink this thread already did in
  * state directory `which` (or SPOOL_DIR_DATA, SPOOL_DIR_TMP) durable.
  * Callers on several threads share fsyncs: any fsync of that directory that
- * started after the call covers it; the caller waits for one that is already
- * running, or starts one itself (several may run at once, and the kernel
- * batches them into one journal commit). An fsync error fails every caller
+ * started after the call covers it. One runs at a time per directory: a
+ * caller waits for the one in flight, and the first waiter then starts one
+ * for everybody who arrived meanwhile. An fsync error fails every caller
  * whose call began before it finished, and is never retried on the same
  * descriptor (the directory is reopened). 0 or -1 (errno).
  */
@@ -225,6 +268,15 @@ int spool_fsync_dir(int fd);
 #define SPOOL_DIR_TMP  (SPOOL_N_STATES + 1)
 #define SPOOL_N_DIRS   (SPOOL_N_STATES + 2)
 int spool_fsync_dir_shared(struct spool *s, int which);
+
+/* Group commit for a directory outside the spool (a pickup folder), with
+ * the same rules as spool_fsync_dir_shared: makes every rename or unlink the
+ * calling thread already did in the directory open on *fdp durable. *fdp may
+ * be replaced by a fresh open of the same directory after a failed fsync.
+ * With d NULL, a plain fsync. 0 or -1 (errno). */
+struct spool_dirsync *spool_dirsync_new(void);
+void spool_dirsync_free(struct spool_dirsync *d);
+int spool_fsync_dir_group(struct spool *s, struct spool_dirsync *d, int *fdp);
 
 /* True once the spool's file system answered EROFS: every state change then
  * fails at once with EROFS (one log line says so); a restart clears it. */
@@ -265,6 +317,74 @@ size_t spool_move_many(struct spool *s, char *const *ids, size_t n, enum spool_s
 		       enum spool_state to, int *err_r);
 size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool_state state,
 			 int *err_r);
+
+/*
+ * Operators' commands on messages (spool/ops.c). What a command may do from
+ * which state is decided here once, for the daemon's control socket and
+ * pickupctl alike:
+ *   retry    deferred -> queue; queue: nothing to do (ok); hold, badmail: refused
+ *   hold     queue, deferred -> hold
+ *   release  hold -> queue
+ *   delete   any state: content and envelope removed
+ *   requeue  badmail -> queue, recipients not sent made pending again
+ *   purge    badmail: removed (delete restricted to badmail/)
+ */
+enum spool_op {
+	SPOOL_OP_RETRY,
+	SPOOL_OP_HOLD,
+	SPOOL_OP_RELEASE,
+	SPOOL_OP_DELETE,
+	SPOOL_OP_REQUEUE,
+	SPOOL_OP_PURGE,
+	SPOOL_N_OPS
+};
+extern const char *const spool_op_names[SPOOL_N_OPS];
+/* -1 when unknown. */
+int spool_op_from_name(const char *name);
+/* The past participle for texts and logs: "held", "deleted", ... */
+const char *spool_op_done(enum spool_op op);
+
+enum spool_op_act { SPOOL_ACT_NONE, SPOOL_ACT_MOVE, SPOOL_ACT_REMOVE, SPOOL_ACT_REQUEUE };
+/* BUSY: another actor owns the message right now (the daemon's sessions). */
+enum spool_op_result { SPOOL_OP_PENDING, SPOOL_OP_OK, SPOOL_OP_FAILED, SPOOL_OP_BUSY };
+
+/* One message of a command. Owner: the batch that holds it (spool_op_item_deinit). */
+struct spool_op_item {
+	char id[SPOOL_ID_LEN + 1];
+	int from; /* state it was found in; -1 = in none */
+	enum spool_op_act act;
+	enum spool_state to; /* SPOOL_ACT_MOVE */
+	enum spool_op_result result;
+	char *text; /* one line: "ID held", "ID is in hold, not badmail" */
+};
+void spool_op_set(struct spool_op_item *it, enum spool_op_result r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void spool_op_item_deinit(struct spool_op_item *it);
+
+/* Where the envelope of id is, or -1 (errno ENOENT) when in no state directory. */
+int spool_locate(struct spool *s, const char *id);
+/*
+ * Decides from it->from what op does to the message: an act to perform
+ * (result stays SPOOL_OP_PENDING), or a final result with its text (wrong
+ * state, no such message, nothing to do). A deferred message's retry is a
+ * move to queue/; the daemon reschedules it in memory instead.
+ */
+void spool_op_plan(enum spool_op op, struct spool_op_item *it);
+/* True when op acts on a message in st (what "ALL" selects). */
+bool spool_op_applies(enum spool_op op, enum spool_state st);
+/*
+ * Performs the pending acts, batched so that each directory is fsynced once
+ * per (act, from, to) group; sets each result and text.
+ */
+void spool_op_apply(struct spool *s, enum spool_op op, struct spool_op_item *items, size_t n);
+/*
+ * Puts a badmail message back into queue/: recipients not yet sent become
+ * pending, attempts start again, the reason is cleared; written durably in
+ * badmail/ first, then renamed into queue/. Refuses (with a reason) a file
+ * refused at pickup, which has no usable envelope: such a file is fixed and
+ * dropped into the pickup folder again. 0, or -1 with why appended.
+ */
+int spool_requeue(struct spool *s, const char *id, struct buf *why);
 
 /*
  * <spool>/operator-actions: what pickupctl did to the spool while pickupd

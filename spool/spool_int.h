@@ -20,6 +20,9 @@ int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
 /* The first EROFS (errno of a failed write) makes the spool read-only, with
  * one log line; keeps errno. Every write path calls it on failure. */
 void spool__note_error(struct spool *s);
+/* Removes data/<id>.from (if any) along with the content it belongs to:
+ * the data/ fsync that makes the removal durable covers it. */
+void spool__drop_record(struct spool *s, const char *id);
 /* -1 with EROFS once the spool is read-only. */
 int spool__check_writable(struct spool *s);
 

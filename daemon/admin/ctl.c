@@ -1,10 +1,10 @@
 /*
- * Purpose: the control socket (see ctl.h for the protocol): pickupctl's
+ * Purpose: the control socket (protocol: ctl_proto.h): pickupctl's
  * mutating commands (one ID, or batches of many) and status, applied through
  * the daemon so that its in-memory schedule stays right; badmail retention
  * ([badmail] keep, on a timer); and, at start-up, the logging of operator
  * actions pickupctl took on the spool while the daemon was down.
- * Owns: the listening uv_pipe_t, the client connections, the operations and
+ * Owns: the listener (listener.c) and each connection's ctl_client, the
  * batches in flight on the thread pool, the badmail expiry timer, and an
  * exclusive flock(2) on the spool directory for the daemon's lifetime
  * (pickupctl takes it to work on the spool directly, so it never does while
@@ -14,8 +14,8 @@
  * (hold/delete answer "busy"); every other message a command touches is taken
  * out of the schedule first and put back (or not) when the spool says where
  * it ended up; one operation per ID at a time (single operations, batches and
- * badmail expiry alike); a client is freed only in its close callback and
- * closed only when none of its operations is in flight.
+ * badmail expiry alike); a client's connection is held (lconn_hold) while
+ * its batch is in flight, so it is closed and freed only after the answer.
  */
 #include "daemon/admin/ctl.h"
 
@@ -33,39 +33,33 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/queue/ctl_client.h"
+#include "daemon/queue/ctl_proto.h"
 #include "daemon/queue/ctl_spool.h"
+#include "daemon/admin/listener.h"
 #include "daemon/core/pickupd.h"
 #include "daemon/delivery/relay.h"
 #include "daemon/delivery/sched.h"
 
-#define CTL_MAX_RELAYS	 64
 #define CTL_LOCK_WAIT_MS 5000
-#define CTL_MAX_BATCH	 100000
 #define EXPIRE_MIN_MS	 1000
 #define EXPIRE_MAX_MS	 (3600 * 1000)
 
 struct ctl_batch;
 
+/* The ctl's data of one connection (lconn_data). */
 struct ctl_client {
 	struct ctl *ctl;
-	uv_pipe_t pipe;
-	char in[CTL_MAX_LINE];
-	size_t in_len;
+	struct lconn *conn;
 	bool op_pending;	      /* a thread-pool operation will answer */
 	struct ctl_batch *collecting; /* "batch CMD N": IDs still to read */
-	bool want_close;	      /* the peer left while an operation was in flight */
-	bool closing;
-	struct ctl_client *prev, *next;
 };
 
 struct ctl {
 	struct pickupd *pd;
-	uv_pipe_t server;
+	struct listener *listener;
 	char *path;
-	bool server_closed; /* its close callback ran */
 	bool stopping;
-	struct ctl_client *clients;
-	struct ctl_op *ops;
 	struct ctl_batch *batches; /* in flight on the thread pool */
 	uv_timer_t expire_timer;   /* badmail retention */
 	bool expire_closed;
@@ -76,8 +70,8 @@ struct ctl {
 
 static bool ctl_idle(const struct ctl *c)
 {
-	return c->server_closed && c->expire_closed && c->clients == NULL && c->ops == NULL &&
-	       c->batches == NULL && !c->expire_running;
+	return listener_idle(c->listener) && c->expire_closed && c->batches == NULL &&
+	       !c->expire_running;
 }
 
 /* Closing, and the last handle closed and operation done: tell the owner, once. */
@@ -91,72 +85,42 @@ static void maybe_closed(struct ctl *c)
 }
 
 /*
- * Many IDs, one command: planned on the loop (ctl_spool_plan, schedule
- * checks), applied in one thread-pool job (ctl_spool_apply), answered in
+ * Many IDs, one command: planned on the loop (spool_op_plan, schedule
+ * checks), applied in one thread-pool job (spool_op_apply), answered in
  * one write. client == NULL: badmail expiry. Owner: the ctl, until done.
  */
 struct ctl_batch {
 	struct job job; /* first */
 	struct ctl *ctl;
 	struct ctl_client *client;
-	enum ctl_cmd cmd;
-	struct ctl_item *items; /* sorted by ID once planned */
+	enum spool_op cmd;
+	struct spool_op_item *items; /* sorted by ID once planned */
 	size_t n, expected;
+	bool one; /* "CMD ID": answered with one line, not a batch answer */
 	struct ctl_batch *next;
-};
-
-enum op_kind { OP_HOLD, OP_RELEASE, OP_DELETE, OP_REQUEUE };
-static const char *const op_names[] = {"hold", "release", "delete", "requeue"};
-
-/* One spool operation on the thread pool. Owner: the ctl, until done. */
-struct ctl_op {
-	struct job job; /* first: the job pointer is the op pointer */
-	struct ctl *ctl;
-	struct ctl_client *client;
-	enum op_kind kind;
-	char id[SPOOL_ID_LEN + 1];
-	enum spool_state from;
-	int rc;
-	int err;
-	struct buf why;
-	struct ctl_op *next;
 };
 
 /* ---- replies --------------------------------------------------------------------------- */
 
-struct wreq {
-	uv_write_t req;
-	char data[];
-};
-
-static void write_cb(uv_write_t *req, int status)
+/* Queues bytes for the client; nothing once it is closing. */
+static void send_out(struct ctl_client *cl, const struct buf *b)
 {
-	(void)status; /* a client that left is not our problem */
-	free(req);
+	lconn_write(cl->conn, b->data, b->len);
 }
 
-static void reply(struct ctl_client *cl, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void reply(struct ctl_client *cl, const char *fmt, ...)
+static void reply(struct ctl_client *cl, enum spool_op_result r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reply(struct ctl_client *cl, enum spool_op_result r, const char *fmt, ...)
 {
-	struct buf b = BUF_INIT;
+	struct buf b = BUF_INIT, text = BUF_INIT;
 	va_list ap;
-	if (cl->closing)
-		return;
 	va_start(ap, fmt);
-	buf_vprintf(&b, fmt, ap);
+	buf_vprintf(&text, fmt, ap);
 	va_end(ap);
-	/* One line: no newline may hide inside the text. */
-	for (size_t i = 0; i < b.len; i++)
-		if (b.data[i] == '\n' || b.data[i] == '\r')
-			b.data[i] = ' ';
-	buf_putc(&b, '\n');
-	struct wreq *w = xmalloc(sizeof(*w) + b.len);
-	memcpy(w->data, b.data, b.len);
-	uv_buf_t ub = uv_buf_init(w->data, (unsigned)b.len);
-	if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &ub, 1, write_cb) < 0)
-		free(w);
+	ctl_put_answer(&b, r, "%s", text.data ? text.data : "");
+	send_out(cl, &b);
 	buf_deinit(&b);
+	buf_deinit(&text);
 }
 
 /* ---- clients --------------------------------------------------------------------------- */
@@ -164,38 +128,14 @@ static void reply(struct ctl_client *cl, const char *fmt, ...)
 static void batch_free(struct ctl_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++)
-		ctl_item_deinit(&b->items[i]);
+		spool_op_item_deinit(&b->items[i]);
 	free(b->items);
 	free(b);
 }
 
-static void client_close_cb(uv_handle_t *h)
-{
-	struct ctl_client *cl = h->data;
-	struct ctl *c = cl->ctl;
-	if (cl->collecting)
-		batch_free(cl->collecting);
-	if (cl->prev)
-		cl->prev->next = cl->next;
-	else
-		c->clients = cl->next;
-	if (cl->next)
-		cl->next->prev = cl->prev;
-	free(cl);
-	maybe_closed(c);
-}
-
 static void client_close(struct ctl_client *cl)
 {
-	if (cl->op_pending) {
-		cl->want_close = true;
-		uv_read_stop((uv_stream_t *)&cl->pipe);
-		return;
-	}
-	if (cl->closing)
-		return;
-	cl->closing = true;
-	uv_close((uv_handle_t *)&cl->pipe, client_close_cb);
+	lconn_close(cl->conn);
 }
 
 /* Puts a message back into the schedule after an operation that failed,
@@ -204,7 +144,7 @@ static void resched(struct ctl *c, const char *id)
 {
 	struct pickupd *pd = c->pd;
 	struct stat st;
-	int s = ctl_spool_locate(&pd->spool, id);
+	int s = spool_locate(&pd->spool, id);
 	if (s == SPOOL_QUEUE) {
 		sched_remove(pd->sched, id);
 		sched_add(pd->sched, id, SPOOL_QUEUE, 0);
@@ -218,145 +158,54 @@ static void resched(struct ctl *c, const char *id)
 	relay_pool_wake(pd->pool);
 }
 
-static void op_fn(struct job *j)
-{
-	struct ctl_op *op = (struct ctl_op *)j;
-	struct spool *sp = &j->pd->spool;
-	switch (op->kind) {
-	case OP_HOLD:
-		op->rc = spool_move(sp, op->id, op->from, SPOOL_HOLD);
-		break;
-	case OP_RELEASE:
-		op->rc = spool_move(sp, op->id, SPOOL_HOLD, SPOOL_QUEUE);
-		break;
-	case OP_DELETE:
-		op->rc = spool_remove(sp, op->id, op->from);
-		break;
-	case OP_REQUEUE:
-		op->rc = ctl_spool_requeue(sp, op->id, &op->why);
-		break;
-	}
-	op->err = op->rc < 0 ? errno : 0;
-}
-
 static void process(struct ctl_client *cl);
-static void resume_reading(struct ctl_client *cl);
-
-static void op_done(struct job *j)
-{
-	struct ctl_op *op = (struct ctl_op *)j;
-	struct ctl *c = op->ctl;
-	struct pickupd *pd = c->pd;
-	struct ctl_client *cl = op->client;
-
-	for (struct ctl_op **pp = &c->ops; *pp; pp = &(*pp)->next) {
-		if (*pp == op) {
-			*pp = op->next;
-			break;
-		}
-	}
-	if (op->rc == 0) {
-		switch (op->kind) {
-		case OP_HOLD:
-			log_info("%s: held by operator (was in %s)", op->id,
-				 spool_state_names[op->from]);
-			reply(cl, "ok %s held", op->id);
-			break;
-		case OP_DELETE:
-			log_info("%s: deleted by operator (was in %s)", op->id,
-				 spool_state_names[op->from]);
-			reply(cl, "ok %s deleted", op->id);
-			break;
-		case OP_RELEASE:
-		case OP_REQUEUE:
-			log_info("%s: %s by operator; scheduled now", op->id,
-				 op->kind == OP_RELEASE ? "released" : "requeued from badmail");
-			sched_remove(pd->sched, op->id);
-			sched_add(pd->sched, op->id, SPOOL_QUEUE, 0);
-			relay_pool_wake(pd->pool);
-			reply(cl, "ok %s %s", op->id,
-			      op->kind == OP_RELEASE ? "released" : "requeued");
-			break;
-		}
-	} else {
-		if (op->why.len == 0)
-			buf_printf(&op->why, "%s: cannot %s: %s", op->id, op_names[op->kind],
-				   strerror(op->err));
-		if (op->err != 0 && op->err != ENOENT)
-			log_error("%s", op->why.data);
-		reply(cl, "error %s", op->why.data);
-		resched(c, op->id);
-	}
-	buf_deinit(&op->why);
-	free(op);
-	cl->op_pending = false;
-	if (cl->want_close) {
-		client_close(cl);
-		return;
-	}
-	if (c->stopping) {
-		client_close(cl);
-		return;
-	}
-	process(cl);
-}
 
 static int cmp_item(const void *a, const void *b)
 {
-	return strcmp(((const struct ctl_item *)a)->id, ((const struct ctl_item *)b)->id);
+	return strcmp(((const struct spool_op_item *)a)->id, ((const struct spool_op_item *)b)->id);
 }
 
 static bool id_busy(const struct ctl *c, const char *id)
 {
-	for (const struct ctl_op *op = c->ops; op; op = op->next)
-		if (strcmp(op->id, id) == 0)
-			return true;
-	struct ctl_item key;
+	struct spool_op_item key;
 	memcpy(key.id, id, SPOOL_ID_LEN + 1);
 	for (const struct ctl_batch *b = c->batches; b; b = b->next) {
 		/* act is set on the loop before the job and never changed by it. */
-		const struct ctl_item *it = bsearch(&key, b->items, b->n, sizeof(*it), cmp_item);
-		if (it && it->act != CTL_ACT_NONE)
+		const struct spool_op_item *it =
+		    bsearch(&key, b->items, b->n, sizeof(*it), cmp_item);
+		if (it && it->act != SPOOL_ACT_NONE)
 			return true;
 	}
 	return false;
-}
-
-static void start_op(struct ctl_client *cl, enum op_kind kind, const char *id,
-		     enum spool_state from)
-{
-	struct ctl *c = cl->ctl;
-	struct ctl_op *op = xcalloc(1, sizeof(*op));
-	op->ctl = c;
-	op->client = cl;
-	op->kind = kind;
-	memcpy(op->id, id, SPOOL_ID_LEN + 1);
-	op->from = from;
-	op->next = c->ops;
-	c->ops = op;
-	cl->op_pending = true;
-	job_submit(c->pd, &op->job, op_fn, op_done);
 }
 
 static void cmd_status(struct ctl_client *cl)
 {
 	struct pickupd *pd = cl->ctl->pd;
 	struct relay_info info[CTL_MAX_RELAYS];
-	size_t n = relay_pool_info(pd->pool, info, CTL_MAX_RELAYS);
-	unsigned sessions = 0;
+	struct ctl_status st;
 	int64_t now = pickupd_now_ms();
-	struct buf b = BUF_INIT;
-	if (n > CTL_MAX_RELAYS)
-		n = CTL_MAX_RELAYS;
-	for (size_t i = 0; i < n; i++) {
+	memset(&st, 0, sizeof(st));
+	st.n_relays = relay_pool_info(pd->pool, info, CTL_MAX_RELAYS);
+	if (st.n_relays > CTL_MAX_RELAYS)
+		st.n_relays = CTL_MAX_RELAYS;
+	for (size_t i = 0; i < st.n_relays; i++) {
+		struct ctl_relay_status *rs = &st.relays[i];
 		int64_t paused = info[i].paused_until_ms > now ? info[i].paused_until_ms - now : 0;
-		sessions += info[i].sessions;
-		buf_printf(&b, " relay=%s,%u,%lld,%u,%u", info[i].name, info[i].sessions,
-			   (long long)((paused + 999) / 1000), info[i].limit, info[i].max_sessions);
+		st.sessions += info[i].sessions;
+		snprintf(rs->name, sizeof(rs->name), "%s", info[i].name);
+		rs->sessions = info[i].sessions;
+		rs->paused_s = (long)((paused + 999) / 1000);
+		rs->limit = info[i].limit;
+		rs->max_sessions = info[i].max_sessions;
 	}
-	reply(cl, "ok queued=%zu sessions=%u stopping=%d pid=%ld version=%s%s",
-	      sched_size(pd->sched), sessions, pd->stopping ? 1 : 0, (long)getpid(),
-	      PICKUPD_VERSION, b.data ? b.data : "");
+	st.queued = sched_size(pd->sched);
+	st.stopping = pd->stopping;
+	st.pid = (long)getpid();
+	snprintf(st.version, sizeof(st.version), "%s", PICKUPD_VERSION);
+	struct buf b = BUF_INIT;
+	ctl_put_status(&b, &st);
+	send_out(cl, &b);
 	buf_deinit(&b);
 }
 
@@ -366,118 +215,45 @@ static void cmd_flush(struct ctl_client *cl)
 	size_t n = sched_make_due(pd->sched, SPOOL_DEFERRED);
 	relay_pool_unpause(pd->pool, "flush by operator"); /* wakes the pool */
 	log_info("flush by operator: %zu deferred message(s) scheduled now", n);
-	reply(cl, "ok %zu deferred message(s) scheduled now", n);
-}
-
-static void cmd_id(struct ctl_client *cl, const char *cmd, const char *id)
-{
-	struct ctl *c = cl->ctl;
-	struct pickupd *pd = c->pd;
-	if (id == NULL || !spool_id_valid(id)) {
-		reply(cl, "error %s needs a queue ID (20 hexadecimal digits)", cmd);
-		return;
-	}
-	if (id_busy(c, id)) {
-		reply(cl, "busy %s: another operation on it is in progress", id);
-		return;
-	}
-	int st = ctl_spool_locate(&pd->spool, id);
-	if (st < 0) {
-		reply(cl, "error no message %s", id);
-		return;
-	}
-	const char *where = spool_state_names[st];
-
-	if (strcmp(cmd, "retry") == 0) {
-		if (st == SPOOL_DEFERRED) {
-			sched_remove(pd->sched, id);
-			sched_add(pd->sched, id, SPOOL_DEFERRED, 0);
-			relay_pool_wake(pd->pool);
-			log_info("%s: retry by operator; scheduled now", id);
-			reply(cl, "ok %s scheduled now", id);
-		} else if (st == SPOOL_QUEUE) {
-			reply(cl, "ok %s is already due or being sent", id);
-		} else {
-			reply(cl, "error %s is in %s; use %s", id, where,
-			      st == SPOOL_HOLD ? "release" : "requeue");
-		}
-	} else if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "delete") == 0) {
-		bool hold = cmd[0] == 'h';
-		if (hold && (st == SPOOL_HOLD || st == SPOOL_BADMAIL)) {
-			reply(cl, "error %s is in %s, not queue or deferred", id, where);
-			return;
-		}
-		if (st == SPOOL_QUEUE && sched_remove(pd->sched, id) == 0) {
-			/* Not in the schedule: a session or a record job owns it. */
-			reply(cl,
-			      "busy %s is being sent right now; try again when the transaction "
-			      "ends",
-			      id);
-			return;
-		}
-		if (st == SPOOL_DEFERRED)
-			sched_remove(pd->sched, id);
-		start_op(cl, hold ? OP_HOLD : OP_DELETE, id, (enum spool_state)st);
-	} else if (strcmp(cmd, "release") == 0) {
-		if (st != SPOOL_HOLD)
-			reply(cl, "error %s is in %s, not hold", id, where);
-		else
-			start_op(cl, OP_RELEASE, id, SPOOL_HOLD);
-	} else { /* requeue */
-		if (st != SPOOL_BADMAIL)
-			reply(cl, "error %s is in %s, not badmail", id, where);
-		else
-			start_op(cl, OP_REQUEUE, id, SPOOL_BADMAIL);
-	}
+	reply(cl, SPOOL_OP_OK, "%zu deferred message(s) scheduled now", n);
 }
 
 /* ---- batches --------------------------------------------------------------------------- */
 
-/* Sends every item's line and the closing "end OK FAILED BUSY" in one write. */
+/* Sends every item's line and the closing "end OK FAILED BUSY" in one
+ * write; a single "CMD ID" gets its one answer line. */
 static void batch_reply(struct ctl_client *cl, const struct ctl_batch *b)
 {
 	size_t count[4] = {0};
 	struct buf out = BUF_INIT;
-	for (size_t i = 0; i < b->n; i++) {
-		const struct ctl_item *it = &b->items[i];
-		count[it->result]++;
-		buf_printf(&out, "%s %s ", ctl_result_names[it->result], it->id);
-		size_t from = out.len;
-		buf_puts(&out, it->text ? it->text : "");
-		for (size_t k = from; k < out.len; k++)
-			if (out.data[k] == '\n' || out.data[k] == '\r')
-				out.data[k] = ' ';
-		buf_putc(&out, '\n');
+	if (b->one) {
+		ctl_put_answer(&out, b->items[0].result, "%s", b->items[0].text);
+	} else {
+		for (size_t i = 0; i < b->n; i++) {
+			count[b->items[i].result]++;
+			ctl_put_item(&out, &b->items[i]);
+		}
+		ctl_put_end(&out, count[SPOOL_OP_OK], count[SPOOL_OP_FAILED], count[SPOOL_OP_BUSY]);
 	}
-	buf_printf(&out, "end %zu %zu %zu\n", count[CTL_OK], count[CTL_FAILED], count[CTL_BUSY]);
-	if (!cl->closing) {
-		struct wreq *w = xmalloc(sizeof(*w) + out.len);
-		memcpy(w->data, out.data, out.len);
-		uv_buf_t ub = uv_buf_init(w->data, (unsigned)out.len);
-		if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &ub, 1, write_cb) < 0)
-			free(w);
-	}
+	send_out(cl, &out);
 	buf_deinit(&out);
 }
 
+/* The batch of cl is answered: on to its next request, unless it is closing. */
 static void client_resume(struct ctl_client *cl)
 {
-	struct ctl *c = cl->ctl;
 	cl->op_pending = false;
-	if (cl->want_close || c->stopping) {
-		client_close(cl);
-		return;
-	}
-	process(cl);
+	if (lconn_release(cl->conn))
+		process(cl);
 }
 
 static void batch_fn(struct job *j)
 {
 	struct ctl_batch *b = (struct ctl_batch *)j;
-	ctl_spool_apply(&j->pd->spool, b->cmd, b->items, b->n);
+	spool_op_apply(&j->pd->spool, b->cmd, b->items, b->n);
 }
 
-static void expire_done_log(struct ctl *c, const struct ctl_item *it);
+static void expire_done_log(struct ctl *c, const struct spool_op_item *it);
 
 static void batch_done(struct job *j)
 {
@@ -493,11 +269,11 @@ static void batch_done(struct job *j)
 		}
 	}
 	for (size_t i = 0; i < b->n; i++) {
-		struct ctl_item *it = &b->items[i];
-		if (it->act == CTL_ACT_NONE)
+		struct spool_op_item *it = &b->items[i];
+		if (it->act == SPOOL_ACT_NONE)
 			continue; /* answered on the loop */
 		const char *was = spool_state_names[it->from];
-		if (it->result != CTL_OK) {
+		if (it->result != SPOOL_OP_OK) {
 			log_warn("%s", it->text);
 			resched(c, it->id);
 			continue;
@@ -507,26 +283,26 @@ static void batch_done(struct job *j)
 			continue;
 		}
 		switch (b->cmd) {
-		case CTL_HOLD:
+		case SPOOL_OP_HOLD:
 			log_info("%s: held by operator (was in %s)", it->id, was);
 			break;
-		case CTL_DELETE:
-		case CTL_PURGE:
+		case SPOOL_OP_DELETE:
+		case SPOOL_OP_PURGE:
 			log_info("%s: deleted by operator (was in %s%s)", it->id, was,
-				 b->cmd == CTL_PURGE ? ", purge" : "");
+				 b->cmd == SPOOL_OP_PURGE ? ", purge" : "");
 			break;
-		case CTL_RELEASE:
-		case CTL_REQUEUE:
-		case CTL_RETRY:
+		case SPOOL_OP_RELEASE:
+		case SPOOL_OP_REQUEUE:
+		case SPOOL_OP_RETRY:
 			log_info("%s: %s by operator; scheduled now", it->id,
-				 b->cmd == CTL_RELEASE ? "released"
-				 : b->cmd == CTL_RETRY ? "moved to queue"
-						       : "requeued from badmail");
+				 b->cmd == SPOOL_OP_RELEASE ? "released"
+				 : b->cmd == SPOOL_OP_RETRY ? "moved to queue"
+							    : "requeued from badmail");
 			sched_remove(pd->sched, it->id);
 			sched_add(pd->sched, it->id, SPOOL_QUEUE, 0);
 			wake = true;
 			break;
-		case CTL_N_CMDS:
+		case SPOOL_N_OPS:
 			break;
 		}
 	}
@@ -560,44 +336,44 @@ static bool batch_start(struct ctl *c, struct ctl_batch *b)
 	size_t k = 0;
 	for (size_t i = 0; i < b->n; i++) {
 		if (k && strcmp(b->items[k - 1].id, b->items[i].id) == 0) {
-			ctl_item_deinit(&b->items[i]);
+			spool_op_item_deinit(&b->items[i]);
 			continue;
 		}
 		b->items[k++] = b->items[i];
 	}
 	b->n = k;
 	for (size_t i = 0; i < b->n; i++) {
-		struct ctl_item *it = &b->items[i];
-		if (it->result != CTL_PENDING)
+		struct spool_op_item *it = &b->items[i];
+		if (it->result != SPOOL_OP_PENDING)
 			continue; /* not a queue ID */
 		if (c->stopping || pd->stopping) {
-			ctl_item_set(it, CTL_BUSY,
+			spool_op_set(it, SPOOL_OP_BUSY,
 				     "pickupd is stopping; try again when it has stopped");
 			continue;
 		}
 		if (id_busy(c, it->id)) {
-			ctl_item_set(it, CTL_BUSY, "%s: another operation on it is in progress",
-				     it->id);
+			spool_op_set(it, SPOOL_OP_BUSY,
+				     "%s: another operation on it is in progress", it->id);
 			continue;
 		}
-		it->from = ctl_spool_locate(&pd->spool, it->id);
-		ctl_spool_plan(b->cmd, it);
-		if (it->result != CTL_PENDING)
+		it->from = spool_locate(&pd->spool, it->id);
+		spool_op_plan(b->cmd, it);
+		if (it->result != SPOOL_OP_PENDING)
 			continue;
-		if (b->cmd == CTL_RETRY && it->from == SPOOL_DEFERRED) {
+		if (b->cmd == SPOOL_OP_RETRY && it->from == SPOOL_DEFERRED) {
 			/* The schedule's business alone: due now, no file moves. */
-			it->act = CTL_ACT_NONE;
+			it->act = SPOOL_ACT_NONE;
 			sched_remove(pd->sched, it->id);
 			sched_add(pd->sched, it->id, SPOOL_DEFERRED, 0);
 			log_info("%s: retry by operator; scheduled now", it->id);
-			ctl_item_set(it, CTL_OK, "%s scheduled now", it->id);
+			spool_op_set(it, SPOOL_OP_OK, "%s scheduled now", it->id);
 			wake = true;
 			continue;
 		}
 		if (it->from == SPOOL_QUEUE && sched_remove(pd->sched, it->id) == 0) {
 			/* Not in the schedule: a session or a record job owns it. */
-			it->act = CTL_ACT_NONE;
-			ctl_item_set(it, CTL_BUSY,
+			it->act = SPOOL_ACT_NONE;
+			spool_op_set(it, SPOOL_OP_BUSY,
 				     "%s is being sent right now; try again when the transaction "
 				     "ends",
 				     it->id);
@@ -617,46 +393,34 @@ static bool batch_start(struct ctl *c, struct ctl_batch *b)
 	return true;
 }
 
-/* "batch CMD N": the next N lines are IDs. */
-static void cmd_batch(struct ctl_client *cl, const char *cmd, const char *count)
+static struct ctl_batch *batch_new(struct ctl_client *cl, enum spool_op op, size_t n)
 {
-	int k = cmd ? ctl_cmd_from_name(cmd) : -1;
-	char *end = NULL;
-	unsigned long n = count ? strtoul(count, &end, 10) : 0;
-	if (k < 0) {
-		reply(cl, "error batch needs a command: retry|hold|release|delete|requeue|purge");
-		return;
-	}
-	if (count == NULL || *count == '\0' || *end != '\0' || n > CTL_MAX_BATCH) {
-		reply(cl, "error batch needs a count of IDs (at most %d)", CTL_MAX_BATCH);
-		return;
-	}
 	struct ctl_batch *b = xcalloc(1, sizeof(*b));
 	b->ctl = cl->ctl;
 	b->client = cl;
-	b->cmd = (enum ctl_cmd)k;
+	b->cmd = op;
 	b->expected = n;
 	b->items = xcalloc(n ? n : 1, sizeof(*b->items));
-	cl->collecting = b;
+	return b;
 }
 
-/* One ID line of a batch being read; starts the batch when it is complete. */
-static void batch_line(struct ctl_client *cl, const char *line)
+/* One ID line of batch b; starts it when it is complete. */
+static void batch_line(struct ctl_client *cl, struct ctl_batch *b, const char *line)
 {
-	struct ctl_batch *b = cl->collecting;
 	if (b->n < b->expected) {
-		struct ctl_item *it = &b->items[b->n++];
+		struct spool_op_item *it = &b->items[b->n++];
 		it->from = -1;
 		if (spool_id_valid(line))
 			memcpy(it->id, line, SPOOL_ID_LEN + 1);
 		else
-			ctl_item_set(it, CTL_FAILED, "not a queue ID (20 hexadecimal digits)");
+			spool_op_set(it, SPOOL_OP_FAILED, "not a queue ID (20 hexadecimal digits)");
 	}
 	if (b->n < b->expected)
 		return;
 	cl->collecting = NULL;
 	if (batch_start(cl->ctl, b)) {
 		cl->op_pending = true;
+		lconn_hold(cl->conn);
 		return;
 	}
 	batch_reply(cl, b);
@@ -687,7 +451,7 @@ static void fmt_keep(uint64_t ms, char *out, size_t size)
 		snprintf(out, size, "%.3gs", (double)ms / 1000.0);
 }
 
-static void expire_done_log(struct ctl *c, const struct ctl_item *it)
+static void expire_done_log(struct ctl *c, const struct spool_op_item *it)
 {
 	char keep[32];
 	fmt_keep(c->pd->cfg->badmail.keep_ms, keep, sizeof(keep));
@@ -709,7 +473,7 @@ static void expire_scan_done(struct job *j)
 	struct ctl *c = es->ctl;
 	struct ctl_batch *b = xcalloc(1, sizeof(*b));
 	b->ctl = c;
-	b->cmd = CTL_PURGE;
+	b->cmd = SPOOL_OP_PURGE;
 	b->items = xcalloc(es->n ? es->n : 1, sizeof(*b->items));
 	for (size_t i = 0; i < es->n; i++) {
 		if (es->v[i].since_ms >= es->cutoff_ms)
@@ -800,126 +564,97 @@ static void replay_audit(struct spool *sp)
 static void handle_line(struct ctl_client *cl, char *line)
 {
 	struct ctl *c = cl->ctl;
-	char *save = NULL;
-	char *cmd = strtok_r(line, " \t", &save);
-	char *arg = cmd ? strtok_r(NULL, " \t", &save) : NULL;
-	if (cmd == NULL) {
-		reply(cl, "error empty request");
+	struct ctl_request rq;
+	const char *error;
+	if (ctl_parse_request(line, &rq, &error) < 0) {
+		reply(cl, SPOOL_OP_FAILED, "%s", error);
 		return;
 	}
-	if (strcmp(cmd, "batch") == 0) {
-		char *count = arg ? strtok_r(NULL, " \t", &save) : NULL;
-		if (strtok_r(NULL, " \t", &save) == NULL)
-			cmd_batch(cl, arg, count);
-		else
-			reply(cl, "error too many arguments");
-		return;
-	}
-	if (strtok_r(NULL, " \t", &save) != NULL) {
-		reply(cl, "error too many arguments");
-		return;
-	}
-	if (strcmp(cmd, "status") == 0) {
+	switch (rq.verb) {
+	case CTL_STATUS:
 		cmd_status(cl);
 		return;
-	}
-	bool known = strcmp(cmd, "flush") == 0 || strcmp(cmd, "retry") == 0 ||
-		     strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0 ||
-		     strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0;
-	if (!known) {
-		reply(cl, "error unknown command");
+	case CTL_BATCH:
+		/* The next rq.count lines are IDs (batch_line). */
+		cl->collecting = batch_new(cl, rq.op, rq.count);
 		return;
+	case CTL_FLUSH:
+	case CTL_ONE:
+		break;
 	}
 	if (c->stopping || c->pd->stopping) {
-		reply(cl, "busy pickupd is stopping; try again when it has stopped");
+		reply(cl, SPOOL_OP_BUSY, "pickupd is stopping; try again when it has stopped");
 		return;
 	}
-	if (strcmp(cmd, "flush") == 0)
+	if (rq.verb == CTL_FLUSH) {
 		cmd_flush(cl);
-	else
-		cmd_id(cl, cmd, arg);
+		return;
+	}
+	if (rq.id == NULL || !spool_id_valid(rq.id)) {
+		reply(cl, SPOOL_OP_FAILED, "%s needs a queue ID (20 hexadecimal digits)",
+		      spool_op_names[rq.op]);
+		return;
+	}
+	/* One ID is a batch of one, answered with one line. */
+	struct ctl_batch *b = batch_new(cl, rq.op, 1);
+	b->one = true;
+	batch_line(cl, b, rq.id);
 }
 
 /* Handles complete lines in the input, one operation at a time. */
 static void process(struct ctl_client *cl)
 {
-	while (!cl->op_pending && !cl->closing) {
-		char *nl = memchr(cl->in, '\n', cl->in_len);
+	size_t len;
+	bool full;
+	char *in = lconn_input(cl->conn, &len, &full);
+	while (!cl->op_pending && !lconn_closing(cl->conn)) {
+		char *nl = memchr(in, '\n', len);
 		if (nl == NULL)
 			break;
 		char line[CTL_MAX_LINE];
-		size_t n = (size_t)(nl - cl->in);
-		memcpy(line, cl->in, n);
+		size_t n = (size_t)(nl - in);
+		memcpy(line, in, n);
 		line[n] = '\0';
 		if (n && line[n - 1] == '\r')
 			line[n - 1] = '\0';
-		cl->in_len -= n + 1;
-		memmove(cl->in, nl + 1, cl->in_len);
+		lconn_consume(cl->conn, n + 1);
+		in = lconn_input(cl->conn, &len, &full);
 		if (cl->collecting) {
-			batch_line(cl, line);
+			batch_line(cl, cl->collecting, line);
 			continue;
 		}
 		if (memchr(line, '\0', n ? n - 1 : 0) != NULL) {
-			reply(cl, "error NUL byte in request");
+			reply(cl, SPOOL_OP_FAILED, "NUL byte in request");
 			continue;
 		}
 		handle_line(cl, line);
 	}
-	if (cl->closing)
-		return;
-	if (cl->op_pending)
-		uv_read_stop((uv_stream_t *)&cl->pipe);
-	else if (cl->in_len == sizeof(cl->in)) {
-		reply(cl, "error request line too long");
+	if (full && !cl->op_pending && !lconn_closing(cl->conn)) {
+		reply(cl, SPOOL_OP_FAILED, "request line too long");
 		client_close(cl);
-	} else {
-		resume_reading(cl);
 	}
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void read_cb(struct lconn *conn, void *arg)
 {
-	struct ctl_client *cl = h->data;
-	(void)suggested;
-	*b = uv_buf_init(cl->in + cl->in_len, (unsigned)(sizeof(cl->in) - cl->in_len));
-}
-
-static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
-{
-	struct ctl_client *cl = s->data;
-	(void)b;
-	if (n < 0) {
-		client_close(cl);
-		return;
-	}
-	cl->in_len += (size_t)n;
+	struct ctl_client *cl = lconn_data(conn);
+	cl->ctl = arg;
+	cl->conn = conn;
 	process(cl);
 }
 
-static void resume_reading(struct ctl_client *cl)
+static void close_cb(struct lconn *conn, void *arg)
 {
-	if (!cl->closing && !cl->op_pending && !cl->want_close)
-		uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
+	struct ctl_client *cl = lconn_data(conn);
+	(void)arg;
+	if (cl->collecting)
+		batch_free(cl->collecting);
 }
 
-static void connection_cb(uv_stream_t *server, int status)
+static void stopped_cb(void *arg)
 {
-	struct ctl *c = server->data;
-	if (status < 0 || c->stopping)
-		return;
-	struct ctl_client *cl = xcalloc(1, sizeof(*cl));
-	cl->ctl = c;
-	uv_pipe_init(c->pd->loop, &cl->pipe, 0);
-	cl->pipe.data = cl;
-	cl->next = c->clients;
-	if (c->clients)
-		c->clients->prev = cl;
-	c->clients = cl;
-	if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0) {
-		client_close(cl);
-		return;
-	}
-	resume_reading(cl);
+	struct ctl *c = arg;
+	maybe_closed(c);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
@@ -984,24 +719,17 @@ static int clear_stale(const char *path, struct buf *errors)
 		buf_printf(errors, "control socket %s: exists and is not a socket\n", path);
 		return -1;
 	}
-	struct sockaddr_un sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path));
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		buf_printf(errors, "control socket: %s\n", strerror(errno));
-		return -1;
-	}
-	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
-	int err = errno;
-	close(fd);
-	if (r == 0) {
+	int fd;
+	struct buf why = BUF_INIT;
+	int r = ctl_client_connect(path, &fd, &why);
+	if (r > 0) {
+		close(fd);
 		buf_printf(errors, "control socket %s: another pickupd answers on it\n", path);
 		return -1;
 	}
-	if (err != ECONNREFUSED) {
-		buf_printf(errors, "control socket %s: %s\n", path, strerror(err));
+	if (r < 0) {
+		buf_printf(errors, "control socket %s: %s\n", path, why.data);
+		buf_deinit(&why);
 		return -1;
 	}
 	if (unlink(path) < 0 && errno != ENOENT) {
@@ -1013,41 +741,23 @@ static int clear_stale(const char *path, struct buf *errors)
 	return 0;
 }
 
-static void server_close_cb(uv_handle_t *h)
-{
-	struct ctl *c = h->data;
-	c->server_closed = true;
-	maybe_closed(c);
-}
-
-static void server_close_free_cb(uv_handle_t *h)
-{
-	struct ctl *c = h->data;
-	free(c->path);
-	free(c);
-}
-
 struct ctl *ctl_start(struct pickupd *pd, struct buf *errors)
 {
+	static const struct listener_ops ops = {read_cb, close_cb, stopped_cb};
+	const struct listener_limits lim = {CTL_MAX_LINE, 0, 0, sizeof(struct ctl_client)};
 	const char *path = pd->cfg->control.socket;
 	if (ctl_check_path(path, NULL, errors) < 0 || clear_stale(path, errors) < 0)
 		return NULL;
 	struct ctl *c = xcalloc(1, sizeof(*c));
+	struct buf what = BUF_INIT;
 	c->pd = pd;
 	c->path = xstrdup(path);
-	uv_pipe_init(pd->loop, &c->server, 0);
-	c->server.data = c;
-	/* Created 0660 from the start: no moment in which others may connect. */
-	mode_t old = umask(0117);
-	int r = uv_pipe_bind(&c->server, path);
-	umask(old);
-	if (r == 0 && chmod(path, 0660) < 0)
-		r = uv_translate_sys_error(errno);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)&c->server, 64, connection_cb);
-	if (r < 0) {
-		buf_printf(errors, "control socket %s: %s\n", path, uv_strerror(r));
-		uv_close((uv_handle_t *)&c->server, server_close_free_cb);
+	buf_printf(&what, "control socket %s", path);
+	c->listener = listener_unix(pd->loop, path, 0660, &lim, &ops, c, what.data, errors);
+	buf_deinit(&what);
+	if (c->listener == NULL) {
+		free(c->path);
+		free(c);
 		return NULL;
 	}
 	log_debug("control socket %s listening", path);
@@ -1070,16 +780,15 @@ void ctl_close(struct ctl *c, pickupd_closed_cb cb, void *arg)
 	/* Gone from the file system first: pickupctl then waits for the spool
 	 * lock, which the daemon keeps until it exits. */
 	unlink(c->path);
-	uv_close((uv_handle_t *)&c->server, server_close_cb);
+	listener_stop(c->listener);
 	uv_close((uv_handle_t *)&c->expire_timer, expire_close_cb);
-	for (struct ctl_client *cl = c->clients; cl; cl = cl->next)
-		client_close(cl);
 }
 
 void ctl_free(struct ctl *c)
 {
 	if (c == NULL)
 		return;
+	listener_free(c->listener);
 	free(c->path);
 	free(c);
 }

@@ -1,12 +1,13 @@
 /*
  * Purpose: the Prometheus endpoint (see metrics.h): a tiny HTTP/1.0 server
  * on the loop, one request per connection, answered and closed.
- * Owns: the listening uv_tcp_t, a sweep timer that drops slow clients, the
- * client connections and their scrape jobs (which count the state
- * directories, badmail's entries and bytes, and each pickup folder's stuck
- * files, read-only, with the configuration in force when the scrape began).
- * Invariants: a client is freed only in its close callback and closed only
- * when no scrape job of its is in flight; the response is built on the loop
+ * Owns: the listener (listener.c: the uv_tcp_t, the connections, the sweep
+ * that drops slow clients), each connection's mclient and its scrape jobs
+ * (which count the state directories, badmail's entries and bytes, and
+ * each pickup folder's stuck files, read-only, with the configuration in
+ * force when the scrape began).
+ * Invariants: a connection is held while its scrape job is in flight, so it
+ * is closed and freed only after the job; the response is built on the loop
  * from counters the loop owns plus the directory counts the job made.
  */
 #include "daemon/admin/metrics.h"
@@ -21,6 +22,7 @@
 #include "common/log.h"
 #include "daemon/delivery/bounce.h"
 #include "daemon/queue/ctl_spool.h"
+#include "daemon/admin/listener.h"
 #include "daemon/core/pickupd.h"
 #include "daemon/delivery/relay.h"
 
@@ -29,27 +31,15 @@
 #define METRICS_MAX_CLIENTS	  64
 #define METRICS_MAX_RELAYS	  64
 
+/* The metrics' data of one connection (lconn_data). */
 struct mclient {
 	struct metrics *m;
-	uv_tcp_t tcp;
-	char in[METRICS_MAX_REQUEST];
-	size_t in_len;
-	int64_t started_ms;
-	bool job_pending;
-	bool want_close;
-	bool answered;
-	bool closing;
-	struct mclient *prev, *next;
+	struct lconn *conn;
 };
 
 struct metrics {
 	struct pickupd *pd;
-	uv_tcp_t server;
-	uv_timer_t sweep;
-	bool stopping;
-	unsigned handles_open; /* server and sweep timer */
-	struct mclient *clients;
-	unsigned n_clients;
+	struct listener *listener;
 	pickupd_closed_cb closed_cb; /* metrics_close's, until it is called */
 	void *closed_arg;
 };
@@ -125,64 +115,9 @@ int metrics_addrs(const char *listen, struct sockaddr_storage *v, size_t max, st
 
 /* ---- clients --------------------------------------------------------------------------- */
 
-/* Closing, and the last handle closed: tell the owner, once. */
-static void check_stopped(struct metrics *m)
-{
-	pickupd_closed_cb cb = m->closed_cb;
-	if (cb == NULL || m->handles_open || m->clients)
-		return;
-	m->closed_cb = NULL;
-	cb(m->closed_arg);
-}
-
-static void client_close_cb(uv_handle_t *h)
-{
-	struct mclient *cl = h->data;
-	struct metrics *m = cl->m;
-	if (cl->prev)
-		cl->prev->next = cl->next;
-	else
-		m->clients = cl->next;
-	if (cl->next)
-		cl->next->prev = cl->prev;
-	m->n_clients--;
-	free(cl);
-	check_stopped(m);
-}
-
-static void client_close(struct mclient *cl)
-{
-	if (cl->job_pending) {
-		cl->want_close = true;
-		return;
-	}
-	if (cl->closing)
-		return;
-	cl->closing = true;
-	uv_close((uv_handle_t *)&cl->tcp, client_close_cb);
-}
-
-struct wreq {
-	uv_write_t req;
-	struct mclient *cl;
-	char data[];
-};
-
-static void write_cb(uv_write_t *req, int status)
-{
-	struct wreq *w = (struct wreq *)req;
-	(void)status;
-	client_close(w->cl);
-	free(w);
-}
-
 static void respond(struct mclient *cl, const char *status, const char *body, size_t body_len)
 {
 	struct buf b = BUF_INIT;
-	if (cl->closing || cl->answered)
-		return;
-	cl->answered = true;
-	uv_read_stop((uv_stream_t *)&cl->tcp);
 	buf_printf(&b,
 		   "HTTP/1.0 %s\r\n"
 		   "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
@@ -191,14 +126,7 @@ static void respond(struct mclient *cl, const char *status, const char *body, si
 		   "\r\n",
 		   status, body_len);
 	buf_append(&b, body, body_len);
-	struct wreq *w = xmalloc(sizeof(*w) + b.len);
-	w->cl = cl;
-	memcpy(w->data, b.data, b.len);
-	uv_buf_t ub = uv_buf_init(w->data, (unsigned)b.len);
-	if (uv_write(&w->req, (uv_stream_t *)&cl->tcp, &ub, 1, write_cb) < 0) {
-		free(w);
-		client_close(cl);
-	}
+	lconn_write_close(cl->conn, b.data, b.len);
 	buf_deinit(&b);
 }
 
@@ -441,10 +369,7 @@ static void scrape_done(struct job *j)
 {
 	struct scrape *sc = (struct scrape *)j;
 	struct mclient *cl = sc->cl;
-	cl->job_pending = false;
-	if (cl->want_close) {
-		client_close(cl);
-	} else {
+	if (lconn_release(cl->conn)) {
 		struct buf body = BUF_INIT;
 		build_body(cl->m, sc, &body);
 		respond(cl, "200 OK", body.data, body.len);
@@ -457,16 +382,16 @@ static void scrape_done(struct job *j)
 }
 
 /* Looks at the request once its head is complete. */
-static void handle_request(struct mclient *cl)
+static void handle_request(struct mclient *cl, const char *in, size_t in_len)
 {
-	char *line_end = memchr(cl->in, '\n', cl->in_len);
-	size_t n = (size_t)(line_end - cl->in);
+	char *line_end = memchr(in, '\n', in_len);
+	size_t n = (size_t)(line_end - in);
 	char line[256];
 	if (n >= sizeof(line)) {
 		respond(cl, "414 URI Too Long", "request line too long\n", 22);
 		return;
 	}
-	memcpy(line, cl->in, n);
+	memcpy(line, in, n);
 	line[n] = '\0';
 	char *save = NULL;
 	char *method = strtok_r(line, " \r", &save);
@@ -485,98 +410,54 @@ static void handle_request(struct mclient *cl)
 	}
 	struct scrape *sc = xcalloc(1, sizeof(*sc));
 	sc->cl = cl;
-	cl->job_pending = true;
-	uv_read_stop((uv_stream_t *)&cl->tcp);
+	lconn_hold(cl->conn);
 	job_submit(cl->m->pd, &sc->job, scrape_fn, scrape_done);
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static bool head_complete(const char *in, size_t len)
 {
-	struct mclient *cl = h->data;
-	(void)suggested;
-	*b = uv_buf_init(cl->in + cl->in_len, (unsigned)(sizeof(cl->in) - cl->in_len));
-}
-
-static bool head_complete(const struct mclient *cl)
-{
-	for (size_t i = 0; i + 1 < cl->in_len; i++) {
-		if (cl->in[i] != '\n')
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (in[i] != '\n')
 			continue;
-		if (cl->in[i + 1] == '\n' ||
-		    (i + 2 < cl->in_len && cl->in[i + 1] == '\r' && cl->in[i + 2] == '\n'))
+		if (in[i + 1] == '\n' || (i + 2 < len && in[i + 1] == '\r' && in[i + 2] == '\n'))
 			return true;
 	}
 	return false;
 }
 
-static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+static void read_cb(struct lconn *conn, void *arg)
 {
-	struct mclient *cl = s->data;
-	(void)b;
-	if (cl->answered || cl->job_pending)
-		return;
-	if (n < 0) {
-		client_close(cl);
-		return;
-	}
-	cl->in_len += (size_t)n;
-	if (head_complete(cl))
-		handle_request(cl);
-	else if (cl->in_len == sizeof(cl->in))
+	struct mclient *cl = lconn_data(conn);
+	size_t len;
+	bool full;
+	char *in = lconn_input(conn, &len, &full);
+	cl->m = arg;
+	cl->conn = conn;
+	if (head_complete(in, len))
+		handle_request(cl, in, len);
+	else if (full)
 		respond(cl, "431 Request Header Fields Too Large", "request too large\n", 18);
 }
 
-static void connection_cb(uv_stream_t *server, int status)
+/* Called by the listener only once it is stopping: when the last handle
+ * has closed, tell the owner, once. */
+static void stopped_cb(void *arg)
 {
-	struct metrics *m = server->data;
-	if (status < 0 || m->stopping)
+	struct metrics *m = arg;
+	pickupd_closed_cb cb = m->closed_cb;
+	if (cb == NULL || !listener_idle(m->listener))
 		return;
-	struct mclient *cl = xcalloc(1, sizeof(*cl));
-	cl->m = m;
-	cl->started_ms = pickupd_now_ms();
-	uv_tcp_init(m->pd->loop, &cl->tcp);
-	cl->tcp.data = cl;
-	cl->next = m->clients;
-	if (m->clients)
-		m->clients->prev = cl;
-	m->clients = cl;
-	m->n_clients++;
-	if (uv_accept(server, (uv_stream_t *)&cl->tcp) < 0 || m->n_clients > METRICS_MAX_CLIENTS) {
-		client_close(cl);
-		return;
-	}
-	uv_read_start((uv_stream_t *)&cl->tcp, alloc_cb, read_cb);
-}
-
-/* Drops clients that never finished their request. */
-static void sweep_cb(uv_timer_t *t)
-{
-	struct metrics *m = t->data;
-	int64_t now = pickupd_now_ms();
-	for (struct mclient *cl = m->clients; cl; cl = cl->next)
-		if (!cl->answered && !cl->job_pending &&
-		    now - cl->started_ms > METRICS_CLIENT_TIMEOUT_MS)
-			client_close(cl);
+	m->closed_cb = NULL;
+	cb(m->closed_arg);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-static void handle_close_cb(uv_handle_t *h)
-{
-	struct metrics *m = h->data;
-	m->handles_open--;
-	check_stopped(m);
-}
-
-static void handle_close_free_cb(uv_handle_t *h)
-{
-	struct metrics *m = h->data;
-	if (--m->handles_open == 0)
-		free(m);
-}
-
 struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 {
+	static const struct listener_ops ops = {read_cb, NULL, stopped_cb};
+	const struct listener_limits lim = {METRICS_MAX_REQUEST, METRICS_MAX_CLIENTS,
+					    METRICS_CLIENT_TIMEOUT_MS, sizeof(struct mclient)};
 	const char *listen = pd->cfg->metrics.listen;
 	struct sockaddr_storage ss[2];
 	if (listen == NULL || *listen == '\0')
@@ -585,33 +466,18 @@ struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 	if (n < 0)
 		return NULL;
 	struct metrics *m = xcalloc(1, sizeof(*m));
+	struct buf what = BUF_INIT;
 	m->pd = pd;
-	uv_tcp_init(pd->loop, &m->server);
-	m->server.data = m;
-	uv_timer_init(pd->loop, &m->sweep);
-	m->sweep.data = m;
-	m->handles_open = 2;
-	int r = UV_EAFNOSUPPORT;
-	/* The next address only when the family is missing: a socket exists
-	 * otherwise, and it cannot change its family. */
-	for (int i = 0; i < n && r == UV_EAFNOSUPPORT; i++)
-		r = uv_tcp_bind(&m->server, (const struct sockaddr *)&ss[i], 0);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)&m->server, 64, connection_cb);
-	if (r < 0) {
-		buf_printf(errors, "[metrics] listen = %s: %s\n", listen, uv_strerror(r));
-		uv_close((uv_handle_t *)&m->server, handle_close_free_cb);
-		uv_close((uv_handle_t *)&m->sweep, handle_close_free_cb);
+	buf_printf(&what, "[metrics] listen = %s", listen);
+	m->listener = listener_tcp(pd->loop, ss, n, &lim, &ops, m, what.data, errors);
+	buf_deinit(&what);
+	if (m->listener == NULL) {
+		free(m);
 		return NULL;
 	}
-	uv_timer_start(&m->sweep, sweep_cb, METRICS_CLIENT_TIMEOUT_MS / 2,
-		       METRICS_CLIENT_TIMEOUT_MS / 2);
-	uv_unref((uv_handle_t *)&m->sweep);
 	struct sockaddr_storage bound;
-	int blen = sizeof(bound);
-	memset(&bound, 0, sizeof(bound));
 	char ip[64] = "?";
-	if (uv_tcp_getsockname(&m->server, (struct sockaddr *)&bound, &blen) == 0)
+	if (listener_sockname(m->listener, &bound) == 0)
 		uv_ip_name((struct sockaddr *)&bound, ip, sizeof(ip));
 	log_info("metrics on http://%s%s%s:%u/metrics (listen = %s)",
 		 bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
@@ -621,18 +487,15 @@ struct metrics *metrics_start(struct pickupd *pd, struct buf *errors)
 
 void metrics_close(struct metrics *m, pickupd_closed_cb cb, void *arg)
 {
-	if (m->stopping)
-		return;
-	m->stopping = true;
 	m->closed_cb = cb;
 	m->closed_arg = arg;
-	uv_close((uv_handle_t *)&m->server, handle_close_cb);
-	uv_close((uv_handle_t *)&m->sweep, handle_close_cb);
-	for (struct mclient *cl = m->clients; cl; cl = cl->next)
-		client_close(cl);
+	listener_stop(m->listener);
 }
 
 void metrics_free(struct metrics *m)
 {
+	if (m == NULL)
+		return;
+	listener_free(m->listener);
 	free(m);
 }

@@ -62,12 +62,13 @@ struct pickupd {
 	struct metrics *metrics; /* Prometheus endpoint (metrics.c), NULL when off */
 	struct pickupd_stats stats;
 	bool stopping;
-	size_t parts_open;	/* while stopping: parts whose close has not called back */
-	bool enospc;		/* ingestion paused: the spool's disk is full */
-	uint64_t enospc_need;	/* bytes of the largest file that did not fit */
-	uv_timer_t space_timer; /* re-checks the free space while paused (space.c) */
-	uv_check_t ro_check;	/* stops the daemon once the spool is read-only */
-	int exit_status;	/* non-zero: why main exits with an error */
+	size_t parts_open;	     /* while stopping: parts whose close has not called back */
+	unsigned recovers_in_flight; /* ingest_recover jobs (main.c) */
+	bool enospc;		     /* ingestion paused: the spool's disk is full */
+	uint64_t enospc_need;	     /* bytes of the largest file that did not fit */
+	uv_timer_t space_timer;	     /* re-checks the free space while paused (space.c) */
+	uv_check_t ro_check;	     /* stops the daemon once the spool is read-only */
+	int exit_status;	     /* non-zero: why main exits with an error */
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t watchdog;
 	uv_timer_t shutdown_timer;

@@ -87,8 +87,7 @@ struct relay {
 
 struct relay_pool {
 	struct pickupd *pd;
-	relay_removed_cb removed_cb; /* given by the owner */
-	void *removed_arg;
+	struct relay_pool_cbs cbs; /* given by the owner */
 	struct relay **relays;
 	size_t n_relays;
 	struct relay *retired;	/* relays a reload removed, until their sessions end */
@@ -98,6 +97,13 @@ struct relay_pool {
 	unsigned probes_in_flight;
 	unsigned loads_in_flight;
 	unsigned records_in_flight;
+	/* Removals waiting for a removal job: one job at a time while fewer
+	 * than a batch wait, so that those arriving meanwhile share its fsync of
+	 * data/; more (up to REMOVE_JOBS) when a full batch waits, so the list
+	 * cannot grow while jobs wait behind ingest in the pool's queue. */
+	struct delivery *rm_head, *rm_tail;
+	size_t rm_waiting;
+	unsigned rm_running;
 	bool stopping;
 	bool closed_timer;
 	int timers_open;
@@ -111,6 +117,7 @@ enum load_result {
 	LOAD_NONE,	  /* gone meanwhile, or the spool is read-only: nothing to do */
 	LOAD_MOVE_FAILED, /* deferred/ -> queue/ failed (err) */
 	LOAD_CORRUPT,	  /* the envelope is damaged (why); moved to badmail */
+	LOAD_TORN,	  /* a lazy first envelope never completely written (why) */
 	LOAD_UNREADABLE,  /* the envelope cannot be read now (why) */
 	LOAD_NO_CONTENT,  /* the content cannot be opened (err); moved to badmail */
 	LOAD_MARK_FAILED, /* the being-sent mark cannot be set (err) */
@@ -124,7 +131,7 @@ struct delivery {
 	struct session *s;	    /* the session it is loaded for; NULL once that closed */
 	struct sched_item item;	    /* what was due */
 	enum load_result loaded;    /* set by load_fn */
-	char *load_why;		    /* LOAD_CORRUPT, LOAD_UNREADABLE: the reason */
+	char *load_why;		    /* LOAD_CORRUPT, LOAD_TORN, LOAD_UNREADABLE: the reason */
 	bool defer;		    /* no relay can take it (defer_due): record defer_cls */
 	enum smtpc_class defer_cls; /* with the reply defer_why */
 	char *defer_why;
@@ -140,6 +147,7 @@ struct delivery {
 	char bounce_id[SPOOL_ID_LEN + 1];
 	int bounce_err;
 	int err;
+	struct delivery *rm_next; /* in the pool's removal list */
 };
 
 #define RELAY_CRED_CHECK_MS 1000 /* a paused relay's password file is looked at this often */
@@ -276,7 +284,7 @@ static void record_done(struct job *j)
 		switch (d->out.action) {
 		case POLICY_REMOVE:
 			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
-			pool->removed_cb(pool->removed_arg); /* ingestion may wait for this space */
+			pool->cbs.removed(pool->cbs.arg); /* ingestion may wait for this space */
 			break;
 		case POLICY_DEFER:
 			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
@@ -316,6 +324,81 @@ static void record_done(struct job *j)
 	relay_pool_wake(pool);
 }
 
+/* ---- removals in batches ------------------------------------------------------------ */
+
+#define REMOVE_BATCH 64
+#define REMOVE_JOBS  4
+
+/* Deliveries whose message is done, removed by one pool job. */
+struct removal_batch {
+	struct job job;
+	struct relay_pool *pool;
+	struct delivery *d[REMOVE_BATCH];
+	size_t n;
+};
+
+static void removal_fn(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	char *ids[REMOVE_BATCH];
+	int errs[REMOVE_BATCH];
+	for (size_t i = 0; i < b->n; i++)
+		ids[i] = b->d[i]->env.id;
+	/* spool_remove for each, one fsync of data/ for all; an EROFS here
+	 * marks the spool read-only as spool_remove would (main.c stops). */
+	spool_remove_many(&j->pd->spool, ids, b->n, SPOOL_QUEUE, errs);
+	for (size_t i = 0; i < b->n; i++)
+		b->d[i]->err = errs[i];
+}
+
+static void removal_pump(struct relay_pool *pool);
+
+static void removal_done(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	struct relay_pool *pool = b->pool;
+	pool->rm_running--;
+	for (size_t i = 0; i < b->n; i++) {
+		b->d[i]->job.pd = j->pd;
+		record_done(&b->d[i]->job);
+	}
+	free(b);
+	removal_pump(pool);
+	maybe_closed(pool);
+}
+
+static void removal_pump(struct relay_pool *pool)
+{
+	while (pool->rm_head && pool->rm_running < REMOVE_JOBS &&
+	       (pool->rm_running == 0 || pool->rm_waiting >= REMOVE_BATCH)) {
+		struct removal_batch *b = xcalloc(1, sizeof(*b));
+		b->pool = pool;
+		while (b->n < REMOVE_BATCH && pool->rm_head) {
+			struct delivery *d = pool->rm_head;
+			pool->rm_head = d->rm_next;
+			b->d[b->n++] = d;
+		}
+		if (pool->rm_head == NULL)
+			pool->rm_tail = NULL;
+		pool->rm_waiting -= b->n;
+		pool->rm_running++;
+		job_submit(pool->pd, &b->job, removal_fn, removal_done);
+	}
+}
+
+/* A delivered message is removed with the others done meanwhile. */
+static void removal_add(struct relay_pool *pool, struct delivery *d)
+{
+	d->rm_next = NULL;
+	if (pool->rm_tail)
+		pool->rm_tail->rm_next = d;
+	else
+		pool->rm_head = d;
+	pool->rm_tail = d;
+	pool->rm_waiting++;
+	removal_pump(pool);
+}
+
 /* Bounces are spaced out (rate_limit per minute) so a broken relay cannot
  * cause a storm; none is dropped, later ones just wait in deferred/. */
 static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *b, int64_t now)
@@ -345,7 +428,10 @@ static void record(struct delivery *d)
 	if (d->out.warn || d->out.bounce)
 		d->bounce_due = bounce_slot(pool, &cfg->bounce, now);
 	pool->records_in_flight++;
-	delivery_job(d, record_fn, record_done);
+	if (d->out.action == POLICY_REMOVE)
+		removal_add(pool, d);
+	else
+		delivery_job(d, record_fn, record_done);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -377,7 +463,12 @@ static void load_fn(struct job *j)
 		goto out;
 	}
 	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &why) < 0) {
-		if (errno == EBADMSG) {
+		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
+		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
+			/* A first envelope whose writeback a crash lost: the
+			 * content is durable and says it all again. */
+			d->loaded = LOAD_TORN;
+		} else if (errno == EBADMSG) {
 			/* Quarantined where operators look, the rest keeps flowing. */
 			d->loaded = LOAD_CORRUPT;
 			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
@@ -478,6 +569,10 @@ static void load_done(struct job *j)
 		break;
 	case LOAD_CORRUPT:
 		log_error("%s: %s; moved to badmail", id, d->load_why);
+		break;
+	case LOAD_TORN:
+		log_warn("%s: envelope torn (%s); ingesting the content again", id, d->load_why);
+		pool->cbs.torn(pool->cbs.arg, id);
 		break;
 	case LOAD_UNREADABLE:
 		log_error("%s: %s", id, d->load_why);
@@ -1072,13 +1167,12 @@ static struct relay *relay_new(struct relay_pool *pool, struct config *conf,
 	return r;
 }
 
-struct relay_pool *relay_pool_new(struct pickupd *pd, relay_removed_cb removed_cb, void *arg,
+struct relay_pool *relay_pool_new(struct pickupd *pd, const struct relay_pool_cbs *cbs,
 				  struct buf *errors)
 {
 	struct relay_pool *pool = xcalloc(1, sizeof(*pool));
 	pool->pd = pd;
-	pool->removed_cb = removed_cb;
-	pool->removed_arg = arg;
+	pool->cbs = *cbs;
 	uv_timer_init(pd->loop, &pool->pause_timer);
 	pool->pause_timer.data = pool;
 	uv_timer_init(pd->loop, &pool->cred_timer);

@@ -15,11 +15,18 @@
 #include "daemon/core/pickupd.h"
 #include "daemon/smtp/smtpc.h"
 
-/* A message left the spool for good (its last recipient done): the disk
- * has room it did not have before. */
-typedef void (*relay_removed_cb)(void *arg);
+/* What the pool hands to its owner (main.c wires them). */
+struct relay_pool_cbs {
+	/* A message left the spool for good (its last recipient done): the
+	 * disk has room it did not have before. */
+	void (*removed)(void *arg);
+	/* Message id's envelope in queue/ is torn (a lazy first envelope never
+	 * completely written): its content is to be ingested again. */
+	void (*torn)(void *arg, const char *id);
+	void *arg;
+};
 
-struct relay_pool *relay_pool_new(struct pickupd *pd, relay_removed_cb removed_cb, void *arg,
+struct relay_pool *relay_pool_new(struct pickupd *pd, const struct relay_pool_cbs *cbs,
 				  struct buf *errors);
 void relay_pool_free(struct relay_pool *pool);
 /* SIGHUP: relays of the new configuration (kept by name: sessions and

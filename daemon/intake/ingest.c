@@ -1,13 +1,16 @@
 /*
  * Purpose: validation, claim and envelope derivation of one pickup file, on
- * a thread-pool thread (it fsyncs and runs libmagic).
+ * a thread-pool thread (it fsyncs, and runs libmagic on what does not start
+ * like a message).
  * Owns: nothing beyond the job; the spool owns every path it touches.
  * Invariants: the file is opened without following links and without
  * blocking; nothing is claimed while a writer may still be at work (flock,
- * settle time); once claimed, the file ends as a queued message or in
- * badmail with a reason, or, when the envelope cannot be written, it is put
- * back where it was found at once (a copy is dropped, its original never
- * left). Nothing is deleted. The claim records its folder (recovery).
+ * lease; settle time unless an event said it is complete); once claimed, the
+ * file ends as a queued message or in badmail with a reason, or, when the
+ * envelope cannot be written or a batch's claims cannot be made durable, it
+ * is put back where it was found at once (a copy is dropped, its original
+ * never left). Nothing is deleted. The claim records its folder (recovery);
+ * the record of a message queued with a lazy envelope stays with it.
  */
 #include "daemon/intake/ingest.h"
 
@@ -31,6 +34,7 @@
 void ingest_job_free(struct ingest_job *ij)
 {
 	free(ij->name);
+	free(ij->origin_buf);
 	free(ij->reason);
 	free(ij->sender);
 	free(ij);
@@ -64,22 +68,22 @@ static const char *file_kind(mode_t m)
 }
 
 /*
- * True when another process has the file open for writing. A read lease
- * (fcntl F_SETLEASE F_RDLCK) is refused with EAGAIN exactly then; it is
- * released at once. Taking one needs the file's owner or CAP_LEASE, and some
- * file systems (NFS, SMB) have none: then we cannot tell (false), and the
- * flock and settle_time checks are all there is. A writer opening the file
- * in the microseconds the lease is held would break it, which signals us:
- * F_SETSIG selects SIGURG, whose default action is to ignore it.
+ * 1 when another process has the file open for writing, 0 when nobody has,
+ * -1 when we cannot tell. A read lease (fcntl F_SETLEASE F_RDLCK) is refused
+ * with EAGAIN exactly then; it is released at once. Taking one needs the
+ * file's owner or CAP_LEASE, and some file systems (NFS, SMB) have none: then
+ * the flock and settle_time checks are all there is. A writer opening the
+ * file in the microseconds the lease is held would break it, which signals
+ * us: F_SETSIG selects SIGURG, whose default action is to ignore it.
  */
-static bool open_for_writing(int fd)
+static int open_for_writing(int fd)
 {
 	if (fcntl(fd, F_SETSIG, SIGURG) < 0)
-		return false;
+		return -1;
 	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
-		return errno == EAGAIN;
+		return errno == EAGAIN ? 1 : -1;
 	fcntl(fd, F_SETLEASE, F_UNLCK);
-	return false;
+	return 0;
 }
 
 /* The name the file had in its folder (the data/ ID when recovery finishes
@@ -89,11 +93,16 @@ static const char *origin_file(const struct ingest_job *ij)
 	return ij->origin_file ? ij->origin_file : ij->name;
 }
 
-/* Claims the file, with a claim record naming its folder. */
+/* Claims the file, with a claim record naming its folder. In a batch the
+ * directory fsyncs wait for the batch's commit (ingest_run_batch). */
 static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
 {
 	struct spool *sp = &ij->job.pd->spool;
-	if (spool_claim(sp, ij->dir_fd, ij->name, fd, ij->pickup->name, origin_file(ij), c) < 0) {
+	int r = ij->batch ? spool_claim_batched(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
+						origin_file(ij), c)
+			  : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
+					      ij->pickup->name, origin_file(ij), c);
+	if (r < 0) {
 		ij->err = errno;
 		ij->result = errno == ENOENT			  ? INGEST_GONE
 			     : errno == ENOSPC || errno == EDQUOT ? INGEST_NOSPACE
@@ -102,6 +111,7 @@ static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
 		return -1;
 	}
 	memcpy(ij->id, c->id, sizeof(ij->id));
+	ij->claimed = ij->batch && !c->copied;
 	return 0;
 }
 
@@ -130,6 +140,7 @@ static void claim_undo(struct ingest_job *ij, struct spool_claim *c, const char 
 	ij->err = e;
 	ij->result = e == ENOSPC || e == EDQUOT ? INGEST_NOSPACE : INGEST_ERROR;
 	set_reason(ij, "cannot write the %s: %s", what, strerror(e));
+	ij->claimed = false; /* nothing for the batch's commit to cover */
 	if (spool_claim_undo(sp, c) < 0)
 		log_error("%s: pickup=%s, file=%s: cannot write the %s (%s) nor put the file back "
 			  "(%s); its content stays in %s/data/%s and is taken again at the next "
@@ -164,12 +175,11 @@ static void refuse_claimed(struct ingest_job *ij, struct spool_claim *c, struct 
  * the entry itself, without reading through it, then refuses it. */
 static void refuse_entry(struct ingest_job *ij)
 {
-	struct spool_claim c;
 	struct spool_env env;
 	memset(&env, 0, sizeof(env));
-	if (claim(ij, -1, &c) < 0)
+	if (claim(ij, -1, &ij->claim) < 0)
 		return;
-	refuse_claimed(ij, &c, &env);
+	refuse_claimed(ij, &ij->claim, &env);
 	spool_env_deinit(&env);
 }
 
@@ -290,6 +300,21 @@ static void build_envelope(struct ingest_job *ij, const struct msg_info *info, c
 	buf_deinit(&date);
 }
 
+/*
+ * The cheap structural check that spares libmagic for almost every file: the
+ * first line is a header field (RFC 5322 field-name, then ':'; X-Sender: and
+ * X-Receiver: envelope lines are header fields too) and the head holds no
+ * NUL. No binary format libmagic names starts like that; whatever does not
+ * is asked about.
+ */
+static bool plainly_message(const char *head, size_t n)
+{
+	size_t i = 0;
+	while (i < n && head[i] >= 33 && head[i] <= 126 && head[i] != ':')
+		i++;
+	return i > 0 && i < n && head[i] == ':' && memchr(head, '\0', n) == NULL;
+}
+
 /* The libmagic verdict on the first bytes: NULL when it looks like text. */
 static const char *sniff_binary(struct pickupd *pd, const char *head, size_t n, char *mime,
 				size_t mime_len)
@@ -399,15 +424,20 @@ void ingest_run(struct job *j)
 	}
 	/* Writers without a lock: a read lease is granted only when nobody has
 	 * the file open for writing. */
-	if (!recovering && open_for_writing(fd)) {
+	int writers = recovering ? 0 : open_for_writing(fd);
+	if (writers > 0) {
 		ij->result = INGEST_NOT_READY;
 		ij->retry_after_ms = pk->settle_time_ms > 500 ? (int64_t)pk->settle_time_ms : 500;
 		set_reason(ij, "another process has it open for writing");
 		goto out;
 	}
+	/* settle_time is for files seen by a rescan (no event: NFS, SMB, start-up,
+	 * overflow) or found busy before; a file renamed in or closed by its last
+	 * writer, with no lock and no writer left (the lease told), is complete. */
 	int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	int64_t age = ij->now_ms - mtime_ms;
-	if (!recovering && pk->settle_time_ms && age < (int64_t)pk->settle_time_ms) {
+	bool complete = ij->finished && writers == 0;
+	if (!recovering && !complete && pk->settle_time_ms && age < (int64_t)pk->settle_time_ms) {
 		ij->result = INGEST_NOT_READY;
 		ij->retry_after_ms = (int64_t)pk->settle_time_ms - (age > 0 ? age : 0);
 		set_reason(ij, "modified %lld ms ago (settle_time)", (long long)age);
@@ -429,8 +459,8 @@ void ingest_run(struct job *j)
 	}
 	/* From here on the file is ours: queued, or in badmail with a reason,
 	 * or (no envelope could be written) back in its folder. */
-	struct spool_claim claimed;
-	if (claim(ij, fd, &claimed) < 0)
+	struct spool_claim *claimed = &ij->claim;
+	if (claim(ij, fd, claimed) < 0)
 		goto out;
 	char mime[128];
 	struct msgbody mb;
@@ -447,7 +477,8 @@ void ingest_run(struct job *j)
 	} else if (ij->size > pk->max_message_size) {
 		set_reason(ij, "message of %llu bytes is over max_message_size (%llu)",
 			   (unsigned long long)ij->size, (unsigned long long)pk->max_message_size);
-	} else if (sniff_binary(pd, head, (size_t)got, mime, sizeof(mime))) {
+	} else if (!plainly_message(head, (size_t)got) &&
+		   sniff_binary(pd, head, (size_t)got, mime, sizeof(mime))) {
 		set_reason(ij, "binary file (%s)", mime);
 	} else if (msg_scan(head, (size_t)got, (uint64_t)got >= ij->size, &opts, &info, &reason) <
 		   0) {
@@ -461,11 +492,20 @@ void ingest_run(struct job *j)
 			set_reason(ij, "%s", reason.data);
 		} else {
 			build_envelope(ij, &info, head, (size_t)got, &mb, &env);
-			if (spool_env_write(&pd->spool, SPOOL_QUEUE, &env) < 0) {
-				claim_undo(ij, &claimed, "envelope", errno);
+			/* A moved claim's first envelope is not fsynced: the content
+			 * is durable and the envelope derived from it alone, and the
+			 * claim record stays to say where it came from (see
+			 * spool_env_create_lazy). A copy's original goes at
+			 * claim_done, so its envelope must be durable first. */
+			claimed->keep_record = !claimed->copied && claimed->recorded;
+			if ((claimed->keep_record
+				 ? spool_env_create_lazy(&pd->spool, &env)
+				 : spool_env_write(&pd->spool, SPOOL_QUEUE, &env)) < 0) {
+				claimed->keep_record = false;
+				claim_undo(ij, claimed, "envelope", errno);
 				goto out;
 			}
-			if (claim_done(ij, &claimed, SPOOL_QUEUE) < 0)
+			if (claim_done(ij, claimed, SPOOL_QUEUE) < 0)
 				goto out;
 			ij->result = INGEST_QUEUED;
 			ij->sender = xstrdup(info.sender.addr);
@@ -473,7 +513,7 @@ void ingest_run(struct job *j)
 			goto out;
 		}
 	}
-	refuse_claimed(ij, &claimed, &env);
+	refuse_claimed(ij, claimed, &env);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -482,4 +522,107 @@ out:
 	spool_env_deinit(&env);
 	buf_deinit(&reason);
 	free(head);
+}
+
+/* The batch's claims could not be made durable (errno e): each is undone at
+ * once, as a claim cut short is, so that nothing acts on it: its envelope
+ * goes, then the file goes back to its folder. */
+static void batch_undo(struct ingest_job *ij, int e)
+{
+	struct spool *sp = &ij->job.pd->spool;
+	if (ij->result == INGEST_QUEUED || ij->result == INGEST_REFUSED) {
+		enum spool_state st = ij->result == INGEST_QUEUED ? SPOOL_QUEUE : SPOOL_BADMAIL;
+		if (unlinkat(sp->state_fd[st], ij->id, 0) < 0 && errno != ENOENT) {
+			/* Left for recovery, which finds both envelope and content. */
+			log_error("%s: cannot undo a claim whose commit failed: %s", ij->id,
+				  strerror(errno));
+			ij->err = e;
+			ij->result = INGEST_ERROR;
+			set_reason(ij, "cannot make the claim durable: %s", strerror(e));
+			return;
+		}
+	}
+	ij->claim.keep_record = false;
+	claim_undo(ij, &ij->claim, "claim's directory entries", e);
+	log_warn("%s: pickup=%s, file=%s: the claim cannot be made durable (%s); undone, the file "
+		 "is taken again later",
+		 ij->id, ij->pickup->name, origin_file(ij), strerror(e));
+}
+
+void ingest_run_batch(struct job *j)
+{
+	struct ingest_batch *b = (struct ingest_batch *)j;
+	bool claimed = false;
+	for (size_t i = 0; i < b->n; i++) {
+		struct ingest_job *ij = b->items[i];
+		ij->job.pd = j->pd;
+		ij->batch = true;
+		ingest_run(&ij->job);
+		claimed |= ij->claimed;
+	}
+	if (!claimed || spool_claim_commit(&j->pd->spool, b->dir_fd, b->dir_sync) == 0)
+		return;
+	int e = errno;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->items[i]->claimed)
+			batch_undo(b->items[i], e);
+}
+
+const struct config_pickup *ingest_origin_pickup(struct pickupd *pd, const char *name,
+						 const char *id)
+{
+	for (size_t i = 0; name && i < pd->cfg->n_pickups; i++)
+		if (strcmp(pd->cfg->pickups[i].name, name) == 0)
+			return &pd->cfg->pickups[i];
+	if (name)
+		log_warn("%s: recovered content came from [pickup %s], which is no longer "
+			 "configured; taken as from [pickup %s]",
+			 id, name, pd->cfg->pickups[0].name);
+	return &pd->cfg->pickups[0];
+}
+
+/* A torn envelope's message, ingested again from its content. */
+static void recover_done(struct job *j)
+{
+	struct ingest_job *ij = (struct ingest_job *)j;
+	struct pickupd *pd = j->pd;
+	if (ij->result == INGEST_QUEUED) {
+		log_info("%s: recovered content of %s (its envelope was never completely "
+			 "written): pickup=%s, file=%s",
+			 ij->id, ij->name, ij->pickup->name, origin_file(ij));
+	} else if (ij->result == INGEST_REFUSED) {
+		pd->stats.refused++;
+		log_warn("%s: recovered content of %s refused: %s; moved to badmail", ij->id,
+			 ij->name, ij->reason);
+	} else {
+		log_error("%s: cannot recover content: %s; it is tried again at the next start",
+			  ij->name, ij->reason ? ij->reason : strerror(ij->err));
+	}
+	ij->recovered_cb(ij->owner, ij->result == INGEST_QUEUED ? ij->id : NULL);
+	ingest_job_free(ij);
+}
+
+void ingest_recover(struct pickupd *pd, const char *id, ingest_recovered_cb cb, void *arg)
+{
+	/* The torn envelope goes first: data/<id> without one is what recovery
+	 * re-ingests (from the folder its claim record names) if we are cut
+	 * short now. */
+	if (unlinkat(pd->spool.state_fd[SPOOL_QUEUE], id, 0) < 0 && errno != ENOENT) {
+		log_error("%s: cannot remove its torn envelope: %s", id, strerror(errno));
+		return;
+	}
+	struct ingest_job *ij = xcalloc(1, sizeof(*ij));
+	ij->owner = arg;
+	ij->recovered_cb = cb;
+	char *pickup = NULL;
+	spool_claim_origin(&pd->spool, id, &pickup, &ij->origin_buf);
+	ij->pickup = ingest_origin_pickup(pd, pickup, id);
+	free(pickup);
+	ij->origin_file = ij->origin_buf;
+	ij->dir_fd = pd->spool.data_fd;
+	ij->name = xstrdup(id);
+	ij->hostname = pd->cfg->general.hostname;
+	ij->submit = &pd->cfg->submit;
+	ij->now_ms = pickupd_now_ms();
+	job_submit(pd, &ij->job, ingest_run, recover_done);
 }

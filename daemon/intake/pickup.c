@@ -5,9 +5,11 @@
  * name known and not yet taken).
  * Invariants: events are hints; a full rescan finds everything an event
  * could have said; a name is in at most one of {ready FIFO, waiting, in
- * flight}; at most MAX_IN_FLIGHT ingest jobs at a time, so 20,000 files
- * dropped at once cost a bounded amount of memory per job; the folder's
- * settings are those of the configuration it started with (a reference).
+ * flight}; at most MAX_BATCHES ingest jobs of at most BATCH_FILES files at a
+ * time, so 20,000 files dropped at once cost a bounded amount of memory; a
+ * ready file is submitted at once (a batch is what is ready, never waited
+ * for); the folder's settings are those of the configuration it started
+ * with (a reference).
  */
 #include "daemon/intake/pickup.h"
 
@@ -24,7 +26,8 @@
 #include "daemon/intake/ingest.h"
 #include "daemon/intake/space.h"
 
-#define MAX_IN_FLIGHT	8
+#define MAX_BATCHES	4  /* ingest jobs at a time per folder */
+#define BATCH_FILES	32 /* files per job: their claims share two fsyncs */
 #define ERROR_RETRY_MS	5000
 #define ENOSPC_CHECK_MS 2000
 #define BUSY_WARN_MS	(5 * 60 * 1000)
@@ -37,6 +40,7 @@ struct cand {
 	char *name;
 	enum cand_where where;
 	bool again;	    /* an event came while in flight */
+	bool event;	    /* IN_MOVED_TO/IN_CLOSE_WRITE since last taken: no settle_time */
 	bool error_logged;  /* permission problems are logged once per file */
 	bool busy_logged;   /* "still being written" is logged once per file */
 	int64_t busy_since; /* first NOT_READY of the current wait; 0 = none */
@@ -50,13 +54,15 @@ struct pickup {
 	const struct config_pickup *cfg; /* in conf */
 	struct config *conf;		 /* a reference: kept while the folder is watched */
 	int dir_fd;
+	struct spool_dirsync *dir_sync; /* claims share the folder's fsyncs */
 	int ino_fd;
 	uv_poll_t poll;
 	uv_timer_t rescan_timer;
 	uv_timer_t retry_timer;
 	int handles_open;
 	bool stopping;
-	unsigned in_flight;
+	unsigned in_flight;	    /* files */
+	unsigned batches;	    /* ingest jobs */
 	pickup_queued_cb queued_cb; /* given by the owner: hands a queued message on */
 	void *queued_arg;
 	pickupd_closed_cb closed_cb; /* pickup_close's, until it is called */
@@ -185,6 +191,8 @@ static void note(struct pickup *p, const char *name, bool finished)
 	struct cand *c = cand_find(p, name);
 	if (c == NULL)
 		c = cand_add(p, name);
+	if (finished)
+		c->event = true;
 	switch (c->where) {
 	case C_NONE:
 		ready_push(p, c);
@@ -231,28 +239,40 @@ static void rescan(struct pickup *p)
 	pump(p);
 }
 
-static void job_done(struct job *j);
+static void batch_done(struct job *j);
 
 static void pump(struct pickup *p)
 {
 	struct pickupd *pd = p->pd;
-	while (!p->stopping && !pd->enospc && p->in_flight < MAX_IN_FLIGHT && p->ready_head) {
-		struct cand *c = p->ready_head;
-		p->ready_head = c->next;
-		if (p->ready_head == NULL)
-			p->ready_tail = NULL;
-		c->where = C_IN_FLIGHT;
-		c->again = false;
-		struct ingest_job *ij = xcalloc(1, sizeof(*ij));
-		ij->owner = p;
-		ij->pickup = p->cfg;
-		ij->dir_fd = p->dir_fd;
-		ij->name = xstrdup(c->name);
-		ij->hostname = pd->cfg->general.hostname;
-		ij->submit = &pd->cfg->submit;
-		ij->now_ms = pickupd_now_ms();
-		p->in_flight++;
-		job_submit(pd, &ij->job, ingest_run, job_done);
+	while (!p->stopping && !pd->enospc && p->batches < MAX_BATCHES && p->ready_head) {
+		struct ingest_batch *b = xcalloc(1, sizeof(*b));
+		b->owner = p;
+		b->dir_fd = p->dir_fd;
+		b->dir_sync = p->dir_sync;
+		b->items = xcalloc(BATCH_FILES, sizeof(*b->items));
+		while (b->n < BATCH_FILES && p->ready_head) {
+			struct cand *c = p->ready_head;
+			p->ready_head = c->next;
+			if (p->ready_head == NULL)
+				p->ready_tail = NULL;
+			c->where = C_IN_FLIGHT;
+			c->again = false;
+			struct ingest_job *ij = xcalloc(1, sizeof(*ij));
+			ij->owner = p;
+			ij->pickup = p->cfg;
+			ij->dir_fd = p->dir_fd;
+			ij->dir_sync = p->dir_sync;
+			ij->name = xstrdup(c->name);
+			ij->hostname = pd->cfg->general.hostname;
+			ij->submit = &pd->cfg->submit;
+			ij->now_ms = pickupd_now_ms();
+			ij->finished = c->event;
+			c->event = false;
+			b->items[b->n++] = ij;
+		}
+		p->in_flight += (unsigned)b->n;
+		p->batches++;
+		job_submit(pd, &b->job, ingest_run_batch, batch_done);
 	}
 }
 
@@ -260,15 +280,15 @@ static void pump(struct pickup *p)
 static void maybe_closed(struct pickup *p)
 {
 	pickupd_closed_cb cb = p->closed_cb;
-	if (cb == NULL || p->in_flight || p->handles_open)
+	if (cb == NULL || p->in_flight || p->batches || p->handles_open)
 		return;
 	p->closed_cb = NULL;
 	cb(p->closed_arg);
 }
 
-static void job_done(struct job *j)
+/* One file's outcome, on the loop thread. */
+static void file_done(struct ingest_job *ij)
 {
-	struct ingest_job *ij = (struct ingest_job *)j;
 	struct pickup *p = ij->owner;
 	struct pickupd *pd = p->pd;
 	struct cand *c = cand_find(p, ij->name);
@@ -359,6 +379,17 @@ static void job_done(struct job *j)
 	if (c && keep && ij->result != INGEST_NOT_READY)
 		c->busy_since = 0;
 	ingest_job_free(ij);
+}
+
+static void batch_done(struct job *j)
+{
+	struct ingest_batch *b = (struct ingest_batch *)j;
+	struct pickup *p = b->owner;
+	p->batches--;
+	for (size_t i = 0; i < b->n; i++)
+		file_done(b->items[i]);
+	free(b->items);
+	free(b);
 	pump(p);
 	maybe_closed(p);
 }
@@ -452,6 +483,7 @@ struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg,
 	 * change takes a restart): this one stays as long as the folder. */
 	p->conf = config_ref(pd->cfg);
 	p->ino_fd = -1;
+	p->dir_sync = spool_dirsync_new();
 	p->table_size = 1024;
 	p->table = xcalloc(p->table_size, sizeof(*p->table));
 	p->dir_fd = open(cfg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -533,6 +565,7 @@ void pickup_free(struct pickup *p)
 		close(p->ino_fd);
 	if (p->dir_fd >= 0)
 		close(p->dir_fd);
+	spool_dirsync_free(p->dir_sync);
 	config_free(p->conf);
 	free(p);
 }

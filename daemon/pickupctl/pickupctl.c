@@ -4,7 +4,7 @@
  * release, delete, requeue, purge; one ID, several, ALL [STATE], or IDs on
  * stdin) through the daemon's control socket when it runs, or on the spool
  * directly when it does not; test-relay checks a relay by hand. --json on
- * every command (schema: README, pickupctl section; ctl.h), through jansson.
+ * every command (schema: README, pickupctl section; ctl_json.h), through jansson.
  * Owns: nothing long-lived; one spool handle for the run.
  * Invariants: the spool is changed directly only while holding the spool
  * lock the daemon holds for its whole life (see ctl.c), so pickupctl never
@@ -24,22 +24,23 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/config.h"
 #include "common/esc.h"
 #include "common/log.h"
+#include "daemon/queue/ctl_client.h"
+#include "daemon/listing/ctl_json.h"
+#include "daemon/listing/ctl_list.h"
+#include "daemon/queue/ctl_proto.h"
 #include "daemon/queue/ctl_spool.h"
 #include "spool/spool.h"
 
@@ -91,73 +92,7 @@ static void usage(FILE *f)
 		"      75 busy (try again)\n");
 }
 
-/* ---- JSON output ------------------------------------------------------------------------ */
-
-/* A JSON string of outside text (file names, addresses, server replies):
- * jansson takes only valid UTF-8, so each byte that is not part of a valid
- * sequence becomes U+FFFD, as pickupctl has always written it. NULL -> null. */
-static json_t *jstr(const char *s)
-{
-	if (s == NULL)
-		return json_null();
-	struct buf b = BUF_INIT;
-	const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
-	while (*p) {
-		size_t n = esc_utf8_len(p, (size_t)(end - p));
-		if (n == 0) {
-			buf_puts(&b, "\xef\xbf\xbd");
-			p++;
-		} else {
-			buf_append(&b, p, n);
-			p += n;
-		}
-	}
-	json_t *j = json_stringn(b.data ? b.data : "", b.len);
-	buf_deinit(&b);
-	return j ? j : json_null();
-}
-
-/* ISO 8601 UTC with milliseconds, or null for 0. */
-static json_t *jtime(int64_t ms)
-{
-	if (ms <= 0)
-		return json_null();
-	char out[40];
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, sizeof(out), "%Y-%m-%dT%H:%M:%S", &tm);
-	return json_sprintf("%s.%03dZ", out, (int)(ms % 1000));
-}
-
-static json_t *jsize(uint64_t n)
-{
-	return json_integer((json_int_t)n);
-}
-
-/* Prints the document on one line and frees it. */
-static void jprint(json_t *doc)
-{
-	json_dumpf(doc, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10));
-	fputc('\n', stdout);
-	json_decref(doc);
-}
-
 /* ---- text helpers ------------------------------------------------------------------------ */
-
-/* "2024-11-23 10:00:00" local time, or "-" for 0. */
-static const char *fmt_time(int64_t ms, char *out, size_t size)
-{
-	if (ms <= 0) {
-		snprintf(out, size, "-");
-		return out;
-	}
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	localtime_r(&t, &tm);
-	strftime(out, size, "%Y-%m-%d %H:%M:%S", &tm);
-	return out;
-}
 
 static void fmt_age(int64_t ms, char *out, size_t size)
 {
@@ -174,29 +109,6 @@ static void fmt_age(int64_t ms, char *out, size_t size)
 			 (long long)(s % 86400 / 3600));
 }
 
-/* Outside text for a terminal, escaped as in the log (common/esc.h), cut
- * after width bytes at a character boundary (with "..." when cut). */
-static void put_short(FILE *f, const char *s, size_t width)
-{
-	struct buf b = BUF_INIT;
-	if (s)
-		esc_append(&b, s, strlen(s));
-	size_t n = b.len;
-	if (n > width) {
-		n = width;
-		while (n > 0 && ((unsigned char)b.data[n] & 0xc0) == 0x80)
-			n--;
-		for (size_t k = n > 3 ? n - 3 : 0; k < n; k++)
-			if (b.data[k] == '\\')
-				n = k; /* not half an escape either */
-	}
-	if (n)
-		fwrite(b.data, 1, n, f);
-	if (n < b.len)
-		fputs("...", f);
-	buf_deinit(&b);
-}
-
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -204,26 +116,18 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Each line of err on stderr, after "pickupctl: "; err is freed. */
+static void print_errors(struct buf *err)
+{
+	for (char *line = err->data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1)
+		fprintf(stderr, "pickupctl: %.*s\n", (int)(nl - line), line);
+	buf_deinit(err);
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
-}
-
-/* The reply to show for a message: its reason (badmail), else the last
- * reply of a recipient still waiting, else any recipient's reply. */
-static const char *last_reply(const struct spool_env *e)
-{
-	const char *any = NULL;
-	if (e->reason)
-		return e->reason;
-	for (size_t i = e->n_rcpts; i-- > 0;) {
-		if (e->rcpts[i].reply && e->rcpts[i].status != RCPT_SENT)
-			return e->rcpts[i].reply;
-		if (e->rcpts[i].reply && any == NULL)
-			any = e->rcpts[i].reply;
-	}
-	return any;
 }
 
 /* ---- the control socket and steering ----------------------------------------------------- */
@@ -262,219 +166,28 @@ static void audit_record(struct spool *sp, const struct buf *lines)
 		    sp->dir, strerror(errno));
 }
 
-/* Connects to the control socket: 1 connected (fd_r), 0 no daemon listens
- * (no socket, or a stale one), -1 error (err). */
-static int ctl_connect(const char *path, int *fd_r, struct buf *err)
-{
-	struct sockaddr_un sa;
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		buf_printf(err, "control socket path too long: %s", path);
-		return -1;
-	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path));
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		buf_printf(err, "socket: %s", strerror(errno));
-		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		if (e == ENOENT || e == ECONNREFUSED)
-			return 0;
-		buf_printf(err, "cannot reach pickupd at %s: %s", path, strerror(e));
-		return -1;
-	}
-	*fd_r = fd;
-	return 1;
-}
-
-static int send_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Reads from fd into resp until done(resp) says the answer is complete,
- * with a deadline that each byte received pushes back. 0 or -1 (err). */
-static int read_answer(int fd, struct buf *resp, bool (*done)(const struct buf *), int64_t idle_ms,
-		       struct buf *err)
-{
-	int64_t deadline = now_ms() + idle_ms;
-	while (!done(resp)) {
-		int64_t left = deadline - now_ms();
-		struct pollfd pfd = {fd, POLLIN, 0};
-		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
-			buf_printf(err, "pickupd did not answer");
-			return -1;
-		}
-		char chunk[65536];
-		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			buf_printf(err, "pickupd closed the control connection without answering");
-			return -1;
-		}
-		buf_append(resp, chunk, (size_t)n);
-		deadline = now_ms() + idle_ms;
-	}
-	return 0;
-}
-
-static bool one_line(const struct buf *b)
-{
-	return b->len && memchr(b->data, '\n', b->len) != NULL;
-}
-
-/* Sends one request line and reads the answer line into resp.
- * 1: answered; 0: no daemon listens (no socket, or a stale one); -1: error. */
-static int ctl_request(const char *path, const char *line, struct buf *resp, struct buf *err)
-{
-	int fd;
-	int r = ctl_connect(path, &fd, err);
-	if (r <= 0)
-		return r;
-	buf_clear(resp);
-	if (send_all(fd, line, strlen(line)) < 0 || send_all(fd, "\n", 1) < 0) {
-		buf_printf(err, "cannot talk to pickupd at %s: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	r = read_answer(fd, resp, one_line, 30000, err);
-	close(fd);
-	if (r < 0)
-		return -1;
-	char *nl = memchr(resp->data, '\n', resp->len);
-	*nl = '\0';
-	resp->len = (size_t)(nl - resp->data);
-	return 1;
-}
-
-/* "ID " at p: an answer line about one message. */
-static bool id_first(const char *p, size_t len)
-{
-	char id[SPOOL_ID_LEN + 1];
-	if (len < SPOOL_ID_LEN + 1 || p[SPOOL_ID_LEN] != ' ')
-		return false;
-	memcpy(id, p, SPOOL_ID_LEN);
-	id[SPOOL_ID_LEN] = '\0';
-	return spool_id_valid(id);
-}
-
-/* A batch answer is complete with its "end OK FAILED BUSY" line, or with a
- * first line that refuses the request itself ("error TEXT", no ID). */
-static bool batch_answered(const struct buf *b)
-{
-	const char *nl = b->len ? memchr(b->data, '\n', b->len) : NULL;
-	if (nl == NULL)
-		return false;
-	if (strncmp(b->data, "error ", 6) == 0 &&
-	    !id_first(b->data + 6, (size_t)(nl - b->data) - 6))
-		return true;
-	if (b->data[b->len - 1] != '\n')
-		return false;
-	size_t start = b->len - 1;
-	while (start > 0 && b->data[start - 1] != '\n')
-		start--;
-	return strncmp(b->data + start, "end ", 4) == 0;
-}
-
-static int cmp_item_ptr(const void *a, const void *b)
-{
-	return strcmp((*(struct ctl_item *const *)a)->id, (*(struct ctl_item *const *)b)->id);
-}
-
-/*
- * One round trip: "batch CMD N", the N IDs, then one answer line per ID
- * ("ok|error|busy ID TEXT") and "end". todo is sorted by ID. 1 answered,
- * 0 no daemon listens, -1 error (err).
- */
-static int ctl_batch(const char *path, enum ctl_cmd cmd, struct ctl_item **todo, size_t n,
-		     struct buf *err)
-{
-	int fd;
-	int r = ctl_connect(path, &fd, err);
-	if (r <= 0)
-		return r;
-	struct buf req = BUF_INIT, resp = BUF_INIT;
-	buf_printf(&req, "batch %s %zu\n", ctl_cmd_names[cmd], n);
-	for (size_t i = 0; i < n; i++)
-		buf_printf(&req, "%s\n", todo[i]->id);
-	if (send_all(fd, req.data, req.len) < 0) {
-		buf_printf(err, "cannot talk to pickupd at %s: %s", path, strerror(errno));
-		r = -1;
-	} else if (read_answer(fd, &resp, batch_answered, 60000, err) < 0) {
-		r = -1;
-	}
-	close(fd);
-	for (char *p = resp.data; r > 0 && p && *p;) {
-		char *nl = strchr(p, '\n');
-		*nl = '\0';
-		char *sp1 = strchr(p, ' ');
-		if (strncmp(p, "end ", 4) == 0)
-			break;
-		int res = -1;
-		for (int k = CTL_OK; k <= CTL_BUSY && sp1; k++)
-			if ((size_t)(sp1 - p) == strlen(ctl_result_names[k]) &&
-			    strncmp(p, ctl_result_names[k], (size_t)(sp1 - p)) == 0)
-				res = k;
-		struct ctl_item key, *kp = &key, **hit = NULL;
-		if (res >= 0 && strlen(sp1 + 1) >= SPOOL_ID_LEN) {
-			memcpy(key.id, sp1 + 1, SPOOL_ID_LEN);
-			key.id[SPOOL_ID_LEN] = '\0';
-			hit = bsearch(&kp, todo, n, sizeof(*todo), cmp_item_ptr);
-		}
-		if (hit == NULL) {
-			buf_printf(err, "pickupd answered: %s", p);
-			r = -1;
-			break;
-		}
-		const char *text = sp1 + 1 + SPOOL_ID_LEN;
-		ctl_item_set(*hit, (enum ctl_result)res, "%s", *text == ' ' ? text + 1 : text);
-		p = nl + 1;
-	}
-	for (size_t i = 0; r > 0 && i < n; i++)
-		if (todo[i]->result == CTL_PENDING)
-			ctl_item_set(todo[i], CTL_FAILED, "%s: pickupd gave no answer",
-				     todo[i]->id);
-	buf_deinit(&req);
-	buf_deinit(&resp);
-	return r;
-}
-
 /* The same operations as ctl.c, on the spool directly (daemon down, lock
  * held); each change recorded for the daemon's log. */
-static void steer_direct(struct spool *sp, enum ctl_cmd cmd, struct ctl_item *items, size_t n)
+static void steer_direct(struct spool *sp, enum spool_op cmd, struct spool_op_item *items, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (items[i].result != CTL_PENDING)
+		if (items[i].result != SPOOL_OP_PENDING)
 			continue;
-		items[i].from = ctl_spool_locate(sp, items[i].id);
-		ctl_spool_plan(cmd, &items[i]);
-		if (items[i].result != CTL_PENDING)
-			items[i].act = CTL_ACT_NONE;
+		items[i].from = spool_locate(sp, items[i].id);
+		spool_op_plan(cmd, &items[i]);
+		if (items[i].result != SPOOL_OP_PENDING)
+			items[i].act = SPOOL_ACT_NONE;
 	}
-	ctl_spool_apply(sp, cmd, items, n);
+	spool_op_apply(sp, cmd, items, n);
 	struct buf audit = BUF_INIT, what = BUF_INIT;
 	for (size_t i = 0; i < n; i++) {
-		if (items[i].act == CTL_ACT_NONE || items[i].result != CTL_OK)
+		if (items[i].act == SPOOL_ACT_NONE || items[i].result != SPOOL_OP_OK)
 			continue;
 		buf_clear(&what);
-		buf_printf(&what, "%s: %s (was in %s)", items[i].id, ctl_cmd_done(cmd),
+		buf_printf(&what, "%s: %s (was in %s)", items[i].id, spool_op_done(cmd),
 			   spool_state_names[items[i].from]);
 		audit_line(&audit, what.data);
-		items[i].act = CTL_ACT_NONE; /* done: a later round must not redo it */
+		items[i].act = SPOOL_ACT_NONE; /* done: a later round must not redo it */
 	}
 	audit_record(sp, &audit);
 	buf_deinit(&audit);
@@ -484,41 +197,41 @@ static void steer_direct(struct spool *sp, enum ctl_cmd cmd, struct ctl_item *it
 /* Through the daemon when it answers (one round trip per BATCH_MAX IDs),
  * else on the spool under its lock; "busy" answers and a daemon starting or
  * stopping are waited out for --wait. Sets every item's result. */
-static void steer(const struct config *cfg, struct spool *sp, enum ctl_cmd cmd,
-		  struct ctl_item *items, size_t n, const char **via_r)
+static void steer(const struct config *cfg, struct spool *sp, enum spool_op cmd,
+		  struct spool_op_item *items, size_t n, const char **via_r)
 {
-	struct ctl_item **todo = xcalloc(n ? n : 1, sizeof(*todo));
+	struct spool_op_item **todo = xcalloc(n ? n : 1, sizeof(*todo));
 	struct buf err = BUF_INIT;
 	int64_t deadline = now_ms() + busy_wait_ms;
 	*via_r = "daemon";
 	for (;;) {
 		size_t k = 0;
 		for (size_t i = 0; i < n; i++)
-			if (items[i].result == CTL_PENDING)
+			if (items[i].result == SPOOL_OP_PENDING)
 				todo[k++] = &items[i];
 		if (k == 0)
 			break;
 		int r = 1;
 		buf_clear(&err);
 		for (size_t off = 0; off < k && r > 0; off += BATCH_MAX)
-			r = ctl_batch(cfg->control.socket, cmd, todo + off,
-				      k - off < BATCH_MAX ? k - off : BATCH_MAX, &err);
+			r = ctl_client_batch(cfg->control.socket, cmd, todo + off,
+					     k - off < BATCH_MAX ? k - off : BATCH_MAX, &err);
 		if (r < 0) {
 			for (size_t i = 0; i < k; i++)
-				if (todo[i]->result == CTL_PENDING)
-					ctl_item_set(todo[i], CTL_FAILED, "%s", err.data);
+				if (todo[i]->result == SPOOL_OP_PENDING)
+					spool_op_set(todo[i], SPOOL_OP_FAILED, "%s", err.data);
 			break;
 		}
 		if (r > 0) {
 			bool busy = false;
 			for (size_t i = 0; i < k; i++)
-				busy |= todo[i]->result == CTL_BUSY;
+				busy |= todo[i]->result == SPOOL_OP_BUSY;
 			if (!busy || now_ms() >= deadline)
 				break;
 			sleep_ms(200);
 			for (size_t i = 0; i < k; i++)
-				if (todo[i]->result == CTL_BUSY)
-					todo[i]->result = CTL_PENDING;
+				if (todo[i]->result == SPOOL_OP_BUSY)
+					todo[i]->result = SPOOL_OP_PENDING;
 			continue;
 		}
 		/* No daemon answers: work on the spool if none holds it. */
@@ -532,12 +245,12 @@ static void steer(const struct config *cfg, struct spool *sp, enum ctl_cmd cmd,
 		if (e != EWOULDBLOCK || now_ms() >= deadline) {
 			for (size_t i = 0; i < k; i++) {
 				if (e != EWOULDBLOCK)
-					ctl_item_set(todo[i], CTL_FAILED,
+					spool_op_set(todo[i], SPOOL_OP_FAILED,
 						     "cannot lock the spool %s: %s", sp->dir,
 						     strerror(e));
 				else
-					ctl_item_set(
-					    todo[i], CTL_BUSY,
+					spool_op_set(
+					    todo[i], SPOOL_OP_BUSY,
 					    "pickupd holds the spool but does not answer on "
 					    "%s (starting or stopping?); try again",
 					    cfg->control.socket);
@@ -552,57 +265,58 @@ static void steer(const struct config *cfg, struct spool *sp, enum ctl_cmd cmd,
 
 /* Prints each ID's result (or the JSON document with extra's fields) and
  * returns the exit status: 0, 75 when only busy ones failed, else 1. */
-static int report(enum ctl_cmd cmd, const char *via, struct ctl_item *items, size_t n,
+static int report(enum spool_op cmd, const char *via, struct spool_op_item *items, size_t n,
 		  json_t *extra)
 {
 	size_t count[4] = {0};
 	json_t *results = json ? json_array() : NULL;
 	for (size_t i = 0; i < n; i++) {
-		const struct ctl_item *it = &items[i];
+		const struct spool_op_item *it = &items[i];
 		count[it->result]++;
 		if (json) {
 			json_array_append_new(
-			    results,
-			    json_pack("{s:o,s:s,s:o}", "id",
-				      it->id[0] ? json_string(it->id) : json_null(), "result",
-				      ctl_result_names[it->result], "message", jstr(it->text)));
-		} else if (it->result == CTL_OK) {
-			put_short(stdout, it->text, 500);
+			    results, json_pack("{s:o,s:s,s:o}", "id",
+					       it->id[0] ? json_string(it->id) : json_null(),
+					       "result", ctl_result_names[it->result], "message",
+					       ctl_json_str(it->text)));
+		} else if (it->result == SPOOL_OP_OK) {
+			ctl_list_put_short(stdout, it->text, 500);
 			printf("\n");
 		} else {
 			fflush(stdout);
 			fprintf(stderr, "pickupctl: ");
-			put_short(stderr, it->text, 500);
+			ctl_list_put_short(stderr, it->text, 500);
 			fprintf(stderr, "\n");
 		}
 	}
 	if (json) {
-		json_t *doc =
-		    json_pack("{s:s,s:s,s:o,s:I,s:I,s:I}", "command", ctl_cmd_names[cmd], "via",
-			      via, "results", results, "ok", (json_int_t)count[CTL_OK], "failed",
-			      (json_int_t)count[CTL_FAILED], "busy", (json_int_t)count[CTL_BUSY]);
+		json_t *doc = json_pack(
+		    "{s:s,s:s,s:o,s:I,s:I,s:I}", "command", spool_op_names[cmd], "via", via,
+		    "results", results, "ok", (json_int_t)count[SPOOL_OP_OK], "failed",
+		    (json_int_t)count[SPOOL_OP_FAILED], "busy", (json_int_t)count[SPOOL_OP_BUSY]);
 		if (extra)
 			json_object_update(doc, extra);
-		jprint(doc);
+		ctl_json_print(stdout, doc);
 	} else if (n != 1) {
-		printf("%zu of %zu message(s): %s", count[CTL_OK], n, ctl_cmd_done(cmd));
-		if (count[CTL_FAILED] || count[CTL_BUSY])
-			printf("; %zu failed, %zu busy", count[CTL_FAILED], count[CTL_BUSY]);
+		printf("%zu of %zu message(s): %s", count[SPOOL_OP_OK], n, spool_op_done(cmd));
+		if (count[SPOOL_OP_FAILED] || count[SPOOL_OP_BUSY])
+			printf("; %zu failed, %zu busy", count[SPOOL_OP_FAILED],
+			       count[SPOOL_OP_BUSY]);
 		printf("\n");
 	}
 	json_decref(extra);
-	if (count[CTL_FAILED])
+	if (count[SPOOL_OP_FAILED])
 		return EXIT_FAIL;
-	return count[CTL_BUSY] ? EXIT_BUSY : 0;
+	return count[SPOOL_OP_BUSY] ? EXIT_BUSY : 0;
 }
 
-static void add_item(struct ctl_item **v, size_t *n, size_t *cap, const char *id)
+static void add_item(struct spool_op_item **v, size_t *n, size_t *cap, const char *id)
 {
 	if (*n == *cap) {
 		*cap = *cap ? *cap * 2 : 64;
 		*v = xrealloc(*v, *cap * sizeof(**v));
 	}
-	struct ctl_item *it = &(*v)[(*n)++];
+	struct spool_op_item *it = &(*v)[(*n)++];
 	memset(it, 0, sizeof(*it));
 	it->from = -1;
 	if (spool_id_valid(id)) {
@@ -610,46 +324,29 @@ static void add_item(struct ctl_item **v, size_t *n, size_t *cap, const char *id
 	} else {
 		struct buf b = BUF_INIT;
 		buf_append(&b, id, strnlen(id, 80));
-		ctl_item_set(it, CTL_FAILED, "not a queue ID: %s (20 hexadecimal digits)", b.data);
+		spool_op_set(it, SPOOL_OP_FAILED, "not a queue ID: %s (20 hexadecimal digits)",
+			     b.data);
 		buf_deinit(&b);
-	}
-}
-
-/* The states ALL means for cmd: where it can apply. */
-static bool all_includes(enum ctl_cmd cmd, int s)
-{
-	switch (cmd) {
-	case CTL_RETRY:
-		return s == SPOOL_DEFERRED;
-	case CTL_HOLD:
-		return s == SPOOL_QUEUE || s == SPOOL_DEFERRED;
-	case CTL_RELEASE:
-		return s == SPOOL_HOLD;
-	case CTL_REQUEUE:
-	case CTL_PURGE:
-		return s == SPOOL_BADMAIL;
-	default:
-		return true;
 	}
 }
 
 static int cmp_items(const void *a, const void *b)
 {
-	return strcmp(((const struct ctl_item *)a)->id, ((const struct ctl_item *)b)->id);
+	return strcmp(((const struct spool_op_item *)a)->id, ((const struct spool_op_item *)b)->id);
 }
 
 /* IDS: several IDs, ALL, ALL STATE, or - (stdin). Sorted, each once. 0, or
  * an exit status after a message. */
-static int gather_ids(struct spool *sp, enum ctl_cmd cmd, char **args, int nargs,
-		      struct ctl_item **items_r, size_t *n_r)
+static int gather_ids(struct spool *sp, enum spool_op cmd, char **args, int nargs,
+		      struct spool_op_item **items_r, size_t *n_r)
 {
-	struct ctl_item *v = NULL;
+	struct spool_op_item *v = NULL;
 	size_t n = 0, cap = 0;
 	*items_r = NULL;
 	*n_r = 0;
 	if (nargs == 0) {
 		fprintf(stderr, "pickupctl: %s needs queue IDs, ALL [STATE], or - (stdin)\n",
-			ctl_cmd_names[cmd]);
+			spool_op_names[cmd]);
 		return EXIT_USAGE;
 	}
 	if (strcmp(args[0], "ALL") == 0) {
@@ -662,7 +359,7 @@ static int gather_ids(struct spool *sp, enum ctl_cmd cmd, char **args, int nargs
 		for (int s = 0; s < SPOOL_N_STATES; s++) {
 			char **ids;
 			size_t k;
-			if (only >= 0 ? s != only : !all_includes(cmd, s))
+			if (only >= 0 ? s != only : !spool_op_applies(cmd, (enum spool_state)s))
 				continue;
 			if (spool_list(sp, (enum spool_state)s, &ids, &k) < 0) {
 				fprintf(stderr, "pickupctl: cannot list %s: %s\n",
@@ -709,17 +406,17 @@ static int gather_ids(struct spool *sp, enum ctl_cmd cmd, char **args, int nargs
 	return 0;
 }
 
-static void items_free(struct ctl_item *v, size_t n)
+static void items_free(struct spool_op_item *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		ctl_item_deinit(&v[i]);
+		spool_op_item_deinit(&v[i]);
 	free(v);
 }
 
-static int cmd_ids(const struct config *cfg, struct spool *sp, enum ctl_cmd cmd, char **args,
+static int cmd_ids(const struct config *cfg, struct spool *sp, enum spool_op cmd, char **args,
 		   int nargs)
 {
-	struct ctl_item *items;
+	struct spool_op_item *items;
 	size_t n;
 	int rc = gather_ids(sp, cmd, args, nargs, &items, &n);
 	if (rc)
@@ -750,7 +447,7 @@ static int cmd_purge(const struct config *cfg, struct spool *sp, int64_t older_m
 		return EXIT_FAIL;
 	}
 	int64_t cutoff = now_ms() - older_ms;
-	struct ctl_item *items = xcalloc(nb ? nb : 1, sizeof(*items));
+	struct spool_op_item *items = xcalloc(nb ? nb : 1, sizeof(*items));
 	size_t n = 0;
 	for (size_t i = 0; i < nb; i++) {
 		if (older_ms && bm[i].since_ms > cutoff)
@@ -761,10 +458,10 @@ static int cmd_purge(const struct config *cfg, struct spool *sp, int64_t older_m
 	}
 	qsort(items, n, sizeof(*items), cmp_items);
 	const char *via = "daemon";
-	steer(cfg, sp, CTL_PURGE, items, n, &via);
+	steer(cfg, sp, SPOOL_OP_PURGE, items, n, &via);
 	uint64_t bytes = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (items[i].result != CTL_OK)
+		if (items[i].result != SPOOL_OP_OK)
 			continue;
 		for (size_t k = 0; k < nb; k++)
 			if (strcmp(bm[k].id, items[i].id) == 0)
@@ -772,7 +469,7 @@ static int cmd_purge(const struct config *cfg, struct spool *sp, int64_t older_m
 	}
 	if (!json && n == 0)
 		printf("no badmail entry is older than %lld s\n", (long long)(older_ms / 1000));
-	int rc = report(CTL_PURGE, via, items, n,
+	int rc = report(SPOOL_OP_PURGE, via, items, n,
 			json_pack("{s:I,s:I}", "older_than_seconds", (json_int_t)(older_ms / 1000),
 				  "bytes", (json_int_t)bytes));
 	items_free(items, n);
@@ -791,7 +488,7 @@ static int cmd_flush(const struct config *cfg, struct spool *sp)
 	int rc;
 	for (;;) {
 		buf_clear(&err);
-		int r = ctl_request(cfg->control.socket, "flush", &resp, &err);
+		int r = ctl_client_request(cfg->control.socket, "flush", &resp, &err);
 		if (r < 0) {
 			buf_printf(&out, "%s", err.data);
 			rc = EXIT_FAIL;
@@ -847,11 +544,13 @@ static int cmd_flush(const struct config *cfg, struct spool *sp)
 		sleep_ms(200);
 	}
 	if (json)
-		jprint(json_pack("{s:s,s:s,s:s,s:o,s:I}", "command", "flush", "via", via, "result",
-				 rc == 0	   ? "ok"
-				 : rc == EXIT_BUSY ? "busy"
-						   : "error",
-				 "message", jstr(out.data), "messages", (json_int_t)moved));
+		ctl_json_print(stdout, json_pack("{s:s,s:s,s:s,s:o,s:I}", "command", "flush", "via",
+						 via, "result",
+						 rc == 0	   ? "ok"
+						 : rc == EXIT_BUSY ? "busy"
+								   : "error",
+						 "message", ctl_json_str(out.data), "messages",
+						 (json_int_t)moved));
 	else
 		fprintf(rc ? stderr : stdout, "%s%s\n", rc ? "pickupctl: " : "", out.data);
 	buf_deinit(&resp);
@@ -880,12 +579,13 @@ static int cmd_test_relay(const struct config *cfg, const char *name)
 		char *nl = strchr(p, '\n');
 		if (nl)
 			*nl = '\0';
-		json_array_append_new(lines, jstr(p));
+		json_array_append_new(lines, ctl_json_str(p));
 		p = nl ? nl + 1 : NULL;
 	}
 	free(text);
-	jprint(json_pack("{s:s,s:o,s:b,s:i,s:o}", "command", "test-relay", "relay", jstr(name),
-			 "ok", rc == 0, "exit_status", rc, "transcript", lines));
+	ctl_json_print(stdout, json_pack("{s:s,s:o,s:b,s:i,s:o}", "command", "test-relay", "relay",
+					 ctl_json_str(name), "ok", rc == 0, "exit_status", rc,
+					 "transcript", lines));
 	return rc;
 #else
 	(void)cfg;
@@ -910,67 +610,6 @@ static int cmp_reason(const void *a, const void *b)
 	return strcmp(x->reply, y->reply);
 }
 
-/* Parses "ok key=value ..." from the daemon's status. */
-struct daemon_status {
-	bool running;
-	long pid;
-	char version[32];
-	size_t queued;
-	unsigned sessions;
-	bool stopping;
-	struct {
-		char name[128];
-		unsigned sessions;
-		long paused_s;
-		unsigned limit, max_sessions;
-	} relays[64];
-	size_t n_relays;
-};
-
-static void parse_daemon_status(char *line, struct daemon_status *ds)
-{
-	char *save = NULL;
-	ds->running = true;
-	for (char *tok = strtok_r(line, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-		char *eq = strchr(tok, '=');
-		if (eq == NULL)
-			continue;
-		*eq = '\0';
-		const char *v = eq + 1;
-		if (strcmp(tok, "queued") == 0)
-			ds->queued = (size_t)strtoull(v, NULL, 10);
-		else if (strcmp(tok, "sessions") == 0)
-			ds->sessions = (unsigned)strtoul(v, NULL, 10);
-		else if (strcmp(tok, "stopping") == 0)
-			ds->stopping = strcmp(v, "1") == 0;
-		else if (strcmp(tok, "pid") == 0)
-			ds->pid = strtol(v, NULL, 10);
-		else if (strcmp(tok, "version") == 0)
-			snprintf(ds->version, sizeof(ds->version), "%s", v);
-		else if (strcmp(tok, "relay") == 0 && ds->n_relays < 64) {
-			/* NAME,SESSIONS,PAUSED,LIMIT,MAX: the name is everything
-			 * before the fourth comma from the end. */
-			char *f[4];
-			size_t k;
-			for (k = 0; k < 4; k++) {
-				f[3 - k] = strrchr(v, ',');
-				if (f[3 - k] == NULL)
-					break;
-				*f[3 - k]++ = '\0';
-			}
-			if (k < 4)
-				continue;
-			snprintf(ds->relays[ds->n_relays].name, sizeof(ds->relays[0].name), "%s",
-				 v);
-			ds->relays[ds->n_relays].sessions = (unsigned)strtoul(f[0], NULL, 10);
-			ds->relays[ds->n_relays].paused_s = strtol(f[1], NULL, 10);
-			ds->relays[ds->n_relays].limit = (unsigned)strtoul(f[2], NULL, 10);
-			ds->relays[ds->n_relays].max_sessions = (unsigned)strtoul(f[3], NULL, 10);
-			ds->n_relays++;
-		}
-	}
-}
-
 /* Files that stay in each pickup folder (ctl_spool_stuck). */
 static json_t *stuck_report(const struct config *cfg, bool print)
 {
@@ -987,17 +626,17 @@ static json_t *stuck_report(const struct config *cfg, bool print)
 		for (int k = 0; k < STUCK_N; k++) {
 			json_t *ex = json_array();
 			for (size_t e = 0; e < r.count[k] && e < CTL_STUCK_EXAMPLES; e++)
-				json_array_append_new(ex, jstr(r.examples[k][e]));
+				json_array_append_new(ex, ctl_json_str(r.examples[k][e]));
 			json_object_set_new(reasons, ctl_stuck_names[k],
 					    json_pack("{s:I,s:o}", "count", (json_int_t)r.count[k],
 						      "examples", ex));
 		}
 		json_array_append_new(
-		    arr,
-		    json_pack("{s:o,s:o,s:o,s:I,s:I,s:o}", "pickup", jstr(pk->name), "dir",
-			      jstr(pk->dir), "error", r.err ? jstr(strerror(r.err)) : json_null(),
-			      "stuck_after_seconds", (json_int_t)(ctl_stuck_age_ms(pk) / 1000),
-			      "files", (json_int_t)total, "reasons", reasons));
+		    arr, json_pack("{s:o,s:o,s:o,s:I,s:I,s:o}", "pickup", ctl_json_str(pk->name),
+				   "dir", ctl_json_str(pk->dir), "error",
+				   r.err ? ctl_json_str(strerror(r.err)) : json_null(),
+				   "stuck_after_seconds", (json_int_t)(ctl_stuck_age_ms(pk) / 1000),
+				   "files", (json_int_t)total, "reasons", reasons));
 		if (print && r.err) {
 			printf("pickup %s: cannot read %s: %s\n", pk->name, pk->dir,
 			       strerror(r.err));
@@ -1010,7 +649,7 @@ static json_t *stuck_report(const struct config *cfg, bool print)
 				printf("%s%zu %s (", sep, r.count[k], ctl_stuck_names[k]);
 				for (size_t e = 0; e < r.count[k] && e < CTL_STUCK_EXAMPLES; e++) {
 					printf("%s", e ? ", " : "");
-					put_short(stdout, r.examples[k][e], 60);
+					ctl_list_put_short(stdout, r.examples[k][e], 60);
 				}
 				printf("%s)", r.count[k] > CTL_STUCK_EXAMPLES ? ", ..." : "");
 				sep = "; ";
@@ -1024,12 +663,11 @@ static json_t *stuck_report(const struct config *cfg, bool print)
 
 static int cmd_status(const struct config *cfg, struct spool *sp)
 {
-	struct daemon_status ds;
-	struct buf resp = BUF_INIT, err = BUF_INIT;
+	struct ctl_status ds;
 	memset(&ds, 0, sizeof(ds));
-	int r = ctl_request(cfg->control.socket, "status", &resp, &err);
-	if (r > 0 && strncmp(resp.data, "ok ", 3) == 0)
-		parse_daemon_status(resp.data + 3, &ds);
+	struct buf resp = BUF_INIT, err = BUF_INIT;
+	int r = ctl_client_request(cfg->control.socket, "status", &resp, &err);
+	bool running = r > 0 && ctl_parse_status(resp.data, &ds) == 0;
 
 	size_t counts[SPOOL_N_STATES] = {0};
 	int64_t oldest = 0;
@@ -1091,42 +729,44 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 	size_t shown = n_reasons < TOP_REASONS ? n_reasons : TOP_REASONS;
 
 	if (json) {
-		json_t *d = json_pack("{s:b}", "running", ds.running);
-		if (ds.running) {
+		json_t *d = json_pack("{s:b}", "running", running);
+		if (running) {
 			json_t *relays = json_array();
 			for (size_t i = 0; i < ds.n_relays; i++)
 				json_array_append_new(
 				    relays,
 				    json_pack("{s:o,s:i,s:b,s:I,s:i,s:i}", "name",
-					      jstr(ds.relays[i].name), "sessions",
+					      ctl_json_str(ds.relays[i].name), "sessions",
 					      (int)ds.relays[i].sessions, "paused",
 					      ds.relays[i].paused_s != 0, "paused_seconds",
 					      (json_int_t)ds.relays[i].paused_s,
 					      "concurrency_limit", (int)ds.relays[i].limit,
 					      "max_sessions", (int)ds.relays[i].max_sessions));
 			json_object_set_new(d, "pid", json_integer(ds.pid));
-			json_object_set_new(d, "version", jstr(ds.version));
+			json_object_set_new(d, "version", ctl_json_str(ds.version));
 			json_object_set_new(d, "stopping", json_boolean(ds.stopping));
-			json_object_set_new(d, "scheduled", jsize(ds.queued));
+			json_object_set_new(d, "scheduled", json_integer((json_int_t)ds.queued));
 			json_object_set_new(d, "sessions", json_integer(ds.sessions));
 			json_object_set_new(d, "relays", relays);
 		}
 		json_t *c = json_object();
 		for (int s = 0; s < SPOOL_N_STATES; s++)
-			json_object_set_new(c, spool_state_names[s], jsize(counts[s]));
+			json_object_set_new(c, spool_state_names[s],
+					    json_integer((json_int_t)counts[s]));
 		json_t *rs = json_array();
 		for (size_t i = 0; i < shown; i++)
-			json_array_append_new(rs, json_pack("{s:o,s:I}", "reply",
-							    jstr(reasons[i].reply), "messages",
-							    (json_int_t)reasons[i].messages));
-		jprint(json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "daemon", d, "counts", c, "oldest_id",
-				 oldest ? jstr(oldest_id) : json_null(), "oldest_age_seconds",
-				 oldest
-				     ? json_real((double)(now > oldest ? now - oldest : 0) / 1000.0)
+			json_array_append_new(
+			    rs, json_pack("{s:o,s:I}", "reply", ctl_json_str(reasons[i].reply),
+					  "messages", (json_int_t)reasons[i].messages));
+		ctl_json_print(
+		    stdout,
+		    json_pack("{s:o,s:o,s:o,s:o,s:o,s:o}", "daemon", d, "counts", c, "oldest_id",
+			      oldest ? ctl_json_str(oldest_id) : json_null(), "oldest_age_seconds",
+			      oldest ? json_real((double)(now > oldest ? now - oldest : 0) / 1000.0)
 				     : json_null(),
-				 "deferred_reasons", rs, "pickup_stuck", stuck_report(cfg, false)));
+			      "deferred_reasons", rs, "pickup_stuck", stuck_report(cfg, false)));
 	} else {
-		if (ds.running) {
+		if (running) {
 			printf("pickupd: running (pid %ld, version %s%s), %u session(s) open, %zu "
 			       "message(s) scheduled\n",
 			       ds.pid, ds.version, ds.stopping ? ", stopping" : "", ds.sessions,
@@ -1154,7 +794,7 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 			printf("deferred by last reply:\n");
 			for (size_t i = 0; i < shown; i++) {
 				printf("%7zu  ", reasons[i].messages);
-				put_short(stdout, reasons[i].reply, REPLY_WIDTH);
+				ctl_list_put_short(stdout, reasons[i].reply, REPLY_WIDTH);
 				printf("\n");
 			}
 			if (n_reasons > shown)
@@ -1167,162 +807,29 @@ static int cmd_status(const struct config *cfg, struct spool *sp)
 	free(reasons);
 	buf_deinit(&resp);
 	buf_deinit(&err);
-	if (rc == 0 && !ds.running)
+	if (rc == 0 && !running)
 		rc = EXIT_NOT_RUNNING;
 	return rc;
 }
 
 /* ---- list, summary and show -------------------------------------------------------------- */
 
-static json_t *json_env(const struct spool_env *e, enum spool_state st)
+/* ctl_list_each with its errors on stderr: 0 or EXIT_FAIL. */
+static int list_each(struct spool *sp, const struct ctl_filter *f, ctl_list_fn fn, void *arg)
 {
-	json_t *rcpts = json_array();
-	for (size_t i = 0; i < e->n_rcpts; i++)
-		json_array_append_new(rcpts, json_pack("{s:o,s:s,s:o}", "address",
-						       jstr(e->rcpts[i].addr), "status",
-						       spool_rcpt_status_names[e->rcpts[i].status],
-						       "reply", jstr(e->rcpts[i].reply)));
-	return json_pack("{s:o,s:s,s:o,s:o,s:o,s:o,s:I,s:o,s:o,s:o,s:o,s:o}", "id", jstr(e->id),
-			 "state", spool_state_names[st], "arrival", jtime(e->arrival_ms), "size",
-			 jsize(e->size), "sender", jstr(e->sender), "recipients", rcpts, "attempts",
-			 (json_int_t)e->attempts, "next_attempt",
-			 jtime(st == SPOOL_DEFERRED ? e->next_ms : 0), "last_reply",
-			 jstr(last_reply(e)), "reason", jstr(e->reason), "pickup",
-			 jstr(e->origin_pickup), "file", jstr(e->origin_file));
+	struct buf err = BUF_INIT;
+	long n = ctl_list_each(sp, f, fn, arg, &err);
+	print_errors(&err);
+	return n < 0 ? EXIT_FAIL : 0;
 }
 
-static void text_line(const struct spool_env *e, enum spool_state st)
+static int cmd_list(struct spool *sp, const struct ctl_filter *f)
 {
-	char t1[32], t2[32];
-	printf("%s %-8s %s %8" PRIu64 " <", e->id, spool_state_names[st],
-	       fmt_time(e->arrival_ms, t1, sizeof(t1)), e->size);
-	put_short(stdout, e->sender ? e->sender : "", 80);
-	printf(">");
-	for (size_t i = 0; i < e->n_rcpts; i++) {
-		printf("%s<", i ? ", " : " -> ");
-		put_short(stdout, e->rcpts[i].addr, 80);
-		printf("> %s", spool_rcpt_status_names[e->rcpts[i].status]);
-	}
-	if (st == SPOOL_DEFERRED)
-		printf("; next %s", fmt_time(e->next_ms, t2, sizeof(t2)));
-	const char *rep = last_reply(e);
-	if (rep) {
-		printf("; ");
-		put_short(stdout, rep, REPLY_WIDTH);
-	}
-	printf("\n");
-}
-
-/* What list and summary select: a state (or all), an age, a domain. */
-struct filter {
-	int state;	    /* -1 = all */
-	int64_t older_ms;   /* arrival at least this long ago; 0 = any */
-	const char *domain; /* a recipient in this domain (no case); NULL = any */
-	int64_t now;
-};
-
-static const char *domain_of(const char *addr)
-{
-	const char *at = addr ? strrchr(addr, '@') : NULL;
-	return at ? at + 1 : "";
-}
-
-static bool selected(const struct filter *f, const struct spool_env *e)
-{
-	if (f->older_ms && e->arrival_ms > f->now - f->older_ms)
-		return false;
-	if (f->domain == NULL)
-		return true;
-	for (size_t i = 0; i < e->n_rcpts; i++)
-		if (strcasecmp(domain_of(e->rcpts[i].addr), f->domain) == 0)
-			return true;
-	return false;
-}
-
-/* Calls fn for each readable envelope the filter selects, in state order,
- * then ID (arrival) order; bad(...) for each one that cannot be read. */
-typedef void (*env_fn)(void *arg, const struct spool_env *e, enum spool_state st);
-typedef void (*bad_fn)(void *arg, const char *id, enum spool_state st, const char *why);
-static int each_env(struct spool *sp, const struct filter *f, env_fn fn, bad_fn bad, void *arg)
-{
-	int rc = 0;
-	for (int s = 0; s < SPOOL_N_STATES; s++) {
-		char **ids;
-		size_t n;
-		if (f->state >= 0 && s != f->state)
-			continue;
-		if (spool_list(sp, (enum spool_state)s, &ids, &n) < 0) {
-			fprintf(stderr, "pickupctl: cannot list %s: %s\n", spool_state_names[s],
-				strerror(errno));
-			rc = EXIT_FAIL;
-			continue;
-		}
-		for (size_t i = 0; i < n; i++) {
-			struct spool_env e;
-			struct buf why = BUF_INIT;
-			if (spool_env_read(sp, (enum spool_state)s, ids[i], &e, &why) < 0) {
-				/* Gone meanwhile is not worth a line; a filter cannot
-				 * look into a corrupt one, so it shows only unfiltered. */
-				if (errno != ENOENT && bad && !f->older_ms && !f->domain)
-					bad(arg, ids[i], (enum spool_state)s, why.data);
-			} else {
-				if (selected(f, &e))
-					fn(arg, &e, (enum spool_state)s);
-				spool_env_deinit(&e);
-			}
-			buf_deinit(&why);
-		}
-		spool_list_free(ids, n);
-	}
-	return rc;
-}
-
-struct list_acc {
-	json_t *arr;
-	size_t messages;
-	uint64_t bytes;
-};
-
-static void list_env(void *arg, const struct spool_env *e, enum spool_state st)
-{
-	struct list_acc *a = arg;
-	a->messages++;
-	a->bytes += e->size;
-	if (json)
-		json_array_append_new(a->arr, json_env(e, st));
-	else
-		text_line(e, st);
-}
-
-static void list_bad(void *arg, const char *id, enum spool_state st, const char *why)
-{
-	struct list_acc *a = arg;
-	a->messages++;
-	if (json) {
-		json_array_append_new(a->arr, json_pack("{s:o,s:s,s:o}", "id", jstr(id), "state",
-							spool_state_names[st], "error", jstr(why)));
-	} else {
-		printf("%s %-8s ", id, spool_state_names[st]);
-		put_short(stdout, why, 120);
-		printf("\n");
-	}
-}
-
-static int cmd_list(struct spool *sp, const struct filter *f)
-{
-	struct list_acc a = {json ? json_array() : NULL, 0, 0};
-	if (!json)
-		printf("%-20s %-8s %-19s %8s %s\n", "-Queue ID-", "-State-", "-Arrival-", "-Size-",
-		       "-Sender -> Recipients; next attempt; last reply-");
-	int rc = each_env(sp, f, list_env, list_bad, &a);
-	if (json)
-		jprint(a.arr);
-	else if (a.messages == 0)
-		printf("-- 0 Kbytes in 0 Requests. (the queue is empty)\n");
-	else
-		printf("-- %" PRIu64 " Kbytes in %zu Request%s.\n", (a.bytes + 1023) / 1024,
-		       a.messages, a.messages == 1 ? "" : "s");
-	return rc;
+	struct buf err = BUF_INIT;
+	long n = ctl_list_print(sp, f, json, stdout, &err);
+	fflush(stdout);
+	print_errors(&err);
+	return n < 0 ? EXIT_FAIL : 0;
 }
 
 /* summary: qshape's table, recipient domain x age since arrival. */
@@ -1349,10 +856,15 @@ static size_t bucket_of(int64_t age_ms)
 	return N_BUCKETS - 1;
 }
 
-static void shape_env(void *arg, const struct spool_env *e, enum spool_state st)
+static void shape_env(void *arg, enum spool_state st, const char *id, const struct spool_env *e,
+		      const char *why)
 {
 	struct shape *sh = arg;
 	(void)st;
+	(void)id;
+	(void)why;
+	if (e == NULL)
+		return; /* unreadable: list shows it */
 	size_t bk = bucket_of(sh->now > e->arrival_ms ? sh->now - e->arrival_ms : 0);
 	sh->total.total++;
 	sh->total.b[bk]++;
@@ -1360,11 +872,11 @@ static void shape_env(void *arg, const struct spool_env *e, enum spool_state st)
 	for (size_t i = 0; i < e->n_rcpts; i++) {
 		if (e->rcpts[i].status == RCPT_SENT)
 			continue;
-		const char *dom = domain_of(e->rcpts[i].addr);
+		const char *dom = ctl_list_domain(e->rcpts[i].addr);
 		bool seen = false;
 		for (size_t k = 0; k < i && !seen; k++)
 			seen = e->rcpts[k].status != RCPT_SENT &&
-			       strcasecmp(domain_of(e->rcpts[k].addr), dom) == 0;
+			       strcasecmp(ctl_list_domain(e->rcpts[k].addr), dom) == 0;
 		if (seen)
 			continue;
 		size_t r;
@@ -1397,9 +909,10 @@ static json_t *json_row(const struct shape_row *r)
 {
 	json_t *b = json_array();
 	for (size_t i = 0; i < N_BUCKETS; i++)
-		json_array_append_new(b, jsize(r->b[i]));
-	return json_pack("{s:o,s:I,s:o}", "domain", r->domain ? jstr(r->domain) : json_null(),
-			 "total", (json_int_t)r->total, "buckets", b);
+		json_array_append_new(b, json_integer((json_int_t)r->b[i]));
+	return json_pack("{s:o,s:I,s:o}", "domain",
+			 r->domain ? ctl_json_str(r->domain) : json_null(), "total",
+			 (json_int_t)r->total, "buckets", b);
 }
 
 static void text_row(const char *name, const struct shape_row *r, int width)
@@ -1410,12 +923,12 @@ static void text_row(const char *name, const struct shape_row *r, int width)
 	printf("\n");
 }
 
-static int cmd_summary(struct spool *sp, const struct filter *f)
+static int cmd_summary(struct spool *sp, const struct ctl_filter *f)
 {
 	struct shape sh;
 	memset(&sh, 0, sizeof(sh));
-	sh.now = f->now;
-	int rc = each_env(sp, f, shape_env, NULL, &sh);
+	sh.now = f->now_ms;
+	int rc = list_each(sp, f, shape_env, &sh);
 	if (sh.n > 1)
 		qsort(sh.rows, sh.n, sizeof(*sh.rows), cmp_row);
 	if (json) {
@@ -1424,10 +937,12 @@ static int cmd_summary(struct spool *sp, const struct filter *f)
 			json_array_append_new(mins, json_integer(bucket_minutes[i]));
 		for (size_t i = 0; i < sh.n; i++)
 			json_array_append_new(rows, json_row(&sh.rows[i]));
-		jprint(json_pack(
-		    "{s:o,s:o,s:o,s:o}", "state",
-		    f->state >= 0 ? json_string(spool_state_names[f->state]) : json_null(),
-		    "bucket_minutes", mins, "total", json_row(&sh.total), "domains", rows));
+		ctl_json_print(stdout,
+			       json_pack("{s:o,s:o,s:o,s:o}", "state",
+					 f->state >= 0 ? json_string(spool_state_names[f->state])
+						       : json_null(),
+					 "bucket_minutes", mins, "total", json_row(&sh.total),
+					 "domains", rows));
 	} else {
 		int width = 22;
 		for (size_t i = 0; i < sh.n; i++)
@@ -1489,7 +1004,7 @@ static const char *read_headers(struct spool *sp, const char *id, char ***lines_
 
 static int cmd_show(struct spool *sp, const char *id)
 {
-	int st = ctl_spool_locate(sp, id);
+	int st = spool_locate(sp, id);
 	if (st < 0) {
 		fprintf(stderr, "pickupctl: no message %s\n", id);
 		return EXIT_FAIL;
@@ -1507,37 +1022,37 @@ static int cmd_show(struct spool *sp, const char *id)
 	size_t n_lines;
 	const char *unread = read_headers(sp, id, &lines, &n_lines);
 	if (json) {
-		json_t *doc = json_env(&e, (enum spool_state)st), *h = json_array();
+		json_t *doc = ctl_json_env(&e, (enum spool_state)st), *h = json_array();
 		for (size_t i = 0; i < n_lines; i++)
-			json_array_append_new(h, jstr(lines[i]));
+			json_array_append_new(h, ctl_json_str(lines[i]));
 		json_object_set_new(doc, "headers", h);
-		json_object_set_new(doc, "content_error", jstr(unread));
-		jprint(doc);
+		json_object_set_new(doc, "content_error", ctl_json_str(unread));
+		ctl_json_print(stdout, doc);
 	} else {
 		char t[32];
 		printf("id:           %s\n", e.id);
 		printf("state:        %s\n", spool_state_names[st]);
-		printf("arrival:      %s\n", fmt_time(e.arrival_ms, t, sizeof(t)));
+		printf("arrival:      %s\n", ctl_list_fmt_time(e.arrival_ms, t, sizeof(t)));
 		printf("size:         %" PRIu64 "\n", e.size);
 		printf("from pickup:  %s, file ", e.origin_pickup ? e.origin_pickup : "-");
-		put_short(stdout, e.origin_file ? e.origin_file : "-", 200);
+		ctl_list_put_short(stdout, e.origin_file ? e.origin_file : "-", 200);
 		printf("\nsender:       <");
-		put_short(stdout, e.sender ? e.sender : "", 200);
+		ctl_list_put_short(stdout, e.sender ? e.sender : "", 200);
 		printf(">\nattempts:     %u\n", e.attempts);
 		if (st == SPOOL_DEFERRED)
-			printf("next attempt: %s\n", fmt_time(e.next_ms, t, sizeof(t)));
+			printf("next attempt: %s\n", ctl_list_fmt_time(e.next_ms, t, sizeof(t)));
 		if (e.reason) {
 			printf("reason:       ");
-			put_short(stdout, e.reason, 500);
+			ctl_list_put_short(stdout, e.reason, 500);
 			printf("\n");
 		}
 		for (size_t i = 0; i < e.n_rcpts; i++) {
 			printf("recipient:    <");
-			put_short(stdout, e.rcpts[i].addr, 200);
+			ctl_list_put_short(stdout, e.rcpts[i].addr, 200);
 			printf("> %s", spool_rcpt_status_names[e.rcpts[i].status]);
 			if (e.rcpts[i].reply) {
 				printf(": ");
-				put_short(stdout, e.rcpts[i].reply, 500);
+				ctl_list_put_short(stdout, e.rcpts[i].reply, 500);
 			}
 			printf("\n");
 		}
@@ -1547,7 +1062,7 @@ static int cmd_show(struct spool *sp, const char *id)
 			printf("content (first header lines):\n");
 		for (size_t i = 0; i < n_lines; i++) {
 			printf("  ");
-			put_short(stdout, lines[i], 200);
+			ctl_list_put_short(stdout, lines[i], 200);
 			printf("\n");
 		}
 	}
@@ -1644,7 +1159,7 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind];
 	char **args = argv + optind + 1;
 	int nargs = argc - optind - 1;
-	int steer_cmd = ctl_cmd_from_name(cmd);
+	int steer_cmd = spool_op_from_name(cmd);
 	bool is_purge = strcmp(cmd, "purge") == 0;
 	bool no_arg = strcmp(cmd, "status") == 0 || strcmp(cmd, "list") == 0 ||
 		      strcmp(cmd, "summary") == 0 || strcmp(cmd, "flush") == 0 || is_purge;
@@ -1676,7 +1191,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "pickupctl: --older-than goes with list and purge\n");
 		return EXIT_USAGE;
 	}
-	struct filter flt = {-1, older_ms > 0 ? older_ms : 0, to, now_ms()};
+	struct ctl_filter flt = {-1, older_ms > 0 ? older_ms : 0, to, now_ms()};
 	if (state && (flt.state = spool_state_from_name(state)) < 0) {
 		fprintf(stderr, "pickupctl: unknown state %s (queue|deferred|hold|badmail)\n",
 			state);
@@ -1727,7 +1242,7 @@ int main(int argc, char **argv)
 	else if (is_purge)
 		rc = cmd_purge(cfg, &sp, older_ms);
 	else
-		rc = cmd_ids(cfg, &sp, (enum ctl_cmd)steer_cmd, args, nargs);
+		rc = cmd_ids(cfg, &sp, (enum spool_op)steer_cmd, args, nargs);
 	fflush(stdout);
 	spool_close(&sp);
 	config_free(cfg);

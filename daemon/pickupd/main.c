@@ -113,13 +113,11 @@ static void close_signal(uv_signal_t *s)
 		uv_close((uv_handle_t *)s, NULL);
 }
 
-/* One part (a pickup folder, the relay pool, the control socket, metrics)
- * has stopped; after the last, close the remaining handles so the loop ends
- * by itself. */
-static void part_closed_cb(void *arg)
+/* Once every part has stopped and no torn envelope's recovery is in flight,
+ * close the remaining handles so the loop ends by itself. */
+static void maybe_stopped(struct pickupd *pd)
 {
-	struct pickupd *pd = arg;
-	if (--pd->parts_open)
+	if (!pd->stopping || pd->parts_open || pd->recovers_in_flight)
 		return;
 	sched_stop(pd->sched);
 	if (!uv_is_closing((uv_handle_t *)&pd->ro_check))
@@ -133,6 +131,15 @@ static void part_closed_cb(void *arg)
 		uv_close((uv_handle_t *)&pd->watchdog, NULL);
 	if (!uv_is_closing((uv_handle_t *)&pd->shutdown_timer))
 		uv_close((uv_handle_t *)&pd->shutdown_timer, NULL);
+}
+
+/* One part (a pickup folder, the relay pool, the control socket, metrics)
+ * has stopped. */
+static void part_closed_cb(void *arg)
+{
+	struct pickupd *pd = arg;
+	pd->parts_open--;
+	maybe_stopped(pd);
 }
 
 static void shutdown_deadline_cb(uv_timer_t *t)
@@ -232,6 +239,24 @@ static void message_removed_cb(void *arg)
 	space_check(arg);
 }
 
+/* A torn envelope's content, queued again (id) or not (NULL). */
+static void recovered_cb(void *arg, const char *id)
+{
+	struct pickupd *pd = arg;
+	pd->recovers_in_flight--;
+	if (id)
+		message_queued_cb(pd, id);
+	maybe_stopped(pd);
+}
+
+/* Delivery met a torn envelope: its content is ingested again. */
+static void envelope_torn_cb(void *arg, const char *id)
+{
+	struct pickupd *pd = arg;
+	pd->recovers_in_flight++;
+	ingest_recover(pd, id, recovered_cb, pd);
+}
+
 /* The schedule's earliest entry is due: sessions take it. */
 static void schedule_due_cb(void *arg)
 {
@@ -258,20 +283,6 @@ static void ro_check_cb(uv_check_t *h)
 	stop(pd, "the spool is read-only");
 }
 
-/* The [pickup NAME] a claim record names; folder 0 when it is unknown. */
-static const struct config_pickup *origin_pickup(struct pickupd *pd, const char *name,
-						 const char *id)
-{
-	for (size_t i = 0; name && i < pd->cfg->n_pickups; i++)
-		if (strcmp(pd->cfg->pickups[i].name, name) == 0)
-			return &pd->cfg->pickups[i];
-	if (name)
-		log_warn("%s: recovered content came from [pickup %s], which is no longer "
-			 "configured; taken as from [pickup %s]",
-			 id, name, pd->cfg->pickups[0].name);
-	return &pd->cfg->pickups[0];
-}
-
 /* Orphaned content (a claim cut short): parse it again as if just picked up,
  * as from the folder its claim record names. */
 static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
@@ -280,7 +291,7 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		struct ingest_job ij;
 		memset(&ij, 0, sizeof(ij));
 		ij.job.pd = pd;
-		ij.pickup = origin_pickup(pd, rec->orphan_pickups[i], rec->orphans[i]);
+		ij.pickup = ingest_origin_pickup(pd, rec->orphan_pickups[i], rec->orphans[i]);
 		ij.origin_file = rec->orphan_files[i];
 		ij.dir_fd = pd->spool.data_fd;
 		ij.name = xstrdup(rec->orphans[i]);
@@ -396,7 +407,8 @@ int main(int argc, char **argv)
 		setenv("UV_THREADPOOL_SIZE", "8", 0);
 	pd.loop = uv_default_loop();
 	pd.sched = sched_new(pd.loop, schedule_due_cb, &pd);
-	pd.pool = relay_pool_new(&pd, message_removed_cb, &pd, &errs);
+	const struct relay_pool_cbs pool_cbs = {message_removed_cb, envelope_torn_cb, &pd};
+	pd.pool = relay_pool_new(&pd, &pool_cbs, &errs);
 	pd.n_pickups = pd.cfg->n_pickups;
 	pd.pickups = xcalloc(pd.n_pickups, sizeof(*pd.pickups));
 	for (size_t i = 0; i < pd.n_pickups; i++)

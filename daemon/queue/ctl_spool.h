@@ -1,8 +1,8 @@
 /*
- * ctl_spool: the queue operations shared by the control socket (ctl.c) and
- * pickupctl, and what both read from the spool and the pickup folders for
- * operators (badmail ages, stuck pickup files). Synchronous; the daemon runs
- * them on its thread pool.
+ * ctl_spool: what the control socket (ctl.c), the metrics and pickupctl
+ * read from the spool and the pickup folders for operators (badmail ages,
+ * stuck pickup files). Synchronous; the daemon runs them on its thread
+ * pool. The commands on messages themselves are spool/ops.c's.
  */
 #ifndef PICKUPD_CTL_SPOOL_H
 #define PICKUPD_CTL_SPOOL_H
@@ -12,58 +12,6 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "spool/spool.h"
-
-/* Where the envelope of id is, or -1 (errno ENOENT) when it is in no state
- * directory. */
-int ctl_spool_locate(struct spool *sp, const char *id);
-/*
- * Puts a badmail message back into queue/: recipients not yet sent become
- * pending, attempts start again, the reason is cleared; written durably in
- * badmail/ first, then renamed into queue/. Refuses (with a reason) a file
- * refused at pickup, which has no usable envelope: such a file is fixed and
- * dropped into the pickup folder again. 0, or -1 with why appended.
- */
-int ctl_spool_requeue(struct spool *sp, const char *id, struct buf *why);
-
-/* ---- commands over many IDs ------------------------------------------------------------ */
-
-/* purge is delete restricted to badmail/ (an entry requeued meanwhile stays). */
-enum ctl_cmd { CTL_RETRY, CTL_HOLD, CTL_RELEASE, CTL_DELETE, CTL_REQUEUE, CTL_PURGE, CTL_N_CMDS };
-extern const char *const ctl_cmd_names[CTL_N_CMDS];
-/* -1 when unknown. */
-int ctl_cmd_from_name(const char *name);
-
-enum ctl_act { CTL_ACT_NONE, CTL_ACT_MOVE, CTL_ACT_REMOVE, CTL_ACT_REQUEUE };
-enum ctl_result { CTL_PENDING, CTL_OK, CTL_FAILED, CTL_BUSY };
-extern const char *const ctl_result_names[4]; /* "pending" "ok" "error" "busy" */
-
-/* One ID of a command. Owner: the batch that holds it (ctl_item_deinit). */
-struct ctl_item {
-	char id[SPOOL_ID_LEN + 1];
-	int from; /* state it was found in; -1 = in none */
-	enum ctl_act act;
-	enum spool_state to; /* CTL_ACT_MOVE */
-	enum ctl_result result;
-	char *text; /* one line: "ID held", "ID is in hold, not badmail" */
-};
-void ctl_item_set(struct ctl_item *it, enum ctl_result r, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-void ctl_item_deinit(struct ctl_item *it);
-
-/*
- * Decides from it->from what cmd does to the message: an act to perform
- * (result stays CTL_PENDING), or a final result with its text (wrong state,
- * no such message, nothing to do). A deferred message's retry is a move to
- * queue/; the daemon reschedules it in memory instead.
- */
-void ctl_spool_plan(enum ctl_cmd cmd, struct ctl_item *it);
-/*
- * Performs the pending acts on the spool, batched so that each directory is
- * fsynced once per (act, from, to) group; sets each result and text.
- */
-void ctl_spool_apply(struct spool *sp, enum ctl_cmd cmd, struct ctl_item *items, size_t n);
-/* The past participle of cmd for texts and logs: "held", "deleted", ... */
-const char *ctl_cmd_done(enum ctl_cmd cmd);
 
 /* ---- badmail retention ------------------------------------------------------------------- */
 

@@ -46,7 +46,7 @@
 #include "common/config.h"
 #include "common/msg.h"
 #include "daemon/queue/ctl_client.h"
-#include "daemon/queue/ctl_list.h"
+#include "daemon/listing/ctl_list.h"
 #include "spool/spool.h"
 
 #define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
@@ -408,9 +408,8 @@ static int run_list(const struct config *cfg)
 			strerror(e));
 		return e == EACCES || e == EPERM ? EX_NOPERM : EX_OSERR;
 	}
-	long n = ctl_list_text(&sp, -1, stdout, &err);
-	if (n == 0 && err.len == 0)
-		printf("Mail queue is empty\n");
+	struct ctl_filter all = CTL_FILTER_ALL;
+	long n = ctl_list_print(&sp, &all, false, stdout, &err);
 	fflush(stdout);
 	for (char *line = err.data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1)
 		fprintf(stderr, "%s: %.*s\n", prog, (int)(nl - line), line);

@@ -8,6 +8,9 @@
  *       the directory), on THREADS threads (the daemon's pool: 4), rounds
  *       alternating raw and spool. Prints both rates and their ratio for
  *       "envelope write" and for "envelope write + move to deferred".
+ *   bench_spool raw DIR [THREADS [SIZE [SECONDS]]]
+ *       the raw durable-commit rate of SIZE-byte files (write, fsync, rename,
+ *       fsync of the directory) on THREADS threads (default 16, 2048 bytes).
  *   bench_spool populate DIR N
  *       makes a spool in DIR with N queued messages (content + envelope,
  *       half in queue/, half in deferred/ due in an hour), without an fsync
@@ -196,6 +199,27 @@ static int cmd_transitions(const char *dir, int threads, double seconds, int rou
 	return 0;
 }
 
+/* The raw durable-commit rate of SIZE-byte files (write, fsync, rename, fsync
+ * of the directory) on THREADS threads: the yardstick of issue 10. */
+static int cmd_raw(const char *dir, int threads, size_t size, double seconds)
+{
+	struct spool sp;
+	if (spool_open(&sp, dir) < 0)
+		die(dir);
+	if (threads < 1 || threads > 64)
+		threads = 16;
+	struct buf text = BUF_INIT;
+	buf_reserve(&text, size);
+	memset(text.data, 'x', size);
+	text.len = size;
+	double rate = one_round(&sp, 1, 0, threads, seconds, &text);
+	printf("raw durable commit of %zu-byte files, %d threads: %.0f/s, %.1f MiB/s\n", size,
+	       threads, rate, rate * (double)size / (1 << 20));
+	buf_deinit(&text);
+	spool_close(&sp);
+	return 0;
+}
+
 /* ---- populate and startup ----------------------------------------------------------- */
 
 static void write_plain(int dir_fd, const char *name, const char *data, size_t len,
@@ -372,12 +396,17 @@ int main(int argc, char **argv)
 		return cmd_transitions(argv[2], argc > 3 ? atoi(argv[3]) : 4,
 				       argc > 4 ? atof(argv[4]) : 3.0,
 				       argc > 5 ? atoi(argv[5]) : 2);
+	if (argc >= 3 && strcmp(argv[1], "raw") == 0)
+		return cmd_raw(argv[2], argc > 3 ? atoi(argv[3]) : 16,
+			       argc > 4 ? (size_t)strtoull(argv[4], NULL, 10) : 2048,
+			       argc > 5 ? atof(argv[5]) : 3.0);
 	if (argc >= 4 && strcmp(argv[1], "populate") == 0)
 		return cmd_populate(argv[2], (size_t)strtoull(argv[3], NULL, 10));
 	if (argc >= 4 && strcmp(argv[1], "startup") == 0)
 		return cmd_startup(argv[2], (size_t)strtoull(argv[3], NULL, 10),
 				   argc > 4 ? argv[4] : NULL);
 	fprintf(stderr, "usage: bench_spool transitions DIR [THREADS [SECONDS [ROUNDS]]]\n"
+			"       bench_spool raw DIR [THREADS [SIZE [SECONDS]]]\n"
 			"       bench_spool populate DIR N\n"
 			"       bench_spool startup DIR N [PICKUPD]\n");
 	return 2;

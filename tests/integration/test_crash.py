@@ -12,7 +12,9 @@
 - EIO from fsync and EROFS from rename through the LD_PRELOAD shim
   (tests/shim/faultfs.c): the transition fails visibly, nothing is lost;
   at EROFS pickupd also exits non-zero by itself (test_spool_faults.py has
-  the read-only remount with a message in flight).
+  the read-only remount with a message in flight);
+- a torn first envelope (written without fsync: a power loss before its
+  writeback) is ingested again from the durable content.
 """
 
 import os
@@ -121,12 +123,17 @@ def test_kill9_while_messages_flow():
 
 
 # Steps of spool/hook.c on a message's way: claim and envelope (before the
-# delivery: exactly one copy), removal (after it: one or two copies).
-HOOK_STEPS = [("env-rename", 1), ("env-dirsync", 1),
+# delivery: exactly one copy), removal (after it: one or two copies). A new
+# message's envelope is written without fsync (spool_env_create_lazy):
+# recovery derives it again from the durable content.
+HOOK_STEPS = [("lazy-env-write", 1), ("lazy-env-rename", 1),
               ("remove-data", 2), ("remove-datasync", 2), ("remove-env", 2)]
 # A claim cut short leaves content without an envelope: recovery hands it
-# back to ingest at start-up (daemon/pickupd/main.c reingest_orphans).
-CLAIM_STEPS = [("claim-fsync", 1), ("claim-dirsync", 1)]
+# back to ingest at start-up (daemon/pickupd/main.c reingest_orphans). The daemon
+# claims in batches: content fsync per file, then one commit of data/ and
+# of the folder for the batch (spool_claim_commit), after the envelope.
+CLAIM_STEPS = [("claim-rename", 1), ("claim-fsync", 1), ("claim-commit-data", 1),
+               ("claim-commit-folder", 1)]
 
 
 def test_crash_hook_steps_in_daemon():
@@ -156,6 +163,38 @@ def crash_at_steps(steps):
                 assert all(t.header("Message-ID") == ["<1.%s@pickupd.test>" % step]
                            for t in srv.messages)
                 d.stop()
+
+
+def test_torn_envelope_is_ingested_again():
+    """Power loss after a new message's envelope was renamed into queue/ but
+    before its (unsynced) text reached the disk: queue/ID is torn. The
+    content is durable, so the message is ingested again from it and
+    delivered once; nothing goes to badmail."""
+    with SmtpServer() as srv:
+        d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": "lazy-env-rename"})
+        with d:
+            d.drop("torn.eml", message(1, "torn"))
+            wait_for(lambda: not d.running, 30, what="pickupd killed at lazy-env-rename")
+            tmp = os.path.join(d.spool, "tmp")
+            (name,) = [n for n in os.listdir(tmp) if n.endswith(".env")]
+            qid = name[:-4]
+            assert os.path.exists(os.path.join(d.spool, "data", qid))
+            with open(os.path.join(tmp, name), "rb") as f:
+                text = f.read()
+            # What the disk may hold: the rename, and a prefix of the text.
+            with open(os.path.join(d.spool, "queue", qid), "wb") as f:
+                f.write(text[:len(text) // 2])
+            os.unlink(os.path.join(tmp, name))
+            d.env = {}
+            d.start()
+            d.wait_ready()
+            srv.wait_messages(1)
+            d.wait_log(r"%s: envelope torn" % qid)
+            d.wait_spool_empty()
+            assert len(srv.messages) == 1, srv.messages
+            assert srv.messages[0].header("Message-ID") == ["<1.torn@pickupd.test>"]
+            assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
+            d.stop()
 
 
 def test_enospc_on_small_tmpfs_pauses_ingestion():
@@ -208,6 +247,10 @@ def test_enospc_on_small_tmpfs_pauses_ingestion():
 
 
 def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
+    """EIO from the claim's fsyncs (content and data/; a new message's
+    envelope is not fsynced, see spool_env_create_lazy): each claim is rolled
+    back at once, the files are back in their folder, nothing is sent; once
+    the fault is gone each message arrives once."""
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
         ctl = os.path.join(d.dir, "faultfs.ctl")
@@ -217,19 +260,55 @@ def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
             d.start()
             d.wait_ready()
             with open(ctl, "w") as f:
-                f.write("fsync:EIO:/spool/queue\n")
+                f.write("fsync:EIO:/spool/data\n")
             for i in range(3):
                 d.drop("eio%d.eml" % i, message(i, "eio"))
-            d.wait_log(r"cannot write the envelope: Input/output error", count=3)
+            d.wait_log(r"cannot claim: Input/output error", count=3)
             wait_for(lambda: len([f for f in d.pickup_files() if f.endswith(".eml")]) == 3, 30,
                      what="the pickup files back in place")
             assert not srv.messages
-            assert not d.spool_files(["queue", "deferred", "data"]), d.spool_files("queue")
+            assert not d.spool_files(["queue", "deferred", "data"]), d.spool_files("data")
             with open(ctl, "w") as f:
                 f.write("")
             srv.wait_messages(3)
             d.wait_spool_empty()
             assert len(srv.messages) == 3, srv.messages
+            assert sorted(t.header("Message-ID")[0] for t in srv.messages) == [
+                "<%d.eio@pickupd.test>" % i for i in range(3)]
+            d.stop()
+
+
+def test_failed_batch_commit_rolls_the_claims_back():
+    """ENOSPC from the pickup folder's fsync, the last step of a batch's
+    commit (spool_claim_commit), after each file already has its envelope:
+    every claim of the batch is undone at once (envelope gone, file back in
+    the folder), nothing is sent; once the fault is gone each message arrives
+    once."""
+    with SmtpServer() as srv:
+        d = Pickupd(relay=srv, start=False)
+        ctl = os.path.join(d.dir, "faultfs.ctl")
+        open(ctl, "w").close()
+        d.env = shim_env(ctl)
+        with d:
+            d.start()
+            d.wait_ready()
+            with open(ctl, "w") as f:
+                f.write("fsync:ENOSPC:%s\n" % d.pickup)
+            for i in range(3):
+                d.drop("commit%d.eml" % i, message(i, "commit"))
+            d.wait_log(r"the claim cannot be made durable \(No space left on device\); undone",
+                       count=3)
+            wait_for(lambda: len([f for f in d.pickup_files() if f.endswith(".eml")]) == 3, 30,
+                     what="the pickup files back in place")
+            assert not srv.messages
+            assert not d.spool_files(["queue", "deferred", "data"]), d.spool_files("data")
+            with open(ctl, "w") as f:
+                f.write("")
+            srv.wait_messages(3)
+            d.wait_spool_empty()
+            assert len(srv.messages) == 3, srv.messages
+            assert sorted(t.header("Message-ID")[0] for t in srv.messages) == [
+                "<%d.commit@pickupd.test>" % i for i in range(3)]
             d.stop()
 
 

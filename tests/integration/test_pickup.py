@@ -319,25 +319,45 @@ def test_write_then_rename():
         assert sorted(d.pickup_files()) == [".job", "job.eml.part"], d.pickup_files()
 
 
-def test_slow_writer_without_lock_settle_time():
-    """A writer that appends in several open/write/close rounds (each close
-    is an IN_CLOSE_WRITE) with pauses shorter than settle_time: the file is
-    claimed only once size and mtime stayed unchanged for settle_time."""
-    data = full_message(b"appender", 1000)
-    parts = [data[i:i + 6000] for i in range(0, len(data), 6000)]
+def test_event_claims_at_once_despite_settle_time():
+    """A file renamed in (IN_MOVED_TO) or closed by its only writer
+    (IN_CLOSE_WRITE, no lock, nobody else has it open for writing) is
+    complete: claimed at once, settle_time (here 30 s) does not apply."""
     with SmtpServer() as srv, \
-            Pickupd(cfg(settle_time="1500ms", rescan_interval="200ms"), relay=srv) as d:
-        path = os.path.join(d.pickup, "appended.eml")
-        for p in parts:
-            with open(path, "ab") as f:
-                f.write(p)
-            time.sleep(0.5)
-            assert not srv.transactions, "claimed between two appends"
-        done = time.time()
-        m = srv.wait_messages(1)[0]
-        assert m.received >= done + 1.0, (m.received - done)
-        assert_complete(m, data)
+            Pickupd(cfg(settle_time="30s", rescan_interval="1h"), relay=srv) as d:
+        renamed = full_message(b"renamed", 50)
+        t0 = time.time()
+        d.drop("renamed.eml", renamed)
+        m = srv.wait_messages(1, timeout=10)[0]
+        assert m.received - t0 < 10, m.received - t0
+        assert_complete(m, renamed)
+        inplace = full_message(b"inplace", 50)
+        t0 = time.time()
+        d.drop_inplace("inplace.eml", inplace)
+        m = srv.wait_messages(2, timeout=10)[1]
+        assert m.received - t0 < 10, m.received - t0
+        assert_complete(m, inplace)
         d.wait_spool_empty()
+
+
+def test_rescan_found_file_waits_settle_time():
+    """settle_time is for files no event reported complete: one already in
+    the folder at start-up (found by the first scan) is claimed only once
+    its mtime is settle_time old."""
+    data = full_message(b"found", 100)
+    with SmtpServer() as srv:
+        d = Pickupd(cfg(settle_time="1500ms", rescan_interval="200ms"), relay=srv,
+                    start=False)
+        with d:
+            path = os.path.join(d.pickup, "found.eml")
+            with open(path, "wb") as f:
+                f.write(data)
+            mtime = os.stat(path).st_mtime
+            d.start().wait_ready()
+            m = srv.wait_messages(1)[0]
+            assert m.received >= mtime + 1.4, (m.received - mtime)
+            assert_complete(m, data)
+            d.wait_spool_empty()
 
 
 def test_writer_keeps_file_open_without_lock():

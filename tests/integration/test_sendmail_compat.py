@@ -57,12 +57,15 @@ def deferred_ids(d):
 
 
 def test_bp_and_mailq_list_the_queue():
-    """-bp and mailq print what `pickupctl list` prints; an empty queue says so."""
+    """-bp and mailq print exactly what `pickupctl list` prints (header, one line per
+    message, mailq's total); an empty queue says so."""
     srv = down_server()
     with Pickupd(relay=srv, config=NO_BOUNCE) as d:
+        empty = ok(d.pickupctl("list")).stdout
+        assert empty.splitlines()[-1].endswith("(the queue is empty)"), empty
         for p in (d.sendmail("-bp"), run_as(d, "mailq")):
             ok(p)
-            assert p.stdout == "Mail queue is empty\n", p.stdout
+            assert p.stdout == empty, (p.stdout, empty)
         ok(d.sendmail("-f", "app@example.org", "waiting@example.net",
                       input=b"Subject: queued\n\nx\n"))
         d.wait_log(status_re("deferred"))
@@ -72,8 +75,10 @@ def test_bp_and_mailq_list_the_queue():
         for p in (d.sendmail("-bp"), run_as(d, "mailq"), run_as(d, "mailq", "-v")):
             ok(p)
             assert p.stdout == listed, (p.stdout, listed)
-        line = listed.splitlines()
-        assert len(line) == 1 and line[0].startswith(qid + " deferred "), listed
+        lines = listed.splitlines()
+        assert len(lines) == 3 and lines[0].startswith("-Queue ID-"), listed
+        assert lines[1].startswith(qid + " deferred "), listed
+        assert lines[2] == "-- 1 Kbytes in 1 Request.", listed
         assert "<app@example.org> -> <waiting@example.net> deferred" in listed, listed
 
 

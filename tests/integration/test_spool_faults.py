@@ -285,17 +285,19 @@ def test_crash_between_250_and_its_record_is_named_at_recovery():
             d.stop()
 
 
-def test_claim_from_a_second_stuffed_folder_keeps_its_origin_in_recovery():
-    """A file of a dot-stuffed [pickup second] folder, its claim cut short by
-    a crash (spool hook claim-dirsync): recovery finishes it as from that
-    folder (pickup second, dot-stuffed yes), so its dots are not doubled."""
+def stuffed_claim_cut_short(step, tear=False):
+    """A file of a dot-stuffed [pickup second] folder, pickupd killed at the
+    spool hook step; with tear, its first envelope (written without fsync)
+    is then torn as a power loss would leave it. The restart ingests it again
+    as from that folder (pickup second, dot-stuffed yes), so its dots are not
+    doubled."""
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
         second = os.path.join(d.dir, "second")
         os.makedirs(second)
         d.write_config({"pickup second": {"dir": second, "dot_stuffed": "yes",
                                           "settle_time": "0"}}, srv.port)
-        d.env = {"PICKUPD_SPOOL_CRASH": "claim-dirsync"}
+        d.env = {"PICKUPD_SPOOL_CRASH": step}
         with d:
             d.start()
             d.wait_ready()
@@ -303,13 +305,21 @@ def test_claim_from_a_second_stuffed_folder_keeps_its_origin_in_recovery():
             with open(os.path.join(second, ".s.tmp"), "wb") as f:
                 f.write(message(1, "stuffed", body=body))
             os.rename(os.path.join(second, ".s.tmp"), os.path.join(second, "s.eml"))
-            wait_for(lambda: not d.running, 30, what="pickupd killed at claim-dirsync")
+            wait_for(lambda: not d.running, 30, what="pickupd killed at " + step)
             assert d.proc.returncode == -9, d.proc.returncode
+            if tear:
+                tmp = os.path.join(d.spool, "tmp")
+                (name,) = [n for n in os.listdir(tmp) if n.endswith(".env")]
+                text = read(os.path.join(tmp, name))
+                with open(os.path.join(d.spool, "queue", name[:-4]), "wb") as f:
+                    f.write(text[:len(text) // 2])
+                os.unlink(os.path.join(tmp, name))
             d.env = {}
             d.start()
             d.wait_ready()
-            d.wait_log(r"^pickupd: (%s): recovered content of %s \(claim cut short\): "
-                       r"pickup=second, file=s\.eml$" % (QID, QID))
+            why = "its envelope was never completely written" if tear else "claim cut short"
+            d.wait_log(r"^pickupd: (%s): recovered content of %s \(%s\): "
+                       r"pickup=second, file=s\.eml$" % (QID, QID, why))
             t = srv.wait_messages(1)[0]
             d.wait_spool_empty()
             assert b"\r\n.a stuffed line\r\nplain\r\n" in t.data, t.data
@@ -317,7 +327,25 @@ def test_claim_from_a_second_stuffed_folder_keeps_its_origin_in_recovery():
             assert b"(folder second)" in t.data, t.data
             assert not os.listdir(os.path.join(d.spool, "data")), \
                 os.listdir(os.path.join(d.spool, "data"))
+            assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
             d.stop()
+
+
+def test_claim_from_a_second_stuffed_folder_keeps_its_origin_in_recovery():
+    """The claim cut short at its content fsync (claim-fsync)."""
+    stuffed_claim_cut_short("claim-fsync")
+
+
+def test_lost_first_envelope_keeps_its_origin_in_recovery():
+    """Killed before the lazy first envelope was renamed into queue/: data/ID
+    with its claim record and no envelope."""
+    stuffed_claim_cut_short("lazy-env-rename")
+
+
+def test_torn_first_envelope_keeps_its_origin():
+    """The lazy first envelope torn (power loss before writeback): ingested
+    again from the content as from the folder its claim record names."""
+    stuffed_claim_cut_short("lazy-env-rename", tear=True)
 
 
 def test_badmail_shows_the_real_attempt_count():

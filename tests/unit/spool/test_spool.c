@@ -15,6 +15,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -649,6 +650,55 @@ static void spool_group_commit_concurrent(void **state)
 	assert_int_equal(count_files(f->sp.tmp_fd), 0);
 }
 
+struct claim_run {
+	struct spool *sp;
+	int pickup_fd;
+	struct spool_dirsync *ds;
+	atomic_int next;
+};
+
+static void *claim_worker(void *arg)
+{
+	struct claim_run *cr = arg;
+	for (int i; (i = atomic_fetch_add(&cr->next, 1)) < GC_THREADS * GC_EACH;) {
+		char name[32];
+		snprintf(name, sizeof(name), "m%d.eml", i);
+		int fd = openat(cr->pickup_fd, name, O_RDONLY);
+		struct spool_claim c;
+		int r = spool_claim_group(cr->sp, cr->pickup_fd, cr->ds, name, fd, NULL, NULL, &c);
+		close(fd);
+		if (r < 0)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* Claims from one folder on many threads through the folder's group commit:
+ * every claim lands, none is lost or doubled. */
+static void spool_claim_group_shares_folder_fsyncs(void **state)
+{
+	struct fixture *f = *state;
+	struct claim_run cr = {.sp = &f->sp, .pickup_fd = f->pickup_fd};
+	cr.ds = spool_dirsync_new();
+	atomic_init(&cr.next, 0);
+	for (int i = 0; i < GC_THREADS * GC_EACH; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "m%d.eml", i);
+		assert_int_equal(spool__write_file(f->pickup_fd, name, "x", 1, 0), 0);
+	}
+	pthread_t th[GC_THREADS];
+	for (int i = 0; i < GC_THREADS; i++)
+		pthread_create(&th[i], NULL, claim_worker, &cr);
+	for (int i = 0; i < GC_THREADS; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		assert_null(r);
+	}
+	assert_int_equal(count_files(f->pickup_fd), 0);
+	assert_int_equal(count_files(f->sp.data_fd), GC_THREADS * GC_EACH);
+	spool_dirsync_free(cr.ds);
+}
+
 static void *fail_worker(void *arg)
 {
 	struct spool *sp = arg;
@@ -679,6 +729,44 @@ static void spool_dir_fsync_error_fails_callers(void **state)
 	void *r = fail_worker(&f->sp);
 	assert_null(r);
 	assert_false(spool_readonly(&f->sp));
+}
+
+/* A first envelope written lazily reads back; a torn one (what a lost
+ * writeback leaves) is told apart from a whole one. */
+static void spool_env_lazy_and_torn(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_env e, back;
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+	assert_int_equal(spool_env_create_lazy(sp, &e), -1); /* never replaces */
+	assert_int_equal(errno, EEXIST);
+	assert_int_equal(count_files(sp->tmp_fd), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, NULL), 0);
+	assert_string_equal(back.sender, e.sender);
+	spool_env_deinit(&back);
+	assert_false(spool_env_torn(sp, SPOOL_QUEUE, id));
+	struct buf text = BUF_INIT;
+	spool_env_format(&e, &text);
+	static const size_t cut[] = {0, 1, 20, 0};
+	for (size_t i = 0; i < ARRAY_SIZE(cut); i++) {
+		size_t n = i == ARRAY_SIZE(cut) - 1 ? text.len - 1 : cut[i];
+		assert_int_equal(unlinkat(sp->state_fd[SPOOL_QUEUE], id, 0), 0);
+		assert_int_equal(spool__write_file(sp->state_fd[SPOOL_QUEUE], id, text.data, n, 0),
+				 0);
+		assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+	}
+	/* Zeros where the text should be (blocks allocated, data never written). */
+	memset(text.data, 0, text.len);
+	assert_int_equal(unlinkat(sp->state_fd[SPOOL_QUEUE], id, 0), 0);
+	assert_int_equal(spool__write_file(sp->state_fd[SPOOL_QUEUE], id, text.data, text.len, 0),
+			 0);
+	assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+	buf_deinit(&text);
+	spool_env_deinit(&e);
 }
 
 /* ---- injected errors ---------------------------------------------------------------- */
@@ -782,6 +870,7 @@ static void spool_recover_reads_records_and_marks(void **state)
 	assert_int_equal(spool_mark_sending(sp, sent), 0);
 	queue_message(sp, idle);
 	queue_message(sp, done); /* a finished claim whose record was left */
+	assert_int_equal(spool_move(sp, done, SPOOL_QUEUE, SPOOL_DEFERRED), 0);
 	snprintf(link, sizeof(link), "%s.from", done);
 	assert_int_equal(symlinkat("default/d.eml", sp->data_fd, link), 0);
 	/* A claim cut short: content and record, no envelope. */
@@ -826,7 +915,19 @@ static void spool_recover_reads_records_and_marks(void **state)
 
 /* ---- crash tests -------------------------------------------------------------------- */
 
-enum op { OP_WRITE_NEW, OP_REWRITE, OP_MOVE, OP_REMOVE, OP_CLAIM, OP_DEFER };
+enum op {
+	OP_WRITE_NEW,
+	OP_LAZY_NEW,
+	OP_REWRITE,
+	OP_MOVE,
+	OP_REMOVE,
+	OP_REMOVE_BATCH,
+	OP_CLAIM,
+	OP_CLAIM_GROUP,
+	OP_CLAIM_BATCH,
+	OP_INGEST_LAZY,
+	OP_DEFER
+};
 
 static const struct {
 	enum op op;
@@ -837,6 +938,9 @@ static const struct {
     {OP_WRITE_NEW, "env-dirsync"},
     {OP_WRITE_NEW, "dir-fsync"},
     {OP_WRITE_NEW, NULL},
+    {OP_LAZY_NEW, "lazy-env-write"},
+    {OP_LAZY_NEW, "lazy-env-rename"},
+    {OP_LAZY_NEW, NULL},
     {OP_REWRITE, "write-fsync"},
     {OP_REWRITE, "env-rename"},
     {OP_REWRITE, "env-dirsync"},
@@ -852,11 +956,36 @@ static const struct {
     {OP_REMOVE, "dir-fsync"},
     {OP_REMOVE, "remove-env"},
     {OP_REMOVE, NULL},
+    {OP_REMOVE_BATCH, "remove-data"},
+    {OP_REMOVE_BATCH, "remove-datasync"},
+    {OP_REMOVE_BATCH, "dir-fsync"},
+    {OP_REMOVE_BATCH, "remove-env"},
+    {OP_REMOVE_BATCH, NULL},
     {OP_CLAIM, "claim-rename"},
     {OP_CLAIM, "claim-fsync"},
     {OP_CLAIM, "claim-dirsync"},
     {OP_CLAIM, "dir-fsync"},
     {OP_CLAIM, NULL},
+    {OP_CLAIM_GROUP, "claim-fsync"},
+    {OP_CLAIM_GROUP, "claim-dirsync"},
+    {OP_CLAIM_GROUP, "dir-fsync:1"}, /* data/ */
+    {OP_CLAIM_GROUP, "dir-fsync:2"}, /* the pickup folder's group commit */
+    {OP_CLAIM_GROUP, NULL},
+    {OP_CLAIM_BATCH, "claim-fsync"},
+    {OP_CLAIM_BATCH, "claim-commit-data"},
+    {OP_CLAIM_BATCH, "claim-commit-folder"},
+    {OP_CLAIM_BATCH, "dir-fsync:1"},
+    {OP_CLAIM_BATCH, "dir-fsync:2"},
+    {OP_CLAIM_BATCH, NULL},
+    {OP_INGEST_LAZY, "claim-rename"},
+    {OP_INGEST_LAZY, "claim-fsync"},
+    {OP_INGEST_LAZY, "lazy-env-write"},
+    {OP_INGEST_LAZY, "lazy-env-rename"},
+    {OP_INGEST_LAZY, "claim-commit-data"},
+    {OP_INGEST_LAZY, "claim-commit-folder"},
+    {OP_INGEST_LAZY, "dir-fsync:1"},
+    {OP_INGEST_LAZY, "dir-fsync:2"},
+    {OP_INGEST_LAZY, NULL},
     {OP_DEFER, "write-fsync"},
     {OP_DEFER, "env-rename"},
     {OP_DEFER, "env-dirsync"},
@@ -872,7 +1001,6 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 {
 	struct spool *sp = &f->sp;
 	struct spool_env e;
-	char nid[SPOOL_ID_LEN + 1];
 	int r = 0;
 	switch (op) {
 	case OP_WRITE_NEW:
@@ -882,17 +1010,70 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		r = spool_env_write(sp, SPOOL_QUEUE, &e);
 		spool_env_deinit(&e);
 		break;
+	case OP_LAZY_NEW:
+		make_env(&e, id);
+		r = spool_env_create_lazy(sp, &e);
+		spool_env_deinit(&e);
+		break;
 	case OP_MOVE:
 		r = spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED);
 		break;
 	case OP_REMOVE:
 		r = spool_remove(sp, id, SPOOL_QUEUE);
 		break;
+	case OP_REMOVE_BATCH: {
+		/* The message, and one whose removal was already done. */
+		char mine[SPOOL_ID_LEN + 1], other[SPOOL_ID_LEN + 1];
+		char *ids[2] = {mine, other};
+		int errs[2];
+		memcpy(mine, id, sizeof(mine));
+		spool_new_id(sp, other);
+		r = spool_remove_many(sp, ids, 2, SPOOL_QUEUE, errs) == 2 ? 0 : -1;
+		break;
+	}
 	case OP_CLAIM: {
 		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
 		struct spool_claim cl;
 		r = spool_claim(sp, f->pickup_fd, "c.eml", fd, "second", NULL, &cl);
-		memcpy(nid, cl.id, sizeof(nid));
+
+		break;
+	}
+	case OP_CLAIM_BATCH: {
+		struct spool_dirsync *ds = spool_dirsync_new();
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		struct spool_claim cl;
+		r = spool_claim_batched(sp, f->pickup_fd, "c.eml", fd, "second", NULL, &cl);
+		if (r == 0)
+			r = spool_claim_commit(sp, f->pickup_fd, ds);
+		spool_dirsync_free(ds);
+		break;
+	}
+	case OP_INGEST_LAZY: {
+		/* What a batch of daemon/ingest.c does for one file: batched claim,
+		 * lazy first envelope, claim done (record kept), commit. */
+		struct spool_dirsync *ds = spool_dirsync_new();
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		struct spool_claim cl;
+		r = spool_claim_batched(sp, f->pickup_fd, "c.eml", fd, "second", NULL, &cl);
+		if (r == 0) {
+			make_env(&e, cl.id);
+			cl.keep_record = true;
+			r = spool_env_create_lazy(sp, &e);
+			spool_env_deinit(&e);
+		}
+		if (r == 0)
+			r = spool_claim_done(sp, &cl);
+		if (r == 0)
+			r = spool_claim_commit(sp, f->pickup_fd, ds);
+		spool_dirsync_free(ds);
+		break;
+	}
+	case OP_CLAIM_GROUP: {
+		struct spool_dirsync *ds = spool_dirsync_new();
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		struct spool_claim cl;
+		r = spool_claim_group(sp, f->pickup_fd, ds, "c.eml", fd, "second", NULL, &cl);
+		spool_dirsync_free(ds);
 		break;
 	}
 	case OP_DEFER: /* relay.c record_fn, POLICY_DEFER */
@@ -940,10 +1121,11 @@ static void spool_crash_at_each_step(void **state)
 		const char *step = crashes[c].step;
 
 		/* Before: what the transition starts from. */
-		if (op == OP_WRITE_NEW) {
+		if (op == OP_WRITE_NEW || op == OP_LAZY_NEW) {
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
-		} else if (op == OP_CLAIM) {
+		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP || op == OP_CLAIM_BATCH ||
+			   op == OP_INGEST_LAZY) {
 			assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
 			id[0] = '\0';
 		} else {
@@ -976,6 +1158,7 @@ static void spool_crash_at_each_step(void **state)
 		assert_true((mask & (mask - 1)) == 0);
 		switch (op) {
 		case OP_WRITE_NEW:
+		case OP_LAZY_NEW:
 			/* Queued, or content alone that recovery hands back for ingest. */
 			assert_true(data);
 			if (mask == 0) {
@@ -1007,13 +1190,16 @@ static void spool_crash_at_each_step(void **state)
 			assert_int_equal(rec.n_orphans, 0);
 			break;
 		case OP_REMOVE:
+		case OP_REMOVE_BATCH:
 			/* All there, or all gone: never content without envelope. */
 			assert_true((mask == 1u << SPOOL_QUEUE && data) || (mask == 0 && !data));
 			if (!step)
 				assert_true(mask == 0 && !data);
 			assert_int_equal(rec.n_orphans, 0);
 			break;
-		case OP_CLAIM: {
+		case OP_CLAIM:
+		case OP_CLAIM_GROUP:
+		case OP_CLAIM_BATCH: {
 			/* In the pickup folder or claimed (content for ingest): exactly one. */
 			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
 			assert_true(in_pickup != (rec.n_orphans == 1));
@@ -1025,6 +1211,31 @@ static void spool_crash_at_each_step(void **state)
 				assert_string_equal(rec.orphan_pickups[0], "second");
 				assert_string_equal(rec.orphan_files[0], "c.eml");
 			}
+			break;
+		}
+		case OP_INGEST_LAZY: {
+			/* In the folder, content for ingest, or queued: exactly one,
+			 * and the claim record names its folder while it is claimed. */
+			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
+			char **q;
+			size_t n_q;
+			assert_int_equal(spool_list(sp, SPOOL_QUEUE, &q, &n_q), 0);
+			assert_int_equal((in_pickup ? 1 : 0) + rec.n_orphans + n_q, 1);
+			if (!step)
+				assert_int_equal(n_q, 1);
+			if (rec.n_orphans) {
+				assert_string_equal(rec.orphan_pickups[0], "second");
+				assert_string_equal(rec.orphan_files[0], "c.eml");
+			}
+			if (n_q) {
+				char *pk, *file;
+				assert_int_equal(spool_claim_origin(sp, q[0], &pk, &file), 0);
+				assert_string_equal(pk, "second");
+				assert_string_equal(file, "c.eml");
+				free(pk);
+				free(file);
+			}
+			spool_list_free(q, n_q);
 			break;
 		}
 		}
@@ -1051,6 +1262,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_remove_content_first, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_moves_the_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_group_commit_concurrent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_claim_group_shares_folder_fsyncs, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(spool_env_lazy_and_torn, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),

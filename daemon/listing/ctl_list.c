@@ -1,30 +1,53 @@
 /*
  * Purpose: the queue listing shared by `pickupctl list` and pickupd-sendmail
- * -bp / mailq: walking the state directories and the one-line text form of a
- * message, so both programs print the same thing.
+ * -bp / mailq: walking the state directories with list's filters, and the
+ * listing itself (header, one line per message, total; or JSON), so both
+ * programs print the same thing.
  * Owns: nothing; each envelope lives for one callback.
  * Invariants: read-only (no lock taken, nothing written); output is printable
  * one line per message whatever the envelope holds.
  */
-#include "daemon/queue/ctl_list.h"
+#include "daemon/listing/ctl_list.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common/esc.h"
+#include "daemon/listing/ctl_json.h"
 
 #define REPLY_WIDTH 70
 
-long ctl_list_each(struct spool *sp, int only, ctl_list_fn fn, void *arg, struct buf *err)
+const char *ctl_list_domain(const char *addr)
+{
+	const char *at = addr ? strrchr(addr, '@') : NULL;
+	return at ? at + 1 : "";
+}
+
+static bool selected(const struct ctl_filter *f, const struct spool_env *e)
+{
+	if (f->older_ms && e->arrival_ms > f->now_ms - f->older_ms)
+		return false;
+	if (f->domain == NULL)
+		return true;
+	for (size_t i = 0; i < e->n_rcpts; i++)
+		if (strcasecmp(ctl_list_domain(e->rcpts[i].addr), f->domain) == 0)
+			return true;
+	return false;
+}
+
+long ctl_list_each(struct spool *sp, const struct ctl_filter *f, ctl_list_fn fn, void *arg,
+		   struct buf *err)
 {
 	long seen = 0;
 	bool failed = false;
+	bool filtered = f->older_ms || f->domain;
 	for (int s = 0; s < SPOOL_N_STATES; s++) {
 		char **ids;
 		size_t n;
-		if (only >= 0 && s != only)
+		if (f->state >= 0 && s != f->state)
 			continue;
 		if (spool_list(sp, (enum spool_state)s, &ids, &n) < 0) {
 			buf_printf(err, "cannot list %s: %s\n", spool_state_names[s],
@@ -36,10 +59,13 @@ long ctl_list_each(struct spool *sp, int only, ctl_list_fn fn, void *arg, struct
 			struct spool_env e;
 			struct buf why = BUF_INIT;
 			if (spool_env_read(sp, (enum spool_state)s, ids[i], &e, &why) == 0) {
-				fn(arg, (enum spool_state)s, ids[i], &e, NULL);
+				if (selected(f, &e)) {
+					fn(arg, (enum spool_state)s, ids[i], &e, NULL);
+					seen++;
+				}
 				spool_env_deinit(&e);
-				seen++;
-			} else if (errno != ENOENT) { /* gone meanwhile is not worth a line */
+			} else if (errno != ENOENT && !filtered) {
+				/* Gone meanwhile is not worth a line. */
 				fn(arg, (enum spool_state)s, ids[i], NULL,
 				   why.data ? why.data : strerror(errno));
 				seen++;
@@ -51,22 +77,51 @@ long ctl_list_each(struct spool *sp, int only, ctl_list_fn fn, void *arg, struct
 	return failed ? -1 : seen;
 }
 
-static void text_cb(void *arg, enum spool_state st, const char *id, const struct spool_env *e,
-		    const char *why)
+struct print_acc {
+	FILE *out;
+	json_t *arr; /* NULL: text */
+	size_t messages;
+	uint64_t bytes;
+};
+
+static void print_cb(void *arg, enum spool_state st, const char *id, const struct spool_env *e,
+		     const char *why)
 {
-	FILE *out = arg;
-	if (e) {
-		ctl_list_line(out, e, st);
-		return;
+	struct print_acc *a = arg;
+	a->messages++;
+	if (e)
+		a->bytes += e->size;
+	if (a->arr && e) {
+		json_array_append_new(a->arr, ctl_json_env(e, st));
+	} else if (a->arr) {
+		json_array_append_new(a->arr,
+				      json_pack("{s:o,s:s,s:o}", "id", ctl_json_str(id), "state",
+						spool_state_names[st], "error", ctl_json_str(why)));
+	} else if (e) {
+		ctl_list_line(a->out, e, st);
+	} else {
+		fprintf(a->out, "%s %-8s ", id, spool_state_names[st]);
+		ctl_list_put_short(a->out, why, 120);
+		fputc('\n', a->out);
 	}
-	fprintf(out, "%s %-8s ", id, spool_state_names[st]);
-	ctl_list_put_short(out, why, 120);
-	fputc('\n', out);
 }
 
-long ctl_list_text(struct spool *sp, int only, FILE *out, struct buf *err)
+long ctl_list_print(struct spool *sp, const struct ctl_filter *f, bool json, FILE *out,
+		    struct buf *err)
 {
-	return ctl_list_each(sp, only, text_cb, out, err);
+	struct print_acc a = {out, json ? json_array() : NULL, 0, 0};
+	if (!json)
+		fprintf(out, "%-20s %-8s %-19s %8s %s\n", "-Queue ID-", "-State-", "-Arrival-",
+			"-Size-", "-Sender -> Recipients; next attempt; last reply-");
+	long n = ctl_list_each(sp, f, print_cb, &a, err);
+	if (json)
+		ctl_json_print(out, a.arr);
+	else if (a.messages == 0)
+		fprintf(out, "-- 0 Kbytes in 0 Requests. (the queue is empty)\n");
+	else
+		fprintf(out, "-- %" PRIu64 " Kbytes in %zu Request%s.\n", (a.bytes + 1023) / 1024,
+			a.messages, a.messages == 1 ? "" : "s");
+	return n;
 }
 
 const char *ctl_list_fmt_time(int64_t ms, char *out, size_t size)
