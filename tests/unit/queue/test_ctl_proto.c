@@ -1,5 +1,5 @@
 /*
- * Purpose: tests of daemon/ctl_proto.c, the control protocol both ends
+ * Purpose: tests of daemon/queue/ctl_proto.c, the control protocol both ends
  * include: every answer the daemon formats parses back to what it said at
  * the client (status with relay names that hold commas, answers, batch
  * lines, the end of a batch), requests are parsed as the table of verbs
