@@ -59,6 +59,8 @@ def expected_files():
         CONF,
         "/usr/share/doc/pickupd/README.md", "/usr/share/doc/pickupd/copyright",
         "/usr/share/doc/pickupd/changelog.Debian.gz",
+        "/usr/share/doc/pickupd/examples/pickupd.json",
+        "/usr/share/doc/pickupd/examples/pickupd-alerts.yml",
         "/usr/share/bash-completion/completions/pickupctl",
         "/usr/share/lintian/overrides/pickupd",
     }
@@ -74,6 +76,8 @@ SOURCES = {
     "/usr/lib/tmpfiles.d/pickupd.conf": "systemd/pickupd.tmpfiles.conf",
     CONF: "config/pickupd.conf",
     "/usr/share/doc/pickupd/README.md": "README.md",
+    "/usr/share/doc/pickupd/examples/pickupd.json": "config/grafana/pickupd.json",
+    "/usr/share/doc/pickupd/examples/pickupd-alerts.yml": "config/prometheus/pickupd-alerts.yml",
     "/usr/share/bash-completion/completions/pickupctl": "config/bash-completion/pickupctl",
     "/usr/share/lintian/overrides/pickupd": "config/packaging/lintian-overrides",
 }
@@ -403,7 +407,8 @@ def test_mta_install():
         rooted = rooted_config(root)
         env = dict(os.environ, PICKUPD_CONFIG=rooted)
         p = run(mailq, env=env)  # as cron and admins call it: no options
-        assert p.stdout == "Mail queue is empty\n" and p.stderr == "", (p.stdout, p.stderr)
+        assert p.stdout.endswith("-- 0 Kbytes in 0 Requests. (the queue is empty)\n") \
+            and p.stderr == "", (p.stdout, p.stderr)
         run(root + "/usr/bin/newaliases", env=dict(env, PICKUPD_CONFIG="/nonexistent"))
         p = subprocess.run([sendmail, "-t", "-i"], input=b"To: ops@example.com\n"
                            b"Subject: via the MTA name\n\nbody\n", env=env,
