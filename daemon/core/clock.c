@@ -1,7 +1,7 @@
 /*
- * Purpose: the daemon's wall clock, apart from util.c's thread-pool jobs
- * (which call back into main.c), so that modules which only need the time,
- * such as sched, link on their own (tests/unit/delivery/test_sched.c).
+ * Purpose: the daemon's wall clock, a file of its own so that a module
+ * which only needs the time, such as sched, pulls in nothing else
+ * (tests/unit/delivery/test_sched.c).
  * Owns: nothing.
  */
 #include <sys/time.h>
