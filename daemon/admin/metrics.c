@@ -148,21 +148,6 @@ static void metric_head(struct buf *b, const char *name, const char *type, const
 	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-const double pickupd_delay_buckets[PICKUPD_DELAY_BUCKETS] = {1,	  5,	30,    60,    300,
-							     900, 3600, 14400, 86400, 432000};
-
-void pickupd_stats_delay(struct pickupd_stats *st, double seconds)
-{
-	int i = 0;
-	while (i < PICKUPD_DELAY_BUCKETS && seconds > pickupd_delay_buckets[i])
-		i++;
-	if (i < PICKUPD_DELAY_BUCKETS)
-		st->delay_count[i]++;
-	else
-		st->delay_over++;
-	st->delay_sum += seconds;
-}
-
 /* The plain counters of struct pickupd_stats. */
 static const struct {
 	const char *name;
