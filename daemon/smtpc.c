@@ -13,8 +13,11 @@
  * reply that is due (replies_due(): after the STARTTLS 220 none at all),
  * else the transaction is a protocol error, never a bounce; "may be
  * delivered twice" only when the dot reached the peer and no reply came;
- * the session frees itself only after its conn closed and no file read is
- * in flight.
+ * no event reaches the owner from inside smtpc_send, smtpc_quit or
+ * smtpc_abort: a transaction cut short by the session's end is settled at
+ * once and reported DONE when the conn has closed, just before CLOSED; the
+ * session frees itself only after its conn closed and no file read is in
+ * flight.
  */
 #include "daemon/smtpc.h"
 
@@ -100,7 +103,6 @@ struct smtpc {
 	bool probe;
 	bool closing;
 	bool conn_closed;
-	bool in_cb;
 	/* the transaction */
 	struct smtpc_txn *txn;
 	struct pending_cmd *cmds;
@@ -248,9 +250,7 @@ static void set_state(struct smtpc *s, enum smtpc_state st)
 
 static void emit(struct smtpc *s, enum smtpc_event ev)
 {
-	s->in_cb = true;
 	s->cb(s, ev, s->arg);
-	s->in_cb = false;
 }
 
 /* Every command goes through here: a CR, LF or NUL would let data become a command. */
@@ -403,11 +403,11 @@ static void close_session(struct smtpc *s)
 		uv_close((uv_handle_t *)&s->pipe, cmd_handle_closed);
 	if (s->txn && s->state == SMTPC_ST_ENVELOPE && !s->replies_seen && s->messages > 1)
 		s->txn->session_stale = true;
-	if (s->txn) {
-		txn_fail(s, s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN,
-			 s->error.len ? s->error.data : "session closed");
-		finish_txn(s);
-	}
+	/* Settled now (what is at risk depends on what the peer has
+	 * acknowledged), reported when the conn has closed: this may be a
+	 * call the owner made, which must return first. */
+	txn_fail(s, s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN,
+		 s->error.len ? s->error.data : "session closed");
 	conn_close(s->conn);
 }
 
@@ -1432,10 +1432,7 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 	case CONN_EV_CLOSED:
 		s->conn_closed = true;
 		s->closing = true;
-		if (s->txn) {
-			txn_fail(s, SMTPC_CONN, "session closed");
-			finish_txn(s);
-		}
+		finish_txn(s); /* settled by close_session */
 		/* The conn frees itself after this event; the session may live
 		 * on (a file read in flight) and still be asked its peer. */
 		snprintf(s->peer, sizeof(s->peer), "%s", c->peer);
