@@ -3,10 +3,11 @@
  * Owns: the uv_tcp_t, the phase timer, the SSL object and its two memory BIOs.
  * Invariants: conn_pump() is the only caller of SSL_do_handshake, SSL_read and
  * SSL_write's output path; each write request owns its bytes; memory is freed
- * only after both handles' close callbacks ran; events are never reported
- * from inside a call the owner made (only from libuv callbacks); a failed
- * write is reported only after the read side has delivered what the peer
- * sent before it went away.
+ * only after every handle's close callback ran; events are never reported
+ * from inside a call the owner made (in_call: they wait for the idle handle
+ * `defer`, so the owner's code around the call never runs re-entered); an
+ * error is the last event before CLOSED; a failed write is reported only
+ * after the read side has delivered what the peer sent before it went away.
  */
 #include "daemon/smtp/conn.h"
 
@@ -32,11 +33,34 @@ static void try_next_addr(struct conn *c);
 static void maybe_free(struct conn *c);
 static void close_tcp_for_retry(struct conn *c);
 
+static void defer_cb(uv_idle_t *h);
+
+/* Reports ev to the owner; from inside a call the owner made (or behind an
+ * event already waiting), on the next loop iteration instead. Once closing
+ * only CLOSED goes out, and once an error is known only ERROR and CLOSED. */
 static void emit(struct conn *c, enum conn_event ev)
 {
 	if (c->closing && ev != CONN_EV_CLOSED)
 		return;
+	if (c->error_class != CONN_ERR_NONE && ev != CONN_EV_ERROR && ev != CONN_EV_CLOSED)
+		return;
+	if (ev != CONN_EV_CLOSED && (c->in_call || c->deferred)) {
+		c->deferred |= 1u << ev;
+		uv_idle_start(&c->defer, defer_cb);
+		return;
+	}
 	c->cb(c, ev, c->arg);
+}
+
+static void defer_cb(uv_idle_t *h)
+{
+	struct conn *c = h->data;
+	unsigned evs = c->deferred;
+	c->deferred = 0;
+	uv_idle_stop(h);
+	for (int ev = CONN_EV_CONNECTED; ev < CONN_EV_CLOSED; ev++)
+		if (evs & (1u << ev))
+			emit(c, (enum conn_event)ev);
 }
 
 static void fail(struct conn *c, enum conn_error_class cls, const char *fmt, ...)
@@ -76,7 +100,9 @@ struct conn *conn_new(uv_loop_t *loop, conn_event_cb cb, void *arg)
 	c->arg = arg;
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
-	c->handles_open = 1;
+	uv_idle_init(loop, &c->defer);
+	c->defer.data = c;
+	c->handles_open = 2;
 	return c;
 }
 
@@ -95,12 +121,6 @@ static void addr_failed(struct conn *c, const char *why)
 static void timer_cb(uv_timer_t *t)
 {
 	struct conn *c = t->data;
-	if (c->deferred_error) {
-		c->deferred_error = false;
-		c->error_class = CONN_ERR_CONNECT;
-		emit(c, CONN_EV_ERROR);
-		return;
-	}
 	if (c->connecting) {
 		/* connect_timeout is per address: go on with the next one. */
 		c->connecting = false;
@@ -320,11 +340,12 @@ static int tls_setup(struct conn *c, SSL_CTX *ctx)
 
 void conn_start_tls(struct conn *c, SSL_CTX *ctx)
 {
-	if (tls_setup(c, ctx) < 0) {
+	c->in_call = true;
+	if (tls_setup(c, ctx) < 0)
 		fail(c, CONN_ERR_TLS, "cannot create TLS session");
-		return;
-	}
-	conn_pump(c);
+	else
+		conn_pump(c);
+	c->in_call = false;
 }
 
 static void connect_cb(uv_connect_t *req, int status)
@@ -424,32 +445,30 @@ void conn_connect(struct conn *c, const char *host, unsigned port, uint64_t time
 	hints.ai_socktype = SOCK_STREAM;
 	c->gai.data = c;
 	conn_set_timeout(c, timeout_ms);
+	c->in_call = true;
 	int r = uv_getaddrinfo(c->loop, &c->gai, gai_cb, host, portstr, &hints);
-	if (r < 0) {
-		/* Reported from the timer so the owner never sees a synchronous callback. */
-		buf_printf(&c->error, "cannot resolve %s: %s", host, uv_strerror(r));
-		c->deferred_error = true;
-		uv_timer_start(&c->timer, timer_cb, 0, 0);
-		return;
-	}
-	c->gai_pending = true;
+	if (r < 0)
+		fail(c, CONN_ERR_CONNECT, "cannot resolve %s: %s", host, uv_strerror(r));
+	else
+		c->gai_pending = true;
+	c->in_call = false;
 }
 
 void conn_write(struct conn *c, const void *data, size_t len)
 {
 	if (c->closing || len == 0)
 		return;
-	if (c->ssl) {
-		ERR_clear_error();
-		int n = SSL_write(c->ssl, data, (int)len);
-		if (n <= 0) {
-			fail(c, CONN_ERR_TLS, "TLS write failed");
-			return;
-		}
-		flush_wbio(c);
+	if (c->ssl == NULL) {
+		raw_write(c, data, len); /* a failure waits for the read side */
 		return;
 	}
-	raw_write(c, data, len);
+	c->in_call = true;
+	ERR_clear_error();
+	if (SSL_write(c->ssl, data, (int)len) <= 0)
+		fail(c, CONN_ERR_TLS, "TLS write failed");
+	else
+		flush_wbio(c);
+	c->in_call = false;
 }
 
 size_t conn_unacked(struct conn *c)
@@ -521,6 +540,8 @@ void conn_close(struct conn *c)
 		uv_cancel((uv_req_t *)&c->gai); /* gai_cb still runs, with UV_ECANCELED */
 	uv_timer_stop(&c->timer);
 	uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
+	c->deferred = 0;
+	uv_close((uv_handle_t *)&c->defer, handle_closed_cb);
 	if (c->tcp_open) {
 		c->tcp_open = false;
 		uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);

@@ -3,6 +3,10 @@
  * BIOs, reporting to its owner through one event callback (OpenSMTPD ioev).
  * Owner: the smtpc session that created it. The conn frees itself after it
  * has reported CONN_EV_CLOSED; the owner must not touch it afterwards.
+ * Events never come from inside a conn_* call: one that arises there (a
+ * failed SSL_new or SSL_write, a name the resolver refuses at once) is
+ * reported on the next loop iteration. CONN_EV_ERROR is the last event
+ * before CLOSED.
  */
 #ifndef PICKUPD_CONN_H
 #define PICKUPD_CONN_H
@@ -34,6 +38,7 @@ struct conn {
 	uv_loop_t *loop;
 	uv_tcp_t tcp;
 	uv_timer_t timer;
+	uv_idle_t defer; /* reports events that arose inside a call the owner made */
 	uv_getaddrinfo_t gai;
 	uv_connect_t connect_req;
 	struct addrinfo *ai_list, *ai_next;
@@ -53,9 +58,10 @@ struct conn {
 	bool closing;
 	bool freed;
 	bool gai_pending;
-	bool connecting;     /* a uv_tcp_connect is in flight (the timer bounds it) */
-	bool deferred_error; /* an error to report from the timer (never synchronously) */
-	int handles_open;    /* tcp and timer, freed when both are closed */
+	bool connecting;   /* a uv_tcp_connect is in flight (the timer bounds it) */
+	bool in_call;	   /* inside conn_connect/start_tls/write: events wait for `defer` */
+	unsigned deferred; /* events (1 << enum conn_event) waiting for `defer` */
+	int handles_open;  /* tcp, timer and defer, freed when all are closed */
 	unsigned writes_pending;
 	uint64_t timeout_ms;	/* connect timeout, per address */
 	struct buf in;		/* plaintext from the peer, consumed by the owner */

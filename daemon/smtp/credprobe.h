@@ -19,7 +19,8 @@ struct credprobe;
 typedef void (*credprobe_cb)(struct credprobe *p, bool ok, const unsigned char *fp, void *arg);
 
 struct credprobe *credprobe_start(uv_loop_t *loop, const char *command, credprobe_cb cb, void *arg);
-/* Kills the command; the callback follows with ok = false. */
+/* Ends the command and every helper it started (its process group, through
+ * cmdrun.c); the callback follows with ok = false. */
 void credprobe_cancel(struct credprobe *p);
 
 #endif

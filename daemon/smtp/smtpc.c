@@ -4,7 +4,8 @@
  * offered), content streamed from disk through the wire filter, QUIT.
  * The one SMTP engine: the relay pool's sessions and pickupctl test-relay's
  * probe (set-up, then QUIT at READY, each step shown through the trace hook).
- * Owns: its conn, the reply parser, the content read buffer.
+ * Owns: its conn, the reply parser, the content read buffer, the
+ * password_command runner (cmdrun.c) while it runs.
  * Invariants: every state change goes through set_state(), so the trace
  * sees each; no secret reaches the trace or the log (send_cmd() hides AUTH
  * arguments); "send on entering a state" (enter()) is kept apart from
@@ -13,20 +14,23 @@
  * reply that is due (replies_due(): after the STARTTLS 220 none at all),
  * else the transaction is a protocol error, never a bounce; "may be
  * delivered twice" only when the dot reached the peer and no reply came;
- * the session frees itself only after its conn closed and no file read is
- * in flight.
+ * no event reaches the owner from inside smtpc_send, smtpc_quit or
+ * smtpc_abort: a transaction cut short by the session's end is settled at
+ * once and reported DONE when the conn has closed, just before CLOSED; the
+ * session frees itself only after its conn closed and no file read is in
+ * flight.
  */
 #include "daemon/smtp/smtpc.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/smtp/cmdrun.h"
 
 enum timeout_kind {
 	TO_NONE,
@@ -100,7 +104,6 @@ struct smtpc {
 	bool probe;
 	bool closing;
 	bool conn_closed;
-	bool in_cb;
 	/* the transaction */
 	struct smtpc_txn *txn;
 	struct pending_cmd *cmds;
@@ -120,20 +123,13 @@ struct smtpc {
 	uint64_t data_size; /* fstat of the content at DATA: EOF without another read */
 	bool replies_seen;  /* a reply arrived in this transaction */
 	bool answered;	    /* a well-formed reply answered the final dot (or the body) */
-	/* password_command (uv_spawn, stdout through a pipe) */
-	uv_process_t proc;
-	uv_pipe_t pipe;
-	int cmd_handles; /* open handles of the command; the session waits for 0 */
-	bool cmd_exited;
-	bool cmd_eof;
-	int64_t cmd_status;
-	int cmd_signal;
+	/* password_command */
+	struct cmdrun *cmd; /* running; the session waits for its end to free itself */
 	struct buf cmd_out;
 	bool token_retried; /* XOAUTH2: the command was run again once after a refusal */
 };
 
 static void enter(struct smtpc *s, enum smtpc_state st);
-static void cmd_handle_closed(uv_handle_t *h);
 static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -248,9 +244,7 @@ static void set_state(struct smtpc *s, enum smtpc_state st)
 
 static void emit(struct smtpc *s, enum smtpc_event ev)
 {
-	s->in_cb = true;
 	s->cb(s, ev, s->arg);
-	s->in_cb = false;
 }
 
 /* Every command goes through here: a CR, LF or NUL would let data become a command. */
@@ -374,7 +368,7 @@ static void finish_txn(struct smtpc *s)
 
 static void maybe_free(struct smtpc *s)
 {
-	if (!s->conn_closed || s->read_pending || s->cmd_handles > 0)
+	if (!s->conn_closed || s->read_pending || s->cmd != NULL)
 		return;
 	s->state = SMTPC_ST_CLOSED;
 	emit(s, SMTPC_EV_CLOSED);
@@ -394,20 +388,15 @@ static void close_session(struct smtpc *s)
 	if (s->closing)
 		return;
 	s->closing = true;
-	/* The command's whole process group: a helper it started would
-	 * otherwise live on, holding its stdout (and stderr, ours) open. */
-	if (s->cmd_handles > 0 && !s->cmd_exited)
-		uv_kill(-s->proc.pid, SIGTERM);
-	/* A child may still hold the pipe: the session does not wait for it. */
-	if (s->cmd_handles > 0 && !uv_is_closing((uv_handle_t *)&s->pipe))
-		uv_close((uv_handle_t *)&s->pipe, cmd_handle_closed);
+	if (s->cmd)
+		cmdrun_cancel(s->cmd); /* its whole process group */
 	if (s->txn && s->state == SMTPC_ST_ENVELOPE && !s->replies_seen && s->messages > 1)
 		s->txn->session_stale = true;
-	if (s->txn) {
-		txn_fail(s, s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN,
-			 s->error.len ? s->error.data : "session closed");
-		finish_txn(s);
-	}
+	/* Settled now (what is at risk depends on what the peer has
+	 * acknowledged), reported when the conn has closed: this may be a
+	 * call the owner made, which must return first. */
+	txn_fail(s, s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN,
+		 s->error.len ? s->error.data : "session closed");
 	conn_close(s->conn);
 }
 
@@ -921,25 +910,37 @@ static void on_early_reply(struct smtpc *s, const struct smtp_reply *r)
 
 #define CMD_MAX_OUTPUT 16384
 
-static void cmd_finished(struct smtpc *s)
+static void cmd_out_cb(const char *data, size_t len, void *arg)
 {
-	if (s->cmd_handles > 0 || !s->cmd_exited)
-		return;
+	struct smtpc *s = arg;
+	if (s->cmd_out.len <= CMD_MAX_OUTPUT)
+		buf_append(&s->cmd_out, data, len);
+}
+
+static void cmd_done_cb(const struct cmdrun_result *res, void *arg)
+{
+	struct smtpc *s = arg;
+	s->cmd = NULL;
 	if (s->closing) {
 		maybe_free(s);
 		return;
 	}
 	if (s->state != SMTPC_ST_SECRET_CMD)
 		return;
+	if (res->spawn_error) {
+		session_leave(s, SMTPC_AUTH, "cannot run password_command: %s",
+			      uv_strerror(res->spawn_error));
+		return;
+	}
 	size_t n = s->cmd_out.len;
 	while (n > 0 && (s->cmd_out.data[n - 1] == '\n' || s->cmd_out.data[n - 1] == '\r'))
 		n--;
-	if (s->cmd_status != 0 || s->cmd_signal != 0 || n == 0 ||
-	    memchr(s->cmd_out.data, '\n', n) || memchr(s->cmd_out.data, '\0', n)) {
+	if (res->status != 0 || res->signal != 0 || n == 0 || memchr(s->cmd_out.data, '\n', n) ||
+	    memchr(s->cmd_out.data, '\0', n)) {
 		/* What it printed may be a secret: never in the log. */
 		session_leave(s, SMTPC_AUTH,
 			      "password_command failed (exit status %lld, signal %d, %s)",
-			      (long long)s->cmd_status, s->cmd_signal,
+			      (long long)res->status, res->signal,
 			      n == 0				? "no output"
 			      : s->cmd_out.len > CMD_MAX_OUTPUT ? "output too long"
 								: "output of one line expected");
@@ -952,84 +953,15 @@ static void cmd_finished(struct smtpc *s)
 	enter(s, SMTPC_ST_AUTH);
 }
 
-static void cmd_handle_closed(uv_handle_t *h)
-{
-	struct smtpc *s = h->data;
-	s->cmd_handles--;
-	cmd_finished(s);
-}
-
-static void cmd_exit_cb(uv_process_t *p, int64_t status, int sig)
-{
-	struct smtpc *s = p->data;
-	s->cmd_exited = true;
-	s->cmd_status = status;
-	s->cmd_signal = sig;
-	uv_close((uv_handle_t *)p, cmd_handle_closed);
-}
-
-static void cmd_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
-{
-	static char slab[4096];
-	(void)h;
-	(void)suggested;
-	*b = uv_buf_init(slab, sizeof(slab));
-}
-
-static void cmd_read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
-{
-	struct smtpc *s = st->data;
-	if (n > 0) {
-		if (s->cmd_out.len <= CMD_MAX_OUTPUT)
-			buf_append(&s->cmd_out, b->base, (size_t)n);
-		OPENSSL_cleanse(b->base, (size_t)n);
-		return;
-	}
-	if (n == 0)
-		return;
-	s->cmd_eof = true;
-	uv_close((uv_handle_t *)st, cmd_handle_closed);
-}
-
-/* Runs password_command with /bin/sh, its stdout read through a pipe: the
- * loop never waits for it. The phase timer (command_timeout) bounds it. */
+/* Runs password_command (cmdrun.c): the loop never waits for it. The phase
+ * timer (command_timeout) bounds it. */
 static void run_secret_cmd(struct smtpc *s)
 {
 	set_state(s, SMTPC_ST_SECRET_CMD);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
-	s->cmd_exited = s->cmd_eof = false;
-	s->cmd_status = 0;
-	s->cmd_signal = 0;
+	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
 	buf_clear(&s->cmd_out);
-	uv_pipe_init(s->loop, &s->pipe, 0);
-	s->pipe.data = s;
-	s->cmd_handles++;
-	uv_stdio_container_t stdio[3];
-	stdio[0].flags = UV_IGNORE;
-	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-	stdio[1].data.stream = (uv_stream_t *)&s->pipe;
-	stdio[2].flags = UV_INHERIT_FD;
-	stdio[2].data.fd = 2;
-	char *args[] = {(char *)"/bin/sh", (char *)"-c", s->relay->password_command, NULL};
-	uv_process_options_t o;
-	memset(&o, 0, sizeof(o));
-	o.file = "/bin/sh";
-	o.args = args;
-	o.exit_cb = cmd_exit_cb;
-	o.flags = UV_PROCESS_DETACHED; /* its own process group, killed as one */
-	o.stdio = stdio;
-	o.stdio_count = 3;
-	s->proc.data = s;
-	int r = uv_spawn(s->loop, &s->proc, &o);
-	s->cmd_handles++;
-	if (r < 0) {
-		s->cmd_exited = true;
-		uv_close((uv_handle_t *)&s->proc, cmd_handle_closed);
-		uv_close((uv_handle_t *)&s->pipe, cmd_handle_closed);
-		session_leave(s, SMTPC_AUTH, "cannot run password_command: %s", uv_strerror(r));
-		return;
-	}
-	uv_read_start((uv_stream_t *)&s->pipe, cmd_alloc_cb, cmd_read_cb);
+	s->cmd = cmdrun_start(s->loop, s->relay->password_command, cmd_out_cb, cmd_done_cb, s);
 }
 
 /* ---- session set-up ----------------------------------------------------------------- */
@@ -1432,10 +1364,7 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 	case CONN_EV_CLOSED:
 		s->conn_closed = true;
 		s->closing = true;
-		if (s->txn) {
-			txn_fail(s, SMTPC_CONN, "session closed");
-			finish_txn(s);
-		}
+		finish_txn(s); /* settled by close_session */
 		/* The conn frees itself after this event; the session may live
 		 * on (a file read in flight) and still be asked its peer. */
 		snprintf(s->peer, sizeof(s->peer), "%s", c->peer);

@@ -88,7 +88,7 @@ const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *e
  * never synchronously. */
 void smtpc_send(struct smtpc *s, struct smtpc_txn *txn);
 /* QUIT and close (idle), or abort (busy: the transaction is reported DONE
- * with SMTPC_CONN first). */
+ * with SMTPC_CONN, then the session CLOSED, both after the call returned). */
 void smtpc_quit(struct smtpc *s);
 void smtpc_abort(struct smtpc *s, const char *why);
 

@@ -5,6 +5,8 @@
  * for 127.0.0.1 only). Connect, write and drain, read, EOF, connection
  * refused, the phase timer, STARTTLS and implicit TLS handshakes with data
  * both ways, a name the certificate does not hold, an untrusted certificate.
+ * No event comes from inside a conn_* call (SSL_new or SSL_write failing, a
+ * name the resolver refuses at once): it comes on the next loop iteration.
  */
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -108,6 +110,9 @@ struct t {
 	enum conn_error_class err_class;
 	char err[512];
 	int timeout_ms_after_connect;
+	bool stop_on_connect; /* uv_stop at CONNECTED: the test calls from outside the loop */
+	bool in_call;	      /* the test is inside a conn_* call */
+	unsigned sync_events; /* events that came from inside one */
 };
 
 static void write_done_cb(uv_write_t *w, int status)
@@ -274,8 +279,14 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 {
 	struct t *t = arg;
 	t->events[ev]++;
+	if (t->in_call)
+		t->sync_events++;
 	switch (ev) {
 	case CONN_EV_CONNECTED:
+		if (t->stop_on_connect) {
+			uv_stop(&t->loop);
+			break;
+		}
 		if (starttls_ctx) {
 			conn_start_tls(c, starttls_ctx);
 			break;
@@ -320,10 +331,9 @@ static void t_init(struct t *t)
 	starttls_ctx = NULL;
 }
 
-static void t_run(struct t *t, const char *host, SSL_CTX *implicit)
+/* Runs the loop to its end: the conn closed, every handle gone. */
+static void t_finish(struct t *t)
 {
-	t->c = conn_new(&t->loop, conn_cb, t);
-	conn_connect(t->c, host, t->port, 60000, implicit);
 	uv_run(&t->loop, UV_RUN_DEFAULT);
 	assert_null(t->c);
 	assert_int_equal(t->events[CONN_EV_CLOSED], 1);
@@ -331,6 +341,13 @@ static void t_run(struct t *t, const char *host, SSL_CTX *implicit)
 	if (t->ssl)
 		SSL_free(t->ssl);
 	SSL_CTX_free(t->sctx);
+}
+
+static void t_run(struct t *t, const char *host, SSL_CTX *implicit)
+{
+	t->c = conn_new(&t->loop, conn_cb, t);
+	conn_connect(t->c, host, t->port, 60000, implicit);
+	t_finish(t);
 }
 
 static void t_deinit(struct t *t)
@@ -471,6 +488,82 @@ static void conn_tls_verification_failures(void **state)
 	}
 }
 
+/* ---- events never come from inside the owner's call ---------------------------------- */
+
+/* Connects to the plain listener and returns with the loop stopped at
+ * CONNECTED, so that the test's next call is made from outside the loop. */
+static void connect_and_stop(struct t *t)
+{
+	listen_on(t, false);
+	t->stop_on_connect = true;
+	t->c = conn_new(&t->loop, conn_cb, t);
+	conn_connect(t->c, "127.0.0.1", t->port, 60000, NULL);
+	uv_run(&t->loop, UV_RUN_DEFAULT);
+	assert_int_equal(t->events[CONN_EV_CONNECTED], 1);
+	assert_non_null(t->c);
+}
+
+/* The call returned without an event; one loop iteration brings the ERROR. */
+static void assert_error_next_iteration(struct t *t, enum conn_error_class cls, const char *why)
+{
+	assert_int_equal(t->sync_events, 0);
+	assert_int_equal(t->events[CONN_EV_ERROR], 0);
+	uv_run(&t->loop, UV_RUN_NOWAIT);
+	assert_int_equal(t->events[CONN_EV_ERROR], 1);
+	assert_int_equal(t->err_class, cls);
+	assert_non_null(strstr(t->err, why));
+	t_finish(t);
+	assert_int_equal(t->sync_events, 0);
+}
+
+/* SSL_new fails (no context): conn_start_tls returns first. */
+static void conn_start_tls_failure_not_synchronous(void **state)
+{
+	(void)state;
+	struct t t;
+	t_init(&t);
+	connect_and_stop(&t);
+	t.in_call = true;
+	conn_start_tls(t.c, NULL);
+	t.in_call = false;
+	assert_error_next_iteration(&t, CONN_ERR_TLS, "cannot create TLS session");
+	t_deinit(&t);
+}
+
+/* SSL_write fails (the handshake has not finished): conn_write returns first. */
+static void conn_tls_write_failure_not_synchronous(void **state)
+{
+	(void)state;
+	struct t t;
+	t_init(&t);
+	connect_and_stop(&t);
+	SSL_CTX *ctx = client_ctx(true);
+	t.in_call = true;
+	conn_start_tls(t.c, ctx);
+	conn_write(t.c, "ping\r\n", 6);
+	t.in_call = false;
+	assert_error_next_iteration(&t, CONN_ERR_TLS, "TLS write failed");
+	SSL_CTX_free(ctx);
+	t_deinit(&t);
+}
+
+/* A name libuv refuses before resolving (not valid UTF-8): conn_connect
+ * returns first, and the error comes whatever the phase timer says. */
+static void conn_resolve_refused_not_synchronous(void **state)
+{
+	(void)state;
+	struct t t;
+	t_init(&t);
+	listen_on(&t, false); /* unused: CLOSED closes it */
+	t.c = conn_new(&t.loop, conn_cb, &t);
+	t.in_call = true;
+	conn_connect(t.c, "\xff\xfe.example", 25, 60000, NULL);
+	conn_set_timeout(t.c, 0);
+	t.in_call = false;
+	assert_error_next_iteration(&t, CONN_ERR_CONNECT, "cannot resolve ");
+	t_deinit(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -480,6 +573,9 @@ int main(void)
 	    cmocka_unit_test(conn_starttls_handshake_and_data),
 	    cmocka_unit_test(conn_implicit_tls),
 	    cmocka_unit_test(conn_tls_verification_failures),
+	    cmocka_unit_test(conn_start_tls_failure_not_synchronous),
+	    cmocka_unit_test(conn_tls_write_failure_not_synchronous),
+	    cmocka_unit_test(conn_resolve_refused_not_synchronous),
 	};
 	return cmocka_run_group_tests(tests, make_cert, free_cert);
 }

@@ -7,7 +7,9 @@
  * byte), several replies in one feed (merged segments), and bytes where no
  * reply is due (a protocol error, or a TLS error after the STARTTLS 220).
  * Each scenario is a row: the script, then what the session reported per
- * recipient, for the transaction, and when it closed.
+ * recipient, for the transaction, and when it closed. In every scenario no
+ * event may come from inside smtpc_send, smtpc_quit or smtpc_abort; an abort
+ * in the middle of a transaction reports it DONE on the next loop iteration.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,6 +42,7 @@ struct scenario {
 	const char *user, *secret;
 	enum auth_mode auth;
 	const char *greeting; /* written on the socket */
+	const char *sender;   /* NULL: s@example.org */
 	size_t n_txns;	      /* transactions to send (the last one's results are checked) */
 	const char *rcpts[3];
 	bool merged_only; /* surplus bytes: only meaningful fed in one piece */
@@ -283,6 +286,20 @@ static const struct scenario scenarios[] = {
      .want_error = "more than its reply"},
 };
 
+/* Refused by smtpc before it reaches the wire, from inside smtpc_send. */
+static const struct scenario bad_sender = {
+    .name = "a control character in the sender: the transaction fails, not synchronously",
+    .tls = TLS_MODE_NONE,
+    .greeting = GREET,
+    .sender = "s\r\nRCPT TO:<x@example.org>",
+    .n_txns = 1,
+    .rcpts = {"a@example.org"},
+    .steps = {{"EHLO ", EHLO_PIPE}},
+    .want_rcpts = "",
+    .want_txn = "permanent",
+    .want_close = "protocol",
+    .want_error = "control character"};
+
 /* ---- the scripted peer ------------------------------------------------------------------ */
 
 struct run {
@@ -305,6 +322,9 @@ struct run {
 	bool closed;
 	enum smtpc_class close_cls;
 	char *close_error;
+	const char *stop_at;  /* a command the peer does not answer: uv_stop instead */
+	bool in_call;	      /* the owner is inside smtpc_send/quit/abort */
+	unsigned sync_events; /* events that came from inside one */
 };
 
 static void write_done_cb(uv_write_t *w, int status)
@@ -349,6 +369,10 @@ static void on_line(struct run *r, const char *line)
 	if (strncmp(line, st->expect, strlen(st->expect)) != 0)
 		fail_msg("%s: expected \"%s\", got \"%s\"", r->sc->name, st->expect, line);
 	r->in_body = false;
+	if (r->stop_at && strcmp(st->expect, r->stop_at) == 0) {
+		uv_stop(&r->loop);
+		return;
+	}
 	feed(r, st->reply);
 	if (strncmp(st->reply, "354", 3) == 0 || strstr(st->reply, "\n354 "))
 		r->in_body = true;
@@ -419,7 +443,16 @@ static void send_next(struct run *r)
 	smtpc_txn_init(&r->txn, &r->env, content_fd());
 	r->txn_busy = true;
 	r->txns_sent++;
+	r->in_call = true;
 	smtpc_send(r->s, &r->txn);
+	r->in_call = false;
+}
+
+static void quit(struct run *r, struct smtpc *s)
+{
+	r->in_call = true;
+	smtpc_quit(s);
+	r->in_call = false;
 }
 
 static void record(struct run *r)
@@ -442,19 +475,21 @@ static void record(struct run *r)
 static void session_cb(struct smtpc *s, enum smtpc_event ev, void *arg)
 {
 	struct run *r = arg;
+	if (r->in_call)
+		r->sync_events++;
 	switch (ev) {
 	case SMTPC_EV_READY:
 		if (r->txns_sent < r->sc->n_txns)
 			send_next(r);
 		else
-			smtpc_quit(s);
+			quit(r, s);
 		break;
 	case SMTPC_EV_DONE:
 		record(r);
 		if (r->txns_sent < r->sc->n_txns && smtpc_idle(s))
 			send_next(r);
 		else
-			smtpc_quit(s);
+			quit(r, s);
 		break;
 	case SMTPC_EV_CLOSED:
 		r->closed = true;
@@ -468,68 +503,82 @@ static void session_cb(struct smtpc *s, enum smtpc_event ev, void *arg)
 	}
 }
 
-static void run_scenario(const struct scenario *sc, size_t chunk)
+/* Listens, starts the session and runs the loop until it ends (or the
+ * peer stops it at r->stop_at). */
+static void run_start(struct run *r, const struct scenario *sc, size_t chunk)
 {
-	struct run r;
-	memset(&r, 0, sizeof(r));
-	r.sc = sc;
-	r.chunk = chunk;
-	while (r.n_steps < MAX_STEPS && sc->steps[r.n_steps].expect)
-		r.n_steps++;
+	/* r is zeroed by the caller, which may have set stop_at. */
+	r->sc = sc;
+	r->chunk = chunk;
+	while (r->n_steps < MAX_STEPS && sc->steps[r->n_steps].expect)
+		r->n_steps++;
 	print_message("%s (pieces of %zu)\n", sc->name, chunk);
-	assert_int_equal(uv_loop_init(&r.loop), 0);
+	assert_int_equal(uv_loop_init(&r->loop), 0);
 
 	struct sockaddr_in sa;
 	int namelen = sizeof(sa);
 	uv_ip4_addr("127.0.0.1", 0, &sa);
-	uv_tcp_init(&r.loop, &r.listener);
-	r.listener.data = &r;
-	assert_int_equal(uv_tcp_bind(&r.listener, (struct sockaddr *)&sa, 0), 0);
-	assert_int_equal(uv_listen((uv_stream_t *)&r.listener, 1, accept_cb), 0);
-	uv_tcp_getsockname(&r.listener, (struct sockaddr *)&sa, &namelen);
+	uv_tcp_init(&r->loop, &r->listener);
+	r->listener.data = r;
+	assert_int_equal(uv_tcp_bind(&r->listener, (struct sockaddr *)&sa, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&r->listener, 1, accept_cb), 0);
+	uv_tcp_getsockname(&r->listener, (struct sockaddr *)&sa, &namelen);
 
-	r.relay.name = (char *)"test";
-	r.relay.host = (char *)"127.0.0.1";
-	r.relay.port = ntohs(sa.sin_port);
-	r.relay.tls = sc->tls;
-	r.relay.user = (char *)sc->user;
-	r.relay.auth = sc->auth;
-	r.relay.allow_plaintext_auth = true;
-	r.relay.max_messages_per_session = 100;
+	r->relay.name = (char *)"test";
+	r->relay.host = (char *)"127.0.0.1";
+	r->relay.port = ntohs(sa.sin_port);
+	r->relay.tls = sc->tls;
+	r->relay.user = (char *)sc->user;
+	r->relay.auth = sc->auth;
+	r->relay.allow_plaintext_auth = true;
+	r->relay.max_messages_per_session = 100;
 	/* Generous: no scenario waits for a timeout. */
-	r.relay.idle_timeout_ms = r.relay.connect_timeout_ms = r.relay.greeting_timeout_ms =
-	    r.relay.command_timeout_ms = r.relay.data_timeout_ms = r.relay.data_block_timeout_ms =
-		r.relay.data_done_timeout_ms = 60000;
+	r->relay.idle_timeout_ms = r->relay.connect_timeout_ms = r->relay.greeting_timeout_ms =
+	    r->relay.command_timeout_ms = r->relay.data_timeout_ms =
+		r->relay.data_block_timeout_ms = r->relay.data_done_timeout_ms = 60000;
 
-	memset(&r.env, 0, sizeof(r.env));
-	memcpy(r.env.id, "00000000000000000001", SPOOL_ID_LEN);
-	r.env.sender = xstrdup("s@example.org");
-	r.env.size = 26;
+	memset(&r->env, 0, sizeof(r->env));
+	memcpy(r->env.id, "00000000000000000001", SPOOL_ID_LEN);
+	r->env.sender = xstrdup(sc->sender ? sc->sender : "s@example.org");
+	r->env.size = 26;
 	for (size_t i = 0; i < ARRAY_SIZE(sc->rcpts) && sc->rcpts[i]; i++)
-		spool_env_add_rcpt(&r.env, sc->rcpts[i], NULL);
+		spool_env_add_rcpt(&r->env, sc->rcpts[i], NULL);
 
-	struct smtpc_params p = {.relay = &r.relay,
+	struct smtpc_params p = {.relay = &r->relay,
 				 .helo_name = "client.example",
 				 .ssl_ctx = NULL,
 				 .secret = sc->secret ? xstrdup(sc->secret) : NULL};
-	r.s = smtpc_new(&r.loop, &p, session_cb, &r);
-	uv_run(&r.loop, UV_RUN_DEFAULT);
+	r->s = smtpc_new(&r->loop, &p, session_cb, r);
+	uv_run(&r->loop, UV_RUN_DEFAULT);
+}
 
-	assert_true(r.closed);
-	assert_int_equal(r.step, r.n_steps); /* every scripted command came */
-	assert_int_equal(r.txns_done, sc->n_txns);
+/* Checks what the session reported against the scenario, and frees. */
+static void run_check(struct run *r)
+{
+	const struct scenario *sc = r->sc;
+	assert_true(r->closed);
+	assert_int_equal(r->sync_events, 0);
+	assert_int_equal(r->step, r->n_steps); /* every scripted command came */
+	assert_int_equal(r->txns_done, sc->n_txns);
 	if (sc->want_rcpts) {
-		assert_string_equal(r.rcpts.data, sc->want_rcpts);
-		assert_string_equal(smtpc_class_names[r.txn_cls], sc->want_txn);
+		assert_string_equal(r->rcpts.data ? r->rcpts.data : "", sc->want_rcpts);
+		assert_string_equal(smtpc_class_names[r->txn_cls], sc->want_txn);
 	}
-	assert_string_equal(smtpc_class_names[r.close_cls], sc->want_close);
-	if (sc->want_error && strstr(r.close_error, sc->want_error) == NULL)
-		fail_msg("%s: error \"%s\" lacks \"%s\"", sc->name, r.close_error, sc->want_error);
-	assert_int_equal(uv_loop_close(&r.loop), 0);
-	free(r.close_error);
-	buf_deinit(&r.line);
-	buf_deinit(&r.rcpts);
-	spool_env_deinit(&r.env);
+	assert_string_equal(smtpc_class_names[r->close_cls], sc->want_close);
+	if (sc->want_error && strstr(r->close_error, sc->want_error) == NULL)
+		fail_msg("%s: error \"%s\" lacks \"%s\"", sc->name, r->close_error, sc->want_error);
+	assert_int_equal(uv_loop_close(&r->loop), 0);
+	free(r->close_error);
+	buf_deinit(&r->line);
+	buf_deinit(&r->rcpts);
+	spool_env_deinit(&r->env);
+}
+
+static void run_scenario(const struct scenario *sc, size_t chunk)
+{
+	struct run r = {0};
+	run_start(&r, sc, chunk);
+	run_check(&r);
 }
 
 /* Every scenario with each reply fed whole. */
@@ -552,11 +601,55 @@ static void smtpc_split_replies(void **state)
 				run_scenario(&scenarios[i], chunks[c]);
 }
 
+static void smtpc_bad_sender_not_synchronous(void **state)
+{
+	(void)state;
+	run_scenario(&bad_sender, 0);
+}
+
+/* smtpc_abort while the envelope waits for its replies: the call returns
+ * before any event; the next loop iteration brings DONE, then CLOSED. */
+static void smtpc_abort_reports_done_later(void **state)
+{
+	(void)state;
+	static const struct scenario sc = {
+	    .name = "abort in the middle of the transaction",
+	    .tls = TLS_MODE_NONE,
+	    .greeting = GREET,
+	    .n_txns = 1,
+	    .rcpts = {"a@example.org"},
+	    .steps = {{"EHLO ", EHLO_PIPE},
+		      {"MAIL FROM:", ""},
+		      {"RCPT TO:<a@example.org>", ""},
+		      {"DATA", "250 ok\r\n250 ok\r\n354 go\r\n"}},
+	    .want_rcpts = "a=ok/0?", /* no outcome of its own: the transaction's */
+	    .want_txn = "connection",
+	    .want_close = "connection",
+	    .want_error = "aborted by the test"};
+	struct run r = {.stop_at = "DATA"};
+	run_start(&r, &sc, 0);
+	assert_int_equal(r.txns_sent, 1);
+	assert_int_equal(r.txns_done, 0);
+	r.step = r.n_steps; /* the rest of the script is not wanted */
+	r.in_call = true;
+	smtpc_abort(r.s, "aborted by the test");
+	r.in_call = false;
+	assert_int_equal(r.sync_events, 0);
+	assert_int_equal(r.txns_done, 0);
+	assert_false(r.closed);
+	uv_run(&r.loop, UV_RUN_NOWAIT);
+	assert_int_equal(r.txns_done, 1);
+	uv_run(&r.loop, UV_RUN_DEFAULT);
+	run_check(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(smtpc_scripted_sessions),
 	    cmocka_unit_test(smtpc_split_replies),
+	    cmocka_unit_test(smtpc_bad_sender_not_synchronous),
+	    cmocka_unit_test(smtpc_abort_reports_done_later),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
