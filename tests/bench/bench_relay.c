@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "daemon/smtpc.h"
+#include "daemon/smtp/smtpc.h"
 
 struct bench {
 	uv_loop_t *loop;

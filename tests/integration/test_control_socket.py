@@ -1,8 +1,8 @@
-"""The control socket spoken raw, as any client would (protocol: daemon/ctl_proto.h):
+"""The control socket spoken raw, as any client would (protocol: daemon/queue/ctl_proto.h):
 several requests on one connection, one-ID commands answered with one line (the
 same preconditions and texts as a batch: spool/ops.c), a batch answered per ID then
 "end", refusals that do not close the connection, and a line too long answered then
-closed. The server side is daemon/listener.c, shared with the metrics endpoint."""
+closed. The server side is daemon/admin/listener.c, shared with the metrics endpoint."""
 
 import os
 import re

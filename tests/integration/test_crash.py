@@ -129,7 +129,7 @@ def test_kill9_while_messages_flow():
 HOOK_STEPS = [("lazy-env-write", 1), ("lazy-env-rename", 1),
               ("remove-data", 2), ("remove-datasync", 2), ("remove-env", 2)]
 # A claim cut short leaves content without an envelope: recovery hands it
-# back to ingest at start-up (daemon/main.c reingest_orphans). The daemon
+# back to ingest at start-up (daemon/pickupd/main.c reingest_orphans). The daemon
 # claims in batches: content fsync per file, then one commit of data/ and
 # of the folder for the batch (spool_claim_commit), after the envelope.
 CLAIM_STEPS = [("claim-rename", 1), ("claim-fsync", 1), ("claim-commit-data", 1),

@@ -1049,7 +1049,7 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		break;
 	}
 	case OP_INGEST_LAZY: {
-		/* What a batch of daemon/ingest.c does for one file: batched claim,
+		/* What a batch of daemon/intake/ingest.c does for one file: batched claim,
 		 * lazy first envelope, claim done (record kept), commit. */
 		struct spool_dirsync *ds = spool_dirsync_new();
 		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);

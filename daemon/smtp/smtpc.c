@@ -1,0 +1,1422 @@
+/*
+ * Purpose: the SMTP client state machine: greeting, EHLO, STARTTLS, EHLO
+ * again, AUTH, then transactions (RSET, MAIL, RCPT..., DATA pipelined when
+ * offered), content streamed from disk through the wire filter, QUIT.
+ * The one SMTP engine: the relay pool's sessions and pickupctl test-relay's
+ * probe (set-up, then QUIT at READY, each step shown through the trace hook).
+ * Owns: its conn, the reply parser, the content read buffer, the
+ * password_command runner (cmdrun.c) while it runs.
+ * Invariants: every state change goes through set_state(), so the trace
+ * sees each; no secret reaches the trace or the log (send_cmd() hides AUTH
+ * arguments); "send on entering a state" (enter()) is kept apart from
+ * "interpret the reply" (on_reply()); every command line passes through
+ * send_cmd(), which refuses CR, LF and NUL; no byte may follow the last
+ * reply that is due (replies_due(): after the STARTTLS 220 none at all),
+ * else the transaction is a protocol error, never a bounce; "may be
+ * delivered twice" only when the dot reached the peer and no reply came;
+ * no event reaches the owner from inside smtpc_send, smtpc_quit or
+ * smtpc_abort: a transaction cut short by the session's end is settled at
+ * once and reported DONE when the conn has closed, just before CLOSED; the
+ * session frees itself only after its conn closed and no file read is in
+ * flight.
+ */
+#include "daemon/smtp/smtpc.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/smtp/cmdrun.h"
+
+enum timeout_kind {
+	TO_NONE,
+	TO_CONNECT,
+	TO_GREETING,
+	TO_COMMAND,
+	TO_DATA,
+	TO_BLOCK,
+	TO_DONE,
+	TO_IDLE
+};
+
+/* Postfix xfer_states[]-style table: what a failure in each state risks. */
+static const struct {
+	const char *name;
+	enum timeout_kind timeout;
+	const char *risk;
+} states[] = {
+    [SMTPC_ST_CONNECT] = {"connecting", TO_CONNECT, NULL},
+    [SMTPC_ST_GREETING] = {"receiving the initial server greeting", TO_GREETING, NULL},
+    [SMTPC_ST_EHLO] = {"sending EHLO", TO_COMMAND, NULL},
+    [SMTPC_ST_HELO] = {"sending HELO", TO_COMMAND, NULL},
+    [SMTPC_ST_STARTTLS] = {"sending STARTTLS", TO_COMMAND, NULL},
+    [SMTPC_ST_TLS] = {"TLS handshake", TO_COMMAND, NULL},
+    [SMTPC_ST_EHLO_TLS] = {"sending EHLO after STARTTLS", TO_COMMAND, NULL},
+    [SMTPC_ST_SECRET_CMD] = {"running password_command", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH] = {"authenticating", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH_LOGIN_USER] = {"sending the AUTH LOGIN user name", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH_LOGIN_PASS] = {"sending the AUTH LOGIN password", TO_COMMAND, NULL},
+    [SMTPC_ST_AUTH_XOAUTH2_ERR] = {"ending a failed XOAUTH2 exchange", TO_COMMAND, NULL},
+    [SMTPC_ST_READY] = {"idle", TO_IDLE, NULL},
+    [SMTPC_ST_ENVELOPE] = {"sending the envelope", TO_COMMAND, NULL},
+    [SMTPC_ST_BODY] = {"sending message content", TO_BLOCK, NULL},
+    [SMTPC_ST_DOT] = {"sending end of data", TO_DONE, "message may be delivered twice"},
+    [SMTPC_ST_QUIT] = {"sending QUIT", TO_COMMAND, NULL},
+    [SMTPC_ST_CLOSED] = {"closed", TO_NONE, NULL},
+};
+
+const char *const smtpc_class_names[] = {"ok",	 "connection", "tls",	   "protocol",
+					 "auth", "temporary",  "permanent"};
+
+/* One command whose reply is still to come (pipelined in order). */
+enum cmd_kind { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA };
+struct pending_cmd {
+	enum cmd_kind kind;
+	size_t rcpt; /* index into env->rcpts for CMD_RCPT */
+};
+
+#define READ_CHUNK 65536
+
+struct smtpc {
+	uv_loop_t *loop;
+	const struct config_relay *relay;
+	char *helo_name;
+	SSL_CTX *ssl_ctx;
+	char *secret;
+	struct conn *conn; /* NULL once it reported CONN_EV_CLOSED (and is freed) */
+	char peer[128];	   /* its peer, kept for the owner's last questions */
+	enum smtpc_state state;
+	struct smtp_reply_parser parser;
+	struct smtp_caps caps;
+	bool esmtp;
+	unsigned messages; /* transactions started on this session */
+	bool need_rset;
+	smtpc_cb cb;
+	void *arg;
+	enum smtpc_class error_class;
+	enum smtpc_state error_state;
+	struct buf error;
+	smtpc_trace_cb trace;
+	bool probe;
+	bool closing;
+	bool conn_closed;
+	/* the transaction */
+	struct smtpc_txn *txn;
+	struct pending_cmd *cmds;
+	size_t n_cmds, cmd_next;
+	size_t n_accepted;
+	bool mail_ok;
+	bool data_ok;
+	struct wire_edit *edits;
+	size_t n_edits;
+	struct wire_filter filter;
+	uv_fs_t read_req;
+	bool read_pending;
+	bool read_eof;
+	int64_t read_off;
+	char *chunk;
+	struct buf out;
+	uint64_t data_size; /* fstat of the content at DATA: EOF without another read */
+	bool replies_seen;  /* a reply arrived in this transaction */
+	bool answered;	    /* a well-formed reply answered the final dot (or the body) */
+	/* password_command */
+	struct cmdrun *cmd; /* running; the session waits for its end to free itself */
+	struct buf cmd_out;
+	bool token_retried; /* XOAUTH2: the command was run again once after a refusal */
+};
+
+static void enter(struct smtpc *s, enum smtpc_state st);
+static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+const char *smtpc_peer(const struct smtpc *s)
+{
+	return s->conn ? s->conn->peer : s->peer[0] ? s->peer : s->relay->host;
+}
+
+enum smtpc_class smtpc_error_class(const struct smtpc *s)
+{
+	return s->error_class;
+}
+
+enum smtpc_state smtpc_error_state(const struct smtpc *s)
+{
+	return s->error_state;
+}
+
+struct conn *smtpc_conn(const struct smtpc *s)
+{
+	return s->conn;
+}
+
+const char *smtpc_error(const struct smtpc *s)
+{
+	return s->error.len ? s->error.data : "";
+}
+
+unsigned smtpc_messages(const struct smtpc *s)
+{
+	return s->messages;
+}
+
+bool smtpc_idle(const struct smtpc *s)
+{
+	return s->state == SMTPC_ST_READY && !s->closing;
+}
+
+enum smtpc_class smtpc_classify_code(int code)
+{
+	if (code >= 200 && code < 400)
+		return SMTPC_OK;
+	if (code >= 400 && code < 500)
+		return SMTPC_TEMP;
+	if (code >= 500 && code < 600)
+		return SMTPC_PERM;
+	return SMTPC_PROTO;
+}
+
+void smtpc_txn_init(struct smtpc_txn *t, struct spool_env *env, int data_fd)
+{
+	memset(t, 0, sizeof(*t));
+	t->env = env;
+	t->data_fd = data_fd;
+	t->rcpt = xcalloc(env->n_rcpts ? env->n_rcpts : 1, sizeof(*t->rcpt));
+}
+
+void smtpc_txn_deinit(struct smtpc_txn *t)
+{
+	if (t->rcpt)
+		for (size_t i = 0; i < t->env->n_rcpts; i++)
+			free(t->rcpt[i].reply);
+	free(t->rcpt);
+	free(t->reply);
+	if (t->data_fd >= 0)
+		close(t->data_fd);
+	memset(t, 0, sizeof(*t));
+	t->data_fd = -1;
+}
+
+static uint64_t timeout_ms(const struct smtpc *s, enum timeout_kind k)
+{
+	const struct config_relay *r = s->relay;
+	switch (k) {
+	case TO_CONNECT:
+		return r->connect_timeout_ms;
+	case TO_GREETING:
+		return r->greeting_timeout_ms;
+	case TO_COMMAND:
+		return r->command_timeout_ms;
+	case TO_DATA:
+		return r->data_timeout_ms;
+	case TO_BLOCK:
+		return r->data_block_timeout_ms;
+	case TO_DONE:
+		return r->data_done_timeout_ms;
+	case TO_IDLE:
+		return r->idle_timeout_ms;
+	case TO_NONE:
+		break;
+	}
+	return 0;
+}
+
+static void trace(struct smtpc *s, enum smtpc_trace_kind kind, const char *line,
+		  const struct smtp_reply *r)
+{
+	if (s->trace == NULL)
+		return;
+	struct smtpc_trace_ev ev = {.kind = kind, .state = s->state, .line = line, .reply = r};
+	s->trace(s, &ev, s->arg);
+}
+
+/* Every state change goes through here, so the trace sees each one. */
+static void set_state(struct smtpc *s, enum smtpc_state st)
+{
+	if (s->state == st)
+		return;
+	s->state = st;
+	trace(s, SMTPC_TRACE_STATE, NULL, NULL);
+}
+
+static void emit(struct smtpc *s, enum smtpc_event ev)
+{
+	s->cb(s, ev, s->arg);
+}
+
+/* Every command goes through here: a CR, LF or NUL would let data become a command. */
+static int send_cmd(struct smtpc *s, struct buf *batch, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int send_cmd(struct smtpc *s, struct buf *batch, const char *fmt, ...)
+{
+	struct buf line = BUF_INIT;
+	va_list ap;
+	va_start(ap, fmt);
+	buf_vprintf(&line, fmt, ap);
+	va_end(ap);
+	for (size_t i = 0; i < line.len; i++) {
+		if (line.data[i] == '\r' || line.data[i] == '\n' || line.data[i] == '\0') {
+			OPENSSL_cleanse(line.data, line.len);
+			buf_deinit(&line);
+			return -1;
+		}
+	}
+	bool login = s->state == SMTPC_ST_AUTH_LOGIN_USER || s->state == SMTPC_ST_AUTH_LOGIN_PASS;
+	if (strncmp(line.data, "AUTH", 4) == 0 || login)
+		log_debug("%s: > AUTH ... (hidden)", smtpc_peer(s));
+	else
+		log_debug("%s: > %s", smtpc_peer(s), line.data);
+	if (s->trace) {
+		/* "AUTH PLAIN <hidden>": the mechanism shows, what follows it never. */
+		const char *sp =
+		    strncmp(line.data, "AUTH ", 5) == 0 ? strchr(line.data + 5, ' ') : NULL;
+		struct buf shown = BUF_INIT;
+		if (login)
+			buf_puts(&shown, "<hidden>");
+		else if (sp)
+			buf_printf(&shown, "%.*s <hidden>", (int)(sp - line.data), line.data);
+		else
+			buf_puts(&shown, line.data);
+		trace(s, SMTPC_TRACE_SENT, shown.data, NULL);
+		buf_deinit(&shown);
+	}
+	buf_puts(&line, "\r\n");
+	if (batch)
+		buf_append(batch, line.data, line.len);
+	else
+		conn_write(s->conn, line.data, line.len);
+	OPENSSL_cleanse(line.data, line.len);
+	buf_deinit(&line);
+	return 0;
+}
+
+static void wipe_secret(struct smtpc *s)
+{
+	if (s->secret) {
+		OPENSSL_cleanse(s->secret, strlen(s->secret));
+		free(s->secret);
+		s->secret = NULL;
+	}
+}
+
+static char *b64(const void *data, size_t len)
+{
+	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
+	EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+	return out;
+}
+
+/* Whether ending the session now risks a duplicate (states[].risk): only
+ * when no reply answered, and the peer's TCP acknowledged every byte we
+ * sent. Bytes it never got include the final dot: then the message cannot
+ * have been taken and a retry is clean (a body cut mid-way). */
+static bool at_risk(struct smtpc *s)
+{
+	return states[s->state].risk != NULL && !s->answered &&
+	       (s->conn == NULL || conn_unacked(s->conn) == 0);
+}
+
+static void set_error(struct smtpc *s, enum smtpc_class cls, const char *fmt, va_list ap)
+{
+	if (s->error_class != SMTPC_OK)
+		return;
+	s->error_class = cls;
+	s->error_state = s->state;
+	buf_clear(&s->error);
+	buf_vprintf(&s->error, fmt, ap);
+}
+
+/* Ends a transaction in progress with a whole-transaction class. */
+static void txn_fail(struct smtpc *s, enum smtpc_class cls, const char *why)
+{
+	struct smtpc_txn *t = s->txn;
+	if (t == NULL)
+		return;
+	if (t->cls == SMTPC_OK) {
+		t->cls = cls;
+		free(t->reply);
+		t->reply = xstrdup(why);
+	}
+	if (at_risk(s))
+		t->maybe_delivered = true;
+}
+
+static void finish_txn(struct smtpc *s)
+{
+	struct smtpc_txn *t = s->txn;
+	if (t == NULL)
+		return;
+	s->txn = NULL;
+	free(s->cmds);
+	s->cmds = NULL;
+	s->n_cmds = s->cmd_next = 0;
+	for (size_t i = 0; i < s->n_edits; i++)
+		free((char *)s->edits[i].insert);
+	free(s->edits);
+	s->edits = NULL;
+	s->n_edits = 0;
+	if (t->data_fd >= 0 && !s->read_pending) {
+		close(t->data_fd);
+		t->data_fd = -1;
+	}
+	emit(s, SMTPC_EV_DONE);
+}
+
+static void maybe_free(struct smtpc *s)
+{
+	if (!s->conn_closed || s->read_pending || s->cmd != NULL)
+		return;
+	s->state = SMTPC_ST_CLOSED;
+	emit(s, SMTPC_EV_CLOSED);
+	smtp_reply_parser_deinit(&s->parser);
+	wipe_secret(s);
+	buf_deinit(&s->error);
+	buf_deinit(&s->out);
+	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
+	buf_deinit(&s->cmd_out);
+	free(s->chunk);
+	free(s->helo_name);
+	free(s);
+}
+
+static void close_session(struct smtpc *s)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	if (s->cmd)
+		cmdrun_cancel(s->cmd); /* its whole process group */
+	if (s->txn && s->state == SMTPC_ST_ENVELOPE && !s->replies_seen && s->messages > 1)
+		s->txn->session_stale = true;
+	/* Settled now (what is at risk depends on what the peer has
+	 * acknowledged), reported when the conn has closed: this may be a
+	 * call the owner made, which must return first. */
+	txn_fail(s, s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN,
+		 s->error.len ? s->error.data : "session closed");
+	conn_close(s->conn);
+}
+
+static void session_fail(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	set_error(s, cls, fmt, ap);
+	va_end(ap);
+	/* The error names the phase already ("timeout while ..."). */
+	if (at_risk(s))
+		log_warn("%s: %s: %s", smtpc_peer(s), smtpc_error(s), states[s->state].risk);
+	close_session(s);
+}
+
+/* Ends a session that failed while the server waits for our next command
+ * (a refusal during set-up, or a decision of ours): it leaves with QUIT
+ * (RFC 5321 4.1.1.10) instead of dropping the connection. */
+static void session_leave(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void session_leave(struct smtpc *s, enum smtpc_class cls, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	set_error(s, cls, fmt, ap);
+	va_end(ap);
+	enter(s, SMTPC_ST_QUIT);
+}
+
+/* A reply ends the session: "what: reply" becomes the error; with quit the
+ * session leaves politely (session_leave), else it drops (session_fail). */
+static void session_end_reply(struct smtpc *s, enum smtpc_class cls, const struct smtp_reply *r,
+			      const char *what, bool quit)
+{
+	struct buf sum = BUF_INIT;
+	smtp_reply_summary(r, &sum);
+	if (quit)
+		session_leave(s, cls, "%s: %s", what, sum.data);
+	else
+		session_fail(s, cls, "%s: %s", what, sum.data);
+	buf_deinit(&sum);
+}
+
+/* ---- transaction: envelope ---------------------------------------------------------- */
+
+static bool rcpt_wanted(const struct spool_rcpt *r)
+{
+	return r->status == RCPT_PENDING || r->status == RCPT_DEFERRED;
+}
+
+/* final: the outcome for this recipient is known (refused now, or accepted
+ * after the final dot); a recipient without a final outcome takes the
+ * transaction's. */
+static void set_rcpt(struct smtpc_rcpt_result *rr, enum smtpc_class cls, int code, const char *why,
+		     bool final)
+{
+	rr->final = final;
+	rr->cls = cls;
+	rr->code = code;
+	free(rr->reply);
+	rr->reply = xstrdup(why);
+}
+
+/* Builds the wire edits from the envelope: header lines get their CRLF here. */
+static void build_edits(struct smtpc *s, const struct spool_env *env)
+{
+	s->edits = xcalloc(env->n_edits ? env->n_edits : 1, sizeof(*s->edits));
+	s->n_edits = env->n_edits;
+	for (size_t i = 0; i < env->n_edits; i++) {
+		struct wire_edit *we = &s->edits[i];
+		we->offset = env->edits[i].offset;
+		we->skip = env->edits[i].skip;
+		if (env->edits[i].insert) {
+			struct buf b = BUF_INIT;
+			buf_printf(&b, "%s\r\n", env->edits[i].insert);
+			we->insert_len = b.len;
+			we->insert = buf_steal(&b);
+		}
+	}
+}
+
+static void start_envelope(struct smtpc *s)
+{
+	struct smtpc_txn *t = s->txn;
+	struct spool_env *env = t->env;
+	const char *sender = t->force_sender ? t->force_sender : env->sender;
+	struct buf batch = BUF_INIT;
+	struct buf params = BUF_INIT;
+
+	s->cmds = xcalloc(env->n_rcpts + 3, sizeof(*s->cmds));
+	s->n_cmds = s->cmd_next = 0;
+	s->n_accepted = 0;
+	s->replies_seen = false;
+	s->mail_ok = s->data_ok = false;
+	if (s->need_rset) {
+		s->cmds[s->n_cmds++].kind = CMD_RSET;
+		send_cmd(s, &batch, "RSET");
+	}
+	if (s->caps.size_present)
+		buf_printf(&params, " SIZE=%llu", (unsigned long long)env->size);
+	if (env->eightbit)
+		buf_puts(&params, " BODY=8BITMIME");
+	if (env->smtputf8)
+		buf_puts(&params, " SMTPUTF8");
+	if (s->caps.dsn && env->sender_params && !t->force_sender)
+		buf_printf(&params, " %s", env->sender_params);
+	s->cmds[s->n_cmds++].kind = CMD_MAIL;
+	if (send_cmd(s, &batch, "MAIL FROM:<%s>%s", sender, params.len ? params.data : "") < 0) {
+		/* Ingest validated it; never let it reach the wire anyway. */
+		txn_fail(s, SMTPC_PERM, "sender address holds a control character");
+		buf_deinit(&batch);
+		buf_deinit(&params);
+		session_fail(s, SMTPC_PROTO, "refused to send a command with a control character");
+		return;
+	}
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		if (!rcpt_wanted(&env->rcpts[i]))
+			continue;
+		t->rcpt[i].tried = true;
+		const char *rp = s->caps.dsn && env->rcpts[i].params ? env->rcpts[i].params : NULL;
+		if (send_cmd(s, &batch, "RCPT TO:<%s>%s%s", env->rcpts[i].addr, rp ? " " : "",
+			     rp ? rp : "") < 0) {
+			set_rcpt(&t->rcpt[i], SMTPC_PERM, 0,
+				 "recipient address holds a control character", true);
+			continue;
+		}
+		s->cmds[s->n_cmds].kind = CMD_RCPT;
+		s->cmds[s->n_cmds++].rcpt = i;
+	}
+	s->cmds[s->n_cmds++].kind = CMD_DATA;
+	send_cmd(s, &batch, "DATA");
+	s->need_rset = true;
+	set_state(s, SMTPC_ST_ENVELOPE);
+	conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
+	if (s->caps.pipelining) {
+		conn_write(s->conn, batch.data, batch.len);
+	} else {
+		/* One command at a time: send the first, the rest follow each reply. */
+		const char *nl = strstr(batch.data, "\r\n");
+		conn_write(s->conn, batch.data, (size_t)(nl - batch.data) + 2);
+		buf_consume(&batch, (size_t)(nl - batch.data) + 2);
+		buf_deinit(&s->out);
+		s->out = batch;
+		buf_init(&batch);
+	}
+	buf_deinit(&batch);
+	buf_deinit(&params);
+}
+
+const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *env, char *why,
+				size_t len)
+{
+	/* What the message needs and the server lacks is a permanent failure
+	 * named as such, never a guess. The openings are what bounce.c maps to
+	 * RFC 3463 status codes. */
+	if (s->caps.size_present && s->caps.size && env->size > s->caps.size) {
+		snprintf(why, len, "message size %llu exceeds the size limit %llu of server %s",
+			 (unsigned long long)env->size, (unsigned long long)s->caps.size,
+			 smtpc_peer(s));
+		return why;
+	}
+	if (env->smtputf8 && !s->caps.smtputf8) {
+		snprintf(why, len,
+			 "the message has UTF-8 addresses and server %s does not offer SMTPUTF8",
+			 smtpc_peer(s));
+		return why;
+	}
+	if (env->eightbit && !s->caps.eightbitmime) {
+		snprintf(why, len,
+			 "the message has 8-bit content and server %s does not offer 8BITMIME",
+			 smtpc_peer(s));
+		return why;
+	}
+	return NULL;
+}
+
+/* Without PIPELINING the queued commands in s->out go one per reply. */
+static void send_next_unpipelined(struct smtpc *s)
+{
+	if (s->caps.pipelining || s->out.len == 0)
+		return;
+	const char *nl = strstr(s->out.data, "\r\n");
+	if (nl == NULL)
+		return;
+	size_t n = (size_t)(nl - s->out.data) + 2;
+	conn_write(s->conn, s->out.data, n);
+	buf_consume(&s->out, n);
+}
+
+static void read_next_chunk(struct smtpc *s);
+
+/* Adds an edit, kept sorted; an edit at the same offset that only inserts
+ * takes the new one's text after its own. False when it would overlap. */
+static bool add_edit(struct smtpc *s, uint64_t off, uint64_t skip, const char *text)
+{
+	size_t i = 0;
+	while (i < s->n_edits && s->edits[i].offset < off)
+		i++;
+	if (i > 0 && s->edits[i - 1].offset + s->edits[i - 1].skip > off)
+		return false;
+	if (i < s->n_edits && s->edits[i].offset == off) {
+		struct wire_edit *e = &s->edits[i];
+		if (e->skip != 0 && skip != 0)
+			return false;
+		if (i + 1 < s->n_edits && off + skip + e->skip > s->edits[i + 1].offset)
+			return false;
+		struct buf b = BUF_INIT;
+		if (e->insert)
+			buf_append(&b, e->insert, e->insert_len);
+		buf_printf(&b, "%s\r\n", text);
+		free((char *)e->insert);
+		e->insert_len = b.len;
+		e->insert = buf_steal(&b);
+		e->skip += skip;
+		return true;
+	}
+	if (i < s->n_edits && off + skip > s->edits[i].offset)
+		return false;
+	s->edits = xrealloc(s->edits, (s->n_edits + 1) * sizeof(*s->edits));
+	memmove(&s->edits[i + 1], &s->edits[i], (s->n_edits - i) * sizeof(*s->edits));
+	s->n_edits++;
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "%s\r\n", text);
+	s->edits[i].offset = off;
+	s->edits[i].skip = skip;
+	s->edits[i].insert_len = b.len;
+	s->edits[i].insert = buf_steal(&b);
+	return true;
+}
+
+static bool in_skip(const struct smtpc *s, uint64_t off)
+{
+	for (size_t i = 0; i < s->n_edits; i++)
+		if (off >= s->edits[i].offset && off < s->edits[i].offset + s->edits[i].skip)
+			return true;
+	return false;
+}
+
+/* force_from = yes: the From: field (with its folded lines) is replaced by
+ * one naming the forced sender, found by scanning the header section in the
+ * first chunk of content (at send time, so the spool format is unchanged).
+ * Without a From: field one is added at the end of the header section. */
+static void force_from_edit(struct smtpc *s, const char *data, size_t len)
+{
+	struct buf from = BUF_INIT;
+	buf_printf(&from, "From: <%s>", s->txn->force_sender);
+	size_t p = 0;
+	bool done = false;
+	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
+		p = 3;
+	while (p < len && !done) {
+		const char *nl = memchr(data + p, '\n', len - p);
+		if (nl == NULL)
+			break; /* header section longer than the chunk: leave it */
+		size_t end = (size_t)(nl - data) + 1;
+		size_t linelen = end - p;
+		if (linelen == 1 || (linelen == 2 && data[p] == '\r')) {
+			/* the empty line: no From: field */
+			if (!in_skip(s, p))
+				add_edit(s, p, 0, from.data);
+			done = true;
+			break;
+		}
+		size_t k = 0;
+		while (p + k < end && k < 4 && (data[p + k] | 0x20) == "from"[k])
+			k++;
+		size_t c = p + k;
+		while (k == 4 && c < end && (data[c] == ' ' || data[c] == '\t'))
+			c++;
+		if (k == 4 && c < end && data[c] == ':' && !in_skip(s, p)) {
+			/* The field runs on through continuation lines. */
+			size_t fend = end;
+			while (fend < len && (data[fend] == ' ' || data[fend] == '\t')) {
+				const char *n2 = memchr(data + fend, '\n', len - fend);
+				if (n2 == NULL) {
+					fend = 0;
+					break;
+				}
+				fend = (size_t)(n2 - data) + 1;
+			}
+			if (fend != 0 && fend < len)
+				add_edit(s, p, fend - p, from.data);
+			done = true;
+			break;
+		}
+		p = end;
+	}
+	if (!done)
+		log_warn(
+		    "%s: force_from: no end of the header section in the first %zu bytes; From: "
+		    "left unchanged",
+		    smtpc_peer(s), len);
+	buf_deinit(&from);
+	/* Nothing has been fed yet: restart the filter on the new edit list. */
+	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
+}
+
+static void read_cb(uv_fs_t *req)
+{
+	struct smtpc *s = req->data;
+	ssize_t n = req->result;
+	uv_fs_req_cleanup(req);
+	s->read_pending = false;
+	if (s->closing || s->txn == NULL || s->state != SMTPC_ST_BODY) {
+		if (s->closing && s->conn_closed)
+			maybe_free(s);
+		return;
+	}
+	if (n < 0) {
+		/* Our own disk failed: the message waits, the session cannot
+		 * end this DATA cleanly, so it is dropped. */
+		txn_fail(s, SMTPC_TEMP, "cannot read the queued content");
+		session_fail(s, SMTPC_CONN, "read error on queued content: %s",
+			     uv_strerror((int)n));
+		return;
+	}
+	buf_clear(&s->out);
+	if (s->read_off == 0 && n > 0 && s->relay->force_from && s->txn->force_sender)
+		force_from_edit(s, s->chunk, (size_t)n);
+	if (n > 0) {
+		wire_filter_feed(&s->filter, s->chunk, (size_t)n, &s->out);
+		s->read_off += n;
+	}
+	/* The content file is never written while queued: its size at DATA
+	 * tells where it ends, which saves a read per message. */
+	if (n == 0 || (uint64_t)s->read_off >= s->data_size) {
+		wire_filter_finish(&s->filter, &s->out);
+		s->read_eof = true;
+	}
+	s->txn->bytes_sent += s->out.len;
+	conn_write(s->conn, s->out.data, s->out.len);
+	buf_clear(&s->out);
+	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
+	if (s->read_eof) {
+		set_state(s, SMTPC_ST_DOT);
+		conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
+	}
+	/* The next chunk is read once this one has drained (CONN_EV_DRAINED),
+	 * so memory stays bounded whatever the message size. */
+}
+
+static void read_next_chunk(struct smtpc *s)
+{
+	if (s->read_pending || s->read_eof || s->txn == NULL)
+		return;
+	uv_buf_t b = uv_buf_init(s->chunk, READ_CHUNK);
+	s->read_req.data = s;
+	int r = uv_fs_read(s->loop, &s->read_req, s->txn->data_fd, &b, 1, s->read_off, read_cb);
+	if (r < 0) {
+		txn_fail(s, SMTPC_TEMP, "cannot read the queued content");
+		session_fail(s, SMTPC_CONN, "read error on queued content: %s", uv_strerror(r));
+		return;
+	}
+	s->read_pending = true;
+}
+
+static void start_body(struct smtpc *s)
+{
+	set_state(s, SMTPC_ST_BODY);
+	if (s->chunk == NULL)
+		s->chunk = xmalloc(READ_CHUNK);
+	s->read_off = 0;
+	s->read_eof = false;
+	s->answered = false;
+	struct stat st;
+	s->data_size = fstat(s->txn->data_fd, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
+	build_edits(s, s->txn->env);
+	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
+	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
+	read_next_chunk(s);
+}
+
+/* All envelope replies are in: the transaction goes on to content or ends. */
+static void envelope_done(struct smtpc *s)
+{
+	struct smtpc_txn *t = s->txn;
+	if (!s->data_ok) {
+		/* DATA refused (or MAIL/all RCPTs): recipients accepted so far share that reply. */
+		set_state(s, SMTPC_ST_READY);
+		finish_txn(s);
+		if (!s->closing && s->state == SMTPC_ST_READY)
+			conn_set_timeout(s->conn, timeout_ms(s, TO_IDLE));
+		return;
+	}
+	if (s->n_accepted == 0) {
+		/* 354 with no accepted recipient: a broken server; ending DATA
+		 * with an empty message would be worse than dropping the session. */
+		txn_fail(s, SMTPC_PROTO, "server accepted DATA without any recipient");
+		session_fail(s, SMTPC_PROTO, "server accepted DATA without any recipient");
+		return;
+	}
+	(void)t;
+	start_body(s);
+}
+
+static void on_envelope_reply(struct smtpc *s, const struct smtp_reply *r)
+{
+	struct smtpc_txn *t = s->txn;
+	struct pending_cmd *c = &s->cmds[s->cmd_next++];
+	struct buf sum = BUF_INIT;
+	enum smtpc_class cls = smtpc_classify_code(r->code);
+	smtp_reply_summary(r, &sum);
+
+	switch (c->kind) {
+	case CMD_RSET:
+		if (cls != SMTPC_OK) {
+			buf_deinit(&sum);
+			session_end_reply(s, SMTPC_PROTO, r, "RSET refused", false);
+			return;
+		}
+		break;
+	case CMD_MAIL:
+		s->mail_ok = cls == SMTPC_OK;
+		if (!s->mail_ok) {
+			txn_fail(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, sum.data);
+			if (!s->caps.pipelining) {
+				/* Nothing more to say in this transaction. */
+				for (size_t i = 0; i < t->env->n_rcpts; i++)
+					if (t->rcpt[i].tried && !t->rcpt[i].final)
+						set_rcpt(&t->rcpt[i], t->cls, r->code, t->reply,
+							 true);
+				buf_clear(&s->out);
+				s->cmd_next = s->n_cmds;
+			}
+		}
+		break;
+	case CMD_RCPT:
+		if (!s->mail_ok) {
+			/* The MAIL reply decides: recipients share it. */
+			set_rcpt(&t->rcpt[c->rcpt], t->cls, r->code, t->reply, true);
+		} else if (cls == SMTPC_OK) {
+			set_rcpt(&t->rcpt[c->rcpt], SMTPC_OK, r->code, sum.data, false);
+			s->n_accepted++;
+		} else {
+			set_rcpt(&t->rcpt[c->rcpt], cls, r->code, sum.data, true);
+		}
+		if (!s->caps.pipelining && s->cmd_next == s->n_cmds - 1 && s->n_accepted == 0) {
+			/* Every recipient refused: no DATA. */
+			buf_clear(&s->out);
+			s->cmd_next = s->n_cmds;
+		}
+		break;
+	case CMD_DATA:
+		if (r->code == 354) {
+			s->data_ok = true;
+		} else if (s->mail_ok && s->n_accepted > 0) {
+			/* A refused DATA applies to the recipients of this transaction. */
+			for (size_t i = 0; i < t->env->n_rcpts; i++)
+				if (t->rcpt[i].tried && !t->rcpt[i].final)
+					set_rcpt(&t->rcpt[i], cls == SMTPC_OK ? SMTPC_PROTO : cls,
+						 r->code, sum.data, true);
+			s->n_accepted = 0;
+		}
+		break;
+	}
+	buf_deinit(&sum);
+	if (s->cmd_next < s->n_cmds) {
+		/* RFC 5321 4.5.3.2: the DATA reply has its own (shorter) limit. */
+		conn_set_timeout(
+		    s->conn,
+		    timeout_ms(s, s->cmds[s->cmd_next].kind == CMD_DATA ? TO_DATA : TO_COMMAND));
+		send_next_unpipelined(s);
+		return;
+	}
+	envelope_done(s);
+}
+
+static void on_final_reply(struct smtpc *s, const struct smtp_reply *r)
+{
+	struct smtpc_txn *t = s->txn;
+	struct buf sum = BUF_INIT;
+	enum smtpc_class cls = smtpc_classify_code(r->code);
+	smtp_reply_summary(r, &sum);
+	for (size_t i = 0; i < t->env->n_rcpts; i++)
+		if (t->rcpt[i].tried && !t->rcpt[i].final)
+			set_rcpt(&t->rcpt[i],
+				 cls == SMTPC_OK || cls == SMTPC_TEMP || cls == SMTPC_PERM
+				     ? cls
+				     : SMTPC_PROTO,
+				 r->code, sum.data, true);
+	buf_deinit(&sum);
+	set_state(s, SMTPC_ST_READY);
+	finish_txn(s);
+	if (!s->closing && s->state == SMTPC_ST_READY)
+		conn_set_timeout(s->conn, timeout_ms(s, TO_IDLE));
+}
+
+/* A complete reply before our final dot (smtp-sink -A): the server ended
+ * the transaction and its code decides, as at the end of data: 5xx fails,
+ * 4xx defers. A success before the dot makes no sense (protocol error).
+ * Half a message is in the stream: the session cannot go on. */
+static void on_early_reply(struct smtpc *s, const struct smtp_reply *r)
+{
+	struct smtpc_txn *t = s->txn;
+	struct buf sum = BUF_INIT;
+	enum smtpc_class cls = smtpc_classify_code(r->code);
+	if (cls == SMTPC_OK)
+		cls = SMTPC_PROTO;
+	smtp_reply_summary(r, &sum);
+	s->answered = true;
+	/* A protocol error is the transaction's (its words, not a "250"). */
+	for (size_t i = 0; i < t->env->n_rcpts && cls != SMTPC_PROTO; i++)
+		if (t->rcpt[i].tried && !t->rcpt[i].final)
+			set_rcpt(&t->rcpt[i], cls, r->code, sum.data, true);
+	session_fail(s, cls, "reply before the end of data: %s", sum.data);
+	buf_deinit(&sum);
+}
+
+/* ---- password_command: a secret or access token printed by a program ------------------ */
+
+#define CMD_MAX_OUTPUT 16384
+
+static void cmd_out_cb(const char *data, size_t len, void *arg)
+{
+	struct smtpc *s = arg;
+	if (s->cmd_out.len <= CMD_MAX_OUTPUT)
+		buf_append(&s->cmd_out, data, len);
+}
+
+static void cmd_done_cb(const struct cmdrun_result *res, void *arg)
+{
+	struct smtpc *s = arg;
+	s->cmd = NULL;
+	if (s->closing) {
+		maybe_free(s);
+		return;
+	}
+	if (s->state != SMTPC_ST_SECRET_CMD)
+		return;
+	if (res->spawn_error) {
+		session_leave(s, SMTPC_AUTH, "cannot run password_command: %s",
+			      uv_strerror(res->spawn_error));
+		return;
+	}
+	size_t n = s->cmd_out.len;
+	while (n > 0 && (s->cmd_out.data[n - 1] == '\n' || s->cmd_out.data[n - 1] == '\r'))
+		n--;
+	if (res->status != 0 || res->signal != 0 || n == 0 || memchr(s->cmd_out.data, '\n', n) ||
+	    memchr(s->cmd_out.data, '\0', n)) {
+		/* What it printed may be a secret: never in the log. */
+		session_leave(s, SMTPC_AUTH,
+			      "password_command failed (exit status %lld, signal %d, %s)",
+			      (long long)res->status, res->signal,
+			      n == 0				? "no output"
+			      : s->cmd_out.len > CMD_MAX_OUTPUT ? "output too long"
+								: "output of one line expected");
+		return;
+	}
+	wipe_secret(s);
+	s->secret = xstrndup(s->cmd_out.data, n);
+	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
+	buf_clear(&s->cmd_out);
+	enter(s, SMTPC_ST_AUTH);
+}
+
+/* Runs password_command (cmdrun.c): the loop never waits for it. The phase
+ * timer (command_timeout) bounds it. */
+static void run_secret_cmd(struct smtpc *s)
+{
+	set_state(s, SMTPC_ST_SECRET_CMD);
+	conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
+	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
+	buf_clear(&s->cmd_out);
+	s->cmd = cmdrun_start(s->loop, s->relay->password_command, cmd_out_cb, cmd_done_cb, s);
+}
+
+/* ---- session set-up ----------------------------------------------------------------- */
+
+static bool auth_wanted(const struct smtpc *s)
+{
+	return s->relay->user != NULL && *s->relay->user;
+}
+
+static unsigned pick_mech(const struct smtpc *s)
+{
+	switch (s->relay->auth) {
+	case AUTH_MODE_PLAIN:
+		return SMTP_AUTH_PLAIN;
+	case AUTH_MODE_LOGIN:
+		return SMTP_AUTH_LOGIN;
+	case AUTH_MODE_XOAUTH2:
+		return SMTP_AUTH_XOAUTH2;
+	case AUTH_MODE_AUTO:
+		break;
+	}
+	if (s->caps.auth & SMTP_AUTH_PLAIN)
+		return SMTP_AUTH_PLAIN;
+	if (s->caps.auth & SMTP_AUTH_LOGIN)
+		return SMTP_AUTH_LOGIN;
+	return 0;
+}
+
+/* An access token refused (typically expired): run password_command once
+ * more and authenticate again on the same session. */
+static bool token_refresh(struct smtpc *s)
+{
+	if (s->token_retried || s->relay->password_command == NULL || !*s->relay->password_command)
+		return false;
+	s->token_retried = true;
+	log_info("%s: access token refused; running password_command again", smtpc_peer(s));
+	run_secret_cmd(s);
+	return true;
+}
+
+static void after_ehlo(struct smtpc *s)
+{
+	bool tls_now = s->conn->tls_up;
+	if (s->relay->tls == TLS_MODE_STARTTLS && !tls_now) {
+		if (!s->caps.starttls) {
+			session_leave(
+			    s, SMTPC_TLS,
+			    "TLS is required (tls = starttls) and the server does not offer "
+			    "STARTTLS; not sending in plaintext");
+			return;
+		}
+		enter(s, SMTPC_ST_STARTTLS);
+		return;
+	}
+	if (auth_wanted(s)) {
+		if (!tls_now && !s->relay->allow_plaintext_auth) {
+			session_leave(
+			    s, SMTPC_AUTH,
+			    "refusing to send credentials without TLS (allow_plaintext_auth = no)");
+			return;
+		}
+		if (s->relay->password_command && *s->relay->password_command)
+			run_secret_cmd(s);
+		else
+			enter(s, SMTPC_ST_AUTH);
+		return;
+	}
+	enter(s, SMTPC_ST_READY);
+}
+
+static void enter(struct smtpc *s, enum smtpc_state st)
+{
+	set_state(s, st);
+	conn_set_timeout(s->conn, timeout_ms(s, states[st].timeout));
+	switch (st) {
+	case SMTPC_ST_EHLO:
+	case SMTPC_ST_EHLO_TLS:
+		send_cmd(s, NULL, "EHLO %s", s->helo_name);
+		break;
+	case SMTPC_ST_HELO:
+		send_cmd(s, NULL, "HELO %s", s->helo_name);
+		break;
+	case SMTPC_ST_STARTTLS:
+		send_cmd(s, NULL, "STARTTLS");
+		break;
+	case SMTPC_ST_AUTH: {
+		unsigned mech = pick_mech(s);
+		const char *user = s->relay->user;
+		const char *secret = s->secret ? s->secret : "";
+		if (mech == 0 || (s->relay->auth == AUTH_MODE_AUTO && !(s->caps.auth & mech))) {
+			session_leave(s, SMTPC_AUTH,
+				      "no usable AUTH mechanism offered by the server");
+			return;
+		}
+		if (mech == SMTP_AUTH_PLAIN) {
+			size_t ul = strlen(user), pl = strlen(secret);
+			char *raw = xmalloc(ul + pl + 2);
+			raw[0] = '\0';
+			memcpy(raw + 1, user, ul);
+			raw[1 + ul] = '\0';
+			memcpy(raw + 2 + ul, secret, pl);
+			char *enc = b64(raw, ul + pl + 2);
+			send_cmd(s, NULL, "AUTH PLAIN %s", enc);
+			OPENSSL_cleanse(raw, ul + pl + 2);
+			OPENSSL_cleanse(enc, strlen(enc));
+			free(raw);
+			free(enc);
+			wipe_secret(s);
+		} else if (mech == SMTP_AUTH_LOGIN) {
+			send_cmd(s, NULL, "AUTH LOGIN");
+		} else {
+			struct buf raw = BUF_INIT;
+			buf_printf(&raw, "user=%s\001auth=Bearer %s\001\001", user, secret);
+			char *enc = b64(raw.data, raw.len);
+			send_cmd(s, NULL, "AUTH XOAUTH2 %s", enc);
+			OPENSSL_cleanse(raw.data, raw.len);
+			OPENSSL_cleanse(enc, strlen(enc));
+			buf_deinit(&raw);
+			free(enc);
+			wipe_secret(s);
+		}
+		break;
+	}
+	case SMTPC_ST_READY:
+		if (s->probe)
+			enter(s, SMTPC_ST_QUIT); /* set-up passed; no transaction */
+		else
+			emit(s, SMTPC_EV_READY);
+		break;
+	case SMTPC_ST_QUIT:
+		send_cmd(s, NULL, "QUIT");
+		break;
+	default:
+		break;
+	}
+}
+
+static void on_reply(struct smtpc *s, const struct smtp_reply *r)
+{
+	enum smtpc_class cls = smtpc_classify_code(r->code);
+	switch (s->state) {
+	case SMTPC_ST_GREETING:
+		if (r->code != 220) {
+			/* 421: the server is going away, no QUIT. */
+			session_end_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r,
+					  "server greeting", r->code != 421);
+			return;
+		}
+		enter(s, SMTPC_ST_EHLO);
+		return;
+	case SMTPC_ST_EHLO:
+	case SMTPC_ST_EHLO_TLS:
+		if (cls != SMTPC_OK) {
+			if (s->state == SMTPC_ST_EHLO && r->code >= 500 && r->code <= 502 &&
+			    s->relay->tls == TLS_MODE_NONE && !auth_wanted(s)) {
+				enter(s, SMTPC_ST_HELO); /* an SMTP-only server */
+				return;
+			}
+			session_end_reply(s, cls, r, "EHLO refused", true);
+			return;
+		}
+		s->esmtp = true;
+		smtp_caps_parse(r, &s->caps);
+		after_ehlo(s);
+		return;
+	case SMTPC_ST_HELO:
+		if (cls != SMTPC_OK) {
+			session_end_reply(s, cls, r, "HELO refused", true);
+			return;
+		}
+		memset(&s->caps, 0, sizeof(s->caps));
+		enter(s, SMTPC_ST_READY);
+		return;
+	case SMTPC_ST_STARTTLS:
+		if (r->code != 220) {
+			session_end_reply(s, SMTPC_TLS, r, "STARTTLS refused", true);
+			return;
+		}
+		/* Bytes after the 220 were refused in on_data (desync). */
+		set_state(s, SMTPC_ST_TLS);
+		conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
+		conn_start_tls(s->conn, s->ssl_ctx);
+		return;
+	case SMTPC_ST_AUTH:
+		if (r->code == 235) {
+			enter(s, SMTPC_ST_READY);
+			return;
+		}
+		if (r->code == 334 && s->relay->auth != AUTH_MODE_XOAUTH2 &&
+		    pick_mech(s) == SMTP_AUTH_LOGIN) {
+			set_state(s, SMTPC_ST_AUTH_LOGIN_USER);
+			char *enc = b64(s->relay->user, strlen(s->relay->user));
+			send_cmd(s, NULL, "%s", enc);
+			free(enc);
+			return;
+		}
+		if (r->code == 334) {
+			/* XOAUTH2 error challenge: an empty line gets the final reply. */
+			set_state(s, SMTPC_ST_AUTH_XOAUTH2_ERR);
+			send_cmd(s, NULL, "%s", "");
+			return;
+		}
+		if (r->code == 535 && pick_mech(s) == SMTP_AUTH_XOAUTH2 && token_refresh(s))
+			return;
+		session_end_reply(s,
+				  r->code >= 500 || r->code == 454 ? SMTPC_AUTH
+				  : cls == SMTPC_OK		   ? SMTPC_PROTO
+								   : cls,
+				  r, "authentication failed", true);
+		return;
+	case SMTPC_ST_AUTH_LOGIN_USER:
+		if (r->code != 334) {
+			session_end_reply(s, SMTPC_AUTH, r, "authentication failed", true);
+			return;
+		}
+		set_state(s, SMTPC_ST_AUTH_LOGIN_PASS);
+		{
+			const char *secret = s->secret ? s->secret : "";
+			char *enc = b64(secret, strlen(secret));
+			send_cmd(s, NULL, "%s", enc);
+			OPENSSL_cleanse(enc, strlen(enc));
+			free(enc);
+			wipe_secret(s);
+		}
+		return;
+	case SMTPC_ST_AUTH_LOGIN_PASS:
+	case SMTPC_ST_AUTH_XOAUTH2_ERR:
+		if (r->code == 235) {
+			enter(s, SMTPC_ST_READY);
+			return;
+		}
+		if (s->state == SMTPC_ST_AUTH_XOAUTH2_ERR && token_refresh(s))
+			return;
+		session_end_reply(s, SMTPC_AUTH, r, "authentication failed", true);
+		return;
+	case SMTPC_ST_ENVELOPE:
+		on_envelope_reply(s, r);
+		return;
+	case SMTPC_ST_DOT:
+		on_final_reply(s, r);
+		return;
+	case SMTPC_ST_BODY:
+		on_early_reply(s, r);
+		return;
+	case SMTPC_ST_QUIT:
+		close_session(s);
+		return;
+	case SMTPC_ST_READY:
+		/* An unsolicited reply, typically "421 timeout" on an idle session. */
+		session_end_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r, "unexpected reply",
+				  false);
+		return;
+	default:
+		session_end_reply(s, SMTPC_PROTO, r, "unexpected reply", false);
+		return;
+	}
+}
+
+/* Replies the server owes for what was sent, counting r, the one being
+ * read. Without PIPELINING one command is in flight. From DATA's 354 on,
+ * the end-of-data reply may come before the dot (a server that gives up on
+ * the message, smtp-sink -A). */
+static size_t replies_due(const struct smtpc *s, const struct smtp_reply *r)
+{
+	switch (s->state) {
+	case SMTPC_ST_ENVELOPE: {
+		size_t due = s->caps.pipelining ? s->n_cmds - s->cmd_next : 1;
+		if (s->cmds[s->cmd_next].kind == CMD_DATA && r->code == 354)
+			due++;
+		return due;
+	}
+	case SMTPC_ST_CONNECT:
+	case SMTPC_ST_TLS:
+	case SMTPC_ST_SECRET_CMD:
+	case SMTPC_ST_READY:
+	case SMTPC_ST_CLOSED:
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+/* Bytes after the last reply that is due: a server out of step (or an
+ * injection). Read as replies, they would shift every later reply onto the
+ * wrong command, so nothing this transaction was told can be trusted: every
+ * recipient answered by the server takes the protocol error (deferred,
+ * never bounced). */
+static void desync(struct smtpc *s, size_t extra)
+{
+	if (s->state == SMTPC_ST_STARTTLS) {
+		/* Sent before TLS, they would be taken as if protected
+		 * (CVE-2021-22947 class). */
+		session_fail(s, SMTPC_TLS,
+			     "server sent data after its STARTTLS reply (possible injection)");
+		return;
+	}
+	if (s->txn) {
+		for (size_t i = 0; i < s->txn->env->n_rcpts; i++)
+			if (s->txn->rcpt[i].code != 0) /* 0: refused by us, never sent */
+				s->txn->rcpt[i].final = false;
+		s->txn->cls = SMTPC_OK; /* txn_fail sets the protocol error */
+	}
+	session_fail(s, SMTPC_PROTO, "server sent %zu bytes more than its reply while %s", extra,
+		     states[s->state].name);
+}
+
+static void on_data(struct smtpc *s)
+{
+	while (!s->closing && s->conn->in.len > 0) {
+		struct smtp_reply r;
+		size_t used = 0;
+		const char *err = NULL;
+		int rc = smtp_reply_parse(&s->parser, s->conn->in.data, s->conn->in.len, &used, &r,
+					  &err);
+		buf_consume(&s->conn->in, used);
+		if (rc < 0) {
+			session_fail(s, SMTPC_PROTO, "malformed reply: %s", err ? err : "?");
+			return;
+		}
+		if (rc == 0)
+			return;
+		if (log_debug_enabled()) {
+			struct buf sum = BUF_INIT;
+			smtp_reply_summary(&r, &sum);
+			log_debug("%s: < %s", smtpc_peer(s), sum.data);
+			buf_deinit(&sum);
+		}
+		trace(s, SMTPC_TRACE_REPLY, NULL, &r);
+		if (s->state == SMTPC_ST_ENVELOPE)
+			s->replies_seen = true;
+		if (s->conn->in.len > 0 && replies_due(s, &r) == 1 && s->state != SMTPC_ST_QUIT) {
+			desync(s, s->conn->in.len);
+			smtp_reply_deinit(&r);
+			return;
+		}
+		/* 421 in any phase: the server is closing the session. */
+		if (r.code == 421 && s->state != SMTPC_ST_QUIT && s->state != SMTPC_ST_GREETING) {
+			struct buf sum = BUF_INIT;
+			smtp_reply_summary(&r, &sum);
+			s->answered = true; /* after the dot: a reply, not a lost connection */
+			txn_fail(s, SMTPC_TEMP, sum.data);
+			session_fail(s, SMTPC_TEMP, "server closing the session: %s", sum.data);
+			buf_deinit(&sum);
+			smtp_reply_deinit(&r);
+			return;
+		}
+		on_reply(s, &r);
+		smtp_reply_deinit(&r);
+		if (s->state == SMTPC_ST_TLS)
+			return; /* what follows is TLS; checked in SMTPC_ST_STARTTLS */
+	}
+}
+
+static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
+{
+	struct smtpc *s = arg;
+	switch (ev) {
+	case CONN_EV_CONNECTED:
+		enter(s, SMTPC_ST_GREETING);
+		break;
+	case CONN_EV_TLS_READY:
+		/* Everything learned before TLS is forgotten (RFC 3207 4.2). */
+		memset(&s->caps, 0, sizeof(s->caps));
+		enter(s, SMTPC_ST_EHLO_TLS);
+		break;
+	case CONN_EV_DATA:
+		on_data(s);
+		break;
+	case CONN_EV_DRAINED:
+		if (s->state == SMTPC_ST_BODY)
+			read_next_chunk(s);
+		break;
+	case CONN_EV_TIMEOUT:
+		if (s->state == SMTPC_ST_READY) {
+			/* idle_timeout: say goodbye politely. */
+			enter(s, SMTPC_ST_QUIT);
+			break;
+		}
+		session_fail(s, SMTPC_CONN, "timeout while %s", states[s->state].name);
+		break;
+	case CONN_EV_EOF:
+		if (s->state == SMTPC_ST_QUIT) {
+			close_session(s);
+			break;
+		}
+		session_fail(s, s->state == SMTPC_ST_TLS ? SMTPC_TLS : SMTPC_CONN,
+			     "connection closed by the server while %s", states[s->state].name);
+		break;
+	case CONN_EV_ERROR: {
+		const char *why = c->error.len ? c->error.data : "connection error";
+		enum smtpc_class cls = c->error_class == CONN_ERR_TLS ? SMTPC_TLS : SMTPC_CONN;
+		/* Connect and handshake errors say where they happened; a read or
+		 * write error later gets the phase, like a timeout or EOF does. */
+		if (s->state == SMTPC_ST_CONNECT || s->state == SMTPC_ST_TLS)
+			session_fail(s, cls, "%s", why);
+		else
+			session_fail(s, cls, "%s while %s", why, states[s->state].name);
+		break;
+	}
+	case CONN_EV_CLOSED:
+		s->conn_closed = true;
+		s->closing = true;
+		finish_txn(s); /* settled by close_session */
+		/* The conn frees itself after this event; the session may live
+		 * on (a file read in flight) and still be asked its peer. */
+		snprintf(s->peer, sizeof(s->peer), "%s", c->peer);
+		s->conn = NULL;
+		maybe_free(s);
+		break;
+	}
+}
+
+struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb cb, void *arg)
+{
+	struct smtpc *s = xcalloc(1, sizeof(*s));
+	s->loop = loop;
+	s->relay = p->relay;
+	s->helo_name = xstrdup(p->helo_name);
+	s->ssl_ctx = p->ssl_ctx;
+	s->secret = p->secret;
+	s->trace = p->trace;
+	s->probe = p->probe;
+	s->cb = cb;
+	s->arg = arg;
+	smtp_reply_parser_init(&s->parser);
+	s->conn = conn_new(loop, conn_cb, s);
+	s->state = SMTPC_ST_CONNECT;
+	conn_connect(s->conn, p->relay->host, p->relay->port, p->relay->connect_timeout_ms,
+		     p->relay->tls == TLS_MODE_IMPLICIT ? p->ssl_ctx : NULL);
+	return s;
+}
+
+void smtpc_send(struct smtpc *s, struct smtpc_txn *txn)
+{
+	s->txn = txn;
+	s->messages++;
+	for (size_t i = 0; i < txn->env->n_rcpts; i++)
+		txn->rcpt[i].tried = txn->rcpt[i].final = false;
+	start_envelope(s);
+}
+
+void smtpc_quit(struct smtpc *s)
+{
+	if (s->closing)
+		return;
+	if (s->state == SMTPC_ST_READY) {
+		enter(s, SMTPC_ST_QUIT);
+		return;
+	}
+	smtpc_abort(s, "session closed by pickupd");
+}
+
+void smtpc_abort(struct smtpc *s, const char *why)
+{
+	if (s->closing)
+		return;
+	session_fail(s, SMTPC_CONN, "%s", why);
+}
