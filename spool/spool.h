@@ -251,6 +251,26 @@ struct spool_entry {
 int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r,
 	       size_t *n_r);
 
+/*
+ * The spool lock (spool/lock.c): an exclusive flock(2) on the spool
+ * directory. Only its holder changes the spool, and one process at most
+ * holds it:
+ *   - pickupd takes it at start-up, waiting a few seconds for a pickupctl
+ *     command or a stopping daemon to let go, and holds it for its lifetime
+ *     (the kernel drops it however the process ends);
+ *   - pickupctl's mutating commands go through a running daemon (its
+ *     control socket); only when none answers does pickupctl take the lock,
+ *     without waiting, for one command, then drop it. EWOULDBLOCK then means
+ *     a daemon holds the spool but does not answer yet (starting or
+ *     stopping): try again;
+ *   - readers (mailq, pickupctl list/show/status) take no lock;
+ *   - <spool>/operator-actions is appended to only under the lock.
+ * spool_lock tries for up to wait_ms (0: once). 0, or -1 with errno
+ * (EWOULDBLOCK: still held by another). spool_unlock lets it go.
+ */
+int spool_lock(struct spool *s, int wait_ms);
+void spool_unlock(struct spool *s);
+
 /* fsync of a directory descriptor; also used by the daemon for the pickup folder. */
 int spool_fsync_dir(int fd);
 
