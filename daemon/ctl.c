@@ -124,15 +124,14 @@ static void client_close(struct ctl_client *cl)
 static void resched(struct ctl *c, const char *id)
 {
 	struct pickupd *pd = c->pd;
-	struct stat st;
+	struct spool_stat st;
 	int s = spool_locate(&pd->spool, id);
 	if (s == SPOOL_QUEUE) {
 		sched_remove(pd->sched, id);
 		sched_add(pd->sched, id, SPOOL_QUEUE, 0);
-	} else if (s == SPOOL_DEFERRED && fstatat(pd->spool.state_fd[s], id, &st, 0) == 0) {
+	} else if (s == SPOOL_DEFERRED && spool_stat(&pd->spool, SPOOL_DEFERRED, id, &st) == 0) {
 		sched_remove(pd->sched, id);
-		sched_add(pd->sched, id, SPOOL_DEFERRED,
-			  (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+		sched_add(pd->sched, id, SPOOL_DEFERRED, st.due_ms);
 	} else {
 		return;
 	}

@@ -1,6 +1,7 @@
 /*
  * Purpose: messages pickupd writes itself (bounces, delay notices): content
- * from memory made durable in data/ under a new queue ID.
+ * from memory made durable in data/ under a new queue ID, and dropped again
+ * when its envelope cannot be written.
  * Invariants: the content is durable (file and data/ fsynced) before the
  * caller writes its envelope, so recovery never sees an envelope without it;
  * like every spool write, a failure goes through spool__note_error (EROFS).
@@ -34,6 +35,13 @@ int spool_data_create(struct spool *s, const char *data, size_t len, char id_r[S
 fail:
 	spool__note_error(s);
 	return -1;
+}
+
+void spool_data_discard(struct spool *s, const char *id)
+{
+	int saved = errno;
+	unlinkat(s->data_fd, id, 0);
+	errno = saved;
 }
 
 int spool_move_nosync(struct spool *s, const char *id, enum spool_state from, enum spool_state to)

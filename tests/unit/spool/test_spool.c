@@ -819,6 +819,44 @@ static void spool_erofs_stops_state_changes(void **state)
 	assert_true(exists_in(sp->data_fd, id));
 }
 
+/* spool_stat reads what the envelope's inode holds; spool_env_drop leaves
+ * content that recovery re-ingests; spool_data_discard removes content that
+ * has no envelope and keeps the caller's errno. */
+static void spool_stat_drop_and_discard(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_stat st;
+	struct spool_env e;
+	queue_message(sp, id);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &e, NULL), 0);
+	e.next_ms = 1900000000123;
+	assert_int_equal(spool_env_write(sp, SPOOL_DEFERRED, &e), 0);
+	spool_env_deinit(&e);
+	assert_int_equal(spool_stat(sp, SPOOL_DEFERRED, id, &st), 0);
+	assert_int_equal(st.due_ms, 1900000000123);
+	assert_int_equal(st.bytes, 15);
+	assert_true(st.since_ms > 1700000000000);
+	assert_int_equal(spool_env_drop(sp, SPOOL_DEFERRED, id), 0);
+	assert_int_equal(spool_stat(sp, SPOOL_DEFERRED, id, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(spool_env_drop(sp, SPOOL_DEFERRED, id), 0); /* gone: done */
+
+	assert_int_equal(spool_env_drop(sp, SPOOL_QUEUE, id), 0);
+	assert_true(exists_in(sp->data_fd, id));
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.n_orphans, 1);
+	assert_string_equal(rec.orphans[0], id);
+	spool_recovery_deinit(&rec);
+
+	errno = ENOSPC;
+	spool_data_discard(sp, id);
+	assert_int_equal(errno, ENOSPC);
+	assert_false(exists_in(sp->data_fd, id));
+}
+
 /* ---- recovery ----------------------------------------------------------------------- */
 
 static void spool_recover_resolves_leftovers(void **state)
@@ -926,7 +964,8 @@ enum op {
 	OP_CLAIM_GROUP,
 	OP_CLAIM_BATCH,
 	OP_INGEST_LAZY,
-	OP_DEFER
+	OP_DEFER,
+	OP_ENV_DROP
 };
 
 static const struct {
@@ -994,6 +1033,8 @@ static const struct {
     {OP_DEFER, "move-srcsync"},
     {OP_DEFER, "dir-fsync:3"},
     {OP_DEFER, NULL},
+    {OP_ENV_DROP, "env-drop"},
+    {OP_ENV_DROP, NULL},
 };
 
 /* What the child does: one transition, as the daemon does it. */
@@ -1083,6 +1124,9 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		if (r == 0)
 			r = spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED);
 		spool_env_deinit(&e);
+		break;
+	case OP_ENV_DROP: /* ingest.c: a claim undone, a torn envelope dropped */
+		r = spool_env_drop(sp, SPOOL_QUEUE, id);
 		break;
 	}
 	_exit(r == 0 ? 0 : 1);
@@ -1238,6 +1282,14 @@ static void spool_crash_at_each_step(void **state)
 			spool_list_free(q, n_q);
 			break;
 		}
+		case OP_ENV_DROP:
+			/* Queued still, or content alone that recovery re-ingests. */
+			assert_true(data);
+			assert_true(mask == 1u << SPOOL_QUEUE || mask == 0);
+			assert_int_equal(rec.n_orphans, mask == 0 ? 1 : 0);
+			if (!step)
+				assert_int_equal(mask, 0);
+			break;
 		}
 		spool_recovery_deinit(&rec);
 		teardown(&fx);
@@ -1268,6 +1320,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_stat_drop_and_discard, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_resolves_leftovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_reads_records_and_marks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_undo_puts_the_file_back, setup, teardown),
