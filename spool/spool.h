@@ -150,7 +150,9 @@ int spool_env_read(struct spool *s, enum spool_state state, const char *id, stru
 /* One state change: rename between state directories, both fsynced. */
 int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
 /* A rename between states without fsync, for moves whose loss in a crash is
- * harmless (deferred -> queue when an attempt starts: either place is fine). */
+ * harmless (deferred -> queue when an attempt starts: either place is fine).
+ * Otherwise as spool_move: refused with EROFS once the spool is read-only,
+ * its failure noted (spool__note_error), its step hooked ("nosync-rename"). */
 int spool_move_nosync(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
 /* Unlinks an envelope alone, keeping the content, for a message that is to
  * be ingested again from it: data/<id> without an envelope is what recovery
