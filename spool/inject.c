@@ -1,6 +1,8 @@
 /*
  * Purpose: messages pickupd writes itself (bounces, delay notices): content
- * from memory made durable in data/ under a new queue ID.
+ * from memory made durable in data/ under a new queue ID, and dropped again
+ * when its envelope cannot be written; the unsynced deferred -> queue move
+ * that starts an attempt.
  * Invariants: the content is durable (file and data/ fsynced) before the
  * caller writes its envelope, so recovery never sees an envelope without it;
  * like every spool write, a failure goes through spool__note_error (EROFS).
@@ -36,11 +38,19 @@ fail:
 	return -1;
 }
 
+void spool_data_discard(struct spool *s, const char *id)
+{
+	int saved = errno;
+	unlinkat(s->data_fd, id, 0);
+	errno = saved;
+}
+
 int spool_move_nosync(struct spool *s, const char *id, enum spool_state from, enum spool_state to)
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (renameat(s->state_fd[from], id, s->state_fd[to], id) < 0) {
+	if (spool__hook("nosync-rename") < 0 ||
+	    renameat(s->state_fd[from], id, s->state_fd[to], id) < 0) {
 		spool__note_error(s);
 		return -1;
 	}

@@ -434,6 +434,16 @@ bool spool_env_torn(struct spool *s, enum spool_state state, const char *id)
 	return torn;
 }
 
+int spool_env_drop(struct spool *s, enum spool_state state, const char *id)
+{
+	if (spool__hook("env-drop") < 0 ||
+	    (unlinkat(s->state_fd[state], id, 0) < 0 && errno != ENOENT)) {
+		spool__note_error(s);
+		return -1;
+	}
+	return 0;
+}
+
 int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e)
 {
 	struct buf text = BUF_INIT;
@@ -980,6 +990,11 @@ int spool_list(struct spool *s, enum spool_state state, char ***ids_r, size_t *n
 	return list_fd(s->state_fd[state], true, ids_r, n_r);
 }
 
+static int64_t ts_ms(struct timespec ts)
+{
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r, size_t *n_r)
 {
 	DIR *d = dir_stream(s->state_fd[state]);
@@ -999,12 +1014,24 @@ int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **ent
 			v = xrealloc(v, cap * sizeof(*v));
 		}
 		memcpy(v[n].id, de->d_name, SPOOL_ID_LEN + 1);
-		v[n].due_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+		v[n].due_ms = ts_ms(st.st_mtim);
 		n++;
 	}
 	closedir(d);
 	*entries_r = v;
 	*n_r = n;
+	return 0;
+}
+
+int spool_stat(struct spool *s, enum spool_state state, const char *id, struct spool_stat *st_r)
+{
+	struct stat st;
+	if (fstatat(s->state_fd[state], id, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	st_r->since_ms = ts_ms(st.st_ctim);
+	st_r->due_ms = ts_ms(st.st_mtim);
+	st_r->bytes =
+	    fstatat(s->data_fd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)st.st_size : 0;
 	return 0;
 }
 

@@ -150,8 +150,17 @@ int spool_env_read(struct spool *s, enum spool_state state, const char *id, stru
 /* One state change: rename between state directories, both fsynced. */
 int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
 /* A rename between states without fsync, for moves whose loss in a crash is
- * harmless (deferred -> queue when an attempt starts: either place is fine). */
+ * harmless (deferred -> queue when an attempt starts: either place is fine).
+ * Otherwise as spool_move: refused with EROFS once the spool is read-only,
+ * its failure noted (spool__note_error), its step hooked ("nosync-rename"). */
 int spool_move_nosync(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
+/* Unlinks an envelope alone, keeping the content, for a message that is to
+ * be ingested again from it: data/<id> without an envelope is what recovery
+ * re-ingests. Undoes the envelope of a claim whose commit failed, and drops
+ * a torn first envelope (spool_env_torn). Not fsynced: an envelope that
+ * comes back after a crash is the state before the call. ENOENT counts as
+ * done. 0 or -1 (errno). */
+int spool_env_drop(struct spool *s, enum spool_state state, const char *id);
 /* Finishes a message: unlinks the content (durably: that is the record that
  * the message is done), then the envelope. */
 int spool_remove(struct spool *s, const char *id, enum spool_state state);
@@ -159,6 +168,12 @@ int spool_remove(struct spool *s, const char *id, enum spool_state state);
 /* Writes new content (a message pickupd makes itself) durably into data/
  * under a new ID; the caller then writes its envelope. 0 or -1 (errno). */
 int spool_data_create(struct spool *s, const char *data, size_t len, char id_r[SPOOL_ID_LEN + 1]);
+
+/* Removes the content of a message that never got an envelope (a
+ * spool_data_create whose envelope could not be written), so that recovery
+ * does not take it for a claim cut short. Not fsynced; keeps errno (it is
+ * called on a failure path). */
+void spool_data_discard(struct spool *s, const char *id);
 
 /* Opens the content read-only, without blocking (never a FIFO or device:
  * EINVAL); -1 with errno. */
@@ -250,6 +265,38 @@ struct spool_entry {
 };
 int spool_scan(struct spool *s, enum spool_state state, struct spool_entry **entries_r,
 	       size_t *n_r);
+
+/* What stat(2) tells of one message, no file opened: when its envelope
+ * entered its state (ctime, which the rename sets), its next attempt (mtime,
+ * see spool_env_write: only a deferred envelope's is meaningful) and the
+ * size of its content (0 when there is none). 0 or -1 (errno: ENOENT when
+ * the envelope is not in that state). */
+struct spool_stat {
+	int64_t since_ms;
+	int64_t due_ms;
+	uint64_t bytes;
+};
+int spool_stat(struct spool *s, enum spool_state state, const char *id, struct spool_stat *st_r);
+
+/*
+ * The spool lock (spool/lock.c): an exclusive flock(2) on the spool
+ * directory. Only its holder changes the spool, and one process at most
+ * holds it:
+ *   - pickupd takes it at start-up, waiting a few seconds for a pickupctl
+ *     command or a stopping daemon to let go, and holds it for its lifetime
+ *     (the kernel drops it however the process ends);
+ *   - pickupctl's mutating commands go through a running daemon (its
+ *     control socket); only when none answers does pickupctl take the lock,
+ *     without waiting, for one command, then drop it. EWOULDBLOCK then means
+ *     a daemon holds the spool but does not answer yet (starting or
+ *     stopping): try again;
+ *   - readers (mailq, pickupctl list/show/status) take no lock;
+ *   - <spool>/operator-actions is appended to only under the lock.
+ * spool_lock tries for up to wait_ms (0: once). 0, or -1 with errno
+ * (EWOULDBLOCK: still held by another). spool_unlock lets it go.
+ */
+int spool_lock(struct spool *s, int wait_ms);
+void spool_unlock(struct spool *s);
 
 /* fsync of a directory descriptor; also used by the daemon for the pickup folder. */
 int spool_fsync_dir(int fd);

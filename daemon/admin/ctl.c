@@ -5,10 +5,10 @@
  * ([badmail] keep, on a timer); and, at start-up, the logging of operator
  * actions pickupctl took on the spool while the daemon was down.
  * Owns: the listener (listener.c) and each connection's ctl_client, the
- * batches in flight on the thread pool, the badmail expiry timer, and an
- * exclusive flock(2) on the spool directory for the daemon's lifetime
- * (pickupctl takes it to work on the spool directly, so it never does while
- * a daemon runs, starts or stops).
+ * batches in flight on the thread pool, the badmail expiry timer, and the
+ * spool lock for the daemon's lifetime (spool_lock; pickupctl takes it to
+ * work on the spool directly, so it never does while a daemon runs, starts
+ * or stops).
  * Invariants: an envelope in queue/ that the schedule does not hold belongs
  * to a session, a delivery record or an ingest job: it is never moved
  * (hold/delete answer "busy"); every other message a command touches is taken
@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -143,15 +142,14 @@ static void client_close(struct ctl_client *cl)
 static void resched(struct ctl *c, const char *id)
 {
 	struct pickupd *pd = c->pd;
-	struct stat st;
+	struct spool_stat st;
 	int s = spool_locate(&pd->spool, id);
 	if (s == SPOOL_QUEUE) {
 		sched_remove(pd->sched, id);
 		sched_add(pd->sched, id, SPOOL_QUEUE, 0);
-	} else if (s == SPOOL_DEFERRED && fstatat(pd->spool.state_fd[s], id, &st, 0) == 0) {
+	} else if (s == SPOOL_DEFERRED && spool_stat(&pd->spool, SPOOL_DEFERRED, id, &st) == 0) {
 		sched_remove(pd->sched, id);
-		sched_add(pd->sched, id, SPOOL_DEFERRED,
-			  (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000);
+		sched_add(pd->sched, id, SPOOL_DEFERRED, st.due_ms);
 	} else {
 		return;
 	}
@@ -661,14 +659,8 @@ static void stopped_cb(void *arg)
 
 int ctl_lock_spool(struct spool *sp, struct buf *errors)
 {
-	for (int waited = 0;; waited += 50) {
-		if (flock(sp->dir_fd, LOCK_EX | LOCK_NB) == 0)
-			return 0;
-		if (errno != EWOULDBLOCK || waited >= CTL_LOCK_WAIT_MS)
-			break;
-		struct timespec ts = {0, 50 * 1000000L};
-		nanosleep(&ts, NULL);
-	}
+	if (spool_lock(sp, CTL_LOCK_WAIT_MS) == 0)
+		return 0;
 	buf_printf(errors, "spool %s is locked by another process (another pickupd?): %s\n",
 		   sp->dir, strerror(errno));
 	return -1;

@@ -336,11 +336,9 @@ int bounce_queue(struct spool *sp, const struct config *cfg, const struct spool_
 	spool_env_add_rcpt(&b, env->sender, NULL);
 	enum spool_state st = b.next_ms ? SPOOL_DEFERRED : SPOOL_QUEUE;
 	if (spool_env_write(sp, st, &b) < 0) {
-		int saved = errno;
 		/* No envelope: recovery would re-ingest the content as mail;
 		 * remove it instead, the caller logs the failure. */
-		unlinkat(sp->data_fd, id_r, 0);
-		errno = saved;
+		spool_data_discard(sp, id_r);
 		goto out;
 	}
 	ret = 0;

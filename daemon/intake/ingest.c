@@ -532,7 +532,7 @@ static void batch_undo(struct ingest_job *ij, int e)
 	struct spool *sp = &ij->job.pd->spool;
 	if (ij->result == INGEST_QUEUED || ij->result == INGEST_REFUSED) {
 		enum spool_state st = ij->result == INGEST_QUEUED ? SPOOL_QUEUE : SPOOL_BADMAIL;
-		if (unlinkat(sp->state_fd[st], ij->id, 0) < 0 && errno != ENOENT) {
+		if (spool_env_drop(sp, st, ij->id) < 0) {
 			/* Left for recovery, which finds both envelope and content. */
 			log_error("%s: cannot undo a claim whose commit failed: %s", ij->id,
 				  strerror(errno));
@@ -607,7 +607,7 @@ void ingest_recover(struct pickupd *pd, const char *id, ingest_recovered_cb cb, 
 	/* The torn envelope goes first: data/<id> without one is what recovery
 	 * re-ingests (from the folder its claim record names) if we are cut
 	 * short now. */
-	if (unlinkat(pd->spool.state_fd[SPOOL_QUEUE], id, 0) < 0 && errno != ENOENT) {
+	if (spool_env_drop(&pd->spool, SPOOL_QUEUE, id) < 0) {
 		log_error("%s: cannot remove its torn envelope: %s", id, strerror(errno));
 		return;
 	}

@@ -29,7 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -235,10 +234,10 @@ static void steer(const struct config *cfg, struct spool *sp, enum spool_op cmd,
 			continue;
 		}
 		/* No daemon answers: work on the spool if none holds it. */
-		if (flock(sp->dir_fd, LOCK_EX | LOCK_NB) == 0) {
+		if (spool_lock(sp, 0) == 0) {
 			*via_r = "spool";
 			steer_direct(sp, cmd, items, n);
-			flock(sp->dir_fd, LOCK_UN);
+			spool_unlock(sp);
 			break;
 		}
 		int e = errno;
@@ -507,7 +506,7 @@ static int cmd_flush(const struct config *cfg, struct spool *sp)
 				moved = (size_t)strtoull(out.data, NULL, 10);
 			break;
 		}
-		if (flock(sp->dir_fd, LOCK_EX | LOCK_NB) == 0) {
+		if (spool_lock(sp, 0) == 0) {
 			char **ids;
 			size_t n;
 			via = "spool";
@@ -530,7 +529,7 @@ static int cmd_flush(const struct config *cfg, struct spool *sp)
 				buf_deinit(&audit);
 				buf_deinit(&what);
 			}
-			flock(sp->dir_fd, LOCK_UN);
+			spool_unlock(sp);
 			break;
 		}
 		if (errno != EWOULDBLOCK || now_ms() >= deadline) {

@@ -39,13 +39,12 @@ int ctl_spool_badmail(struct spool *sp, struct ctl_badmail **v_r, size_t *n_r)
 	struct ctl_badmail *v = xcalloc(n ? n : 1, sizeof(*v));
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct stat st, dst;
-		if (fstatat(sp->state_fd[SPOOL_BADMAIL], ids[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+		struct spool_stat st;
+		if (spool_stat(sp, SPOOL_BADMAIL, ids[i], &st) < 0)
 			continue; /* gone meanwhile */
 		memcpy(v[k].id, ids[i], SPOOL_ID_LEN + 1);
-		v[k].since_ms = ts_ms(st.st_ctim);
-		if (fstatat(sp->data_fd, ids[i], &dst, AT_SYMLINK_NOFOLLOW) == 0)
-			v[k].bytes = (uint64_t)dst.st_size;
+		v[k].since_ms = st.since_ms;
+		v[k].bytes = st.bytes;
 		k++;
 	}
 	spool_list_free(ids, n);

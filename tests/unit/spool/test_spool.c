@@ -819,6 +819,65 @@ static void spool_erofs_stops_state_changes(void **state)
 	assert_true(exists_in(sp->data_fd, id));
 }
 
+/* The unsynced move that starts an attempt has spool_move's checks: its
+ * step is hooked, its EROFS latches the spool read-only, and once it is, the
+ * move is refused without touching the disk. */
+static void spool_move_nosync_latches_erofs(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	queue_message(sp, id);
+	assert_int_equal(spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED), 0);
+	set_hook("PICKUPD_SPOOL_FAIL", "nosync-rename:30");
+	assert_int_equal(spool_move_nosync(sp, id, SPOOL_DEFERRED, SPOOL_QUEUE), -1);
+	assert_int_equal(errno, EROFS);
+	set_hook(NULL, NULL);
+	assert_true(spool_readonly(sp));
+	assert_int_equal(spool_move_nosync(sp, id, SPOOL_DEFERRED, SPOOL_QUEUE), -1);
+	assert_int_equal(errno, EROFS);
+	assert_true(exists_in(sp->state_fd[SPOOL_DEFERRED], id));
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], id));
+}
+
+/* spool_stat reads what the envelope's inode holds; spool_env_drop leaves
+ * content that recovery re-ingests; spool_data_discard removes content that
+ * has no envelope and keeps the caller's errno. */
+static void spool_stat_drop_and_discard(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1];
+	struct spool_stat st;
+	struct spool_env e;
+	queue_message(sp, id);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &e, NULL), 0);
+	e.next_ms = 1900000000123;
+	assert_int_equal(spool_env_write(sp, SPOOL_DEFERRED, &e), 0);
+	spool_env_deinit(&e);
+	assert_int_equal(spool_stat(sp, SPOOL_DEFERRED, id, &st), 0);
+	assert_int_equal(st.due_ms, 1900000000123);
+	assert_int_equal(st.bytes, 15);
+	assert_true(st.since_ms > 1700000000000);
+	assert_int_equal(spool_env_drop(sp, SPOOL_DEFERRED, id), 0);
+	assert_int_equal(spool_stat(sp, SPOOL_DEFERRED, id, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(spool_env_drop(sp, SPOOL_DEFERRED, id), 0); /* gone: done */
+
+	assert_int_equal(spool_env_drop(sp, SPOOL_QUEUE, id), 0);
+	assert_true(exists_in(sp->data_fd, id));
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.n_orphans, 1);
+	assert_string_equal(rec.orphans[0], id);
+	spool_recovery_deinit(&rec);
+
+	errno = ENOSPC;
+	spool_data_discard(sp, id);
+	assert_int_equal(errno, ENOSPC);
+	assert_false(exists_in(sp->data_fd, id));
+}
+
 /* ---- recovery ----------------------------------------------------------------------- */
 
 static void spool_recover_resolves_leftovers(void **state)
@@ -926,7 +985,9 @@ enum op {
 	OP_CLAIM_GROUP,
 	OP_CLAIM_BATCH,
 	OP_INGEST_LAZY,
-	OP_DEFER
+	OP_DEFER,
+	OP_MOVE_NOSYNC,
+	OP_ENV_DROP
 };
 
 static const struct {
@@ -994,6 +1055,10 @@ static const struct {
     {OP_DEFER, "move-srcsync"},
     {OP_DEFER, "dir-fsync:3"},
     {OP_DEFER, NULL},
+    {OP_MOVE_NOSYNC, "nosync-rename"},
+    {OP_MOVE_NOSYNC, NULL},
+    {OP_ENV_DROP, "env-drop"},
+    {OP_ENV_DROP, NULL},
 };
 
 /* What the child does: one transition, as the daemon does it. */
@@ -1084,6 +1149,12 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 			r = spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED);
 		spool_env_deinit(&e);
 		break;
+	case OP_MOVE_NOSYNC: /* relay.c load_fn: a deferred message's attempt */
+		r = spool_move_nosync(sp, id, SPOOL_DEFERRED, SPOOL_QUEUE);
+		break;
+	case OP_ENV_DROP: /* ingest.c: a claim undone, a torn envelope dropped */
+		r = spool_env_drop(sp, SPOOL_QUEUE, id);
+		break;
 	}
 	_exit(r == 0 ? 0 : 1);
 }
@@ -1130,6 +1201,9 @@ static void spool_crash_at_each_step(void **state)
 			id[0] = '\0';
 		} else {
 			queue_message(sp, id);
+			if (op == OP_MOVE_NOSYNC)
+				assert_int_equal(spool_move(sp, id, SPOOL_QUEUE, SPOOL_DEFERRED),
+						 0);
 		}
 		pid_t pid = fork();
 		assert_true(pid >= 0);
@@ -1238,6 +1312,22 @@ static void spool_crash_at_each_step(void **state)
 			spool_list_free(q, n_q);
 			break;
 		}
+		case OP_MOVE_NOSYNC:
+			/* Either place is fine: the attempt starts again from it. */
+			assert_true(data);
+			assert_true(mask == 1u << SPOOL_QUEUE || mask == 1u << SPOOL_DEFERRED);
+			if (!step)
+				assert_int_equal(mask, 1u << SPOOL_QUEUE);
+			assert_int_equal(rec.n_orphans, 0);
+			break;
+		case OP_ENV_DROP:
+			/* Queued still, or content alone that recovery re-ingests. */
+			assert_true(data);
+			assert_true(mask == 1u << SPOOL_QUEUE || mask == 0);
+			assert_int_equal(rec.n_orphans, mask == 0 ? 1 : 0);
+			if (!step)
+				assert_int_equal(mask, 0);
+			break;
 		}
 		spool_recovery_deinit(&rec);
 		teardown(&fx);
@@ -1268,6 +1358,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_move_nosync_latches_erofs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_stat_drop_and_discard, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_resolves_leftovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_reads_records_and_marks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_undo_puts_the_file_back, setup, teardown),
