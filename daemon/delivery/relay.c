@@ -1,538 +1,45 @@
 /*
- * Purpose: sessions per relay, dispatch of due messages to them, and acting
- * on what the failure policy (policy.c) decides: recording each outcome,
- * pausing relays.
- * Owns: the session list, deliveries in flight; a reference to each relay's
- * SSL_CTX and to the configuration its settings are in, and one more to both
- * for each session (what a reload replaces is freed when the last session
- * opened with it ends).
- * Invariants: the spool work of a delivery (loading it before the
- * transaction, recording its outcome after) runs on the thread pool, never
- * on the loop thread; a delivery's outcome is written to the spool before
- * its log lines say so and before it is scheduled again; neither protocol
- * code (smtpc) nor this file decides retry or bounce: policy.c does (as
- * Postfix's smtp_trouble.c); relays are used in the order configured, the
- * next one only while an earlier one is paused; a relay is paused only
- * when no session to it works (a connection refused beside working
- * sessions lowers its concurrency limit instead); an AUTH pause lasts only
- * while the credentials are unchanged and no reload or flush came; no
- * transaction starts on a read-only spool, and each is marked in the spool
- * (spool_mark_sending) before it is; a message loaded for a session that
- * can no longer send it goes back to the schedule unmarked.
+ * Purpose: the relay session pool: sessions per relay, dispatch of due
+ * messages to them (each loaded and recorded by record.c's jobs), rate
+ * limits, concurrency feedback, pauses and reload.
+ * Owns: the relays and their session lists; the pause and credential
+ * timers; a reference to each relay's SSL_CTX and to the configuration its
+ * settings are in, and one more to both for each session (what a reload
+ * replaces is freed when the last session opened with it ends).
+ * Invariants: no spool work runs here: record.c's jobs load each message
+ * before its transaction and record its outcome after, on the thread pool;
+ * neither protocol code (smtpc) nor this file decides retry or bounce:
+ * policy.c does (as Postfix's smtp_trouble.c); relays are used in the order
+ * configured, the next one only while an earlier one is paused; a relay is
+ * paused only when no session to it works (a connection refused beside
+ * working sessions lowers its concurrency limit instead); an AUTH pause
+ * lasts only while the credentials are unchanged and no reload or flush
+ * came; the pool reports closed only once no session, load, record or probe
+ * is left.
  */
 #include "daemon/delivery/relay.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/log.h"
-#include "daemon/delivery/bounce.h"
 #include "daemon/smtp/credprobe.h"
 #include "daemon/delivery/policy.h"
+#include "daemon/delivery/relay_int.h"
 #include "daemon/delivery/sched.h"
 #include "daemon/smtp/secret.h"
-
-struct relay;
-
-struct session {
-	struct relay *relay;
-	struct smtpc *smtpc;
-	struct delivery *d;	     /* the message being loaded for it, or its transaction */
-	bool ready;		     /* reached READY at least once */
-	bool setup_told;	     /* a delivery's delays= has counted the setup time */
-	int64_t opened_ms, ready_ms; /* connection setup, for delays= */
-	unsigned gen;		     /* the relay's settings generation it was opened with */
-	unsigned char secret_fp[SECRET_FP_LEN]; /* of the password file it was opened with */
-	/* References to what smtpc was given (settings, TLS context), dropped
-	 * once it has closed: a reload may replace the relay's meanwhile. */
-	struct config *conf;
-	SSL_CTX *ssl_ctx;
-	struct session *next;
-};
-
-struct relay {
-	struct relay_pool *pool;
-	const struct config_relay *cfg; /* in conf */
-	struct config *conf;		/* a reference */
-	SSL_CTX *ssl_ctx;		/* a reference; NULL when tls = none */
-	struct session *sessions;
-	unsigned n_sessions;
-	unsigned n_connecting;
-	unsigned failures; /* consecutive sessions that failed before READY */
-	uint64_t setup_failures[RELAY_N_CLASSES]; /* sessions that never became ready, by class */
-	int64_t paused_until_ms;
-	int64_t next_send_ms; /* rate_limit: messages evenly spaced */
-	bool retired;	      /* removed by a reload: finishes, takes no new work */
-	unsigned gen;	      /* bumped by a reload: older sessions take no new work */
-	struct relay *next_retired;
-	/* Concurrency feedback (policy_relay_lowers_limit): a connection
-	 * refused while sessions work lowers the limit to those sessions;
-	 * POLICY_GROW_AFTER deliveries raise it by one again. */
-	unsigned limit;		  /* sessions allowed now; 0 = max_sessions */
-	unsigned limit_successes; /* deliveries since the limit last changed */
-	/* AUTH pause: ends when the credentials change (or reload, flush). */
-	bool auth_paused;
-	unsigned auth_failures;		      /* in a row: spaces the command probes */
-	unsigned char auth_fp[SECRET_FP_LEN]; /* the refused file, or the command's output */
-	bool auth_fp_set;		      /* (a command's: after its first probe) */
-	struct credprobe *probe;	      /* password_command running, or NULL */
-	int64_t probe_at_ms, probe_deadline_ms;
-};
-
-struct relay_pool {
-	struct pickupd *pd;
-	struct relay_pool_cbs cbs; /* given by the owner */
-	struct relay **relays;
-	size_t n_relays;
-	struct relay *retired;	/* relays a reload removed, until their sessions end */
-	int64_t next_bounce_ms; /* [bounce] rate_limit */
-	uv_timer_t pause_timer;
-	uv_timer_t cred_timer; /* looks at AUTH-paused relays' credentials */
-	unsigned probes_in_flight;
-	unsigned loads_in_flight;
-	unsigned records_in_flight;
-	/* Removals waiting for a removal job: one job at a time while fewer
-	 * than a batch wait, so that those arriving meanwhile share its fsync of
-	 * data/; more (up to REMOVE_JOBS) when a full batch waits, so the list
-	 * cannot grow while jobs wait behind ingest in the pool's queue. */
-	struct delivery *rm_head, *rm_tail;
-	size_t rm_waiting;
-	unsigned rm_running;
-	bool stopping;
-	bool closed_timer;
-	int timers_open;
-	pickupd_closed_cb closed_cb; /* relay_pool_close's, until it is called */
-	void *closed_arg;
-};
-
-/* What loading a due message came to (load_fn, on the thread pool). */
-enum load_result {
-	LOAD_OK,	  /* queued, marked, its content open: it can be sent */
-	LOAD_NONE,	  /* gone meanwhile, or the spool is read-only: nothing to do */
-	LOAD_MOVE_FAILED, /* deferred/ -> queue/ failed (err) */
-	LOAD_CORRUPT,	  /* the envelope is damaged (why); moved to badmail */
-	LOAD_TORN,	  /* a lazy first envelope never completely written (why) */
-	LOAD_UNREADABLE,  /* the envelope cannot be read now (why) */
-	LOAD_NO_CONTENT,  /* the content cannot be opened (err); moved to badmail */
-	LOAD_MARK_FAILED, /* the being-sent mark cannot be set (err) */
-};
-
-/* One message from dispatch until its outcome is on disk. */
-struct delivery {
-	struct job job; /* the load, then the record */
-	job_fn done;	/* the job's own done (delivery_job) */
-	struct relay_pool *pool;
-	struct session *s;	    /* the session it is loaded for; NULL once that closed */
-	struct sched_item item;	    /* what was due */
-	enum load_result loaded;    /* set by load_fn */
-	char *load_why;		    /* LOAD_CORRUPT, LOAD_TORN, LOAD_UNREADABLE: the reason */
-	bool defer;		    /* no relay can take it (defer_due): record defer_cls */
-	enum smtpc_class defer_cls; /* with the reply defer_why */
-	char *defer_why;
-	struct spool_env env;
-	struct smtpc_txn txn;
-	char peer[160];
-	char relay_name[64];	   /* the [relay NAME] section, or "none" */
-	int64_t dispatch_ms;	   /* loaded for this attempt */
-	int64_t setup_ms;	   /* connection setup this attempt waited for (delays= c) */
-	int64_t done_ms;	   /* the attempt's outcome was known */
-	struct policy_outcome out; /* what the attempt comes to (policy.c) */
-	int64_t bounce_due;	   /* when the notification goes (bounces are rate limited) */
-	char bounce_id[SPOOL_ID_LEN + 1];
-	int bounce_err;
-	int err;
-	struct delivery *rm_next; /* in the pool's removal list */
-};
 
 #define RELAY_CRED_CHECK_MS 1000 /* a paused relay's password file is looked at this often */
 #define DEFER_BATCH	    1000
 
-/* ---- recording outcomes (thread pool) ------------------------------------------------ */
-
-static void delivery_free(struct delivery *d)
-{
-	smtpc_txn_deinit(&d->txn);
-	spool_env_deinit(&d->env);
-	policy_outcome_deinit(&d->out);
-	free(d->load_why);
-	free(d->defer_why);
-	free(d);
-}
-
-static void maybe_closed(struct relay_pool *pool);
-
-/* Each job of a delivery's ends here: the pool, stopping, may have no more
- * work in flight (d may be freed by its done). */
-static void delivery_done_cb(struct job *j)
-{
-	struct delivery *d = (struct delivery *)j;
-	struct relay_pool *pool = d->pool;
-	d->done(j);
-	maybe_closed(pool);
-}
-
-static void delivery_job(struct delivery *d, job_fn fn, job_fn done)
-{
-	d->done = done;
-	job_submit(d->pool->pd, &d->job, fn, delivery_done_cb);
-}
-
-static void record_fn(struct job *j)
-{
-	struct delivery *d = (struct delivery *)j;
-	struct spool *sp = &j->pd->spool;
-	int r = 0;
-	switch (d->out.action) {
-	case POLICY_REMOVE:
-		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
-		break;
-	case POLICY_DEFER:
-		if (d->out.warn &&
-		    bounce_queue(sp, j->cfg, &d->env, BOUNCE_DELAYED, pickupd_now_ms(),
-				 d->bounce_due, d->bounce_id) < 0) {
-			d->bounce_err = errno;
-			d->env.delay_warned = false; /* try again at the next attempt */
-		}
-		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
-		if (r == 0)
-			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_DEFERRED);
-		break;
-	case POLICY_BADMAIL:
-		/* The notification first: once the original is in badmail
-		 * nothing would send it any more. */
-		if (d->out.bounce &&
-		    bounce_queue(sp, j->cfg, &d->env, BOUNCE_FAILED, pickupd_now_ms(),
-				 d->bounce_due, d->bounce_id) < 0)
-			d->bounce_err = errno;
-		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
-		if (r == 0)
-			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_BADMAIL);
-		break;
-	}
-	d->err = r < 0 ? errno : 0;
-}
-
-static void log_lines(const char *text)
-{
-	const char *p = text;
-	while (p && *p) {
-		const char *nl = strchr(p, '\n');
-		size_t n = nl ? (size_t)(nl - p) : strlen(p);
-		const char *w = strstr(p, ": warning: ");
-		if (w && (size_t)(w - p) < n) {
-			/* log_warn says "warning: " itself: "ID: the text", not
-			 * "warning: ID: warning: the text". */
-			size_t id = (size_t)(w - p), skip = id + strlen(": warning: ");
-			log_svc(LOG_LVL_WARN, "smtp", "%.*s: %.*s", (int)id, p, (int)(n - skip),
-				p + skip);
-		} else
-			log_svc(LOG_LVL_INFO, "smtp", "%.*s", (int)n, p);
-		p = nl ? nl + 1 : NULL;
-	}
-}
-
-/* The metrics of a recorded attempt: writers' mail and notifications apart. */
-static void count_outcome(struct pickupd_stats *st, const struct delivery *d)
-{
-	const struct policy_outcome *o = &d->out;
-	st->sent_bytes += d->txn.bytes_sent;
-	if (bounce_is_notification(&d->env)) {
-		st->dsn_sent += o->n_sent;
-		st->dsn_deferred += o->n_deferred;
-		st->dsn_failed += o->n_failed;
-	} else {
-		st->delivered += o->n_sent;
-		st->deferred += o->n_deferred;
-		st->bounced += o->n_failed;
-		for (size_t i = 0; i < o->n_sent; i++)
-			pickupd_stats_delay(st, (double)(d->done_ms - d->env.arrival_ms) / 1000.0);
-	}
-	if (o->warn && d->bounce_err == 0 && o->action == POLICY_DEFER)
-		st->dsn_created[BOUNCE_DELAYED]++;
-	if (o->bounce && d->bounce_err == 0 && o->action == POLICY_BADMAIL)
-		st->dsn_created[BOUNCE_FAILED]++;
-}
-
-static void record_done(struct job *j)
-{
-	struct delivery *d = (struct delivery *)j;
-	struct relay_pool *pool = d->pool;
-	struct pickupd *pd = j->pd;
-	pool->records_in_flight--;
-	if (d->err == EROFS) {
-		/* Not tried again here: pickupd stops (main.c), and the restart
-		 * sends it from queue/, where its mark says it was being sent. */
-		log_warn("%s: the outcome cannot be recorded (read-only spool); the "
-			 "message stays queued and may be delivered twice",
-			 d->env.id);
-	} else if (d->err) {
-		/* The outcome is not on disk: the old envelope stays in queue/, so
-		 * after a restart the message is tried again. */
-		log_error("%s: cannot record the delivery result: %s; the message stays queued and "
-			  "may be delivered again",
-			  d->env.id, strerror(d->err));
-		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
-	} else {
-		log_lines(d->out.log.data);
-		count_outcome(&pd->stats, d);
-		switch (d->out.action) {
-		case POLICY_REMOVE:
-			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
-			pool->cbs.removed(pool->cbs.arg); /* ingestion may wait for this space */
-			break;
-		case POLICY_DEFER:
-			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
-			if (d->out.warn && d->bounce_err == 0) {
-				log_svc(LOG_LVL_INFO, "bounce", "%s: sender delay notification: %s",
-					d->env.id, d->bounce_id);
-				sched_add(pd->sched, d->bounce_id,
-					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
-									   : SPOOL_QUEUE,
-					  d->bounce_due);
-			} else if (d->out.warn) {
-				log_svc(LOG_LVL_ERR, "bounce",
-					"%s: cannot create the delay notification: %s", d->env.id,
-					strerror(d->bounce_err));
-			}
-			break;
-		case POLICY_BADMAIL:
-			if (d->out.bounce && d->bounce_err == 0) {
-				log_svc(LOG_LVL_INFO, "bounce",
-					"%s: sender non-delivery notification: %s", d->env.id,
-					d->bounce_id);
-				sched_add(pd->sched, d->bounce_id,
-					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
-									   : SPOOL_QUEUE,
-					  d->bounce_due);
-			} else if (d->out.bounce) {
-				log_svc(LOG_LVL_ERR, "bounce",
-					"%s: cannot create the non-delivery notification: %s",
-					d->env.id, strerror(d->bounce_err));
-			}
-			log_svc(LOG_LVL_WARN, "qmgr", "%s: moved to badmail: %s", d->env.id,
-				d->env.reason);
-			break;
-		}
-	}
-	delivery_free(d);
-	relay_pool_wake(pool);
-}
-
-/* ---- removals in batches ------------------------------------------------------------ */
-
-#define REMOVE_BATCH 64
-#define REMOVE_JOBS  4
-
-/* Deliveries whose message is done, removed by one pool job. */
-struct removal_batch {
-	struct job job;
-	struct relay_pool *pool;
-	struct delivery *d[REMOVE_BATCH];
-	size_t n;
-};
-
-static void removal_fn(struct job *j)
-{
-	struct removal_batch *b = (struct removal_batch *)j;
-	char *ids[REMOVE_BATCH];
-	int errs[REMOVE_BATCH];
-	for (size_t i = 0; i < b->n; i++)
-		ids[i] = b->d[i]->env.id;
-	/* spool_remove for each, one fsync of data/ for all; an EROFS here
-	 * marks the spool read-only as spool_remove would (main.c stops). */
-	spool_remove_many(&j->pd->spool, ids, b->n, SPOOL_QUEUE, errs);
-	for (size_t i = 0; i < b->n; i++)
-		b->d[i]->err = errs[i];
-}
-
-static void removal_pump(struct relay_pool *pool);
-
-static void removal_done(struct job *j)
-{
-	struct removal_batch *b = (struct removal_batch *)j;
-	struct relay_pool *pool = b->pool;
-	pool->rm_running--;
-	for (size_t i = 0; i < b->n; i++) {
-		b->d[i]->job.pd = j->pd;
-		record_done(&b->d[i]->job);
-	}
-	free(b);
-	removal_pump(pool);
-	maybe_closed(pool);
-}
-
-static void removal_pump(struct relay_pool *pool)
-{
-	while (pool->rm_head && pool->rm_running < REMOVE_JOBS &&
-	       (pool->rm_running == 0 || pool->rm_waiting >= REMOVE_BATCH)) {
-		struct removal_batch *b = xcalloc(1, sizeof(*b));
-		b->pool = pool;
-		while (b->n < REMOVE_BATCH && pool->rm_head) {
-			struct delivery *d = pool->rm_head;
-			pool->rm_head = d->rm_next;
-			b->d[b->n++] = d;
-		}
-		if (pool->rm_head == NULL)
-			pool->rm_tail = NULL;
-		pool->rm_waiting -= b->n;
-		pool->rm_running++;
-		job_submit(pool->pd, &b->job, removal_fn, removal_done);
-	}
-}
-
-/* A delivered message is removed with the others done meanwhile. */
-static void removal_add(struct relay_pool *pool, struct delivery *d)
-{
-	d->rm_next = NULL;
-	if (pool->rm_tail)
-		pool->rm_tail->rm_next = d;
-	else
-		pool->rm_head = d;
-	pool->rm_tail = d;
-	pool->rm_waiting++;
-	removal_pump(pool);
-}
-
-/* Bounces are spaced out (rate_limit per minute) so a broken relay cannot
- * cause a storm; none is dropped, later ones just wait in deferred/. */
-static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *b, int64_t now)
-{
-	if (b->rate_limit == 0)
-		return 0;
-	int64_t spacing = 60000 / (int64_t)b->rate_limit;
-	int64_t due = pool->next_bounce_ms > now ? pool->next_bounce_ms : now;
-	pool->next_bounce_ms = due + spacing;
-	return due > now ? due : 0;
-}
-
-/* Decides what the attempt comes to, then records it (thread pool). */
-static void record(struct delivery *d)
-{
-	struct relay_pool *pool = d->pool;
-	const struct config *cfg = pool->pd->cfg;
-	int64_t now = pickupd_now_ms();
-	struct policy_where where = {.peer = d->peer,
-				     .relay_name = d->relay_name,
-				     .dispatch_ms = d->dispatch_ms,
-				     .setup_ms = d->setup_ms};
-	d->done_ms = now;
-	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, &where, now, (unsigned)random(),
-		      &d->out);
-	policy_apply(&d->out, &d->env);
-	if (d->out.warn || d->out.bounce)
-		d->bounce_due = bounce_slot(pool, &cfg->bounce, now);
-	pool->records_in_flight++;
-	if (d->out.action == POLICY_REMOVE)
-		removal_add(pool, d);
-	else
-		delivery_job(d, record_fn, record_done);
-}
-
 /* ---- dispatch ----------------------------------------------------------------------- */
-
-/* Loads a due message for sending (thread pool): moves it into queue/,
- * reads its envelope, opens its content and marks it as being sent. Logs
- * nothing and touches no loop state: load_done does. */
-static void load_fn(struct job *j)
-{
-	struct delivery *d = (struct delivery *)j;
-	struct spool *sp = &j->pd->spool;
-	const struct sched_item *it = &d->item;
-	struct buf why = BUF_INIT;
-
-	d->loaded = LOAD_NONE;
-	/* No transaction whose outcome cannot be recorded: it stays where it
-	 * is for the next start (main.c stops the daemon). */
-	if (spool_readonly(sp))
-		goto out;
-	if (it->state == SPOOL_DEFERRED) {
-		/* No fsync: after a crash it is in one of the two, both fine. */
-		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
-			d->err = errno;
-			if (errno != ENOENT && errno != EROFS)
-				d->loaded = LOAD_MOVE_FAILED;
-			goto out;
-		}
-	} else if (it->state != SPOOL_QUEUE) {
-		goto out;
-	}
-	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &why) < 0) {
-		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
-		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
-			/* A first envelope whose writeback a crash lost: the
-			 * content is durable and says it all again. */
-			d->loaded = LOAD_TORN;
-		} else if (errno == EBADMSG) {
-			/* Quarantined where operators look, the rest keeps flowing. */
-			d->loaded = LOAD_CORRUPT;
-			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
-		} else if (errno != ENOENT) {
-			d->loaded = LOAD_UNREADABLE;
-		}
-		d->load_why = buf_steal(&why);
-		goto out;
-	}
-	int fd = spool_data_open(sp, it->id);
-	if (fd < 0) {
-		d->err = errno;
-		d->loaded = LOAD_NO_CONTENT;
-		free(d->env.reason);
-		d->env.reason = xstrdup("content file missing or unreadable");
-		spool_env_write(sp, SPOOL_QUEUE, &d->env);
-		spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
-		goto out;
-	}
-	/* Marked before it is sent, so that recovery can name it if the outcome
-	 * never gets recorded; also the last check that it can be. */
-	if (spool_mark_sending(sp, it->id) < 0) {
-		d->err = errno;
-		if (errno != EROFS && errno != ENOENT)
-			d->loaded = LOAD_MARK_FAILED;
-		close(fd);
-		goto out;
-	}
-	smtpc_txn_init(&d->txn, &d->env, fd);
-	d->loaded = LOAD_OK;
-out:
-	buf_deinit(&why);
-}
-
-static void unload_fn(struct job *j)
-{
-	struct delivery *d = (struct delivery *)j;
-	spool_unmark_sending(&j->pd->spool, d->env.id);
-}
-
-static void unload_done(struct job *j)
-{
-	struct delivery *d = (struct delivery *)j;
-	struct relay_pool *pool = d->pool;
-	pool->loads_in_flight--;
-	if (!pool->stopping)
-		sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
-	delivery_free(d);
-	relay_pool_wake(pool);
-}
-
-/* A message loaded for a session that closed, or was outdated by a reload,
- * or while pickupd began to stop: it goes back unsent, without its mark,
- * so that recovery does not take it for one that may have been sent. */
-static void unload(struct delivery *d)
-{
-	d->pool->loads_in_flight++;
-	delivery_job(d, unload_fn, unload_done);
-}
 
 static bool dispatch(struct session *s);
 
 /* s may be given another message; otherwise it should QUIT. */
-static bool session_takes_work(const struct session *s)
+bool relay__session_takes_work(const struct session *s)
 {
 	const struct relay *r = s->relay;
 	return !r->pool->stopping && !r->retired && s->gen == r->gen &&
@@ -540,120 +47,12 @@ static bool session_takes_work(const struct session *s)
 }
 
 /* s has no transaction: the next message, or QUIT. */
-static void session_idle(struct session *s)
+void relay__session_idle(struct session *s)
 {
-	if (!session_takes_work(s))
+	if (!relay__session_takes_work(s))
 		smtpc_quit(s->smtpc);
 	else if (!dispatch(s))
 		relay_pool_wake(s->relay->pool); /* maybe another relay or later work */
-}
-
-static void load_done(struct job *j)
-{
-	struct delivery *d = (struct delivery *)j;
-	struct relay_pool *pool = d->pool;
-	struct pickupd *pd = j->pd;
-	struct session *s = d->s;
-	const char *id = d->item.id;
-	char why[256];
-
-	pool->loads_in_flight--;
-	if (s)
-		s->d = NULL;
-	switch (d->loaded) {
-	case LOAD_OK:
-	case LOAD_NONE:
-		break;
-	case LOAD_MOVE_FAILED:
-		log_error("%s: cannot move to queue: %s", id, strerror(d->err));
-		break;
-	case LOAD_CORRUPT:
-		log_error("%s: %s; moved to badmail", id, d->load_why);
-		break;
-	case LOAD_TORN:
-		log_warn("%s: envelope torn (%s); ingesting the content again", id, d->load_why);
-		pool->cbs.torn(pool->cbs.arg, id);
-		break;
-	case LOAD_UNREADABLE:
-		log_error("%s: %s", id, d->load_why);
-		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
-		break;
-	case LOAD_NO_CONTENT:
-		log_error("%s: cannot open the content: %s; moved to badmail", id,
-			  strerror(d->err));
-		break;
-	case LOAD_MARK_FAILED:
-		log_error("%s: cannot mark the envelope as being sent: %s; tried again in a minute",
-			  id, strerror(d->err));
-		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
-		break;
-	}
-	if (d->loaded == LOAD_OK) {
-		d->dispatch_ms = pickupd_now_ms();
-		/* Postfix's qmgr line as a message becomes active: pflogsumm takes
-		 * the size and the sender's domain from it. */
-		log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
-			id, d->env.sender, (unsigned long long)d->env.size, d->env.n_rcpts);
-	}
-	if (d->loaded != LOAD_OK) {
-		delivery_free(d);
-		if (s) {
-			s->relay->next_send_ms = 0; /* nothing was sent */
-			session_idle(s);
-		}
-		return;
-	}
-	if (d->defer) {
-		d->txn.cls = d->defer_cls;
-		d->txn.reply = d->defer_why;
-		d->defer_why = NULL;
-		record(d);
-		return;
-	}
-	if (s == NULL || !session_takes_work(s)) {
-		unload(d);
-		if (s)
-			smtpc_quit(s->smtpc);
-		return;
-	}
-	snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
-	snprintf(d->relay_name, sizeof(d->relay_name), "%s", s->relay->cfg->name);
-	if (!s->setup_told) {
-		s->setup_told = true;
-		d->setup_ms = s->ready_ms - s->opened_ms;
-	}
-	if (s->relay->cfg->force_sender)
-		d->txn.force_sender = s->relay->cfg->force_sender;
-	if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
-		d->txn.cls = SMTPC_PERM;
-		d->txn.reply = xstrdup(why);
-		record(d);
-		session_idle(s);
-		return;
-	}
-	s->d = d;
-	smtpc_send(s->smtpc, &d->txn);
-}
-
-static struct delivery *delivery_new(struct relay_pool *pool, const struct sched_item *it)
-{
-	struct delivery *d = xcalloc(1, sizeof(*d));
-	d->pool = pool;
-	d->item = *it;
-	d->txn.data_fd = -1; /* until smtpc_txn_init */
-	snprintf(d->relay_name, sizeof(d->relay_name), "none");
-	return d;
-}
-
-/* Starts loading a due message on the thread pool, for session s (NULL:
- * for defer_due); load_done goes on from there. */
-static void delivery_load(struct delivery *d, struct session *s)
-{
-	d->s = s;
-	if (s)
-		s->d = d;
-	d->pool->loads_in_flight++;
-	delivery_job(d, load_fn, load_done);
 }
 
 static bool relay_paused(const struct relay *r, int64_t now)
@@ -691,7 +90,7 @@ static bool dispatch(struct session *s)
 	if (pool->stopping || !sched_has_due(pd->sched) ||
 	    !relay_may_send(s->relay, pickupd_now_ms()) || !sched_pop_due(pd->sched, &it))
 		return false;
-	delivery_load(delivery_new(pool, &it), s);
+	relay__delivery_load(relay__delivery_new(pool, &it), s);
 	return true;
 }
 
@@ -701,13 +100,13 @@ static void defer_due(struct relay_pool *pool, enum smtpc_class cls, const char 
 {
 	struct sched_item it;
 	for (int n = 0; n < DEFER_BATCH && sched_pop_due(pool->pd->sched, &it); n++) {
-		struct delivery *d = delivery_new(pool, &it);
+		struct delivery *d = relay__delivery_new(pool, &it);
 		snprintf(d->peer, sizeof(d->peer), "%s", peer);
 		snprintf(d->relay_name, sizeof(d->relay_name), "%s", relay_name);
 		d->defer = true;
 		d->defer_cls = cls;
 		d->defer_why = xstrdup(why);
-		delivery_load(d, NULL);
+		relay__delivery_load(d, NULL);
 	}
 }
 
@@ -845,7 +244,7 @@ static void probe_done_cb(struct credprobe *p, bool ok, const unsigned char *fp,
 		}
 		break;
 	}
-	maybe_closed(pool);
+	relay__maybe_closed(pool);
 }
 
 /* Every RELAY_CRED_CHECK_MS while a relay is paused for its credentials:
@@ -1043,14 +442,14 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			log_debug("%s: session to %s was stale; sending again", d->env.id,
 				  smtpc_peer(c));
 			sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
-			delivery_free(d);
+			relay__delivery_free(d);
 		} else if (d) {
 			if (d->txn.cls == SMTPC_OK)
 				relay_delivered(r);
-			record(d);
+			relay__record(d);
 		}
 		if (smtpc_idle(c)) {
-			if (!session_takes_work(s))
+			if (!relay__session_takes_work(s))
 				smtpc_quit(c);
 			else
 				dispatch(s);
@@ -1077,7 +476,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		session_unlink(s); /* may free a retired relay */
 		session_free(s);
 		if (stopping)
-			maybe_closed(pool);
+			relay__maybe_closed(pool);
 		else
 			relay_pool_wake(pool);
 		break;
@@ -1289,7 +688,7 @@ void relay_pool_close(struct relay_pool *pool, pickupd_closed_cb cb, void *arg)
 	for (size_t i = 0; i < pool->n_relays; i++)
 		relay_cancel_probe(pool->relays[i]);
 	for_each_session(pool, quit_if_idle);
-	maybe_closed(pool);
+	relay__maybe_closed(pool);
 }
 
 void relay_pool_abort(struct relay_pool *pool)
@@ -1333,7 +732,7 @@ static void timer_closed_cb(uv_handle_t *h)
 
 /* Closing, and nothing in flight any more: close the timers; their close
  * callback tells the owner. */
-static void maybe_closed(struct relay_pool *pool)
+void relay__maybe_closed(struct relay_pool *pool)
 {
 	if (!pool->stopping || pool->closed_timer || !relay_pool_idle(pool))
 		return;

@@ -1,0 +1,512 @@
+/*
+ * Purpose: the spool work of a delivery, as thread-pool jobs: loading a due
+ * message before its transaction (or putting it back unsent), recording
+ * what the failure policy (policy.c) decides after it (removals in batches
+ * that share one fsync of data/), and spacing out notifications (the
+ * [bounce] rate_limit).
+ * Owns: each struct delivery, from relay__delivery_new until the done of
+ * its last job frees it; the removal batches; the pool's bounce pacing
+ * (next_bounce_ms) and its counts of loads and records in flight.
+ * Invariants: the spool work of a delivery (loading it before the
+ * transaction, recording its outcome after) runs on the thread pool, never
+ * on the loop thread; a delivery's outcome is written to the spool before
+ * its log lines say so and before it is scheduled again; this file does not
+ * decide retry or bounce: policy.c does; no transaction starts on a
+ * read-only spool, and each is marked in the spool (spool_mark_sending)
+ * before it is; a message loaded for a session that can no longer send it
+ * goes back to the schedule unmarked; the done of every job ends in
+ * relay__maybe_closed, so that a closing pool sees its last job end.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "daemon/delivery/bounce.h"
+#include "daemon/delivery/policy.h"
+#include "daemon/delivery/relay_int.h"
+#include "daemon/delivery/sched.h"
+
+/* ---- recording outcomes (thread pool) ------------------------------------------------ */
+
+void relay__delivery_free(struct delivery *d)
+{
+	smtpc_txn_deinit(&d->txn);
+	spool_env_deinit(&d->env);
+	policy_outcome_deinit(&d->out);
+	free(d->load_why);
+	free(d->defer_why);
+	free(d);
+}
+
+/* Each job of a delivery's ends here: the pool, stopping, may have no more
+ * work in flight (d may be freed by its done). */
+static void delivery_done_cb(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	d->done(j);
+	relay__maybe_closed(pool);
+}
+
+static void delivery_job(struct delivery *d, job_fn fn, job_fn done)
+{
+	d->done = done;
+	job_submit(d->pool->pd, &d->job, fn, delivery_done_cb);
+}
+
+static void record_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct spool *sp = &j->pd->spool;
+	int r = 0;
+	switch (d->out.action) {
+	case POLICY_REMOVE:
+		r = spool_remove(sp, d->env.id, SPOOL_QUEUE);
+		break;
+	case POLICY_DEFER:
+		if (d->out.warn &&
+		    bounce_queue(sp, j->cfg, &d->env, BOUNCE_DELAYED, pickupd_now_ms(),
+				 d->bounce_due, d->bounce_id) < 0) {
+			d->bounce_err = errno;
+			d->env.delay_warned = false; /* try again at the next attempt */
+		}
+		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
+		if (r == 0)
+			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_DEFERRED);
+		break;
+	case POLICY_BADMAIL:
+		/* The notification first: once the original is in badmail
+		 * nothing would send it any more. */
+		if (d->out.bounce &&
+		    bounce_queue(sp, j->cfg, &d->env, BOUNCE_FAILED, pickupd_now_ms(),
+				 d->bounce_due, d->bounce_id) < 0)
+			d->bounce_err = errno;
+		r = spool_env_write(sp, SPOOL_QUEUE, &d->env);
+		if (r == 0)
+			r = spool_move(sp, d->env.id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		break;
+	}
+	d->err = r < 0 ? errno : 0;
+}
+
+static void log_lines(const char *text)
+{
+	const char *p = text;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		const char *w = strstr(p, ": warning: ");
+		if (w && (size_t)(w - p) < n) {
+			/* log_warn says "warning: " itself: "ID: the text", not
+			 * "warning: ID: warning: the text". */
+			size_t id = (size_t)(w - p), skip = id + strlen(": warning: ");
+			log_svc(LOG_LVL_WARN, "smtp", "%.*s: %.*s", (int)id, p, (int)(n - skip),
+				p + skip);
+		} else
+			log_svc(LOG_LVL_INFO, "smtp", "%.*s", (int)n, p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+/* The metrics of a recorded attempt: writers' mail and notifications apart. */
+static void count_outcome(struct pickupd_stats *st, const struct delivery *d)
+{
+	const struct policy_outcome *o = &d->out;
+	st->sent_bytes += d->txn.bytes_sent;
+	if (bounce_is_notification(&d->env)) {
+		st->dsn_sent += o->n_sent;
+		st->dsn_deferred += o->n_deferred;
+		st->dsn_failed += o->n_failed;
+	} else {
+		st->delivered += o->n_sent;
+		st->deferred += o->n_deferred;
+		st->bounced += o->n_failed;
+		for (size_t i = 0; i < o->n_sent; i++)
+			pickupd_stats_delay(st, (double)(d->done_ms - d->env.arrival_ms) / 1000.0);
+	}
+	if (o->warn && d->bounce_err == 0 && o->action == POLICY_DEFER)
+		st->dsn_created[BOUNCE_DELAYED]++;
+	if (o->bounce && d->bounce_err == 0 && o->action == POLICY_BADMAIL)
+		st->dsn_created[BOUNCE_FAILED]++;
+}
+
+static void record_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	struct pickupd *pd = j->pd;
+	pool->records_in_flight--;
+	if (d->err == EROFS) {
+		/* Not tried again here: pickupd stops (main.c), and the restart
+		 * sends it from queue/, where its mark says it was being sent. */
+		log_warn("%s: the outcome cannot be recorded (read-only spool); the "
+			 "message stays queued and may be delivered twice",
+			 d->env.id);
+	} else if (d->err) {
+		/* The outcome is not on disk: the old envelope stays in queue/, so
+		 * after a restart the message is tried again. */
+		log_error("%s: cannot record the delivery result: %s; the message stays queued and "
+			  "may be delivered again",
+			  d->env.id, strerror(d->err));
+		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+	} else {
+		log_lines(d->out.log.data);
+		count_outcome(&pd->stats, d);
+		switch (d->out.action) {
+		case POLICY_REMOVE:
+			log_svc(LOG_LVL_INFO, "qmgr", "%s: removed", d->env.id);
+			pool->cbs.removed(pool->cbs.arg); /* ingestion may wait for this space */
+			break;
+		case POLICY_DEFER:
+			sched_add(pd->sched, d->env.id, SPOOL_DEFERRED, d->env.next_ms);
+			if (d->out.warn && d->bounce_err == 0) {
+				log_svc(LOG_LVL_INFO, "bounce", "%s: sender delay notification: %s",
+					d->env.id, d->bounce_id);
+				sched_add(pd->sched, d->bounce_id,
+					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
+									   : SPOOL_QUEUE,
+					  d->bounce_due);
+			} else if (d->out.warn) {
+				log_svc(LOG_LVL_ERR, "bounce",
+					"%s: cannot create the delay notification: %s", d->env.id,
+					strerror(d->bounce_err));
+			}
+			break;
+		case POLICY_BADMAIL:
+			if (d->out.bounce && d->bounce_err == 0) {
+				log_svc(LOG_LVL_INFO, "bounce",
+					"%s: sender non-delivery notification: %s", d->env.id,
+					d->bounce_id);
+				sched_add(pd->sched, d->bounce_id,
+					  d->bounce_due > pickupd_now_ms() ? SPOOL_DEFERRED
+									   : SPOOL_QUEUE,
+					  d->bounce_due);
+			} else if (d->out.bounce) {
+				log_svc(LOG_LVL_ERR, "bounce",
+					"%s: cannot create the non-delivery notification: %s",
+					d->env.id, strerror(d->bounce_err));
+			}
+			log_svc(LOG_LVL_WARN, "qmgr", "%s: moved to badmail: %s", d->env.id,
+				d->env.reason);
+			break;
+		}
+	}
+	relay__delivery_free(d);
+	relay_pool_wake(pool);
+}
+
+/* ---- removals in batches ------------------------------------------------------------ */
+
+#define REMOVE_BATCH 64
+#define REMOVE_JOBS  4
+
+/* Deliveries whose message is done, removed by one pool job. */
+struct removal_batch {
+	struct job job;
+	struct relay_pool *pool;
+	struct delivery *d[REMOVE_BATCH];
+	size_t n;
+};
+
+static void removal_fn(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	char *ids[REMOVE_BATCH];
+	int errs[REMOVE_BATCH];
+	for (size_t i = 0; i < b->n; i++)
+		ids[i] = b->d[i]->env.id;
+	/* spool_remove for each, one fsync of data/ for all; an EROFS here
+	 * marks the spool read-only as spool_remove would (main.c stops). */
+	spool_remove_many(&j->pd->spool, ids, b->n, SPOOL_QUEUE, errs);
+	for (size_t i = 0; i < b->n; i++)
+		b->d[i]->err = errs[i];
+}
+
+static void removal_pump(struct relay_pool *pool);
+
+static void removal_done(struct job *j)
+{
+	struct removal_batch *b = (struct removal_batch *)j;
+	struct relay_pool *pool = b->pool;
+	pool->rm_running--;
+	for (size_t i = 0; i < b->n; i++) {
+		b->d[i]->job.pd = j->pd;
+		record_done(&b->d[i]->job);
+	}
+	free(b);
+	removal_pump(pool);
+	relay__maybe_closed(pool);
+}
+
+static void removal_pump(struct relay_pool *pool)
+{
+	while (pool->rm_head && pool->rm_running < REMOVE_JOBS &&
+	       (pool->rm_running == 0 || pool->rm_waiting >= REMOVE_BATCH)) {
+		struct removal_batch *b = xcalloc(1, sizeof(*b));
+		b->pool = pool;
+		while (b->n < REMOVE_BATCH && pool->rm_head) {
+			struct delivery *d = pool->rm_head;
+			pool->rm_head = d->rm_next;
+			b->d[b->n++] = d;
+		}
+		if (pool->rm_head == NULL)
+			pool->rm_tail = NULL;
+		pool->rm_waiting -= b->n;
+		pool->rm_running++;
+		job_submit(pool->pd, &b->job, removal_fn, removal_done);
+	}
+}
+
+/* A delivered message is removed with the others done meanwhile. */
+static void removal_add(struct relay_pool *pool, struct delivery *d)
+{
+	d->rm_next = NULL;
+	if (pool->rm_tail)
+		pool->rm_tail->rm_next = d;
+	else
+		pool->rm_head = d;
+	pool->rm_tail = d;
+	pool->rm_waiting++;
+	removal_pump(pool);
+}
+
+/* Bounces are spaced out (rate_limit per minute) so a broken relay cannot
+ * cause a storm; none is dropped, later ones just wait in deferred/. */
+static int64_t bounce_slot(struct relay_pool *pool, const struct config_bounce *b, int64_t now)
+{
+	if (b->rate_limit == 0)
+		return 0;
+	int64_t spacing = 60000 / (int64_t)b->rate_limit;
+	int64_t due = pool->next_bounce_ms > now ? pool->next_bounce_ms : now;
+	pool->next_bounce_ms = due + spacing;
+	return due > now ? due : 0;
+}
+
+/* Decides what the attempt comes to, then records it (thread pool). */
+void relay__record(struct delivery *d)
+{
+	struct relay_pool *pool = d->pool;
+	const struct config *cfg = pool->pd->cfg;
+	int64_t now = pickupd_now_ms();
+	struct policy_where where = {.peer = d->peer,
+				     .relay_name = d->relay_name,
+				     .dispatch_ms = d->dispatch_ms,
+				     .setup_ms = d->setup_ms};
+	d->done_ms = now;
+	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, &where, now, (unsigned)random(),
+		      &d->out);
+	policy_apply(&d->out, &d->env);
+	if (d->out.warn || d->out.bounce)
+		d->bounce_due = bounce_slot(pool, &cfg->bounce, now);
+	pool->records_in_flight++;
+	if (d->out.action == POLICY_REMOVE)
+		removal_add(pool, d);
+	else
+		delivery_job(d, record_fn, record_done);
+}
+
+/* ---- loading due messages (thread pool) ---------------------------------------- */
+
+/* Loads a due message for sending (thread pool): moves it into queue/,
+ * reads its envelope, opens its content and marks it as being sent. Logs
+ * nothing and touches no loop state: load_done does. */
+static void load_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct spool *sp = &j->pd->spool;
+	const struct sched_item *it = &d->item;
+	struct buf why = BUF_INIT;
+
+	d->loaded = LOAD_NONE;
+	/* No transaction whose outcome cannot be recorded: it stays where it
+	 * is for the next start (main.c stops the daemon). */
+	if (spool_readonly(sp))
+		goto out;
+	if (it->state == SPOOL_DEFERRED) {
+		/* No fsync: after a crash it is in one of the two, both fine. */
+		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
+			d->err = errno;
+			if (errno != ENOENT && errno != EROFS)
+				d->loaded = LOAD_MOVE_FAILED;
+			goto out;
+		}
+	} else if (it->state != SPOOL_QUEUE) {
+		goto out;
+	}
+	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &why) < 0) {
+		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
+		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
+			/* A first envelope whose writeback a crash lost: the
+			 * content is durable and says it all again. */
+			d->loaded = LOAD_TORN;
+		} else if (errno == EBADMSG) {
+			/* Quarantined where operators look, the rest keeps flowing. */
+			d->loaded = LOAD_CORRUPT;
+			spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		} else if (errno != ENOENT) {
+			d->loaded = LOAD_UNREADABLE;
+		}
+		d->load_why = buf_steal(&why);
+		goto out;
+	}
+	int fd = spool_data_open(sp, it->id);
+	if (fd < 0) {
+		d->err = errno;
+		d->loaded = LOAD_NO_CONTENT;
+		free(d->env.reason);
+		d->env.reason = xstrdup("content file missing or unreadable");
+		spool_env_write(sp, SPOOL_QUEUE, &d->env);
+		spool_move(sp, it->id, SPOOL_QUEUE, SPOOL_BADMAIL);
+		goto out;
+	}
+	/* Marked before it is sent, so that recovery can name it if the outcome
+	 * never gets recorded; also the last check that it can be. */
+	if (spool_mark_sending(sp, it->id) < 0) {
+		d->err = errno;
+		if (errno != EROFS && errno != ENOENT)
+			d->loaded = LOAD_MARK_FAILED;
+		close(fd);
+		goto out;
+	}
+	smtpc_txn_init(&d->txn, &d->env, fd);
+	d->loaded = LOAD_OK;
+out:
+	buf_deinit(&why);
+}
+
+static void unload_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	spool_unmark_sending(&j->pd->spool, d->env.id);
+}
+
+static void unload_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	pool->loads_in_flight--;
+	if (!pool->stopping)
+		sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
+	relay__delivery_free(d);
+	relay_pool_wake(pool);
+}
+
+/* A message loaded for a session that closed, or was outdated by a reload,
+ * or while pickupd began to stop: it goes back unsent, without its mark,
+ * so that recovery does not take it for one that may have been sent. */
+static void unload(struct delivery *d)
+{
+	d->pool->loads_in_flight++;
+	delivery_job(d, unload_fn, unload_done);
+}
+
+static void load_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	struct pickupd *pd = j->pd;
+	struct session *s = d->s;
+	const char *id = d->item.id;
+	char why[256];
+
+	pool->loads_in_flight--;
+	if (s)
+		s->d = NULL;
+	switch (d->loaded) {
+	case LOAD_OK:
+	case LOAD_NONE:
+		break;
+	case LOAD_MOVE_FAILED:
+		log_error("%s: cannot move to queue: %s", id, strerror(d->err));
+		break;
+	case LOAD_CORRUPT:
+		log_error("%s: %s; moved to badmail", id, d->load_why);
+		break;
+	case LOAD_TORN:
+		log_warn("%s: envelope torn (%s); ingesting the content again", id, d->load_why);
+		pool->cbs.torn(pool->cbs.arg, id);
+		break;
+	case LOAD_UNREADABLE:
+		log_error("%s: %s", id, d->load_why);
+		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		break;
+	case LOAD_NO_CONTENT:
+		log_error("%s: cannot open the content: %s; moved to badmail", id,
+			  strerror(d->err));
+		break;
+	case LOAD_MARK_FAILED:
+		log_error("%s: cannot mark the envelope as being sent: %s; tried again in a minute",
+			  id, strerror(d->err));
+		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
+		break;
+	}
+	if (d->loaded == LOAD_OK) {
+		d->dispatch_ms = pickupd_now_ms();
+		/* Postfix's qmgr line as a message becomes active: pflogsumm takes
+		 * the size and the sender's domain from it. */
+		log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
+			id, d->env.sender, (unsigned long long)d->env.size, d->env.n_rcpts);
+	}
+	if (d->loaded != LOAD_OK) {
+		relay__delivery_free(d);
+		if (s) {
+			s->relay->next_send_ms = 0; /* nothing was sent */
+			relay__session_idle(s);
+		}
+		return;
+	}
+	if (d->defer) {
+		d->txn.cls = d->defer_cls;
+		d->txn.reply = d->defer_why;
+		d->defer_why = NULL;
+		relay__record(d);
+		return;
+	}
+	if (s == NULL || !relay__session_takes_work(s)) {
+		unload(d);
+		if (s)
+			smtpc_quit(s->smtpc);
+		return;
+	}
+	snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
+	snprintf(d->relay_name, sizeof(d->relay_name), "%s", s->relay->cfg->name);
+	if (!s->setup_told) {
+		s->setup_told = true;
+		d->setup_ms = s->ready_ms - s->opened_ms;
+	}
+	if (s->relay->cfg->force_sender)
+		d->txn.force_sender = s->relay->cfg->force_sender;
+	if (smtpc_check_capable(s->smtpc, &d->env, why, sizeof(why))) {
+		d->txn.cls = SMTPC_PERM;
+		d->txn.reply = xstrdup(why);
+		relay__record(d);
+		relay__session_idle(s);
+		return;
+	}
+	s->d = d;
+	smtpc_send(s->smtpc, &d->txn);
+}
+
+struct delivery *relay__delivery_new(struct relay_pool *pool, const struct sched_item *it)
+{
+	struct delivery *d = xcalloc(1, sizeof(*d));
+	d->pool = pool;
+	d->item = *it;
+	d->txn.data_fd = -1; /* until smtpc_txn_init */
+	snprintf(d->relay_name, sizeof(d->relay_name), "none");
+	return d;
+}
+
+/* Starts loading a due message on the thread pool, for session s (NULL:
+ * for defer_due); load_done goes on from there. */
+void relay__delivery_load(struct delivery *d, struct session *s)
+{
+	d->s = s;
+	if (s)
+		s->d = d;
+	d->pool->loads_in_flight++;
+	delivery_job(d, load_fn, load_done);
+}
