@@ -69,10 +69,16 @@ size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool
 			 int *err_r)
 {
 	bool *touched = xcalloc(n ? n : 1, sizeof(*touched));
+	/* The names the content had in its pickup folder go durably first. */
+	int settle_err = spool_settle_folders(s) < 0 ? errno : 0;
 	for (size_t i = 0; i < n; i++) {
 		err_r[i] = 0;
 		if (spool_readonly(s)) {
 			err_r[i] = EROFS;
+			continue;
+		}
+		if (settle_err) {
+			err_r[i] = settle_err;
 			continue;
 		}
 		if (spool__hook("remove-data") < 0 ||

@@ -12,7 +12,10 @@
  * content is removed before its envelope, so an envelope without content
  * means "done"; a claim record is made before the content enters data/ and
  * removed only after the envelope is durable (a lazy first envelope's
- * record stays until the content is removed, with it); after the first EROFS (seen
+ * record stays until the content is removed, with it); content leaves data/
+ * only after the folder it was claimed from has fsynced its name away (a
+ * folder fsync owed by spool_claim_commit_data is made by
+ * spool_settle_folders first); after the first EROFS (seen
  * by any write) no state change is attempted.
  */
 #include "spool/spool.h"
@@ -51,11 +54,16 @@ struct spool_dirsync {
 	uint64_t failures; /* fsyncs that failed so far */
 	int failed_err;
 	bool running; /* an fsync of this directory is in flight */
-};
-
-struct dirsync_ticket {
-	uint64_t need;
-	uint64_t failures;
+	/* A pickup folder whose fsync is owed (spool_claim_commit_data): one
+	 * covering owed_ticket must finish before any content leaves data/.
+	 * Under the spool's owed_lock; owed_next links the spool's list. */
+	bool owed;
+	struct dirsync_ticket {
+		uint64_t need;
+		uint64_t failures;
+	} owed_ticket;
+	int owed_fd; /* the folder's descriptor (a reopen keeps its number) */
+	struct spool_dirsync *owed_next;
 };
 
 const char *const spool_state_names[SPOOL_N_STATES] = {"queue", "deferred", "hold", "badmail"};
@@ -97,6 +105,8 @@ int spool_open(struct spool *s, const char *dir)
 		pthread_mutex_init(&s->dsync[i].lock, NULL);
 		pthread_cond_init(&s->dsync[i].done, NULL);
 	}
+	pthread_mutex_init(&s->owed_lock, NULL);
+	pthread_mutex_init(&s->settle_lock, NULL);
 	return 0;
 fail:;
 	int saved = errno;
@@ -120,6 +130,8 @@ void spool_close(struct spool *s)
 	if (s->id_lock_init)
 		pthread_mutex_destroy(&s->id_lock);
 	if (s->dsync) {
+		pthread_mutex_destroy(&s->owed_lock);
+		pthread_mutex_destroy(&s->settle_lock);
 		for (int i = 0; i < SPOOL_N_DIRS; i++) {
 			pthread_mutex_destroy(&s->dsync[i].lock);
 			pthread_cond_destroy(&s->dsync[i].done);
@@ -341,6 +353,114 @@ int spool_fsync_dir_group(struct spool *s, struct spool_dirsync *d, int *fdp)
 	if (d == NULL)
 		return spool_fsync_dir(*fdp);
 	return group_commit(s, d, -1, fdp, ticket_of(d));
+}
+
+/*
+ * The folder's fsync owed by a batch of claims. Its renames out of the folder
+ * are already durable in data/: what the folder's fsync adds is that the name
+ * cannot come back after a power loss. That matters once the content goes
+ * (a name coming back then would name a freed inode), so spool_settle_folders
+ * runs before every removal of content; until then a name that came back
+ * would only be claimed twice, which the send itself already risks.
+ */
+int spool_claim_commit_data(struct spool *s, int dir_fd, struct spool_dirsync *d)
+{
+	if (spool__hook("claim-commit-data") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0) {
+		spool__note_error(s);
+		return -1;
+	}
+	if (d == NULL) {
+		if (spool__hook("claim-commit-folder") < 0 || spool_fsync_dir(dir_fd) < 0) {
+			spool__note_error(s);
+			return -1;
+		}
+		return 0;
+	}
+	struct dirsync_ticket t = ticket_of(d);
+	pthread_mutex_lock(&s->owed_lock);
+	if (!d->owed) {
+		/* The earliest failure count: a failure after it may have eaten
+		 * this batch's renames. */
+		d->owed_ticket.failures = t.failures;
+		d->owed_next = s->owed;
+		s->owed = d;
+		d->owed = true;
+	}
+	d->owed_ticket.need = t.need;
+	d->owed_fd = dir_fd;
+	pthread_mutex_unlock(&s->owed_lock);
+	return 0;
+}
+
+int spool_settle_folders(struct spool *s)
+{
+	int ret = 0, err = 0;
+	pthread_mutex_lock(&s->settle_lock);
+	for (;;) {
+		/* One at a time, under settle_lock: spool_folder_forget waits for
+		 * it, so the folder's descriptor and sync state stay valid. */
+		pthread_mutex_lock(&s->owed_lock);
+		struct spool_dirsync *d = s->owed;
+		struct dirsync_ticket t = {0, 0};
+		int fd = -1;
+		if (d) {
+			t = d->owed_ticket;
+			fd = d->owed_fd;
+		}
+		pthread_mutex_unlock(&s->owed_lock);
+		if (d == NULL)
+			break;
+		int r = spool__hook("claim-commit-folder");
+		if (r == 0)
+			r = group_commit(s, d, -1, &fd, t);
+		pthread_mutex_lock(&s->owed_lock);
+		if (r < 0) {
+			/* Still owed, by a fresh fsync of the reopened folder. */
+			err = errno;
+			ret = -1;
+			struct dirsync_ticket nt = ticket_of(d);
+			d->owed_ticket = nt;
+		} else if (d->owed_ticket.need <= t.need) {
+			for (struct spool_dirsync **pp = &s->owed; *pp; pp = &(*pp)->owed_next)
+				if (*pp == d) {
+					*pp = d->owed_next;
+					break;
+				}
+			d->owed = false;
+		}
+		pthread_mutex_unlock(&s->owed_lock);
+		if (r < 0)
+			break;
+	}
+	pthread_mutex_unlock(&s->settle_lock);
+	if (ret < 0) {
+		errno = err;
+		spool__note_error(s);
+	}
+	return ret;
+}
+
+int spool_folder_forget(struct spool *s, struct spool_dirsync *d)
+{
+	if (d == NULL)
+		return 0;
+	int r = 0;
+	pthread_mutex_lock(&s->settle_lock);
+	pthread_mutex_lock(&s->owed_lock);
+	bool owed = d->owed;
+	struct dirsync_ticket t = d->owed_ticket;
+	int fd = d->owed_fd;
+	for (struct spool_dirsync **pp = &s->owed; *pp; pp = &(*pp)->owed_next)
+		if (*pp == d) {
+			*pp = d->owed_next;
+			break;
+		}
+	d->owed = false;
+	pthread_mutex_unlock(&s->owed_lock);
+	if (owed)
+		r = group_commit(s, d, -1, &fd, t);
+	pthread_mutex_unlock(&s->settle_lock);
+	return r;
 }
 
 int spool_fsync_dir_shared(struct spool *s, int which)
@@ -613,7 +733,7 @@ fail:
 
 int spool_remove(struct spool *s, const char *id, enum spool_state state)
 {
-	if (spool__check_writable(s) < 0)
+	if (spool__check_writable(s) < 0 || spool_settle_folders(s) < 0)
 		return -1;
 	if (spool__hook("remove-data") < 0 || (unlinkat(s->data_fd, id, 0) < 0 && errno != ENOENT))
 		goto fail;

@@ -94,6 +94,10 @@ struct spool {
 	/* One per state directory, then data/ and tmp/: concurrent transitions
 	 * share one directory fsync (see spool_fsync_dir_shared). */
 	struct spool_dirsync *dsync;
+	/* Pickup folders whose fsync is owed (spool_claim_commit_data), and the
+	 * lock that lets one spool_settle_folders run at a time. */
+	pthread_mutex_t owed_lock, settle_lock;
+	struct spool_dirsync *owed;
 	int readonly; /* atomic: set at the first EROFS; state changes stop */
 };
 
@@ -248,6 +252,21 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
 			const char *file, struct spool_claim *c_r);
 int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync);
+/*
+ * spool_claim_commit with the folder's fsync left owed: data/ is made durable
+ * (the claims' messages may be sent), and the folder (open on dir_fd, which
+ * stays open until spool_folder_forget) is fsynced by the next
+ * spool_settle_folders, which every removal of content runs first: content
+ * never leaves data/ before the name it had in its folder is durably gone.
+ * With dir_sync NULL, spool_claim_commit. 0 or -1 (errno).
+ */
+int spool_claim_commit_data(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync);
+/* Makes every owed folder fsync (see spool_claim_commit_data). 0 or -1
+ * (errno; the folder stays owed and is fsynced again, freshly opened). */
+int spool_settle_folders(struct spool *s);
+/* Before a folder's descriptor is closed or its dir_sync freed: makes its
+ * owed fsync, if any, and forgets the folder. 0 or -1 (errno). */
+int spool_folder_forget(struct spool *s, struct spool_dirsync *dir_sync);
 
 /* The [pickup NAME] and file name the claim record of data/<id> holds
  * (malloc'ed), or -1 with both NULL when there is none. */

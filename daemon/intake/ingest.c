@@ -560,7 +560,9 @@ void ingest_run_batch(struct job *j)
 		ingest_run(&ij->job);
 		claimed |= ij->claimed;
 	}
-	if (!claimed || spool_claim_commit(&j->pd->spool, b->dir_fd, b->dir_sync) == 0)
+	/* The folder's fsync is left to the first removal of content: the
+	 * messages may be sent as soon as their content is durable in data/. */
+	if (!claimed || spool_claim_commit_data(&j->pd->spool, b->dir_fd, b->dir_sync) == 0)
 		return;
 	int e = errno;
 	for (size_t i = 0; i < b->n; i++)

@@ -563,6 +563,10 @@ void pickup_free(struct pickup *p)
 	free(p->table);
 	if (p->ino_fd >= 0)
 		close(p->ino_fd);
+	/* Claims' folder fsync still owed (spool_claim_commit_data): made now,
+	 * while the descriptor is open. */
+	if (spool_folder_forget(&p->pd->spool, p->dir_sync) < 0)
+		log_warn("pickup %s: cannot fsync the folder: %s", p->cfg->dir, strerror(errno));
 	if (p->dir_fd >= 0)
 		close(p->dir_fd);
 	spool_dirsync_free(p->dir_sync);

@@ -18,6 +18,8 @@ large    the same with N (default 200) 1 MiB messages.
 --perf   counts fsync-family calls with `perf stat -e syscalls:sys_enter_*`
          and CPU time (task-clock, all threads) on the daemon during the
          measured part only (low overhead).
+--syscalls  like --perf, but counts every system call (those made at least
+         once per ten messages are printed).
 --record `perf record -g` on the daemon during the measured part; prints the
          top of `perf report` by DSO and by symbol.
 --strace runs the daemon under `strace -f -e trace=fsync,fdatasync,syncfs` and
@@ -62,6 +64,8 @@ def flag(name):
 N = opt("--n", 0)
 STRACE = flag("--strace")
 PERF = flag("--perf")
+SYSCALLS = flag("--syscalls")
+PERF = PERF or SYSCALLS
 RECORD = flag("--record")
 MODE = args.pop(0) if args and args[0] in ("latency", "burst", "large", "all") else "all"
 if args:
@@ -198,6 +202,7 @@ class Daemon:
         self.perf_out = os.path.join(self.d.dir, "perf.txt")
         self.perf = subprocess.Popen(
             ["perf", "stat", "-x", ",", "-o", self.perf_out, "-p", str(self.pid), "-e",
+             "task-clock,syscalls:sys_enter_*" if SYSCALLS else
              "task-clock,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,"
              "syscalls:sys_enter_syncfs"])
         time.sleep(0.5)  # perf attaches asynchronously
@@ -223,7 +228,10 @@ class Daemon:
                     ms = float(p[0])
                     print("  task-clock %.0f ms = %.3f ms per message" % (ms, ms / n_msgs))
                 elif len(p) > 2 and p[0].isdigit():
-                    fs += int(p[0])
+                    if SYSCALLS and int(p[0]) < n_msgs / 10:
+                        continue
+                    if re.search(r"_(fsync|fdatasync|syncfs)$", p[2]):
+                        fs += int(p[0])
                     print("  %-34s %7s  %.2f per message" % (p[2], p[0], int(p[0]) / n_msgs))
         print("fsync-family calls (perf): %d = %.2f per message" % (fs, fs / n_msgs))
 
@@ -232,7 +240,7 @@ class Daemon:
         with open(self.d.logfile, "ab") as log:
             self.d._log_offset = log.tell()
             self.d.proc = subprocess.Popen(
-                ["strace", "-f", "-o", self.strace_out + ".raw", "-e", "trace=fsync,fdatasync,syncfs",
+                ["strace", "-f", "-tt", "-T", "-o", self.strace_out + ".raw", "-e", os.environ.get("BENCH_STRACE", "trace=fsync,fdatasync,syncfs"),
                  "-e", "signal=none", prog, "-c", self.d.conf],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.d.dir)
         self.d.runs += 1

@@ -972,6 +972,60 @@ static void spool_recover_reads_records_and_marks(void **state)
 	spool_recovery_deinit(&rec);
 }
 
+/* A claim committed with the folder's fsync owed (spool_claim_commit_data):
+ * when that fsync fails, no content leaves data/ (the message stays queued);
+ * once it succeeds, the removal goes through. */
+static void spool_removal_waits_for_the_owed_folder_fsync(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		set_hook("PICKUPD_SPOOL_FAIL", "claim-commit-folder");
+		struct spool_dirsync *ds = spool_dirsync_new();
+		struct spool_env e;
+		struct spool_claim cl;
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		int ok =
+		    spool_claim_batched(sp, f->pickup_fd, "c.eml", fd, "second", NULL, &cl) == 0;
+		make_env(&e, cl.id);
+		cl.keep_record = true;
+		ok = ok && spool_env_create_lazy(sp, &e) == 0 && spool_claim_done(sp, &cl) == 0 &&
+		     spool_claim_commit_data(sp, f->pickup_fd, ds) == 0;
+		spool_env_deinit(&e);
+		char *ids[1] = {cl.id};
+		int errs[1];
+		/* The folder's fsync fails: nothing is removed, the error says why. */
+		ok = ok && spool_remove_many(sp, ids, 1, SPOOL_QUEUE, errs) == 0 &&
+		     errs[0] == EIO && exists_in(sp->data_fd, cl.id) &&
+		     exists_in(sp->state_fd[SPOOL_QUEUE], cl.id);
+		ok =
+		    ok && spool_remove(sp, cl.id, SPOOL_QUEUE) < 0 && exists_in(sp->data_fd, cl.id);
+		_exit(ok ? 0 : 1);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* Without the fault, in this process: the owed fsync, then the removal. */
+	struct spool_dirsync *ds = spool_dirsync_new();
+	struct spool_claim cl;
+	assert_int_equal(spool__write_file(f->pickup_fd, "d.eml", "x", 1, 0), 0);
+	int fd = openat(f->pickup_fd, "d.eml", O_RDONLY);
+	assert_int_equal(spool_claim_batched(sp, f->pickup_fd, "d.eml", fd, "second", NULL, &cl),
+			 0);
+	close(fd);
+	assert_int_equal(spool_claim_done(sp, &cl), 0);
+	assert_int_equal(spool_claim_commit_data(sp, f->pickup_fd, ds), 0);
+	assert_non_null(sp->owed);
+	assert_int_equal(spool_remove(sp, cl.id, SPOOL_QUEUE), 0);
+	assert_null(sp->owed);
+	assert_false(exists_in(sp->data_fd, cl.id));
+	assert_int_equal(spool_folder_forget(sp, ds), 0);
+	spool_dirsync_free(ds);
+}
+
 /* ---- crash tests -------------------------------------------------------------------- */
 
 enum op {
@@ -985,6 +1039,7 @@ enum op {
 	OP_CLAIM_GROUP,
 	OP_CLAIM_BATCH,
 	OP_INGEST_LAZY,
+	OP_INGEST_SEND,
 	OP_DEFER,
 	OP_MOVE_NOSYNC,
 	OP_ENV_DROP
@@ -1047,6 +1102,15 @@ static const struct {
     {OP_INGEST_LAZY, "dir-fsync:1"},
     {OP_INGEST_LAZY, "dir-fsync:2"},
     {OP_INGEST_LAZY, NULL},
+    /* The folder's fsync owed by the commit, made by the removal first. */
+    {OP_INGEST_SEND, "claim-commit-data"},
+    {OP_INGEST_SEND, "dir-fsync:1"}, /* data/ */
+    {OP_INGEST_SEND, "claim-commit-folder"},
+    {OP_INGEST_SEND, "dir-fsync:2"}, /* the folder, owed */
+    {OP_INGEST_SEND, "remove-data"},
+    {OP_INGEST_SEND, "remove-datasync"},
+    {OP_INGEST_SEND, "remove-env"},
+    {OP_INGEST_SEND, NULL},
     {OP_DEFER, "write-fsync"},
     {OP_DEFER, "env-rename"},
     {OP_DEFER, "env-dirsync"},
@@ -1113,9 +1177,13 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		spool_dirsync_free(ds);
 		break;
 	}
-	case OP_INGEST_LAZY: {
+	case OP_INGEST_LAZY:
+	case OP_INGEST_SEND: {
 		/* What a batch of daemon/intake/ingest.c does for one file: batched claim,
-		 * lazy first envelope, claim done (record kept), commit. */
+		 * lazy first envelope, claim done (record kept), commit; with
+		 * OP_INGEST_SEND the folder's fsync is left owed
+		 * (spool_claim_commit_data) and, once the message was sent,
+		 * relay.c's removal batch makes it first. */
 		struct spool_dirsync *ds = spool_dirsync_new();
 		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
 		struct spool_claim cl;
@@ -1128,8 +1196,17 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		}
 		if (r == 0)
 			r = spool_claim_done(sp, &cl);
-		if (r == 0)
+		if (r == 0 && op == OP_INGEST_LAZY)
 			r = spool_claim_commit(sp, f->pickup_fd, ds);
+		if (r == 0 && op == OP_INGEST_SEND) {
+			char *ids[1] = {cl.id};
+			int errs[1];
+			r = spool_claim_commit_data(sp, f->pickup_fd, ds);
+			if (r == 0)
+				r = spool_remove_many(sp, ids, 1, SPOOL_QUEUE, errs) == 1 ? 0 : -1;
+			if (r == 0)
+				r = spool_folder_forget(sp, ds);
+		}
 		spool_dirsync_free(ds);
 		break;
 	}
@@ -1196,7 +1273,7 @@ static void spool_crash_at_each_step(void **state)
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
 		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP || op == OP_CLAIM_BATCH ||
-			   op == OP_INGEST_LAZY) {
+			   op == OP_INGEST_LAZY || op == OP_INGEST_SEND) {
 			assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
 			id[0] = '\0';
 		} else {
@@ -1328,6 +1405,20 @@ static void spool_crash_at_each_step(void **state)
 			if (!step)
 				assert_int_equal(mask, 0);
 			break;
+		case OP_INGEST_SEND: {
+			/* In the folder, content for ingest, queued (content and
+			 * envelope), or gone for good: never two of these. */
+			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
+			char **q;
+			size_t n_q;
+			assert_int_equal(spool_list(sp, SPOOL_QUEUE, &q, &n_q), 0);
+			assert_true((in_pickup ? 1 : 0) + rec.n_orphans + n_q <= 1);
+			assert_int_equal(count_files(sp->data_fd), rec.n_orphans + n_q ? 2 : 0);
+			if (!step)
+				assert_int_equal((in_pickup ? 1 : 0) + rec.n_orphans + n_q, 0);
+			spool_list_free(q, n_q);
+			break;
+		}
 		}
 		spool_recovery_deinit(&rec);
 		teardown(&fx);
@@ -1337,6 +1428,8 @@ static void spool_crash_at_each_step(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(spool_removal_waits_for_the_owed_folder_fsync, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_ids_unique_across_processes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_ids_increase_past_counter_and_clock_step, setup,
 					    teardown),
