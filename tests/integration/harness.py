@@ -52,6 +52,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_DIR = os.environ.get("PICKUPD_SRC_DIR") or os.path.dirname(os.path.dirname(HERE))
 BIN_DIR = os.environ.get("PICKUPD_BIN_DIR") or os.path.join(SRC_DIR, "build")
 SANITIZE = os.environ.get("PICKUPD_SANITIZE", "0") not in ("", "0", "OFF", "off", "false")
+
+# tests/shim/faultfs.c, the LD_PRELOAD shim that injects ENOSPC/EIO/EROFS.
+FAULT_SHIM = os.path.join(BIN_DIR, "libfaultfs.so")
+
+
+def shim_env(ctl):
+    """The environment that runs pickupd under the fault shim, steered by
+    the control file ctl."""
+    assert os.path.exists(FAULT_SHIM), "the fault shim was not built: %s" % FAULT_SHIM
+    env = {"LD_PRELOAD": FAULT_SHIM, "FAULTFS_CTL": ctl}
+    if SANITIZE:
+        # The ASan runtime is linked into pickupd; the shim comes before it.
+        env["ASAN_OPTIONS"] = ("detect_leaks=1:abort_on_error=0:print_summary=1:"
+                               "verify_asan_link_order=0")
+    return env
 TIMEOUT_SCALE = float(os.environ.get("PICKUPD_TIMEOUT_SCALE") or (3 if SANITIZE else 1))
 KEEP = os.environ.get("PICKUPD_KEEP", "0") not in ("", "0")
 

@@ -25,7 +25,6 @@ import time
 import harness
 from harness import Pickupd, SmtpServer, wait_for
 
-SHIM = os.path.join(harness.BIN_DIR, "libfaultfs.so")
 QID_RE = re.compile(r"\bid ([0-9A-F]{20})\b")
 
 
@@ -56,16 +55,6 @@ def qid_of(t):
 def runs(d):
     """The log of each run, in order (the harness marks the start of each)."""
     return re.split(r"^=== harness: run \d+ ===$", d.log_text(all_runs=True), flags=re.M)[1:]
-
-
-def shim_env(ctl):
-    assert os.path.exists(SHIM), "the fault shim was not built: %s" % SHIM
-    env = {"LD_PRELOAD": SHIM, "FAULTFS_CTL": ctl}
-    if harness.SANITIZE:
-        # The ASan runtime is linked into pickupd; the shim comes before it.
-        env["ASAN_OPTIONS"] = ("detect_leaks=1:abort_on_error=0:print_summary=1:"
-                               "verify_asan_link_order=0")
-    return env
 
 
 def test_kill9_while_messages_flow():
@@ -257,7 +246,7 @@ def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
         d = Pickupd(relay=srv, start=False)
         ctl = os.path.join(d.dir, "faultfs.ctl")
         open(ctl, "w").close()
-        d.env = shim_env(ctl)
+        d.env = harness.shim_env(ctl)
         with d:
             d.start()
             d.wait_ready()
@@ -292,7 +281,7 @@ def test_failed_folder_fsync_keeps_the_content():
         d = Pickupd(relay=srv, start=False)
         ctl = os.path.join(d.dir, "faultfs.ctl")
         open(ctl, "w").close()
-        d.env = shim_env(ctl)
+        d.env = harness.shim_env(ctl)
         with d:
             d.start()
             d.wait_ready()
@@ -324,7 +313,7 @@ def test_erofs_stops_state_changes_with_one_line():
         d = Pickupd(relay=srv, start=False)
         ctl = os.path.join(d.dir, "faultfs.ctl")
         open(ctl, "w").close()
-        d.env = shim_env(ctl)
+        d.env = harness.shim_env(ctl)
         with d:
             d.start()
             d.wait_ready()

@@ -70,18 +70,6 @@ class Tmpfs:
             subprocess.run(["umount", "-l", self.path])
 
 
-SHIM = os.path.join(harness.BIN_DIR, "libfaultfs.so")
-
-
-def shim_env(ctl):
-    assert os.path.exists(SHIM), "the fault shim was not built: %s" % SHIM
-    env = {"LD_PRELOAD": SHIM, "FAULTFS_CTL": ctl}
-    if harness.SANITIZE:
-        env["ASAN_OPTIONS"] = ("detect_leaks=1:abort_on_error=0:print_summary=1:"
-                               "verify_asan_link_order=0")
-    return env
-
-
 def test_erofs_with_a_message_in_flight_exits_and_resumes_after_restart():
     """The spool's file system goes read-only while the server holds the
     final dot: the 250 cannot be recorded. pickupd logs it once, starts no
@@ -218,7 +206,7 @@ def test_enospc_at_the_envelope_rolls_a_copied_claim_back():
             d.write_config({"spool": {"dir": d.spool}}, srv.port)
             ctl = os.path.join(d.dir, "faultfs.ctl")
             open(ctl, "w").close()
-            d.env = shim_env(ctl)
+            d.env = harness.shim_env(ctl)
             with d:
                 d.start()
                 d.wait_ready()
@@ -389,7 +377,7 @@ def test_delivery_spool_work_is_off_the_loop_thread():
         d = Pickupd({"retry": {"schedule": "1s", "jitter_percent": "0"}}, relay=srv,
                     start=False)
         ctl = os.path.join(d.dir, "faultfs.ctl")
-        d.env = shim_env(ctl)
+        d.env = harness.shim_env(ctl)
         with d:
             d.start()
             d.wait_ready()
