@@ -104,22 +104,21 @@ static bool has_8bit(const char *p, size_t n)
  */
 static size_t skip_lines(const char *p, size_t n, char c1, char c2, uint64_t *lfs_r)
 {
-	uint64_t lfs = 0;
-	uint32_t after_lf = 0; /* 1: the octet before the block is an LF */
+	uint64_t lfs = 0, after_lf = 0; /* 1: the octet before the block is an LF */
 	size_t i = 0;
 	for (; n - i >= BYTEMASK_BLOCK; i += BYTEMASK_BLOCK) {
 		struct bytemask_block blk;
 		bytemask_load(&blk, p + i);
-		uint32_t lf = bytemask_eq(&blk, '\n');
-		uint32_t hit =
+		uint64_t lf = bytemask_eq(&blk, '\n');
+		uint64_t hit =
 		    (lf << 1 | after_lf) & (bytemask_eq(&blk, c1) | bytemask_eq(&blk, c2));
 		if (hit) {
-			unsigned s = (unsigned)__builtin_ctz(hit);
-			*lfs_r = lfs + bytemask_count(lf & ((1u << s) - 1));
+			unsigned s = bytemask_first(hit);
+			*lfs_r = lfs + bytemask_count(lf & ((1ULL << s) - 1));
 			return i + s;
 		}
 		lfs += bytemask_count(lf);
-		after_lf = lf >> 31;
+		after_lf = lf >> (BYTEMASK_BLOCK - 1);
 	}
 	for (; i < n; i++) {
 		if (after_lf && (p[i] == c1 || p[i] == c2))

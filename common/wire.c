@@ -89,7 +89,7 @@ static size_t verbatim_bytes(const char *p, size_t n, size_t lim, size_t *col, u
 }
 
 /*
- * verbatim_bytes(), a block of 32 octets at a time: text in CRLF lines costs
+ * verbatim_bytes(), a block of 64 octets at a time: text in CRLF lines costs
  * a few instructions per block instead of per octet. From bit masks of the
  * block's CR, LF, '.' and high octets: an LF not after a CR, a CR not before
  * an LF (one in the last lane is judged by the octet after the block, and
@@ -99,40 +99,44 @@ static size_t verbatim_bytes(const char *p, size_t n, size_t lim, size_t *col, u
  */
 static size_t verbatim(const char *p, size_t n, size_t *col_r, uint64_t *eightbit)
 {
+	const size_t B = BYTEMASK_BLOCK;
 	size_t i = 0, col = *col_r;
-	while (n - i > BYTEMASK_BLOCK) {
+	while (n - i > B) {
 		struct bytemask_block blk;
 		bytemask_load(&blk, p + i);
-		uint32_t cr = bytemask_eq(&blk, '\r'), lf = bytemask_eq(&blk, '\n');
-		uint32_t ev = cr | lf;
-		size_t first = ev ? (size_t)__builtin_ctz(ev) : BYTEMASK_BLOCK;
+		uint64_t cr = bytemask_eq(&blk, '\r'), lf = bytemask_eq(&blk, '\n');
+		uint64_t ev = cr | lf;
+		size_t first = ev ? bytemask_first(ev) : B;
 		if (col + first > WIRE_MAX_LINE) {
-			size_t k = verbatim_bytes(p + i, n - i, BYTEMASK_BLOCK, &col, eightbit);
+			size_t k = verbatim_bytes(p + i, n - i, B, &col, eightbit);
 			i += k;
-			if (k < BYTEMASK_BLOCK)
+			if (k < B)
 				goto done; /* the stop is in this block */
 			continue;
 		}
-		uint32_t starts = lf << 1 | (col == 0);
-		uint32_t bad = (lf & ~(cr << 1)) | (cr & ~(lf >> 1) & 0x7fffffffu) |
-			       (bytemask_eq(&blk, '.') & starts);
-		bool tail_crlf = cr >> 31;
-		if (tail_crlf && p[i + BYTEMASK_BLOCK] != '\n')
-			bad |= 1u << 31;
-		uint32_t hi = bytemask_8bit(&blk);
+		uint64_t starts = lf << 1 | (col == 0);
+		uint64_t bad = (lf & ~(cr << 1)) | (cr & ~(lf >> 1) & ~(1ULL << (B - 1)));
+		if (starts)
+			bad |= bytemask_eq(&blk, '.') & starts;
+		bool tail_crlf = cr >> (B - 1);
+		if (tail_crlf && p[i + B] != '\n')
+			bad |= 1ULL << (B - 1);
+		uint64_t hi = bytemask_8bit(&blk);
 		if (bad) {
 			/* Take what is before the first bad octet. */
-			unsigned s = (unsigned)__builtin_ctz(bad);
-			uint32_t below = (1u << s) - 1, evb = ev & below;
+			unsigned s = bytemask_first(bad);
+			uint64_t below = (1ULL << s) - 1, evb = ev & below;
 			*eightbit += bytemask_count(hi & below);
-			col = evb ? s - 1 - (31 - (size_t)__builtin_clz(evb)) : col + s;
+			col = evb ? s - 1 - bytemask_last(evb) : col + s;
 			i += s;
 			goto done;
 		}
-		*eightbit += bytemask_count(hi);
-		/* Octets after the last CR or LF: clz(ev), lane 31 being the last. */
-		col = ev ? (size_t)__builtin_clz(ev) : col + BYTEMASK_BLOCK;
-		i += tail_crlf ? BYTEMASK_BLOCK + 1 : BYTEMASK_BLOCK;
+		if (hi)
+			*eightbit += bytemask_count(hi);
+		/* The octets after the last CR or LF (a CR in the last lane has
+		 * its LF taken with it: none). */
+		col = ev ? B - 1 - bytemask_last(ev) : col + B;
+		i += tail_crlf ? B + 1 : B;
 	}
 	i += verbatim_bytes(p + i, n - i, n - i, &col, eightbit);
 done:
