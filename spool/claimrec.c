@@ -16,9 +16,11 @@
  * recovery with the bits of the IDs that still need it, or goes at once).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/esc.h"
@@ -190,9 +192,35 @@ bool spool__batchrec_mark(struct spool *s, const char *id)
 	return update(s, id, true, false);
 }
 
+/*
+ * A process that did not run recovery (pickupctl acting while the daemon is
+ * down) knows no record in use: id's block may have one on disk all the
+ * same. It goes when no ID of the block has content any more (a record
+ * kept longer is harmless: the next recovery decides again).
+ */
+static bool drop_unknown(struct spool *s, const char *id)
+{
+	char name[SPOOL_ID_LEN + 8], slot_id[SPOOL_ID_LEN + 1];
+	struct stat st;
+	block_of(id, name);
+	if (fstatat(s->data_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false; /* a record of its own, if any */
+	name[SPOOL_ID_LEN] = '\0';
+	for (size_t slot = 0; slot < SPOOL_BATCH_MAX; slot++) {
+		spool__batchrec_slot_id(name, slot, slot_id);
+		if (fstatat(s->data_fd, slot_id, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			return true;
+	}
+	record_unlink(s, name);
+	return true;
+}
+
 bool spool__batchrec_drop(struct spool *s, const char *id)
 {
-	return update(s, id, false, false);
+	int saved = errno;
+	bool known = update(s, id, false, false) || (!s->recs_known && drop_unknown(s, id));
+	errno = saved;
+	return known;
 }
 
 void spool__batchrec_adopt(struct spool *s, const char *base, uint32_t dep)

@@ -1501,6 +1501,7 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 		id_of(rec[2][j], base);
 		spool__batchrec_adopt(s, base, dep);
 	}
+	s->recs_known = true;
 	/* What the next run decides from is durable too (cheap: a few fsyncs),
 	 * including renames the last run left unsynced. */
 	for (int i = 0; i < SPOOL_N_DIRS; i++)

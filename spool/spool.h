@@ -106,6 +106,7 @@ struct spool {
 	pthread_mutex_t rec_lock;
 	struct spool_batchrec **recs;
 	size_t recs_size, n_recs;
+	bool recs_known; /* recovery ran: every record in use is in recs */
 };
 
 extern const char *const spool_state_names[SPOOL_N_STATES];

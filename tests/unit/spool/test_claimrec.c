@@ -364,6 +364,32 @@ static void spool_claimrec_recovery_reads_and_drops(void **state)
 	spool_claim_batch_end(sp, &b2);
 }
 
+/* pickupctl acting while the daemon is down ran no recovery: removing the
+ * messages of a batch still lets the record go with the last of them. */
+static void spool_claimrec_goes_without_recovery(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	struct spool_claim_batch b;
+	struct spool_claim c[2];
+	drop_files(f);
+	assert_int_equal(spool_claim_batch_begin(sp, "second", names, 2, &b), 0);
+	char rec[SPOOL_ID_LEN + 8];
+	snprintf(rec, sizeof(rec), "%s.batch", b.base);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(claim_slot(f, &b, i, &c[i]), 0);
+		assert_int_equal(queue_lazy(sp, &c[i]), 0);
+	}
+	spool_claim_batch_end(sp, &b);
+	struct spool other;
+	assert_int_equal(spool_open(&other, f->sdir), 0);
+	assert_int_equal(spool_remove(&other, c[0].id, SPOOL_QUEUE), 0);
+	assert_true(exists_in(other.data_fd, rec));
+	assert_int_equal(spool_remove(&other, c[1].id, SPOOL_QUEUE), 0);
+	assert_false(exists_in(other.data_fd, rec));
+	spool_close(&other);
+}
+
 /* ---- crash tests -------------------------------------------------------------------- */
 
 enum op {
@@ -508,6 +534,7 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_claimrec_recovery_reads_and_drops, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(spool_claimrec_goes_without_recovery, setup, teardown),
 	    cmocka_unit_test(spool_claimrec_crash_at_each_step),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
