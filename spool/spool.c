@@ -856,15 +856,14 @@ static int copy_fd(int in, int out)
  *     (content copied in, the original still in its folder) whose target is
  *     "<pickup name>/<file name>": a single claim, and a copy. The data/
  *     fsync that makes the claim durable is meant to make it durable too (a
- *     journal commit does; without a journal, ext4 writes the directory's
- *     blocks but not the link's inode);
+ *     journal commit does; on ext4 without a journal it writes the
+ *     directory, not necessarily the new link's inode);
  *   - the record of a batch of moved claims, data/<base>.batch
  *     (spool/claimrec.c): one file with a line per claim, "<id> TAB <pickup>
- *     TAB <file>" (escaped as in envelopes), fsynced once before the
- *     batch's first rename,
- *     and found from the ID alone: the batch's IDs are one aligned block
- *     whose first ID is <base>. It saves a new inode and an unlink per
- *     claim.
+ *     TAB <file>" (escaped as in envelopes), fsynced once before the batch's
+ *     first rename, and found from the ID alone: the batch's IDs are one
+ *     aligned block whose first ID is <base>. It saves a new inode and an
+ *     unlink per claim.
  */
 static const char *const record_kinds[2] = {"from", "copy"};
 
@@ -885,15 +884,19 @@ static int record_make(struct spool *s, const struct spool_claim *c, const char 
 	return r;
 }
 
-static void record_drop(struct spool *s, const char *id, bool copied)
+static void link_drop(struct spool *s, const char *id, bool copied)
 {
 	char link[SPOOL_ID_LEN + 8];
-	if (!copied && spool__batchrec_drop(s, id))
-		return; /* its batch's record: no link of its own */
 	record_name(id, copied, link);
 	int saved = errno;
 	unlinkat(s->data_fd, link, 0);
 	errno = saved;
+}
+
+static void record_drop(struct spool *s, const char *id, bool copied)
+{
+	if (copied || !spool__batchrec_drop(s, id))
+		link_drop(s, id, copied); /* else its batch's record: no link of its own */
 }
 
 void spool__drop_record(struct spool *s, const char *id)
@@ -1484,7 +1487,7 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 			char id[SPOOL_ID_LEN + 1];
 			id_of(rec[kind][j], id);
 			if (kind == 1 || !record_needed(&rec[kind][j], data, n_data, st, n_st))
-				record_drop(s, id, kind == 1);
+				link_drop(s, id, kind == 1);
 		}
 	}
 	/* A batch's record, by the same rule for each ID of its block: kept,
