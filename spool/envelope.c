@@ -123,8 +123,8 @@ static int hexval(char c)
 	return -1;
 }
 
-/* Undoes put_escaped; -1 on a bad escape or a raw control character. */
-static int unescape(const char *s, size_t len, char **out_r)
+/* Undoes put_escaped (see spool_int.h). */
+int spool__unescape(const char *s, size_t len, char **out_r)
 {
 	struct buf b = BUF_INIT;
 	for (size_t i = 0; i < len; i++) {
@@ -180,7 +180,7 @@ static int parse_bracketed(const char *v, size_t len, char **addr_r)
 {
 	if (len < 2 || v[0] != '<' || v[len - 1] != '>')
 		return -1;
-	return unescape(v + 1, len - 2, addr_r);
+	return spool__unescape(v + 1, len - 2, addr_r);
 }
 
 void spool_env_add_rcpt(struct spool_env *e, const char *addr, const char *params)
@@ -288,10 +288,10 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 			if (parse_u64(v, vlen, &e->size) < 0)
 				goto bad;
 		} else if (KEY("pickup")) {
-			if (e->origin_pickup || unescape(v, vlen, &e->origin_pickup) < 0)
+			if (e->origin_pickup || spool__unescape(v, vlen, &e->origin_pickup) < 0)
 				goto bad;
 		} else if (KEY("file")) {
-			if (e->origin_file || unescape(v, vlen, &e->origin_file) < 0)
+			if (e->origin_file || spool__unescape(v, vlen, &e->origin_file) < 0)
 				goto bad;
 		} else if (KEY("dot-stuffed")) {
 			if (parse_yesno(v, vlen, &e->dot_stuffed) < 0)
@@ -313,7 +313,7 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 		} else if (KEY("params")) {
 			if (params_target == NULL || *params_target)
 				goto bad;
-			if (unescape(v, vlen, params_target) < 0)
+			if (spool__unescape(v, vlen, params_target) < 0)
 				goto bad;
 			params_next = NULL;
 			reply_next = reply_target;
@@ -330,7 +330,7 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 			if (parse_u64(v2, l2, &skip) < 0)
 				goto bad;
 			char *ins = NULL;
-			if (sp2 && unescape(sp2 + 1, rest - l2 - 1, &ins) < 0)
+			if (sp2 && spool__unescape(sp2 + 1, rest - l2 - 1, &ins) < 0)
 				goto bad;
 			if (e->n_edits &&
 			    off < e->edits[e->n_edits - 1].offset + e->edits[e->n_edits - 1].skip) {
@@ -366,13 +366,13 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *e, struct bu
 		} else if (KEY("reply")) {
 			if (reply_target == NULL || *reply_target)
 				goto bad;
-			if (unescape(v, vlen, reply_target) < 0)
+			if (spool__unescape(v, vlen, reply_target) < 0)
 				goto bad;
 		} else if (KEY("delay-warned")) {
 			if (parse_yesno(v, vlen, &e->delay_warned) < 0)
 				goto bad;
 		} else if (KEY("reason")) {
-			if (e->reason || unescape(v, vlen, &e->reason) < 0)
+			if (e->reason || spool__unescape(v, vlen, &e->reason) < 0)
 				goto bad;
 		} else if (version2 && KEY(ENV_CRC_KEY)) {
 			/* Upper-case hex, as written: any other spelling is damage too. */

@@ -3,7 +3,8 @@
  * group commit of directory fsyncs, listing and recovery.
  * Owns: every path under the spool directory and every rename in it; the
  * per-directory sync generations (struct spool_dirsync); the claim records
- * (data/<id>.from|.copy) and the being-sent mark (owner-execute bit).
+ * (data/<id>.from|.copy; a batch's data/<base>.batch is spool/claimrec.c's)
+ * and the being-sent mark (owner-execute bit).
  * Invariants: each transition is made durable (fsync of the file and of the
  * directories involved) before the call returns success (the one exception,
  * spool_env_create_lazy, writes what recovery can derive again from durable
@@ -107,6 +108,7 @@ int spool_open(struct spool *s, const char *dir)
 	}
 	pthread_mutex_init(&s->owed_lock, NULL);
 	pthread_mutex_init(&s->settle_lock, NULL);
+	spool__batchrec_init(s);
 	return 0;
 fail:;
 	int saved = errno;
@@ -132,6 +134,7 @@ void spool_close(struct spool *s)
 	if (s->dsync) {
 		pthread_mutex_destroy(&s->owed_lock);
 		pthread_mutex_destroy(&s->settle_lock);
+		spool__batchrec_deinit(s);
 		for (int i = 0; i < SPOOL_N_DIRS; i++) {
 			pthread_mutex_destroy(&s->dsync[i].lock);
 			pthread_cond_destroy(&s->dsync[i].done);
@@ -178,6 +181,32 @@ void spool_new_id(struct spool *s, char id_r[SPOOL_ID_LEN + 1])
 	}
 	snprintf(id_r, SPOOL_ID_LEN + 1, "%012llX%05X%03X",
 		 (unsigned long long)ms & 0xffffffffffffULL, s->pid & 0xfffff, s->seq);
+	pthread_mutex_unlock(&s->id_lock);
+}
+
+/* A block of SPOOL_BATCH_MAX IDs for one batch's claim record: the counter
+ * jumps to the next multiple of SPOOL_BATCH_MAX (the next millisecond when
+ * this one has no whole block left), and no other ID of this process falls
+ * in the block. */
+void spool__new_block(struct spool *s, char base_r[SPOOL_ID_LEN + 1])
+{
+	const uint32_t span = SPOOL_BATCH_MAX;
+	int64_t ms = now_ms();
+	uint32_t seq = 0;
+	pthread_mutex_lock(&s->id_lock);
+	if (ms <= s->last_ms) {
+		seq = (s->seq + span) & ~(span - 1);
+		if (seq + span - 1 > 0xfff) {
+			seq = 0;
+			s->last_ms++;
+		}
+		ms = s->last_ms;
+	} else {
+		s->last_ms = ms;
+	}
+	s->seq = seq + span - 1;
+	snprintf(base_r, SPOOL_ID_LEN + 1, "%012llX%05X%03X",
+		 (unsigned long long)ms & 0xffffffffffffULL, s->pid & 0xfffff, seq);
 	pthread_mutex_unlock(&s->id_lock);
 }
 
@@ -468,9 +497,10 @@ int spool_fsync_dir_shared(struct spool *s, int which)
 	return dir_commit(s, which, dir_ticket(s, which));
 }
 
-/* Writes a new file (O_EXCL); with sync, makes it durable (fsync). */
+/* Writes a new file (O_EXCL); with a sync_hook, makes it durable (that
+ * crash-test step, then fsync). */
 static int write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms,
-		      bool sync)
+		      const char *sync_hook)
 {
 	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
@@ -492,7 +522,7 @@ static int write_file(int dir_fd, const char *name, const char *data, size_t len
 		if (futimens(fd, ts) < 0)
 			goto fail;
 	}
-	if (sync && (spool__hook("write-fsync") < 0 || fsync(fd) < 0))
+	if (sync_hook && (spool__hook(sync_hook) < 0 || fsync(fd) < 0))
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -510,7 +540,13 @@ fail:;
 
 int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms)
 {
-	return write_file(dir_fd, name, data, len, mtime_ms, true);
+	return write_file(dir_fd, name, data, len, mtime_ms, "write-fsync");
+}
+
+int spool__write_new(int dir_fd, const char *name, const char *data, size_t len,
+		     const char *sync_hook)
+{
+	return write_file(dir_fd, name, data, len, 0, sync_hook);
 }
 
 int spool_env_create_lazy(struct spool *s, const struct spool_env *e)
@@ -526,7 +562,7 @@ int spool_env_create_lazy(struct spool *s, const struct spool_env *e)
 	/* A leftover of a killed attempt is in the way only if an ID came
 	 * back, which cannot happen: O_EXCL says so if it does. */
 	if (spool__hook("lazy-env-write") < 0 ||
-	    write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms, false) < 0)
+	    write_file(s->tmp_fd, tmp, text.data, text.len, e->next_ms, NULL) < 0)
 		goto out;
 	if (spool__hook("lazy-env-rename") < 0 ||
 	    renameat2(s->tmp_fd, tmp, s->state_fd[SPOOL_QUEUE], e->id, RENAME_NOREPLACE) < 0) {
@@ -811,12 +847,23 @@ static int copy_fd(int in, int out)
 }
 
 /*
- * The claim record: a symbolic link data/<id>.from (content moved in) or
- * data/<id>.copy (content copied in, the original still in its folder) whose
- * target is "<pickup name>/<file name>". It is made before the content
- * arrives in data/, so the data/ fsync that makes the claim durable makes it
- * durable too, at no cost of its own; it goes once the envelope (which says
- * the same) is durable. Recovery reads it for a claim cut short.
+ * The claim record says which folder a claim came from and under which name,
+ * for recovery of a claim cut short (the folder's dot_stuffed and settings
+ * apply to its content). It is made before the content arrives in data/ and
+ * goes once the envelope (which says the same) is durable, or with the
+ * content. Two kinds:
+ *   - a symbolic link data/<id>.from (content moved in) or data/<id>.copy
+ *     (content copied in, the original still in its folder) whose target is
+ *     "<pickup name>/<file name>": a single claim, and a copy. The data/
+ *     fsync that makes the claim durable is meant to make it durable too (a
+ *     journal commit does; on ext4 without a journal it writes the
+ *     directory, not necessarily the new link's inode);
+ *   - the record of a batch of moved claims, data/<base>.batch
+ *     (spool/claimrec.c): one file with a line per claim, "<id> TAB <pickup>
+ *     TAB <file>" (escaped as in envelopes), fsynced once before the batch's
+ *     first rename, and found from the ID alone: the batch's IDs are one
+ *     aligned block whose first ID is <base>. It saves a new inode and an
+ *     unlink per claim.
  */
 static const char *const record_kinds[2] = {"from", "copy"};
 
@@ -837,13 +884,19 @@ static int record_make(struct spool *s, const struct spool_claim *c, const char 
 	return r;
 }
 
-static void record_drop(struct spool *s, const char *id, bool copied)
+static void link_drop(struct spool *s, const char *id, bool copied)
 {
 	char link[SPOOL_ID_LEN + 8];
 	record_name(id, copied, link);
 	int saved = errno;
 	unlinkat(s->data_fd, link, 0);
 	errno = saved;
+}
+
+static void record_drop(struct spool *s, const char *id, bool copied)
+{
+	if (copied || !spool__batchrec_drop(s, id))
+		link_drop(s, id, copied); /* else its batch's record: no link of its own */
 }
 
 void spool__drop_record(struct spool *s, const char *id)
@@ -898,24 +951,32 @@ static int unclaim_move(struct spool *s, const struct spool_claim *c)
 }
 
 /* batched: the data/ and folder fsyncs are left to spool_claim_commit (a
- * copy is made durable at once all the same: it is not renamed). */
+ * copy is made durable at once all the same: it is not renamed). With rec,
+ * the first try takes slot's ID, recorded in the batch's record. */
 static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
-		 int fd, const char *pickup, const char *file, bool batched, struct spool_claim *c)
+		 int fd, const char *pickup, const char *file, bool batched,
+		 const struct spool_claim_batch *rec, size_t slot, struct spool_claim *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->dir_fd = dir_fd;
 	c->name = name;
 	for (int tries = 0; tries < 16; tries++) {
-		spool_new_id(s, c->id);
 		c->copied = false;
 		c->recorded = false;
-		if (pickup) {
-			if (record_make(s, c, pickup, file ? file : name) < 0) {
-				if (errno == EEXIST)
-					continue; /* another process made the same ID */
-				return -1;
+		if (rec && rec->base[0] && tries == 0) {
+			spool__batchrec_slot_id(rec->base, slot, c->id);
+			c->recorded = spool__batchrec_mark(s, c->id);
+		}
+		if (!c->recorded) {
+			spool_new_id(s, c->id);
+			if (pickup) {
+				if (record_make(s, c, pickup, file ? file : name) < 0) {
+					if (errno == EEXIST)
+						continue; /* another process made the same ID */
+					return -1;
+				}
+				c->recorded = true;
 			}
-			c->recorded = true;
 		}
 		if (spool__hook("claim-rename") < 0)
 			goto fail;
@@ -979,7 +1040,7 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, dir_sync, name, fd, pickup, file, false, c_r) < 0) {
+	if (claim(s, dir_fd, dir_sync, name, fd, pickup, file, false, NULL, 0, c_r) < 0) {
 		spool__note_error(s);
 		return -1;
 	}
@@ -991,7 +1052,19 @@ int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, c
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, c_r) < 0) {
+	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, c_r) < 0) {
+		spool__note_error(s);
+		return -1;
+	}
+	return 0;
+}
+
+int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,
+			 int dir_fd, const char *name, int fd, struct spool_claim *c_r)
+{
+	if (spool__check_writable(s) < 0)
+		return -1;
+	if (claim(s, dir_fd, NULL, name, fd, b->pickup, b->files[slot], true, b, slot, c_r) < 0) {
 		spool__note_error(s);
 		return -1;
 	}
@@ -1229,23 +1302,29 @@ static bool has_key(const struct idkey *v, size_t n, const struct idkey *k)
 	return n && bsearch(k, v, n, sizeof(*v), cmp_key) != NULL;
 }
 
-/* The claim records in data/ ("<ID>.from", "<ID>.copy") as sorted keys. */
-static int list_records(int dir_fd, struct idkey *v_r[2], size_t n_r[2])
+/* The claim records in data/ as sorted keys: [0] "<ID>.from", [1]
+ * "<ID>.copy", [2] "<base>.batch" (the base ID). */
+#define N_RECORD_KINDS 3
+static int list_records(int dir_fd, struct idkey *v_r[N_RECORD_KINDS], size_t n_r[N_RECORD_KINDS])
 {
 	DIR *d = dir_stream(dir_fd);
 	if (d == NULL)
 		return -1;
-	size_t cap[2] = {0, 0};
+	size_t cap[N_RECORD_KINDS] = {0, 0, 0};
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		char id[SPOOL_ID_LEN + 1];
-		if (strlen(de->d_name) != SPOOL_ID_LEN + 5 || de->d_name[SPOOL_ID_LEN] != '.')
-			continue;
-		memcpy(id, de->d_name, SPOOL_ID_LEN);
-		id[SPOOL_ID_LEN] = '\0';
-		int kind = strcmp(de->d_name + SPOOL_ID_LEN + 1, record_kinds[0]) == 0	 ? 0
-			   : strcmp(de->d_name + SPOOL_ID_LEN + 1, record_kinds[1]) == 0 ? 1
-											 : -1;
+		int kind = -1;
+		if (spool__batchrec_name(de->d_name, id)) {
+			kind = 2;
+		} else if (strlen(de->d_name) == SPOOL_ID_LEN + 5 &&
+			   de->d_name[SPOOL_ID_LEN] == '.') {
+			memcpy(id, de->d_name, SPOOL_ID_LEN);
+			id[SPOOL_ID_LEN] = '\0';
+			for (int k = 0; k < 2; k++)
+				if (strcmp(de->d_name + SPOOL_ID_LEN + 1, record_kinds[k]) == 0)
+					kind = k;
+		}
 		if (kind < 0 || !spool_id_valid(id))
 			continue;
 		if (n_r[kind] == cap[kind]) {
@@ -1255,20 +1334,23 @@ static int list_records(int dir_fd, struct idkey *v_r[2], size_t n_r[2])
 		v_r[kind][n_r[kind]++] = key_of(id);
 	}
 	closedir(d);
-	for (int kind = 0; kind < 2; kind++)
+	for (int kind = 0; kind < N_RECORD_KINDS; kind++)
 		if (n_r[kind] > 1)
 			qsort(v_r[kind], n_r[kind], sizeof(**v_r), cmp_key);
 	return 0;
 }
 
-/* Reads data/<id>.from: "<pickup>/<file>". Leaves both NULL when unreadable. */
+/* Reads id's claim record: data/<id>.from ("<pickup>/<file>"), else its line
+ * in its batch's record. Leaves both NULL when there is none readable. */
 static void read_record(struct spool *s, const char *id, char **pickup_r, char **file_r)
 {
 	char link[SPOOL_ID_LEN + 8], target[4096];
 	record_name(id, false, link);
 	ssize_t n = readlinkat(s->data_fd, link, target, sizeof(target) - 1);
-	if (n <= 0)
+	if (n <= 0) {
+		spool__batchrec_read(s, id, pickup_r, file_r);
 		return;
+	}
 	target[n] = '\0';
 	char *slash = strchr(target, '/');
 	if (slash == NULL || slash == target || slash[1] == '\0')
@@ -1276,6 +1358,18 @@ static void read_record(struct spool *s, const char *id, char **pickup_r, char *
 	*slash = '\0';
 	*pickup_r = xstrdup(target);
 	*file_r = xstrdup(slash + 1);
+}
+
+/* Whether the claim record of k is still needed: its content is there and
+ * its envelope is not one written durably (deferred/, badmail/); one in
+ * queue/ or hold/ may be a lazy first one (spool_env_create_lazy) that a
+ * power loss tears later, and content without an envelope is a claim that
+ * recovery finishes. */
+static bool record_needed(const struct idkey *k, const struct idkey *data, size_t n_data,
+			  struct idkey *const st[SPOOL_N_STATES], const size_t n_st[SPOOL_N_STATES])
+{
+	return has_key(data, n_data, k) && !has_key(st[SPOOL_DEFERRED], n_st[SPOOL_DEFERRED], k) &&
+	       !has_key(st[SPOOL_BADMAIL], n_st[SPOOL_BADMAIL], k);
 }
 
 /* The mark of spool_mark_sending. */
@@ -1300,8 +1394,8 @@ static void push_id(char ***v, size_t *n, const struct idkey *k)
 int spool_recover(struct spool *s, struct spool_recovery *r)
 {
 	char **tmp = NULL;
-	struct idkey *data = NULL, *st[SPOOL_N_STATES] = {0}, *rec[2] = {NULL, NULL};
-	size_t n_tmp = 0, n_data = 0, n_st[SPOOL_N_STATES] = {0}, n_rec[2] = {0, 0};
+	struct idkey *data = NULL, *st[SPOOL_N_STATES] = {0}, *rec[N_RECORD_KINDS] = {0};
+	size_t n_tmp = 0, n_data = 0, n_st[SPOOL_N_STATES] = {0}, n_rec[N_RECORD_KINDS] = {0};
 	int ret = -1;
 
 	memset(r, 0, sizeof(*r));
@@ -1379,9 +1473,8 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 			r->orphan_files = xrealloc(r->orphan_files, cap * sizeof(char *));
 		}
 		r->orphan_pickups[r->n_orphans] = r->orphan_files[r->n_orphans] = NULL;
-		if (has_key(rec[0], n_rec[0], &data[j]))
-			read_record(s, id, &r->orphan_pickups[r->n_orphans],
-				    &r->orphan_files[r->n_orphans]);
+		read_record(s, id, &r->orphan_pickups[r->n_orphans],
+			    &r->orphan_files[r->n_orphans]);
 		r->orphans[r->n_orphans++] = xstrdup(id);
 	}
 	/* Records of finished claims go: the content is gone, or the envelope
@@ -1393,14 +1486,25 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 		for (size_t j = 0; j < n_rec[kind]; j++) {
 			char id[SPOOL_ID_LEN + 1];
 			id_of(rec[kind][j], id);
-			bool keep =
-			    kind == 0 && has_key(data, n_data, &rec[kind][j]) &&
-			    !has_key(st[SPOOL_DEFERRED], n_st[SPOOL_DEFERRED], &rec[kind][j]) &&
-			    !has_key(st[SPOOL_BADMAIL], n_st[SPOOL_BADMAIL], &rec[kind][j]);
-			if (!keep)
-				record_drop(s, id, kind == 1);
+			if (kind == 1 || !record_needed(&rec[kind][j], data, n_data, st, n_st))
+				link_drop(s, id, kind == 1);
 		}
 	}
+	/* A batch's record, by the same rule for each ID of its block: kept,
+	 * with the IDs that need it, until the last of them no longer does. */
+	for (size_t j = 0; j < n_rec[2]; j++) {
+		char base[SPOOL_ID_LEN + 1];
+		uint32_t dep = 0;
+		for (uint32_t slot = 0; slot < SPOOL_BATCH_MAX; slot++) {
+			struct idkey k = rec[2][j];
+			k.lo += slot; /* the base's low counter bits are 0 */
+			if (record_needed(&k, data, n_data, st, n_st))
+				dep |= 1u << slot;
+		}
+		id_of(rec[2][j], base);
+		spool__batchrec_adopt(s, base, dep);
+	}
+	s->recs_known = true;
 	/* What the next run decides from is durable too (cheap: a few fsyncs),
 	 * including renames the last run left unsynced. */
 	for (int i = 0; i < SPOOL_N_DIRS; i++)
@@ -1412,8 +1516,8 @@ out:
 		spool__note_error(s);
 	spool_list_free(tmp, n_tmp);
 	free(data);
-	free(rec[0]);
-	free(rec[1]);
+	for (int kind = 0; kind < N_RECORD_KINDS; kind++)
+		free(rec[kind]);
 	for (int i = 0; i < SPOOL_N_STATES; i++)
 		free(st[i]);
 	return ret;

@@ -14,8 +14,10 @@
  * Invariants (checked by recovery):
  *   - an envelope exists in at most one state directory;
  *   - data/<id> without any envelope is a claim in progress: re-ingested,
- *     from the folder its claim record data/<id>.from names (a record
- *     data/<id>.copy means the original is still in its folder: dropped);
+ *     from the folder its claim record names: data/<id>.from, or the line
+ *     of <id> in data/<base>.batch, the record of a batch of claims (a
+ *     record data/<id>.copy means the original is still in its folder:
+ *     dropped);
  *   - an envelope without data/<id> is a message whose removal was cut short
  *     (content is always removed first, durably): the envelope is dropped.
  */
@@ -99,6 +101,12 @@ struct spool {
 	pthread_mutex_t owed_lock, settle_lock;
 	struct spool_dirsync *owed;
 	int readonly; /* atomic: set at the first EROFS; state changes stop */
+	/* Batch claim records in use (spool/claimrec.c): a hash table by
+	 * the block's first ID, under rec_lock. */
+	pthread_mutex_t rec_lock;
+	struct spool_batchrec **recs;
+	size_t recs_size, n_recs;
+	bool recs_known; /* recovery ran: every record in use is in recs */
 };
 
 extern const char *const spool_state_names[SPOOL_N_STATES];
@@ -252,6 +260,33 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
 			const char *file, struct spool_claim *c_r);
 int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync);
+
+/*
+ * One claim record for a batch of claims from one folder, instead of one
+ * symbolic link per claim: data/<base>.batch, a line per claim "ID TAB
+ * PICKUP TAB FILE" (escaped as in envelopes: common/esc.h), the IDs a block
+ * reserved for the batch.
+ * spool_claim_batch_begin writes and fsyncs it (one fsync for the batch),
+ * for files[0..n) (n <= SPOOL_BATCH_MAX) of [pickup NAME] pickup; the
+ * strings are the caller's and must live until spool_claim_batch_end.
+ * spool_claim_in_batch is spool_claim_batched for files[slot] under the
+ * slot's ID with that record (a symbolic link and a new ID should the ID be
+ * taken, or when begin failed). spool_claim_batch_end, once the batch's
+ * claims are committed or undone, lets the record go as soon as no claim of
+ * it needs it any more (at once when none does). 0 or -1 (errno).
+ */
+#define SPOOL_BATCH_MAX 32
+struct spool_claim_batch {
+	char base[SPOOL_ID_LEN + 1]; /* the block's first ID; "" when there is no record */
+	const char *pickup;
+	const char *const *files;
+	size_t n;
+};
+int spool_claim_batch_begin(struct spool *s, const char *pickup, const char *const *files, size_t n,
+			    struct spool_claim_batch *b_r);
+int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,
+			 int dir_fd, const char *name, int fd, struct spool_claim *c_r);
+void spool_claim_batch_end(struct spool *s, struct spool_claim_batch *b);
 /*
  * spool_claim_commit with the folder's fsync left owed: data/ is made durable
  * (the claims' messages may be sent), and the folder (open on dir_fd, which

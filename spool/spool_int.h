@@ -2,10 +2,12 @@
 #ifndef PICKUPD_SPOOL_INT_H
 #define PICKUPD_SPOOL_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "spool/spool.h"
 
 struct spool;
 
@@ -13,16 +15,44 @@ struct spool;
  * the file's mtime is set to it (the next-attempt time, readable by stat
  * alone at start-up, as Postfix's qmgr does). 0 or -1 (errno). */
 int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms);
+/* The same, with the crash-test step sync_hook before its fsync. */
+int spool__write_new(int dir_fd, const char *name, const char *data, size_t len,
+		     const char *sync_hook);
 /* Reads a whole small regular file into out (at most max bytes), never
  * blocking on a FIFO (EINVAL). 0 or -1 (errno). */
 int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
 
+/* Undoes esc_append (common/esc.h), the escaping of outside text in spool
+ * files: a malloc'ed string, or -1 on a bad escape or a raw control
+ * character. */
+int spool__unescape(const char *s, size_t len, char **out_r);
+
 /* The first EROFS (errno of a failed write) makes the spool read-only, with
  * one log line; keeps errno. Every write path calls it on failure. */
 void spool__note_error(struct spool *s);
-/* Removes data/<id>.from (if any) along with the content it belongs to:
- * the data/ fsync that makes the removal durable covers it. */
+/* Removes id's claim record (data/<id>.from, or its bit in its batch's
+ * record) along with the content it belongs to: the data/ fsync that makes
+ * the removal durable covers it. */
 void spool__drop_record(struct spool *s, const char *id);
+/*
+ * Batch claim records (spool/claimrec.c). new_block reserves a block of
+ * SPOOL_BATCH_MAX IDs whose first has the low counter bits 0 (spool.c);
+ * slot_id is the ID of a slot; name parses "<base>.batch". mark/drop set and
+ * clear a claim's bit in the record of its block; they return false when
+ * the block has no record in use (the ID's record, if any, is a symbolic
+ * link). adopt: recovery found a record of an earlier run, needed by the
+ * slots of dep (0: removed). read: the pickup and file name of id's line.
+ */
+void spool__new_block(struct spool *s, char base_r[SPOOL_ID_LEN + 1]);
+void spool__batchrec_slot_id(const char *base, size_t slot, char id_r[SPOOL_ID_LEN + 1]);
+bool spool__batchrec_name(const char *name, char base_r[SPOOL_ID_LEN + 1]);
+bool spool__batchrec_mark(struct spool *s, const char *id);
+bool spool__batchrec_drop(struct spool *s, const char *id);
+void spool__batchrec_adopt(struct spool *s, const char *base, uint32_t dep);
+int spool__batchrec_read(struct spool *s, const char *id, char **pickup_r, char **file_r);
+void spool__batchrec_init(struct spool *s);
+void spool__batchrec_deinit(struct spool *s);
+
 /* -1 with EROFS once the spool is read-only. */
 int spool__check_writable(struct spool *s);
 

@@ -9,8 +9,10 @@
  * file ends as a queued message or in badmail with a reason, or, when the
  * envelope cannot be written or a batch's claims cannot be made durable, it
  * is put back where it was found at once (a copy is dropped, its original
- * never left). Nothing is deleted. The claim records its folder (recovery);
- * the record of a message queued with a lazy envelope stays with it.
+ * never left). Nothing is deleted. The claim records its folder (recovery),
+ * before its rename: a batch of BATCH_RECORD_MIN files or more shares one
+ * record (spool_claim_batch_begin), written before the first claim; the
+ * record of a message queued with a lazy envelope stays with it.
  */
 #include "daemon/intake/ingest.h"
 
@@ -30,6 +32,11 @@
 #include "common/msgbody.h"
 
 #define SNIFF_BYTES 8192
+/* A batch this large shares one claim record: one new file and one fsync
+ * for the batch, in place of a symbolic link (a new inode, later an unlink)
+ * per file. A lone file keeps its link: the record's fsync would add a disk
+ * flush to the time it takes to be sent. */
+#define BATCH_RECORD_MIN 2
 
 void ingest_job_free(struct ingest_job *ij)
 {
@@ -98,10 +105,11 @@ static const char *origin_file(const struct ingest_job *ij)
 static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
 {
 	struct spool *sp = &ij->job.pd->spool;
-	int r = ij->batch ? spool_claim_batched(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
-						origin_file(ij), c)
-			  : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
-					      ij->pickup->name, origin_file(ij), c);
+	int r = ij->rec ? spool_claim_in_batch(sp, ij->rec, ij->slot, ij->dir_fd, ij->name, fd, c)
+		: ij->batch ? spool_claim_batched(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
+						  origin_file(ij), c)
+			    : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
+						ij->pickup->name, origin_file(ij), c);
 	if (r < 0) {
 		ij->err = errno;
 		ij->result = errno == ENOENT			  ? INGEST_GONE
@@ -551,10 +559,30 @@ static void batch_undo(struct ingest_job *ij, int e)
 		 ij->id, ij->pickup->name, origin_file(ij), strerror(e));
 }
 
+/* The batch's claim record, for its first SPOOL_BATCH_MAX files. When it
+ * cannot be made, each claim makes its own (and meets the same trouble, if
+ * it lasts, which it then reports). */
+static void batch_record(struct ingest_batch *b, struct spool *sp)
+{
+	size_t n = b->n < SPOOL_BATCH_MAX ? b->n : SPOOL_BATCH_MAX;
+	b->files = xcalloc(n, sizeof(*b->files));
+	for (size_t i = 0; i < n; i++)
+		b->files[i] = origin_file(b->items[i]);
+	if (spool_claim_batch_begin(sp, b->items[0]->pickup->name, b->files, n, &b->rec) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		b->items[i]->rec = &b->rec;
+		b->items[i]->slot = i;
+	}
+}
+
 void ingest_run_batch(struct job *j)
 {
 	struct ingest_batch *b = (struct ingest_batch *)j;
+	struct spool *sp = &j->pd->spool;
 	bool claimed = false;
+	if (b->n >= BATCH_RECORD_MIN)
+		batch_record(b, sp);
 	for (size_t i = 0; i < b->n; i++) {
 		struct ingest_job *ij = b->items[i];
 		ij->job.pd = j->pd;
@@ -564,12 +592,17 @@ void ingest_run_batch(struct job *j)
 	}
 	/* The folder's fsync is left to the first removal of content: the
 	 * messages may be sent as soon as their content is durable in data/. */
-	if (!claimed || spool_claim_commit_data(&j->pd->spool, b->dir_fd, b->dir_sync) == 0)
-		return;
-	int e = errno;
+	if (claimed && spool_claim_commit_data(sp, b->dir_fd, b->dir_sync) < 0) {
+		int e = errno;
+		for (size_t i = 0; i < b->n; i++)
+			if (b->items[i]->claimed)
+				batch_undo(b->items[i], e);
+	}
 	for (size_t i = 0; i < b->n; i++)
-		if (b->items[i]->claimed)
-			batch_undo(b->items[i], e);
+		b->items[i]->rec = NULL;
+	spool_claim_batch_end(sp, &b->rec);
+	free(b->files);
+	b->files = NULL;
 }
 
 const struct config_pickup *ingest_origin_pickup(struct pickupd *pd, const char *name,

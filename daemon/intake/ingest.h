@@ -46,6 +46,10 @@ struct ingest_job {
 	 * writer holds it, so settle_time does not apply. */
 	bool finished;
 	bool batch; /* part of an ingest_batch: claims committed together */
+	/* The batch's claim record, and this file's slot in it (NULL: a claim
+	 * record of its own). */
+	const struct spool_claim_batch *rec;
+	size_t slot;
 	/* output */
 	bool claimed;		  /* renamed into data/ in a batch: durable once it commits */
 	struct spool_claim claim; /* for undo when the batch's commit fails */
@@ -70,6 +74,9 @@ struct ingest_batch {
 	struct spool_dirsync *dir_sync;
 	struct ingest_job **items;
 	size_t n;
+	/* On the pool thread: one claim record for the batch's claims. */
+	struct spool_claim_batch rec;
+	const char **files;
 };
 
 /* Runs on a pool thread. */

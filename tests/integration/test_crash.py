@@ -6,7 +6,9 @@
   was logged, never twice within the last, clean run);
 - the spool's own crash hook (PICKUPD_SPOOL_CRASH) kills the daemon at
   chosen steps of ingest and removal: the restart delivers the message, once
-  if the crash came before delivery, at most twice after;
+  if the crash came before delivery, at most twice after; the same for a
+  batch of claims sharing one claim record, from a dot-stuffed second
+  folder that recovery must know;
 - ENOSPC on a small tmpfs the test mounts: ingestion pauses with one log
   line, the pickup files stay, and all is delivered when space returns;
 - EIO from fsync and EROFS from rename through the LD_PRELOAD shim
@@ -127,6 +129,19 @@ CLAIM_STEPS = [("claim-rename", 1), ("claim-fsync", 1), ("claim-commit-data", 1)
                ("claim-commit-folder", 2)]
 
 
+# The batched path: files found together are claimed as one batch that
+# shares one claim record (data/<base>.batch, spool/claimrec.c), written and
+# fsynced before the batch's first rename; it goes with the last message
+# that needs it ("batch-record-drop", after the sends: one or two copies).
+BATCH_CLAIM_STEPS = [("batch-record-write", 1), ("batch-record-fsync", 1),
+                     ("claim-rename:2", 1), ("claim-fsync:2", 1), ("lazy-env-write:2", 1),
+                     ("lazy-env-rename:3", 1), ("claim-commit-data", 1),
+                     ("batch-record-drop", 2)]
+# Steps that leave a claimed file without its envelope: recovery must take
+# its folder and name from the record.
+BATCH_ORPHAN_STEPS = {"claim-fsync:2", "lazy-env-write:2", "lazy-env-rename:3"}
+
+
 def test_crash_hook_steps_in_daemon():
     crash_at_steps(HOOK_STEPS)
 
@@ -153,6 +168,60 @@ def crash_at_steps(steps):
                 assert 1 <= n <= most, (step, n, srv.messages)
                 assert all(t.header("Message-ID") == ["<1.%s@pickupd.test>" % step]
                            for t in srv.messages)
+                d.stop()
+
+
+BATCH_FILES = 4
+STUFFED_BODY = b"..dot line\nend\n"  # a dot-stuffed writer's ".dot line"
+
+
+def test_crash_during_batch_claim_recovers_once():
+    """A crash at each step of a batch of claims from a second folder, one
+    with dot_stuffed = yes: after a restart each message arrives (once if
+    the crash came before its send), unstuffed, which only the folder's own
+    settings do (the first folder's are not stuffed), and every claim cut
+    short is recovered as from that folder under its own file name; no
+    record is left behind."""
+    for step, most in BATCH_CLAIM_STEPS:
+        with SmtpServer() as srv:
+            d = Pickupd(relay=srv, start=False, env={"PICKUPD_SPOOL_CRASH": step})
+            stuffed = os.path.join(d.dir, "stuffed")
+            os.makedirs(stuffed)
+            d.write_config({"pickup stuffed": {"dir": stuffed, "settle_time": "0",
+                                               "dot_stuffed": "yes"}}, srv.port)
+            with d:
+                # Found together by the start-up scan: one batch.
+                old = time.time() - 60
+                for i in range(BATCH_FILES):
+                    path = os.path.join(stuffed, "b%d.eml" % i)
+                    with open(path, "wb") as f:
+                        f.write(message(i, "batch").replace(b"\nbody", b"\n" + STUFFED_BODY +
+                                                              b"body"))
+                    os.utime(path, (old, old))
+                d.start()
+                wait_for(lambda: not d.running, 30, what="pickupd killed at %s" % step)
+                assert d.proc.returncode == -9, (step, d.proc.returncode, d.log_tail())
+                d.env = {}
+                d.start()
+                d.wait_ready()
+                srv.wait_messages(BATCH_FILES)
+                d.wait_spool_empty()  # data/ included: no record left
+                assert not os.listdir(stuffed), (step, os.listdir(stuffed))
+                got = message_ids(srv)
+                assert set(got) == {"<%d.batch@pickupd.test>" % i for i in range(BATCH_FILES)}, \
+                    (step, set(got))
+                for mid, ts in got.items():
+                    assert 1 <= len(ts) <= most, (step, mid, len(ts))
+                    for t in ts:
+                        assert b"\n.dot line\n" in b"\n" + t.body.replace(b"\r\n", b"\n"), \
+                            (step, t.body)
+                recovered = re.findall(r"recovered content of [0-9A-F]{20} \(claim cut short\): "
+                                       r"pickup=(\S+), file=(\S+)", d.log_text(all_runs=True))
+                for pickup, file in recovered:
+                    assert pickup == "stuffed" and re.match(r"b\d\.eml$", file), \
+                        (step, pickup, file)
+                if step in BATCH_ORPHAN_STEPS:
+                    assert recovered, (step, d.log_tail())
                 d.stop()
 
 
