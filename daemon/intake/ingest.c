@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/msgbody.h"
+#include "daemon/core/handoff.h"
 
 #define SNIFF_BYTES 8192
 
@@ -37,6 +38,7 @@ void ingest_job_free(struct ingest_job *ij)
 	free(ij->origin_buf);
 	free(ij->reason);
 	free(ij->sender);
+	handoff_free(ij->handoff);
 	free(ij);
 }
 
@@ -510,6 +512,8 @@ void ingest_run(struct job *j)
 			ij->result = INGEST_QUEUED;
 			ij->sender = xstrdup(info.sender.addr);
 			ij->n_rcpts = info.n_rcpts;
+			/* Delivery takes what was built here without reading it again. */
+			ij->handoff = handoff_new(pd, &env, NULL, 0);
 			goto out;
 		}
 	}
