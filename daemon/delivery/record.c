@@ -300,6 +300,9 @@ void relay__record(struct delivery *d)
 				     .dispatch_ms = d->dispatch_ms,
 				     .setup_ms = d->setup_ms};
 	d->done_ms = now;
+	/* The transaction is over: its content's budget is free for others. */
+	d->txn.content = NULL;
+	handoff_drop_content(d->handoff);
 	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, &where, now, (unsigned)random(),
 		      &d->out);
 	policy_apply(&d->out, &d->env);
@@ -373,8 +376,10 @@ static void load_fn(struct job *j)
 		goto out;
 	if (load_envelope(d, sp, &why) < 0)
 		goto out;
-	int fd = spool_data_open(sp, it->id);
-	if (fd < 0) {
+	/* A small fresh message's content came with its handoff. */
+	bool in_memory = d->handoff && d->handoff->content;
+	int fd = in_memory ? -1 : spool_data_open(sp, it->id);
+	if (fd < 0 && !in_memory) {
 		d->err = errno;
 		d->loaded = LOAD_NO_CONTENT;
 		free(d->env.reason);
@@ -389,10 +394,15 @@ static void load_fn(struct job *j)
 		d->err = errno;
 		if (errno != EROFS && errno != ENOENT)
 			d->loaded = LOAD_MARK_FAILED;
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		goto out;
 	}
 	smtpc_txn_init(&d->txn, &d->env, fd);
+	if (in_memory) {
+		d->txn.content = d->handoff->content;
+		d->txn.content_len = d->handoff->content_len;
+	}
 	d->loaded = LOAD_OK;
 out:
 	buf_deinit(&why);

@@ -512,8 +512,10 @@ void ingest_run(struct job *j)
 			ij->result = INGEST_QUEUED;
 			ij->sender = xstrdup(info.sender.addr);
 			ij->n_rcpts = info.n_rcpts;
-			/* Delivery takes what was built here without reading it again. */
-			ij->handoff = handoff_new(pd, &env, NULL, 0);
+			/* Delivery takes what was built here, and a small file's
+			 * bytes read whole, without reading them again. */
+			ij->handoff = handoff_new(
+			    pd, &env, (uint64_t)got == ij->size ? &head : NULL, (size_t)got);
 			goto out;
 		}
 	}
