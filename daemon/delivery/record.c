@@ -389,8 +389,10 @@ static void load_fn(struct job *j)
 		goto out;
 	}
 	/* Marked before it is sent, so that recovery can name it if the outcome
-	 * never gets recorded; also the last check that it can be. */
-	if (spool_mark_sending(sp, it->id) < 0) {
+	 * never gets recorded; also the last check that it can be. A handed
+	 * over envelope is as ingest wrote it: its mode is known. */
+	if ((d->handoff ? spool_mark_sending_new(sp, it->id) : spool_mark_sending(sp, it->id)) <
+	    0) {
 		d->err = errno;
 		if (errno != EROFS && errno != ENOENT)
 			d->loaded = LOAD_MARK_FAILED;
