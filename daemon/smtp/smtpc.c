@@ -817,6 +817,24 @@ static void start_content(struct smtpc *s)
 	read_next_chunk(s);
 }
 
+/* In SMTPC_ST_BODY: the content that is ready goes (in memory, or the
+ * chunk read before the 354), else the next chunk is read. */
+static void body_next(struct smtpc *s)
+{
+	if (s->txn->content) {
+		if (s->read_off == 0 && !s->read_eof)
+			send_content(s, s->txn->content, s->txn->content_len);
+	} else if (s->chunk_early) {
+		s->chunk_early = false;
+		chunk_read(s, s->chunk_len);
+	} else {
+		read_next_chunk(s); /* unless one is on its way */
+	}
+}
+
+/* DATA's 354: the content follows once the bytes that came with the 354
+ * are read (on_data), so that a reply among them is taken for what it is,
+ * a reply before the end of data, as when the content is read from disk. */
 static void start_body(struct smtpc *s)
 {
 	set_state(s, SMTPC_ST_BODY);
@@ -824,14 +842,6 @@ static void start_body(struct smtpc *s)
 	build_edits(s, s->txn->env);
 	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
-	if (s->txn->content) {
-		send_content(s, s->txn->content, s->txn->content_len);
-	} else if (s->chunk_early) {
-		s->chunk_early = false;
-		chunk_read(s, s->chunk_len);
-	} else {
-		read_next_chunk(s); /* unless the first is on its way */
-	}
 }
 
 /* All envelope replies are in: the transaction goes on to content or ends. */
@@ -1346,7 +1356,7 @@ static void on_data(struct smtpc *s)
 			return;
 		}
 		if (rc == 0)
-			return;
+			break;
 		if (log_debug_enabled()) {
 			struct buf sum = BUF_INIT;
 			smtp_reply_summary(&r, &sum);
@@ -1377,6 +1387,9 @@ static void on_data(struct smtpc *s)
 		if (s->state == SMTPC_ST_TLS)
 			return; /* what follows is TLS; checked in SMTPC_ST_STARTTLS */
 	}
+	/* The 354 came (start_body) and nothing else was said with it. */
+	if (!s->closing && s->state == SMTPC_ST_BODY && s->read_off == 0)
+		body_next(s);
 }
 
 static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
@@ -1396,7 +1409,7 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 		break;
 	case CONN_EV_DRAINED:
 		if (s->state == SMTPC_ST_BODY)
-			read_next_chunk(s);
+			body_next(s);
 		break;
 	case CONN_EV_TIMEOUT:
 		if (s->state == SMTPC_ST_READY) {
