@@ -478,6 +478,10 @@ static void load_done(struct job *j)
 	}
 	if (d->loaded == LOAD_OK) {
 		d->dispatch_ms = pickupd_now_ms();
+		log_debug("%s: loaded from %s", id,
+			  d->handoff == NULL ? "the spool"
+			  : d->txn.content   ? "memory (envelope and content)"
+					     : "memory (envelope; content from the spool)");
 		/* Postfix's qmgr line as a message becomes active: pflogsumm takes
 		 * the size and the sender's domain from it. */
 		log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
