@@ -25,6 +25,7 @@
 #include "daemon/core/pickupd.h"
 #include "daemon/pickupd/preflight.h"
 #include "daemon/delivery/relay.h"
+#include "daemon/core/handoff.h"
 #include "daemon/delivery/sched.h"
 #include "daemon/intake/space.h"
 
@@ -317,6 +318,7 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		free(ij.name);
 		free(ij.reason);
 		free(ij.sender);
+		handoff_free(ij.handoff); /* load_schedule reads queue/ */
 	}
 }
 
