@@ -48,6 +48,7 @@ struct msgbody {
 	bool tail_bad;			   /* a byte past the prefix that is not padding */
 	bool tail_cr;			   /* the last byte past the prefix was a CR */
 	bool last_cr;			   /* the last byte of the line so far was a CR */
+	bool in_dull;			   /* in a line that cannot matter (skipped to its LF) */
 };
 
 /* info: the scan of the same file (header_end, mime_boundary). */

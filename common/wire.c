@@ -6,9 +6,16 @@
  * between chunks is O(1) (pending_cr, at_line_start, out_col, edit cursor), so
  * output does not depend on how the input is split. Every line end emitted is
  * CRLF; every content byte goes through put_run(), which stuffs a leading '.'
- * and folds at WIRE_MAX_LINE, so no output line can be ".\r\n" before the end.
+ * and folds at WIRE_MAX_LINE, or lies in a verbatim run (verbatim(): the
+ * octets the filter would copy unchanged, which holds no '.' at a line start,
+ * no line over WIRE_MAX_LINE and only CRLF line ends), so no output line can
+ * be ".\r\n" before the end. The verbatim runs are the fast path (most of a
+ * message is plain CRLF text); tests/fuzz/wire_ref.h is the model they are
+ * checked against.
  */
 #include "common/wire.h"
+
+#include "common/bytemask.h"
 
 #include <string.h>
 
@@ -48,6 +55,93 @@ static size_t run_len(const char *p, size_t n)
 	size_t lim = lf ? (size_t)(lf - p) : n;
 	const char *cr = memchr(p, '\r', lim);
 	return cr ? (size_t)(cr - p) : lim;
+}
+
+/*
+ * The verbatim rule, one octet at a time: the longest prefix of p[0..n)
+ * that put_text() emits unchanged, when *col octets are on the output line
+ * and no CR is pending. It stops before a '.' at a line start (stuffed, or
+ * un-stuffed), before an octet that would be folded, before a CR whose LF is
+ * not the next octet within p (a stray CR, or one whose LF may be in the next
+ * chunk) and before a bare LF (it gains a CR). A CRLF is taken whole.
+ * Scanning stops once lim octets are taken (a CRLF may take lim + 1).
+ */
+static size_t verbatim_bytes(const char *p, size_t n, size_t lim, size_t *col, uint64_t *eightbit)
+{
+	size_t i = 0, c = *col;
+	while (i < lim && i < n) {
+		unsigned char ch = (unsigned char)p[i];
+		if (ch == '\r') {
+			if (i + 1 >= n || p[i + 1] != '\n')
+				break;
+			i += 2;
+			c = 0;
+			continue;
+		}
+		if (ch == '\n' || (c == 0 && ch == '.') || c >= WIRE_MAX_LINE)
+			break;
+		*eightbit += ch >= 0x80;
+		c++;
+		i++;
+	}
+	*col = c;
+	return i;
+}
+
+/*
+ * verbatim_bytes(), a block of 64 octets at a time: text in CRLF lines costs
+ * a few instructions per block instead of per octet. From bit masks of the
+ * block's CR, LF, '.' and high octets: an LF not after a CR, a CR not before
+ * an LF (one in the last lane is judged by the octet after the block, and
+ * then both are taken) and a '.' at a line start are stops. The first line
+ * must fit (lines starting inside a block are shorter than it), else the
+ * block is left to verbatim_bytes(), which stops where a fold goes.
+ */
+static size_t verbatim(const char *p, size_t n, size_t *col_r, uint64_t *eightbit)
+{
+	const size_t B = BYTEMASK_BLOCK;
+	size_t i = 0, col = *col_r;
+	while (n - i > B) {
+		struct bytemask_block blk;
+		bytemask_load(&blk, p + i);
+		uint64_t cr = bytemask_eq(&blk, '\r'), lf = bytemask_eq(&blk, '\n');
+		uint64_t ev = cr | lf;
+		size_t first = ev ? bytemask_first(ev) : B;
+		if (col + first > WIRE_MAX_LINE) {
+			size_t k = verbatim_bytes(p + i, n - i, B, &col, eightbit);
+			i += k;
+			if (k < B)
+				goto done; /* the stop is in this block */
+			continue;
+		}
+		uint64_t starts = lf << 1 | (col == 0);
+		uint64_t bad = (lf & ~(cr << 1)) | (cr & ~(lf >> 1) & ~(1ULL << (B - 1)));
+		if (starts)
+			bad |= bytemask_eq(&blk, '.') & starts;
+		bool tail_crlf = cr >> (B - 1);
+		if (tail_crlf && p[i + B] != '\n')
+			bad |= 1ULL << (B - 1);
+		uint64_t hi = bytemask_8bit(&blk);
+		if (bad) {
+			/* Take what is before the first bad octet. */
+			unsigned s = bytemask_first(bad);
+			uint64_t below = (1ULL << s) - 1, evb = ev & below;
+			*eightbit += bytemask_count(hi & below);
+			col = evb ? s - 1 - bytemask_last(evb) : col + s;
+			i += s;
+			goto done;
+		}
+		if (hi)
+			*eightbit += bytemask_count(hi);
+		/* The octets after the last CR or LF (a CR in the last lane has
+		 * its LF taken with it: none). */
+		col = ev ? B - 1 - bytemask_last(ev) : col + B;
+		i += tail_crlf ? B + 1 : B;
+	}
+	i += verbatim_bytes(p + i, n - i, n - i, &col, eightbit);
+done:
+	*col_r = col;
+	return i;
 }
 
 /* Emits n content octets (no CR, no LF): RFC 5321 4.5.2 stuffing of a
@@ -91,6 +185,16 @@ static void stray_cr(struct wire_filter *f, struct buf *out)
 	put_run(f, " ", 1, out);
 }
 
+/* Takes the verbatim prefix of p[0..n) (no CR pending): the filter state
+ * moves over it as if it had been emitted octet by octet. */
+static size_t take_verbatim(struct wire_filter *f, const char *p, size_t n)
+{
+	size_t k = verbatim(p, n, &f->out_col, &f->eightbit);
+	if (k > 0)
+		f->at_line_start = p[k - 1] == '\n';
+	return k;
+}
+
 /* Feeds n bytes of the logical stream. Only input bytes are un-stuffed:
  * inserted text is ours and never dot-stuffed. */
 static void put_text(struct wire_filter *f, const char *p, size_t n, bool from_input,
@@ -99,6 +203,14 @@ static void put_text(struct wire_filter *f, const char *p, size_t n, bool from_i
 	size_t i = 0;
 
 	while (i < n) {
+		if (!f->pending_cr) {
+			/* Most of a message passes unchanged: copied in one go. */
+			size_t k = take_verbatim(f, p + i, n - i);
+			buf_append(out, p + i, k);
+			i += k;
+			if (i == n)
+				break;
+		}
 		char c = p[i];
 
 		if (f->pending_cr) {
@@ -171,6 +283,22 @@ void wire_filter_feed(struct wire_filter *f, const char *in, size_t len, struct 
 		len -= n;
 		f->in_off += n;
 	}
+}
+
+size_t wire_filter_verbatim(struct wire_filter *f, const char *in, size_t len)
+{
+	if (f->pending_cr || f->skipping > 0)
+		return 0;
+	if (f->next_edit < f->n_edits) {
+		uint64_t at = f->edits[f->next_edit].offset;
+		if (at <= f->in_off)
+			return 0; /* an edit is due: only wire_filter_feed applies it */
+		if (at - f->in_off < len)
+			len = (size_t)(at - f->in_off);
+	}
+	size_t k = take_verbatim(f, in, len);
+	f->in_off += k;
+	return k;
 }
 
 void wire_filter_finish(struct wire_filter *f, struct buf *out)

@@ -65,6 +65,12 @@ void wire_filter_init(struct wire_filter *f, const struct wire_edit *edits, size
 		      bool input_dot_stuffed);
 /* Filters len input bytes, appending the output to out. */
 void wire_filter_feed(struct wire_filter *f, const char *in, size_t len, struct buf *out);
+/* The longest prefix of in[0..len) that the filter would copy to its output
+ * unchanged (no edit due within it, no CR/LF to normalise, no '.' to stuff or
+ * un-stuff, no line to fold): the filter moves over it as wire_filter_feed
+ * would, and the caller sends in[0..k) itself, without a copy, then feeds
+ * the rest. 0 when nothing can be taken (e.g. an edit is due). */
+size_t wire_filter_verbatim(struct wire_filter *f, const char *in, size_t len);
 /* Ends the content: applies the edits at the end offset (an insert starting
  * with LF completes a pending CR), turns a still-pending CR into a space,
  * ends a non-empty last line with CRLF, appends ".\r\n". The filter must not

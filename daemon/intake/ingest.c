@@ -186,11 +186,13 @@ static void refuse_entry(struct ingest_job *ij)
 }
 
 /* Runs the whole-content checks (common/msgbody.h) over the file in one
- * pass of bounded reads. 0, or -1 on a read error. */
-static int scan_content(int fd, uint64_t size, struct msgbody *mb)
+ * pass of bounded reads: head[0..got) is its start, already read (all of a
+ * small message), so only what follows it is read. 0, or -1 on a read error. */
+static int scan_content(int fd, uint64_t size, const char *head, size_t got, struct msgbody *mb)
 {
 	char chunk[65536];
-	uint64_t off = 0;
+	uint64_t off = got;
+	msgbody_feed(mb, head, got);
 	while (off < size) {
 		ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)off);
 		if (n < 0) {
@@ -488,7 +490,7 @@ void ingest_run(struct job *j)
 	} else {
 		have_info = true;
 		msgbody_init(&mb, &info, pk->dot_stuffed);
-		if (scan_content(fd, ij->size, &mb) < 0) {
+		if (scan_content(fd, ij->size, head, (size_t)got, &mb) < 0) {
 			set_reason(ij, "read error: %s", strerror(errno));
 		} else if (msgbody_finish(&mb, &reason) < 0) {
 			set_reason(ij, "%s", reason.data);

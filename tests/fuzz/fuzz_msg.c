@@ -8,7 +8,8 @@
  * skips, their values inside their fields; every address passes
  * msg_addr_valid and holds no CR, LF or NUL; the recipient limit holds; a
  * parsed date lies in years 1900-9999 and survives msg_format_date; msgbody's
- * verdict does not depend on the split; one-line reasons. ASan checks that
+ * verdict does not depend on the split and equals the plain model's
+ * (tests/fuzz/msgbody_ref.h); one-line reasons. ASan checks that
  * everything is freed.
  */
 #include <stdint.h>
@@ -17,6 +18,7 @@
 
 #include "common/msg.h"
 #include "common/msgbody.h"
+#include "tests/fuzz/msgbody_ref.h"
 
 static void check_addr(const struct msg_addr *a, bool may_be_null)
 {
@@ -57,6 +59,13 @@ static void check_body(const char *data, size_t len, const struct msg_info *info
 		check_reason(&ra);
 	if (a.dot_off >= 0 && ((uint64_t)a.dot_off < info->header_end || (size_t)a.dot_off >= len ||
 			       data[a.dot_off] != '.'))
+		abort();
+	/* The same results as the plain model, which skips no line. */
+	struct msgbody_ref m;
+	msgbody_reference(data, len, info->header_end, info->mime_boundary, stuffed, &m);
+	if (a.nul_at != m.nul_at || a.eightbit != m.eightbit || a.dot_off != m.dot_off ||
+	    a.dot_premature != m.dot_premature || a.mime_closed != m.mime_closed ||
+	    (a.dot_off >= 0 && a.dot_line != m.dot_line))
 		abort();
 	buf_deinit(&ra);
 	buf_deinit(&rb);

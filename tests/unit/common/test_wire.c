@@ -2,7 +2,9 @@
  * Purpose: unit tests for the wire filter (common/wire.h).
  * Every table case is checked one-shot, split in two at every position,
  * byte by byte and in 3-byte chunks: all must give the same expected bytes,
- * and every output must satisfy the DATA invariants (check_wire()).
+ * and every output must satisfy the DATA invariants (wire_ref_check() in
+ * tests/fuzz/wire_ref.h). Random inputs are checked against that file's
+ * reference model, which has no fast path.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +17,8 @@
 #include <cmocka.h>
 
 #include "common/wire.h"
+#include "tests/fuzz/wire_ref.h"
+#include "tests/unit/common/body_gen.h"
 
 #define NOSTAT UINT64_MAX
 
@@ -42,33 +46,6 @@ static void run_split(struct split_run *r, const char *in, size_t len, const str
 	wire_filter_finish(&r->f, &r->out);
 }
 
-/* The invariants of wire.h; fails the test with a message when violated. */
-static void check_wire(const char *p, size_t n)
-{
-	if (n == 3) {
-		assert_memory_equal(p, ".\r\n", 3);
-		return;
-	}
-	assert_true(n >= 5);
-	assert_memory_equal(p + n - 5, "\r\n.\r\n", 5);
-	size_t line = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '\r') {
-			assert_true(i + 1 < n && p[i + 1] == '\n');
-		} else if (p[i] == '\n') {
-			assert_true(i > 0 && p[i - 1] == '\r');
-			size_t len = i - 1 - line;
-			assert_true(len <= WIRE_MAX_LINE);
-			if (i + 1 < n) /* not the terminator line */
-				assert_false(len >= 1 && p[line] == '.' &&
-					     !(len >= 2 && p[line + 1] == '.'));
-			line = i + 1;
-		}
-	}
-	const char *hit = memmem(p, n, "\r\n.\r\n", 5);
-	assert_ptr_equal(hit, p + n - 5);
-}
-
 struct wcase {
 	const char *name;
 	const char *in;
@@ -94,7 +71,7 @@ static void check_case(const struct wcase *c)
 			if (r.out.len != want_len || memcmp(r.out.data, c->want, want_len) != 0)
 				fail_msg("%s: split %zu chunk %zu: got \"%s\"", c->name, split,
 					 chunk, r.out.data);
-			check_wire(r.out.data, r.out.len);
+			wire_ref_check(r.out.data, r.out.len);
 			if (c->stray_cr != NOSTAT)
 				assert_int_equal(r.f.stray_cr, c->stray_cr);
 			if (c->folded != NOSTAT)
@@ -227,7 +204,7 @@ static void wire_fold_long_line(void **state)
 
 	struct split_run one;
 	run_split(&one, in, n + 2, NULL, 0, false, n + 2, 0);
-	check_wire(one.out.data, one.out.len);
+	wire_ref_check(one.out.data, one.out.len);
 	assert_int_equal(one.f.lines_folded, 3); /* 998 + 997 + 997 + 8 */
 
 	struct buf unfolded = BUF_INIT;
@@ -336,7 +313,7 @@ static void wire_split_equivalence(void **state)
 	for (int stuffed = 0; stuffed <= 1; stuffed++) {
 		struct split_run one;
 		run_split(&one, in, len, e, N(e), stuffed, len, 0);
-		check_wire(one.out.data, one.out.len);
+		wire_ref_check(one.out.data, one.out.len);
 		for (size_t a = 0; a <= len; a++) {
 			for (size_t b = a; b <= len; b++) {
 				struct buf out = BUF_INIT;
@@ -357,13 +334,124 @@ static void wire_split_equivalence(void **state)
 	}
 }
 
+/* Differential: random message-like inputs with random edits, fed one-shot
+ * and in random chunks (some chunks passed through wire_filter_verbatim
+ * first, as smtpc does), must all give the reference model's bytes and
+ * statistics (tests/fuzz/wire_ref.h, which has no fast path). */
+static void wire_random_differential(void **state)
+{
+	static const char *const inserts[] = {
+	    "Received: by x\r\n", "A: .b\n", ".\r\n", "\r", "\nX", NULL};
+	uint64_t seed = 0x9e3779b97f4a7c15ULL;
+	for (int iter = 0; iter < 400; iter++) {
+		struct buf in = BUF_INIT, ref = BUF_INIT, one = BUF_INIT, chunked = BUF_INIT;
+		gen_body(&seed, &in, gen_below(&seed, 4) == 0 ? 40000 : gen_below(&seed, 3000),
+			 "b");
+		bool stuffed = gen_below(&seed, 3) == 0;
+		struct wire_edit e[4];
+		size_t n_e = gen_below(&seed, 5);
+		uint64_t at = 0;
+		for (size_t k = 0; k < n_e; k++) {
+			const char *ins = inserts[gen_below(&seed, 6)];
+			e[k].offset = at + gen_below(&seed, in.len / 4 + 2);
+			e[k].skip = gen_below(&seed, 3) == 0 ? gen_below(&seed, 40) : 0;
+			e[k].insert = ins;
+			e[k].insert_len = ins ? strlen(ins) : 0;
+			at = e[k].offset + e[k].skip;
+		}
+		struct wire_ref_stats st;
+		wire_reference(in.data, in.len, e, n_e, stuffed, &ref, &st);
+
+		struct wire_filter f1, f2;
+		wire_filter_init(&f1, e, n_e, stuffed);
+		wire_filter_feed(&f1, in.data, in.len, &one);
+		wire_filter_finish(&f1, &one);
+		wire_filter_init(&f2, e, n_e, stuffed);
+		for (size_t off = 0; off < in.len;) {
+			size_t n = 1 + gen_below(&seed, gen_below(&seed, 2) ? 64 : 20000);
+			if (n > in.len - off)
+				n = in.len - off;
+			size_t k =
+			    gen_below(&seed, 2) ? wire_filter_verbatim(&f2, in.data + off, n) : 0;
+			assert_true(k <= n);
+			assert_memory_equal(in.data + off, ref.data + chunked.len, k);
+			buf_append(&chunked, in.data + off, k);
+			wire_filter_feed(&f2, in.data + off + k, n - k, &chunked);
+			off += n;
+		}
+		wire_filter_finish(&f2, &chunked);
+		wire_ref_check(one.data, one.len);
+		if (one.len != ref.len || memcmp(one.data, ref.data, ref.len) != 0)
+			fail_msg("iteration %d: one-shot output differs from the reference", iter);
+		if (chunked.len != ref.len || memcmp(chunked.data, ref.data, ref.len) != 0)
+			fail_msg("iteration %d: chunked output differs from the reference", iter);
+		assert_int_equal(f1.stray_cr, st.stray_cr);
+		assert_int_equal(f1.lines_folded, st.lines_folded);
+		assert_int_equal(f1.eightbit, st.eightbit);
+		assert_int_equal(f2.stray_cr, st.stray_cr);
+		assert_int_equal(f2.lines_folded, st.lines_folded);
+		assert_int_equal(f2.eightbit, st.eightbit);
+		buf_deinit(&in);
+		buf_deinit(&ref);
+		buf_deinit(&one);
+		buf_deinit(&chunked);
+	}
+}
+
+/* The verbatim prefix: plain CRLF text passes whole; it stops before what
+ * the filter changes, and where an edit is due. */
+static void wire_verbatim_prefix(void **state)
+{
+	static const struct {
+		const char *in;
+		size_t col; /* octets already on the output line */
+		size_t want;
+	} cases[] = {
+	    {"ab\r\ncd\r\n", 0, 8},
+	    {"ab\r\ncd", 0, 6},			  /* a partial line passes too */
+	    {"ab\r\n.cd\r\n", 0, 4},		  /* a dot to stuff */
+	    {".ab\r\n", 3, 5},			  /* not at a line start */
+	    {"ab\ncd\r\n", 0, 2},		  /* a bare LF */
+	    {"ab\rcd\r\n", 0, 2},		  /* a stray CR */
+	    {"ab\r", 0, 2},			  /* its LF may be in the next chunk */
+	    {"abcdefghij", WIRE_MAX_LINE - 4, 4}, /* a fold */
+	    {"ab\r\nxyz", WIRE_MAX_LINE - 2, 7},  /* the line ends in time */
+	};
+	for (size_t i = 0; i < N(cases); i++) {
+		/* Also after a long stretch that the block scan takes (when the
+		 * case starts a line). */
+		for (size_t pad = 0; pad <= (cases[i].col ? 0 : 20); pad += 10) {
+			struct buf in = BUF_INIT;
+			for (size_t k = 0; k < pad; k++)
+				buf_puts(&in, "01234567\r\n");
+			size_t lead = in.len;
+			buf_puts(&in, cases[i].in);
+			struct wire_filter f;
+			wire_filter_init(&f, NULL, 0, false);
+			f.out_col = cases[i].col;
+			f.at_line_start = f.out_col == 0;
+			size_t k = wire_filter_verbatim(&f, in.data, in.len);
+			if (k != lead + cases[i].want)
+				fail_msg("case %zu pad %zu: took %zu", i, pad, k);
+			buf_deinit(&in);
+		}
+	}
+	/* An edit due now: nothing; one ahead: up to it. */
+	static const struct wire_edit e[] = {INS(4, "X: 1\r\n", 0)};
+	struct wire_filter f;
+	wire_filter_init(&f, e, 1, false);
+	assert_int_equal(wire_filter_verbatim(&f, "ab\r\ncd\r\n", 8), 4);
+	assert_int_equal(wire_filter_verbatim(&f, "cd\r\n", 4), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(wire_line_endings),      cmocka_unit_test(wire_smuggling),
 	    cmocka_unit_test(wire_dot_stuffing),      cmocka_unit_test(wire_folding),
 	    cmocka_unit_test(wire_fold_long_line),    cmocka_unit_test(wire_edits),
-	    cmocka_unit_test(wire_split_equivalence),
+	    cmocka_unit_test(wire_split_equivalence), cmocka_unit_test(wire_random_differential),
+	    cmocka_unit_test(wire_verbatim_prefix),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
