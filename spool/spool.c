@@ -35,6 +35,9 @@
 #include "common/log.h"
 #include "spool/spool_int.h"
 
+/* Of every file spool writes (less the umask). */
+#define SPOOL_FILE_MODE 0640
+
 /*
  * Group commit of one directory. Generations number directory fsyncs in the
  * order they start, and at most one runs at a time: callers that arrive while
@@ -99,6 +102,10 @@ int spool_open(struct spool *s, const char *dir)
 	if (spool_fsync_dir(s->dir_fd) < 0)
 		goto fail;
 	s->pid = (unsigned)getpid();
+	/* The mode write_file gives a new envelope (spool_mark_sending_new). */
+	mode_t um = umask(0077);
+	umask(um);
+	s->env_mode = (mode_t)(SPOOL_FILE_MODE & ~um);
 	pthread_mutex_init(&s->id_lock, NULL);
 	s->id_lock_init = true;
 	s->dsync = xcalloc(SPOOL_N_DIRS, sizeof(*s->dsync));
@@ -502,7 +509,7 @@ int spool_fsync_dir_shared(struct spool *s, int which)
 static int write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms,
 		      const char *sync_hook)
 {
-	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, SPOOL_FILE_MODE);
 	if (fd < 0)
 		return -1;
 	size_t off = 0;
@@ -808,6 +815,17 @@ fail:
 int spool_mark_sending(struct spool *s, const char *id)
 {
 	return set_sending_mark(s, id, true);
+}
+
+int spool_mark_sending_new(struct spool *s, const char *id)
+{
+	if (spool__check_writable(s) < 0)
+		return -1;
+	if (fchmodat(s->state_fd[SPOOL_QUEUE], id, s->env_mode | S_IXUSR, 0) < 0) {
+		spool__note_error(s);
+		return -1;
+	}
+	return 0;
 }
 
 int spool_unmark_sending(struct spool *s, const char *id)

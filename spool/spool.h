@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/buf.h"
 
@@ -100,7 +101,8 @@ struct spool {
 	 * lock that lets one spool_settle_folders run at a time. */
 	pthread_mutex_t owed_lock, settle_lock;
 	struct spool_dirsync *owed;
-	int readonly; /* atomic: set at the first EROFS; state changes stop */
+	int readonly;	 /* atomic: set at the first EROFS; state changes stop */
+	mode_t env_mode; /* of the envelopes it writes: SPOOL_FILE_MODE less the umask */
 	/* Batch claim records in use (spool/claimrec.c): a hash table by
 	 * the block's first ID, under rec_lock. */
 	pthread_mutex_t rec_lock;
@@ -238,6 +240,10 @@ int spool_claim_undo(struct spool *s, struct spool_claim *c);
  * starts: -1 with EROFS when it is not (or errno).
  */
 int spool_mark_sending(struct spool *s, const char *id);
+/* The same for an envelope this process has just written into queue/
+ * (spool_env_write, spool_env_create_lazy) and not changed since: its mode
+ * is known, so it is set without looking (no fstatat). */
+int spool_mark_sending_new(struct spool *s, const char *id);
 /* Clears that mark when the transaction never started after all (the
  * message goes back to the schedule unsent). Not fsynced either. */
 int spool_unmark_sending(struct spool *s, const char *id);

@@ -65,6 +65,7 @@ struct pickupd {
 	size_t parts_open;	     /* while stopping: parts whose close has not called back */
 	unsigned recovers_in_flight; /* ingest_recover jobs (main.c) */
 	bool enospc;		     /* ingestion paused: the spool's disk is full */
+	size_t handoff_bytes;	     /* held by handoffs (handoff.c); atomic, any thread */
 	uint64_t enospc_need;	     /* bytes of the largest file that did not fit */
 	uv_timer_t space_timer;	     /* re-checks the free space while paused (space.c) */
 	uv_check_t ro_check;	     /* stops the daemon once the spool is read-only */

@@ -1,12 +1,14 @@
 /*
  * Purpose: the spool work of a delivery, as thread-pool jobs: loading a due
- * message before its transaction (or putting it back unsent), recording
- * what the failure policy (policy.c) decides after it (removals in batches
- * that share one fsync of data/), and spacing out notifications (the
- * [bounce] rate_limit).
+ * message before its transaction (a fresh one from what ingest handed
+ * over, core/handoff.h, the others from the spool), or putting it back
+ * unsent; recording what the failure policy (policy.c) decides after it
+ * (removals in batches that share one fsync of data/), and spacing out
+ * notifications (the [bounce] rate_limit).
  * Owns: each struct delivery, from relay__delivery_new until the done of
- * its last job frees it; the removal batches; the pool's bounce pacing
- * (next_bounce_ms) and its counts of loads and records in flight.
+ * its last job frees it, with the handoff it took; the removal batches; the
+ * pool's bounce pacing (next_bounce_ms) and its counts of loads and records
+ * in flight.
  * Invariants: the spool work of a delivery (loading it before the
  * transaction, recording its outcome after) runs on the thread pool, never
  * on the loop thread; a delivery's outcome is written to the spool before
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/core/handoff.h"
 #include "daemon/delivery/bounce.h"
 #include "daemon/delivery/policy.h"
 #include "daemon/delivery/relay_int.h"
@@ -38,6 +41,7 @@ void relay__delivery_free(struct delivery *d)
 	policy_outcome_deinit(&d->out);
 	free(d->load_why);
 	free(d->defer_why);
+	handoff_free(d->handoff);
 	free(d);
 }
 
@@ -296,6 +300,9 @@ void relay__record(struct delivery *d)
 				     .dispatch_ms = d->dispatch_ms,
 				     .setup_ms = d->setup_ms};
 	d->done_ms = now;
+	/* The transaction is over: its content's budget is free for others. */
+	d->txn.content = NULL;
+	handoff_drop_content(d->handoff);
 	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, &where, now, (unsigned)random(),
 		      &d->out);
 	policy_apply(&d->out, &d->env);
@@ -310,33 +317,29 @@ void relay__record(struct delivery *d)
 
 /* ---- loading due messages (thread pool) ---------------------------------------- */
 
-/* Loads a due message for sending (thread pool): moves it into queue/,
- * reads its envelope, opens its content and marks it as being sent. Logs
- * nothing and touches no loop state: load_done does. */
-static void load_fn(struct job *j)
+/* The envelope of a due message, moved into queue/ when it was deferred.
+ * 0, or -1 with d->loaded saying why (LOAD_NONE: nothing to do). */
+static int load_envelope(struct delivery *d, struct spool *sp, struct buf *why)
 {
-	struct delivery *d = (struct delivery *)j;
-	struct spool *sp = &j->pd->spool;
 	const struct sched_item *it = &d->item;
-	struct buf why = BUF_INIT;
-
-	d->loaded = LOAD_NONE;
-	/* No transaction whose outcome cannot be recorded: it stays where it
-	 * is for the next start (main.c stops the daemon). */
-	if (spool_readonly(sp))
-		goto out;
+	if (d->handoff) {
+		/* A fresh message: queue/ holds what ingest handed over. */
+		d->env = d->handoff->env;
+		memset(&d->handoff->env, 0, sizeof(d->handoff->env));
+		return 0;
+	}
 	if (it->state == SPOOL_DEFERRED) {
 		/* No fsync: after a crash it is in one of the two, both fine. */
 		if (spool_move_nosync(sp, it->id, SPOOL_DEFERRED, SPOOL_QUEUE) < 0) {
 			d->err = errno;
 			if (errno != ENOENT && errno != EROFS)
 				d->loaded = LOAD_MOVE_FAILED;
-			goto out;
+			return -1;
 		}
 	} else if (it->state != SPOOL_QUEUE) {
-		goto out;
+		return -1;
 	}
-	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, &why) < 0) {
+	if (spool_env_read(sp, SPOOL_QUEUE, it->id, &d->env, why) < 0) {
 		if (errno == EBADMSG && it->state == SPOOL_QUEUE &&
 		    spool_env_torn(sp, SPOOL_QUEUE, it->id)) {
 			/* A first envelope whose writeback a crash lost: the
@@ -349,11 +352,34 @@ static void load_fn(struct job *j)
 		} else if (errno != ENOENT) {
 			d->loaded = LOAD_UNREADABLE;
 		}
-		d->load_why = buf_steal(&why);
-		goto out;
+		d->load_why = buf_steal(why);
+		return -1;
 	}
-	int fd = spool_data_open(sp, it->id);
-	if (fd < 0) {
+	return 0;
+}
+
+/* Loads a due message for sending (thread pool): moves it into queue/,
+ * reads its envelope (unless ingest handed it over), opens its content and
+ * marks it as being sent. Logs nothing and touches no loop state: load_done
+ * does. */
+static void load_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct spool *sp = &j->pd->spool;
+	const struct sched_item *it = &d->item;
+	struct buf why = BUF_INIT;
+
+	d->loaded = LOAD_NONE;
+	/* No transaction whose outcome cannot be recorded: it stays where it
+	 * is for the next start (main.c stops the daemon). */
+	if (spool_readonly(sp))
+		goto out;
+	if (load_envelope(d, sp, &why) < 0)
+		goto out;
+	/* A small fresh message's content came with its handoff. */
+	bool in_memory = d->handoff && d->handoff->content;
+	int fd = in_memory ? -1 : spool_data_open(sp, it->id);
+	if (fd < 0 && !in_memory) {
 		d->err = errno;
 		d->loaded = LOAD_NO_CONTENT;
 		free(d->env.reason);
@@ -363,15 +389,22 @@ static void load_fn(struct job *j)
 		goto out;
 	}
 	/* Marked before it is sent, so that recovery can name it if the outcome
-	 * never gets recorded; also the last check that it can be. */
-	if (spool_mark_sending(sp, it->id) < 0) {
+	 * never gets recorded; also the last check that it can be. A handed
+	 * over envelope is as ingest wrote it: its mode is known. */
+	if ((d->handoff ? spool_mark_sending_new(sp, it->id) : spool_mark_sending(sp, it->id)) <
+	    0) {
 		d->err = errno;
 		if (errno != EROFS && errno != ENOENT)
 			d->loaded = LOAD_MARK_FAILED;
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		goto out;
 	}
 	smtpc_txn_init(&d->txn, &d->env, fd);
+	if (in_memory) {
+		d->txn.content = d->handoff->content;
+		d->txn.content_len = d->handoff->content_len;
+	}
 	d->loaded = LOAD_OK;
 out:
 	buf_deinit(&why);
@@ -445,6 +478,10 @@ static void load_done(struct job *j)
 	}
 	if (d->loaded == LOAD_OK) {
 		d->dispatch_ms = pickupd_now_ms();
+		log_debug("%s: loaded from %s", id,
+			  d->handoff == NULL ? "the spool"
+			  : d->txn.content   ? "memory (envelope and content)"
+					     : "memory (envelope; content from the spool)");
 		/* Postfix's qmgr line as a message becomes active: pflogsumm takes
 		 * the size and the sender's domain from it. */
 		log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
@@ -495,6 +532,8 @@ struct delivery *relay__delivery_new(struct relay_pool *pool, const struct sched
 	struct delivery *d = xcalloc(1, sizeof(*d));
 	d->pool = pool;
 	d->item = *it;
+	if (it->state == SPOOL_QUEUE)
+		d->handoff = sched_take_handoff(pool->pd->sched, it->id);
 	d->txn.data_fd = -1; /* until smtpc_txn_init */
 	snprintf(d->relay_name, sizeof(d->relay_name), "none");
 	return d;

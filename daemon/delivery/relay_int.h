@@ -105,6 +105,7 @@ struct delivery {
 	struct relay_pool *pool;
 	struct session *s;	    /* the session it is loaded for; NULL once that closed */
 	struct sched_item item;	    /* what was due */
+	struct handoff *handoff;    /* a fresh message's envelope from ingest, or NULL */
 	enum load_result loaded;    /* set by load_fn */
 	char *load_why;		    /* LOAD_CORRUPT, LOAD_TORN, LOAD_UNREADABLE: the reason */
 	bool defer;		    /* no relay can take it (defer_due): record defer_cls */

@@ -1,10 +1,13 @@
 /*
  * Purpose: the schedule of queued messages: a binary min-heap by due time
- * (then queue ID, so equal times go in arrival order) and one timer.
- * Owns: the heap array and the timer handle; it knows nothing of who sends
- * (the due callback does).
+ * (then queue ID, so equal times go in arrival order) and one timer; beside
+ * it, the handoffs of fresh messages (core/handoff.h) by queue ID.
+ * Owns: the heap array, the timer handle, and each handoff until it is
+ * taken; it knows nothing of who sends (the due callback does).
  * Invariants: heap[0] is the earliest entry; the timer is armed for it
- * whenever it lies in the future, so an idle queue costs no CPU.
+ * whenever it lies in the future, so an idle queue costs no CPU; a handoff
+ * is kept only while its ID is in the heap (sched_remove drops it with the
+ * entry), so an operator's change to the message never meets a stale copy.
  */
 #include "daemon/delivery/sched.h"
 
@@ -13,7 +16,11 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "daemon/core/handoff.h"
 #include "daemon/core/pickupd.h"
+
+/* Buckets of the handoff table: handoffs are few (their budget bounds them). */
+#define HANDOFF_BUCKETS 256
 
 struct sched {
 	sched_due_cb due_cb;
@@ -22,7 +29,20 @@ struct sched {
 	size_t n, cap;
 	uv_timer_t timer;
 	bool stopped;
+	struct handoff *handoffs[HANDOFF_BUCKETS];
+	size_t n_handoffs;
 };
+
+static struct handoff **handoff_slot(struct sched *s, const char *id)
+{
+	size_t h = 5381;
+	for (const char *p = id; *p; p++)
+		h = h * 33 + (unsigned char)*p;
+	struct handoff **pp = &s->handoffs[h % HANDOFF_BUCKETS];
+	while (*pp && strcmp((*pp)->env.id, id) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
 
 static bool earlier(const struct sched_item *a, const struct sched_item *b)
 {
@@ -116,6 +136,13 @@ void sched_stop(struct sched *s)
 
 void sched_free(struct sched *s)
 {
+	for (size_t i = 0; i < HANDOFF_BUCKETS; i++) {
+		while (s->handoffs[i]) {
+			struct handoff *h = s->handoffs[i];
+			s->handoffs[i] = h->next;
+			handoff_free(h);
+		}
+	}
 	free(s->heap);
 	free(s);
 }
@@ -135,6 +162,44 @@ void sched_add(struct sched *s, const char *id, enum spool_state state, int64_t 
 	/* A new earliest entry moves the timer (it may have moved up to the top). */
 	if (s->heap[0].due_ms == due_ms && memcmp(s->heap[0].id, id, SPOOL_ID_LEN) == 0)
 		arm(s);
+}
+
+void sched_add_handoff(struct sched *s, const char *id, enum spool_state state, int64_t due_ms,
+		       struct handoff *h)
+{
+	sched_add(s, id, state, due_ms);
+	if (h == NULL)
+		return;
+	struct handoff **pp = handoff_slot(s, id);
+	if (*pp) {
+		/* Never twice for one ID; the older copy goes. */
+		struct handoff *old = *pp;
+		*pp = old->next;
+		handoff_free(old);
+		s->n_handoffs--;
+	}
+	h->next = *pp;
+	*pp = h;
+	s->n_handoffs++;
+}
+
+struct handoff *sched_take_handoff(struct sched *s, const char *id)
+{
+	if (s->n_handoffs == 0)
+		return NULL;
+	struct handoff **pp = handoff_slot(s, id);
+	struct handoff *h = *pp;
+	if (h) {
+		*pp = h->next;
+		h->next = NULL;
+		s->n_handoffs--;
+	}
+	return h;
+}
+
+size_t sched_handoffs(const struct sched *s)
+{
+	return s->n_handoffs;
 }
 
 void sched_push_back(struct sched *s, const struct sched_item *it)
@@ -190,6 +255,7 @@ size_t sched_remove(struct sched *s, const char *id)
 	}
 	if (removed)
 		reheap(s);
+	handoff_free(sched_take_handoff(s, id));
 	return removed;
 }
 

@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/msgbody.h"
+#include "daemon/core/handoff.h"
 
 #define SNIFF_BYTES 8192
 /* A batch this large shares one claim record: one new file and one fsync
@@ -44,6 +45,7 @@ void ingest_job_free(struct ingest_job *ij)
 	free(ij->origin_buf);
 	free(ij->reason);
 	free(ij->sender);
+	handoff_free(ij->handoff);
 	free(ij);
 }
 
@@ -520,6 +522,10 @@ void ingest_run(struct job *j)
 			ij->result = INGEST_QUEUED;
 			ij->sender = xstrdup(info.sender.addr);
 			ij->n_rcpts = info.n_rcpts;
+			/* Delivery takes what was built here, and a small file's
+			 * bytes read whole, without reading them again. */
+			ij->handoff = handoff_new(
+			    pd, &env, (uint64_t)got == ij->size ? &head : NULL, (size_t)got);
 			goto out;
 		}
 	}

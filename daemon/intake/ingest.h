@@ -60,6 +60,8 @@ struct ingest_job {
 	char id[SPOOL_ID_LEN + 1];
 	char *sender;
 	size_t n_rcpts;
+	struct handoff
+	    *handoff; /* INGEST_QUEUED: its envelope (and content) for delivery, or NULL */
 	uint64_t size;
 	unsigned uid; /* the pickup file's owner */
 };

@@ -305,7 +305,8 @@ static void file_done(struct ingest_job *ij)
 			ij->uid, p->cfg->name, ij->name, ij->sender, ij->n_rcpts,
 			(unsigned long long)ij->size);
 		pd->stats.received++;
-		p->queued_cb(p->queued_arg, ij->id);
+		p->queued_cb(p->queued_arg, ij->id, ij->handoff);
+		ij->handoff = NULL;
 		break;
 	case INGEST_REFUSED:
 		pd->stats.refused++;

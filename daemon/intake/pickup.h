@@ -11,9 +11,12 @@
 #include "common/config.h"
 #include "daemon/core/pickupd.h"
 
+struct handoff;
+
 /* A file of the folder is now message id in the spool's queue/ (durably):
- * the owner schedules it. */
-typedef void (*pickup_queued_cb)(void *arg, const char *id);
+ * the owner schedules it, with h (core/handoff.h; NULL when there is none),
+ * which becomes the owner's. */
+typedef void (*pickup_queued_cb)(void *arg, const char *id, struct handoff *h);
 
 /* cfg: one of pd->cfg's [pickup] sections; the folder holds a reference to
  * pd->cfg until pickup_free. */

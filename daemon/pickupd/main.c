@@ -25,6 +25,7 @@
 #include "daemon/core/pickupd.h"
 #include "daemon/pickupd/preflight.h"
 #include "daemon/delivery/relay.h"
+#include "daemon/core/handoff.h"
 #include "daemon/delivery/sched.h"
 #include "daemon/intake/space.h"
 
@@ -226,10 +227,10 @@ static void signal_cb(uv_signal_t *h, int signum)
 }
 
 /* A pickup folder queued a message: due now. */
-static void message_queued_cb(void *arg, const char *id)
+static void message_queued_cb(void *arg, const char *id, struct handoff *h)
 {
 	struct pickupd *pd = arg;
-	sched_add(pd->sched, id, SPOOL_QUEUE, 0);
+	sched_add_handoff(pd->sched, id, SPOOL_QUEUE, 0, h);
 	relay_pool_wake(pd->pool);
 }
 
@@ -245,7 +246,7 @@ static void recovered_cb(void *arg, const char *id)
 	struct pickupd *pd = arg;
 	pd->recovers_in_flight--;
 	if (id)
-		message_queued_cb(pd, id);
+		message_queued_cb(pd, id, NULL);
 	maybe_stopped(pd);
 }
 
@@ -317,6 +318,7 @@ static void reingest_orphans(struct pickupd *pd, struct spool_recovery *rec)
 		free(ij.name);
 		free(ij.reason);
 		free(ij.sender);
+		handoff_free(ij.handoff); /* load_schedule reads queue/ */
 	}
 }
 

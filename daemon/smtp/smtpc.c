@@ -1,7 +1,8 @@
 /*
  * Purpose: the SMTP client state machine: greeting, EHLO, STARTTLS, EHLO
  * again, AUTH, then transactions (RSET, MAIL, RCPT..., DATA pipelined when
- * offered), content streamed from disk through the wire filter, QUIT.
+ * offered), content streamed from disk (or, for a small fresh message,
+ * from memory) through the wire filter, QUIT.
  * The one SMTP engine: the relay pool's sessions and pickupctl test-relay's
  * probe (set-up, then QUIT at READY, each step shown through the trace hook).
  * Owns: its conn, the reply parser, the content read buffer, the
@@ -17,8 +18,10 @@
  * no event reaches the owner from inside smtpc_send, smtpc_quit or
  * smtpc_abort: a transaction cut short by the session's end is settled at
  * once and reported DONE when the conn has closed, just before CLOSED; the
- * session frees itself only after its conn closed and no file read is in
- * flight.
+ * first chunk of content is read while the envelope commands are answered,
+ * and sent on DATA's 354; a read that outlives its transaction is dropped
+ * and closes that transaction's descriptor; the session frees itself only
+ * after its conn closed and no file read is in flight.
  */
 #include "daemon/smtp/smtpc.h"
 
@@ -119,11 +122,15 @@ struct smtpc {
 	struct wire_filter filter;
 	uv_fs_t read_req;
 	bool read_pending;
+	unsigned read_txn; /* the transaction (s->messages) the pending read is for */
+	int read_fd;	   /* an ended transaction's content, closed when its read is back */
 	bool read_eof;
+	bool chunk_early;  /* the first chunk came before DATA's 354: sent on it */
+	ssize_t chunk_len; /* with chunk_early: the read's result */
 	int64_t read_off;
 	char *chunk;
 	struct buf out;
-	uint64_t data_size; /* fstat of the content at DATA: EOF without another read */
+	uint64_t data_size; /* of the content: EOF without another read */
 	bool replies_seen;  /* a reply arrived in this transaction */
 	bool answered;	    /* a well-formed reply answered the final dot (or the body) */
 	/* password_command */
@@ -362,8 +369,12 @@ static void finish_txn(struct smtpc *s)
 	free(s->edits);
 	s->edits = NULL;
 	s->n_edits = 0;
-	if (t->data_fd >= 0 && !s->read_pending) {
-		close(t->data_fd);
+	if (t->data_fd >= 0) {
+		/* A read still in flight may use the descriptor: it closes it. */
+		if (s->read_pending)
+			s->read_fd = t->data_fd;
+		else
+			close(t->data_fd);
 		t->data_fd = -1;
 	}
 	emit(s, SMTPC_EV_DONE);
@@ -698,38 +709,23 @@ static void force_from_edit(struct smtpc *s, const char *data, size_t len)
 	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
 }
 
-static void read_cb(uv_fs_t *req)
+/* Sends content bytes (the next n from read_off) through the wire filter;
+ * after the last, the end of data, and the wait for the final reply. */
+static void send_content(struct smtpc *s, const char *data, size_t n)
 {
-	struct smtpc *s = req->data;
-	ssize_t n = req->result;
-	uv_fs_req_cleanup(req);
-	s->read_pending = false;
-	if (s->closing || s->txn == NULL || s->state != SMTPC_ST_BODY) {
-		if (s->closing && s->conn_closed)
-			maybe_free(s);
-		return;
-	}
-	if (n < 0) {
-		/* Our own disk failed: the message waits, the session cannot
-		 * end this DATA cleanly, so it is dropped. */
-		txn_fail(s, SMTPC_TEMP, "cannot read the queued content");
-		session_fail(s, SMTPC_CONN, "read error on queued content: %s",
-			     uv_strerror((int)n));
-		return;
-	}
 	buf_clear(&s->out);
 	if (s->read_off == 0 && n > 0 && s->relay->force_from && s->txn->force_sender)
-		force_from_edit(s, s->chunk, (size_t)n);
+		force_from_edit(s, data, n);
 	if (n > 0) {
-		/* What the filter would copy unchanged is sent from the chunk. */
-		size_t k = wire_filter_verbatim(&s->filter, s->chunk, (size_t)n);
-		conn_write(s->conn, s->chunk, k);
+		/* What the filter would copy unchanged is sent from the data. */
+		size_t k = wire_filter_verbatim(&s->filter, data, n);
+		conn_write(s->conn, data, k);
 		s->txn->bytes_sent += k;
-		wire_filter_feed(&s->filter, s->chunk + k, (size_t)n - k, &s->out);
-		s->read_off += n;
+		wire_filter_feed(&s->filter, data + k, n - k, &s->out);
+		s->read_off += (int64_t)n;
 	}
-	/* The content file is never written while queued: its size at DATA
-	 * tells where it ends, which saves a read per message. */
+	/* The content file is never written while queued: its size tells
+	 * where it ends, which saves a read per message. */
 	if (n == 0 || (uint64_t)s->read_off >= s->data_size) {
 		wire_filter_finish(&s->filter, &s->out);
 		s->read_eof = true;
@@ -746,9 +742,56 @@ static void read_cb(uv_fs_t *req)
 	 * so memory stays bounded whatever the message size. */
 }
 
+/* A chunk read from the content file (n bytes, or an error), in SMTPC_ST_BODY. */
+static void chunk_read(struct smtpc *s, ssize_t n)
+{
+	if (n < 0) {
+		/* Our own disk failed: the message waits, the session cannot
+		 * end this DATA cleanly, so it is dropped. */
+		txn_fail(s, SMTPC_TEMP, "cannot read the queued content");
+		session_fail(s, SMTPC_CONN, "read error on queued content: %s",
+			     uv_strerror((int)n));
+		return;
+	}
+	send_content(s, s->chunk, (size_t)n);
+}
+
+static void read_cb(uv_fs_t *req)
+{
+	struct smtpc *s = req->data;
+	ssize_t n = req->result;
+	uv_fs_req_cleanup(req);
+	s->read_pending = false;
+	if (s->read_fd >= 0) {
+		close(s->read_fd);
+		s->read_fd = -1;
+	}
+	if (s->closing) {
+		if (s->conn_closed)
+			maybe_free(s);
+		return;
+	}
+	if (s->txn == NULL || s->read_txn != s->messages) {
+		/* An ended transaction's: the current one's first read waited. */
+		read_next_chunk(s);
+		return;
+	}
+	if (s->state == SMTPC_ST_ENVELOPE) {
+		/* Read while the envelope's replies come: kept for the 354. */
+		s->chunk_early = true;
+		s->chunk_len = n;
+		return;
+	}
+	if (s->state == SMTPC_ST_BODY)
+		chunk_read(s, n);
+}
+
+/* Reads the transaction's next chunk of content on the thread pool: the
+ * first as soon as the envelope is sent, the others as the last drained. */
 static void read_next_chunk(struct smtpc *s)
 {
-	if (s->read_pending || s->read_eof || s->txn == NULL)
+	if (s->read_pending || s->read_eof || s->chunk_early || s->txn == NULL ||
+	    s->txn->content != NULL || (s->state != SMTPC_ST_ENVELOPE && s->state != SMTPC_ST_BODY))
 		return;
 	uv_buf_t b = uv_buf_init(s->chunk, READ_CHUNK);
 	s->read_req.data = s;
@@ -759,22 +802,53 @@ static void read_next_chunk(struct smtpc *s)
 		return;
 	}
 	s->read_pending = true;
+	s->read_txn = s->messages;
 }
 
+/* A new transaction's content: in memory, or its first chunk read from
+ * disk while the envelope commands are answered. */
+static void start_content(struct smtpc *s)
+{
+	struct smtpc_txn *t = s->txn;
+	s->read_off = 0;
+	s->read_eof = false;
+	s->chunk_early = false;
+	if (t->content) {
+		s->data_size = t->content_len;
+		return;
+	}
+	if (s->chunk == NULL)
+		s->chunk = xmalloc(READ_CHUNK);
+	struct stat st;
+	s->data_size = fstat(t->data_fd, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
+	read_next_chunk(s);
+}
+
+/* In SMTPC_ST_BODY: the content that is ready goes (in memory, or the
+ * chunk read before the 354), else the next chunk is read. */
+static void body_next(struct smtpc *s)
+{
+	if (s->txn->content) {
+		if (s->read_off == 0 && !s->read_eof)
+			send_content(s, s->txn->content, s->txn->content_len);
+	} else if (s->chunk_early) {
+		s->chunk_early = false;
+		chunk_read(s, s->chunk_len);
+	} else {
+		read_next_chunk(s); /* unless one is on its way */
+	}
+}
+
+/* DATA's 354: the content follows once the bytes that came with the 354
+ * are read (on_data), so that a reply among them is taken for what it is,
+ * a reply before the end of data, as when the content is read from disk. */
 static void start_body(struct smtpc *s)
 {
 	set_state(s, SMTPC_ST_BODY);
-	if (s->chunk == NULL)
-		s->chunk = xmalloc(READ_CHUNK);
-	s->read_off = 0;
-	s->read_eof = false;
 	s->answered = false;
-	struct stat st;
-	s->data_size = fstat(s->txn->data_fd, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
 	build_edits(s, s->txn->env);
 	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
-	read_next_chunk(s);
 }
 
 /* All envelope replies are in: the transaction goes on to content or ends. */
@@ -1289,7 +1363,7 @@ static void on_data(struct smtpc *s)
 			return;
 		}
 		if (rc == 0)
-			return;
+			break;
 		if (log_debug_enabled()) {
 			struct buf sum = BUF_INIT;
 			smtp_reply_summary(&r, &sum);
@@ -1320,6 +1394,9 @@ static void on_data(struct smtpc *s)
 		if (s->state == SMTPC_ST_TLS)
 			return; /* what follows is TLS; checked in SMTPC_ST_STARTTLS */
 	}
+	/* The 354 came (start_body) and nothing else was said with it. */
+	if (!s->closing && s->state == SMTPC_ST_BODY && s->read_off == 0)
+		body_next(s);
 }
 
 static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
@@ -1339,7 +1416,7 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 		break;
 	case CONN_EV_DRAINED:
 		if (s->state == SMTPC_ST_BODY)
-			read_next_chunk(s);
+			body_next(s);
 		break;
 	case CONN_EV_TIMEOUT:
 		if (s->state == SMTPC_ST_READY) {
@@ -1393,6 +1470,7 @@ struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb 
 	s->probe = p->probe;
 	s->cb = cb;
 	s->arg = arg;
+	s->read_fd = -1;
 	smtp_reply_parser_init(&s->parser);
 	s->conn = conn_new(loop, conn_cb, s);
 	s->state = SMTPC_ST_CONNECT;
@@ -1408,6 +1486,8 @@ void smtpc_send(struct smtpc *s, struct smtpc_txn *txn)
 	for (size_t i = 0; i < txn->env->n_rcpts; i++)
 		txn->rcpt[i].tried = txn->rcpt[i].final = false;
 	start_envelope(s);
+	if (!s->closing && s->state == SMTPC_ST_ENVELOPE)
+		start_content(s);
 }
 
 void smtpc_quit(struct smtpc *s)

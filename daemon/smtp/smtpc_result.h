@@ -35,8 +35,12 @@ struct smtpc_rcpt_result {
 
 /* One message transaction. Owner: the relay; smtpc fills the results. */
 struct smtpc_txn {
-	struct spool_env *env;	  /* recipients with status pending/deferred are sent */
-	int data_fd;		  /* content; smtpc closes it when the transaction ends */
+	struct spool_env *env; /* recipients with status pending/deferred are sent */
+	int data_fd;	       /* content; smtpc closes it when the transaction ends */
+	/* Or the whole content in memory (data_fd unused), kept by the owner
+	 * until SMTPC_EV_DONE. */
+	const char *content;
+	size_t content_len;
 	const char *force_sender; /* NULL = env->sender */
 	/* results */
 	struct smtpc_rcpt_result *rcpt; /* env->n_rcpts entries */

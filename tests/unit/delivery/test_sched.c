@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "daemon/core/handoff.h"
 #include "daemon/core/pickupd.h"
 #include "daemon/delivery/sched.h"
 
@@ -175,6 +176,74 @@ static void sched_remove_every_entry_of_an_id(void **state)
 	assert_int_equal(sched_size(f->s), 0);
 }
 
+/* A handoff for id with a content of len bytes; NULL when the budget is spent. */
+static struct handoff *new_handoff(struct pickupd *pd, const char *id, size_t len)
+{
+	struct spool_env env;
+	memset(&env, 0, sizeof(env));
+	memcpy(env.id, id, sizeof(env.id));
+	env.sender = strdup("a@example.org");
+	spool_env_add_rcpt(&env, "b@example.org", NULL);
+	char *content = len ? calloc(1, len) : NULL;
+	struct handoff *h = handoff_new(pd, &env, &content, len);
+	free(content); /* NULL when taken over */
+	spool_env_deinit(&env);
+	return h;
+}
+
+/* A handoff is taken once, goes with sched_remove and sched_free, and all of
+ * them together stay within their budget, which they give back. */
+static void sched_handoffs_kept_taken_dropped(void **state)
+{
+	struct fixture *f = *state;
+	struct pickupd pd;
+	memset(&pd, 0, sizeof(pd));
+	char a[SPOOL_ID_LEN + 1], b[SPOOL_ID_LEN + 1], c[SPOOL_ID_LEN + 1];
+	make_id(a, "A");
+	make_id(b, "B");
+	make_id(c, "C");
+	struct handoff *ha = new_handoff(&pd, a, 2048);
+	assert_non_null(ha);
+	assert_non_null(ha->content);
+	assert_string_equal(ha->env.sender, "a@example.org");
+	sched_add_handoff(f->s, a, SPOOL_QUEUE, 0, ha);
+	sched_add_handoff(f->s, b, SPOOL_QUEUE, 0, new_handoff(&pd, b, 0));
+	sched_add_handoff(f->s, c, SPOOL_QUEUE, 0, NULL);
+	assert_int_equal(sched_handoffs(f->s), 2);
+	assert_true(pd.handoff_bytes > 2048);
+	assert_ptr_equal(sched_take_handoff(f->s, a), ha);
+	assert_null(sched_take_handoff(f->s, a));
+	assert_null(sched_take_handoff(f->s, c));
+	handoff_drop_content(ha);
+	assert_null(ha->content);
+	handoff_free(ha);
+	assert_int_equal(sched_remove(f->s, b), 1);
+	assert_int_equal(sched_handoffs(f->s), 0);
+	assert_int_equal(pd.handoff_bytes, 0);
+
+	/* Over the budget: contents first, then envelopes are refused. */
+	size_t n = 0, with_content = 0;
+	for (;; n++) {
+		char id[SPOOL_ID_LEN + 1];
+		char tag[16];
+		snprintf(tag, sizeof(tag), "M%zuX", n); /* no two alike once padded */
+		make_id(id, tag);
+		struct handoff *h = new_handoff(&pd, id, HANDOFF_MAX_CONTENT);
+		if (h == NULL)
+			break;
+		with_content += h->content != NULL;
+		assert_true(pd.handoff_bytes <= HANDOFF_BUDGET);
+		sched_add_handoff(f->s, id, SPOOL_QUEUE, 0, h);
+	}
+	assert_true(with_content > 0 && with_content < HANDOFF_BUDGET / HANDOFF_MAX_CONTENT + 1);
+	assert_true(n > with_content);
+	/* A content over the limit is never kept. */
+	char big_id[SPOOL_ID_LEN + 1];
+	make_id(big_id, "BIG");
+	assert_null(sched_take_handoff(f->s, big_id));
+	/* teardown's sched_free frees them: ASan would name a leak */
+}
+
 static void sched_make_due_by_state(void **state)
 {
 	struct fixture *f = *state;
@@ -320,6 +389,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(sched_push_back_keeps_the_item, setup, teardown),
 	    cmocka_unit_test_setup_teardown(sched_remove_every_entry_of_an_id, setup, teardown),
 	    cmocka_unit_test_setup_teardown(sched_make_due_by_state, setup, teardown),
+	    cmocka_unit_test_setup_teardown(sched_handoffs_kept_taken_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(sched_many_entries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(sched_timer_fires_for_the_earliest, setup, teardown),
 	    cmocka_unit_test_setup_teardown(sched_timer_moves_to_a_new_earliest, setup, teardown),

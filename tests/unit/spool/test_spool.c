@@ -972,6 +972,41 @@ static void spool_recover_reads_records_and_marks(void **state)
 	spool_recovery_deinit(&rec);
 }
 
+/* The mark set without looking at a fresh envelope (spool_mark_sending_new)
+ * is the one spool_mark_sending sets, lazy envelope or durable, and
+ * recovery reads it alike. */
+static void spool_mark_sending_new_same_mode(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char looked[SPOOL_ID_LEN + 1], durable[SPOOL_ID_LEN + 1], lazy[SPOOL_ID_LEN + 1];
+	queue_message(sp, looked);
+	queue_message(sp, durable);
+	struct spool_env e;
+	spool_new_id(sp, lazy);
+	assert_int_equal(spool__write_file(sp->data_fd, lazy, "From: a\r\n\r\nhi\r\n", 15, 0), 0);
+	make_env(&e, lazy);
+	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+	spool_env_deinit(&e);
+	assert_int_equal(spool_mark_sending(sp, looked), 0);
+	assert_int_equal(spool_mark_sending_new(sp, durable), 0);
+	assert_int_equal(spool_mark_sending_new(sp, lazy), 0);
+	struct stat a, b, c;
+	assert_int_equal(fstatat(sp->state_fd[SPOOL_QUEUE], looked, &a, 0), 0);
+	assert_int_equal(fstatat(sp->state_fd[SPOOL_QUEUE], durable, &b, 0), 0);
+	assert_int_equal(fstatat(sp->state_fd[SPOOL_QUEUE], lazy, &c, 0), 0);
+	assert_int_equal(a.st_mode, b.st_mode);
+	assert_int_equal(a.st_mode, c.st_mode);
+	assert_true(a.st_mode & S_IXUSR);
+	errno = 0;
+	assert_int_equal(spool_mark_sending_new(sp, "NOSUCHID000000000000"), -1);
+	assert_int_equal(errno, ENOENT);
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.n_maybe_sent, 3);
+	spool_recovery_deinit(&rec);
+}
+
 /* A claim committed with the folder's fsync owed (spool_claim_commit_data):
  * when that fsync fails, no content leaves data/ (the message stays queued);
  * once it succeeds, the removal goes through. */
@@ -1455,6 +1490,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_stat_drop_and_discard, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_resolves_leftovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_reads_records_and_marks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_mark_sending_new_same_mode, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_undo_puts_the_file_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_copy_keeps_the_original_until_done, setup,
 					    teardown),
