@@ -35,6 +35,13 @@ static void close_tcp_for_retry(struct conn *c);
 
 static void defer_cb(uv_idle_t *h);
 
+/* Reports ev on the next loop iteration (emit filters it then). */
+static void emit_later(struct conn *c, enum conn_event ev)
+{
+	c->deferred |= 1u << ev;
+	uv_idle_start(&c->defer, defer_cb);
+}
+
 /* Reports ev to the owner; from inside a call the owner made (or behind an
  * event already waiting), on the next loop iteration instead. Once closing
  * only CLOSED goes out, and once an error is known only ERROR and CLOSED. */
@@ -45,8 +52,7 @@ static void emit(struct conn *c, enum conn_event ev)
 	if (c->error_class != CONN_ERR_NONE && ev != CONN_EV_ERROR && ev != CONN_EV_CLOSED)
 		return;
 	if (ev != CONN_EV_CLOSED && (c->in_call || c->deferred)) {
-		c->deferred |= 1u << ev;
-		uv_idle_start(&c->defer, defer_cb);
+		emit_later(c, ev);
 		return;
 	}
 	c->cb(c, ev, c->arg);
@@ -208,6 +214,26 @@ static void raw_write(struct conn *c, const void *data, size_t len)
 {
 	if (len == 0 || c->closing || !c->tcp_open || c->write_error.len)
 		return;
+	/* Straight to the socket while nothing is queued before it: no copy
+	 * of the bytes (a 128 KiB body chunk) and no allocation; only what the
+	 * socket cannot take now is queued. */
+	if (c->writes_pending == 0) {
+		uv_buf_t now = uv_buf_init((char *)data, (unsigned)len);
+		int n = uv_try_write((uv_stream_t *)&c->tcp, &now, 1);
+		if (n == (int)len) {
+			/* Drained already: said as write_cb would, after this call. */
+			emit_later(c, CONN_EV_DRAINED);
+			return;
+		}
+		if (n < 0 && n != UV_EAGAIN) {
+			write_failed(c, n);
+			return;
+		}
+		if (n > 0) {
+			data = (const char *)data + n;
+			len -= (size_t)n;
+		}
+	}
 	struct write_req *w = xmalloc(sizeof(*w) + len);
 	w->c = c;
 	w->len = len;
