@@ -215,13 +215,19 @@ def test_enospc_at_the_envelope_rolls_a_copied_claim_back():
                 for i in range(3):
                     d.drop("cp%d.eml" % i, message(i, "exdev"))
                 d.wait_log(r"no space left on device; ingestion paused")
-                # Each was tried at least once (one at a time once paused).
-                wait_for(lambda: not d.spool_files(["data", "tmp"]), 30,
-                         what="no content left in data/ or tmp/")
+                # The pause is logged by the first claim to fail; the others
+                # (each file its own ingest job, side by side) may still be
+                # at work, and every 2 s the space check lets all three try
+                # again. A claim's record (a copy's data/<id>.copy link) is
+                # in data/ before its content and goes after it, so a data/
+                # with nothing at all in it is a moment when no claim holds
+                # content (the old look, regular files only and data/ listed
+                # again after, met a claim that had just made its link).
+                data = os.path.join(d.spool, "data")
+                wait_for(lambda: not os.listdir(data) and not d.spool_files("tmp"), 30,
+                         what="nothing left in data/ or tmp/")
                 assert sorted(f for f in d.pickup_files() if f.endswith(".eml")) == \
                     ["cp0.eml", "cp1.eml", "cp2.eml"], d.pickup_files()
-                assert not os.listdir(os.path.join(d.spool, "data")), \
-                    os.listdir(os.path.join(d.spool, "data"))
                 assert not srv.messages
                 with open(ctl, "w") as f:
                     f.write("")
@@ -229,7 +235,7 @@ def test_enospc_at_the_envelope_rolls_a_copied_claim_back():
                 d.wait_spool_empty()
                 d.wait_log(r"space is available again; ingestion resumed")
                 assert len(srv.messages) == 3, srv.messages
-                assert not os.listdir(os.path.join(d.spool, "data"))
+                assert not os.listdir(data), os.listdir(data)
                 assert not [f for f in d.pickup_files() if f.endswith(".eml")]
                 d.stop()
         finally:
