@@ -586,13 +586,33 @@ out:
 	return ret;
 }
 
+/* Whether text (a whole file ending in "end\n") is stale: an envelope of
+ * another ID (blocks of a freed envelope under a new file's name: a crash
+ * before the new text's writeback, on a file system without a journal that
+ * orders data before metadata), or a whole text followed by the tail of a
+ * longer old one (the new text landed, the new size did not). */
+static bool env_stale(const char *text, size_t len, const char *id)
+{
+	/* "end" alone on a line ends an envelope; no field's value holds it. */
+	const char *first_end = memmem(text, len, "\nend\n", 5);
+	if (first_end && first_end + 5 != text + len)
+		return true;
+	struct spool_env e;
+	if (spool_env_parse(text, len, &e, NULL) < 0)
+		return false;
+	bool other = strcmp(e.id, id) != 0;
+	spool_env_deinit(&e);
+	return other;
+}
+
 bool spool_env_torn(struct spool *s, enum spool_state state, const char *id)
 {
 	struct buf text = BUF_INIT;
 	bool torn = false;
 	if (spool__read_all(s->state_fd[state], id, 64 << 20, &text) == 0)
 		torn = text.len < 4 || memchr(text.data, '\0', text.len) != NULL ||
-		       memcmp(text.data + text.len - 4, "end\n", 4) != 0;
+		       memcmp(text.data + text.len - 4, "end\n", 4) != 0 ||
+		       env_stale(text.data, text.len, id);
 	buf_deinit(&text);
 	return torn;
 }

@@ -155,7 +155,10 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
  */
 int spool_env_create_lazy(struct spool *s, const struct spool_env *e);
 /* True when the envelope file exists but was never completely written
- * (empty, a NUL, or no final "end" line): what a lost writeback leaves. */
+ * (empty, a NUL, or no final "end" line), holds an envelope of another ID,
+ * or one whole text followed by more after its "end" line: what a lost
+ * writeback leaves (the last two: old blocks under the new name). Such a
+ * first envelope is never acted on: its content is ingested again. */
 bool spool_env_torn(struct spool *s, enum spool_state state, const char *id);
 /* Reads and parses an envelope. -1 with errno (ENOENT...) or with a reason
  * when the file is corrupt (errno EBADMSG). */

@@ -16,7 +16,9 @@
   at EROFS pickupd also exits non-zero by itself (test_spool_faults.py has
   the read-only remount with a message in flight);
 - a torn first envelope (written without fsync: a power loss before its
-  writeback) is ingested again from the durable content.
+  writeback) is ingested again from the durable content, and so is one
+  that holds another message's whole envelope (old blocks under the new
+  name): the message reaches its own recipients only.
 """
 
 import os
@@ -225,34 +227,79 @@ def test_crash_during_batch_claim_recovers_once():
                 d.stop()
 
 
+def lazy_envelope_cut_short(srv, mail):
+    """A pickupd killed between writing a new message's envelope to tmp/ and
+    renaming it into queue/: (daemon, not started again, queue ID, envelope
+    text)."""
+    d = Pickupd(relay=srv, start=False, env={"PICKUPD_SPOOL_CRASH": "lazy-env-rename"})
+    d.start()
+    d.wait_ready()
+    d.drop("m.eml", mail)
+    wait_for(lambda: not d.running, 30, what="pickupd killed at lazy-env-rename")
+    tmp = os.path.join(d.spool, "tmp")
+    (name,) = [n for n in os.listdir(tmp) if n.endswith(".env")]
+    with open(os.path.join(tmp, name), "rb") as f:
+        text = f.read()
+    os.unlink(os.path.join(tmp, name))
+    d.env = {}
+    return d, name[:-4], text
+
+
+def restart_over(d, srv, qid, planted):
+    """Puts planted where queue/qid's text should be, restarts pickupd and
+    waits until it found the envelope torn and delivered the message."""
+    with open(os.path.join(d.spool, "queue", qid), "wb") as f:
+        f.write(planted)
+    d.start()
+    d.wait_ready()
+    srv.wait_messages(1)
+    d.wait_log(r"%s: envelope torn" % qid)
+    d.wait_spool_empty()
+
+
 def test_torn_envelope_is_ingested_again():
     """Power loss after a new message's envelope was renamed into queue/ but
     before its (unsynced) text reached the disk: queue/ID is torn. The
     content is durable, so the message is ingested again from it and
     delivered once; nothing goes to badmail."""
     with SmtpServer() as srv:
-        d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": "lazy-env-rename"})
+        d, qid, text = lazy_envelope_cut_short(srv, message(1, "torn"))
         with d:
-            d.drop("torn.eml", message(1, "torn"))
-            wait_for(lambda: not d.running, 30, what="pickupd killed at lazy-env-rename")
-            tmp = os.path.join(d.spool, "tmp")
-            (name,) = [n for n in os.listdir(tmp) if n.endswith(".env")]
-            qid = name[:-4]
             assert os.path.exists(os.path.join(d.spool, "data", qid))
-            with open(os.path.join(tmp, name), "rb") as f:
-                text = f.read()
             # What the disk may hold: the rename, and a prefix of the text.
-            with open(os.path.join(d.spool, "queue", qid), "wb") as f:
-                f.write(text[:len(text) // 2])
-            os.unlink(os.path.join(tmp, name))
-            d.env = {}
-            d.start()
-            d.wait_ready()
-            srv.wait_messages(1)
-            d.wait_log(r"%s: envelope torn" % qid)
-            d.wait_spool_empty()
+            restart_over(d, srv, qid, text[:len(text) // 2])
             assert len(srv.messages) == 1, srv.messages
             assert srv.messages[0].header("Message-ID") == ["<1.torn@pickupd.test>"]
+            assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
+            d.stop()
+
+
+def test_envelope_of_another_message_is_torn():
+    """Power loss after a new message's envelope was renamed into queue/ but
+    before its text reached the disk, on a file system that does not order
+    data before metadata: queue/ID holds the blocks of an earlier message's
+    envelope, whole and checksummed, with its own ID, sender and recipients.
+    It is never acted on: the content, durable with its claim record, is
+    ingested again and reaches its own recipient only; nothing goes to
+    badmail."""
+    own = (b"From: owner@example.org\nTo: own.rcpt@example.net\n"
+           b"Message-ID: <own@pickupd.test>\nSubject: own\n\nown body\n")
+    other = (b"From: stranger@example.org\nTo: wrong.rcpt@example.com\n"
+             b"Message-ID: <other@pickupd.test>\nSubject: other\n\nother body\n")
+    with SmtpServer() as srv:
+        donor, other_id, other_text = lazy_envelope_cut_short(srv, other)
+        with donor:
+            pass
+        assert b"wrong.rcpt@example.com" in other_text
+        d, qid, _ = lazy_envelope_cut_short(srv, own)
+        with d:
+            assert qid != other_id
+            restart_over(d, srv, qid, other_text)
+            assert len(srv.messages) == 1, srv.messages
+            t = srv.messages[0]
+            assert t.header("Message-ID") == ["<own@pickupd.test>"], t
+            assert t.rcpt_tos == ["own.rcpt@example.net"], t.rcpt_tos
+            assert t.mail_from == "owner@example.org", t.mail_from
             assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
             d.stop()
 

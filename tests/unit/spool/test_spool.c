@@ -769,6 +769,59 @@ static void spool_env_lazy_and_torn(void **state)
 	spool_env_deinit(&e);
 }
 
+/* Old blocks under a new envelope's name (a crash before the writeback of a
+ * file that got a freed envelope's blocks, or a reused one): a whole,
+ * checksummed envelope of another ID, or the new text followed by an old
+ * one's tail. Never read as the message's envelope, and torn (its content
+ * is ingested again), not corrupt (quarantined); a damaged field of the
+ * right ID stays corrupt. */
+static void spool_env_torn_when_stale(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1], other[SPOOL_ID_LEN + 1];
+	struct spool_env e, o, back;
+	struct buf mine = BUF_INIT, old = BUF_INIT, why = BUF_INIT;
+	spool_new_id(sp, other);
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	make_env(&o, other);
+	free(o.rcpts[0].addr);
+	o.rcpts[0].addr = xstrdup("someone.else@example.com");
+	spool_env_add_rcpt(&o, "and.another@example.com", NULL); /* longer than mine */
+	spool_env_format(&e, &mine);
+	spool_env_format(&o, &old);
+	assert_true(old.len > mine.len);
+
+	int q = sp->state_fd[SPOOL_QUEUE];
+	assert_int_equal(spool__write_file(q, id, old.data, old.len, 0), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, &why), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_non_null(strstr(why.data, other));
+	assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+
+	/* The new text over the old, at the old size. */
+	memcpy(old.data, mine.data, mine.len);
+	assert_int_equal(unlinkat(q, id, 0), 0);
+	assert_int_equal(spool__write_file(q, id, old.data, old.len, 0), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, NULL), -1);
+	assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+
+	/* Damage to a field of its own: corrupt, as before. */
+	char *at = strstr(mine.data, "bob@");
+	at[0] = 'r';
+	assert_int_equal(unlinkat(q, id, 0), 0);
+	assert_int_equal(spool__write_file(q, id, mine.data, mine.len, 0), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, NULL), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_false(spool_env_torn(sp, SPOOL_QUEUE, id));
+	buf_deinit(&mine);
+	buf_deinit(&old);
+	buf_deinit(&why);
+	spool_env_deinit(&e);
+	spool_env_deinit(&o);
+}
+
 /* ---- injected errors ---------------------------------------------------------------- */
 
 static void spool_file_fsync_error_leaves_nothing(void **state)
@@ -1483,6 +1536,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_claim_group_shares_folder_fsyncs, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_env_lazy_and_torn, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_env_torn_when_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
