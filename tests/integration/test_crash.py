@@ -18,7 +18,8 @@
 - a torn first envelope (written without fsync: a power loss before its
   writeback) is ingested again from the durable content, and so is one
   that holds another message's whole envelope (old blocks under the new
-  name): the message reaches its own recipients only.
+  name): the message reaches its own recipients only; the same for a
+  crash while a sent message's envelope is written over for a new one.
 """
 
 import os
@@ -152,17 +153,23 @@ def test_crash_during_claim_recovers_once():
     crash_at_steps(CLAIM_STEPS)
 
 
+def restart_after_crash(d, step):
+    """Waits for the crash hook to kill d at step, then starts it again
+    without the hook."""
+    wait_for(lambda: not d.running, 30, what="pickupd killed at %s" % step)
+    assert d.proc.returncode == -9, (step, d.proc.returncode, d.log_tail())
+    d.env = {}
+    d.start()
+    d.wait_ready()
+
+
 def crash_at_steps(steps):
     for step, most in steps:
         with SmtpServer() as srv:
             d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": step})
             with d:
                 d.drop("hook.eml", message(1, step))
-                wait_for(lambda: not d.running, 30, what="pickupd killed at %s" % step)
-                assert d.proc.returncode == -9, (step, d.proc.returncode, d.log_tail())
-                d.env = {}
-                d.start()
-                d.wait_ready()
+                restart_after_crash(d, step)
                 srv.wait_messages(1)
                 d.wait_spool_empty()
                 assert "hook.eml" not in d.pickup_files(), (step, d.pickup_files())
@@ -302,6 +309,40 @@ def test_envelope_of_another_message_is_torn():
             assert t.mail_from == "owner@example.org", t.mail_from
             assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
             d.stop()
+
+
+# A sent message's envelope is kept as a spare in tmp/ (spool/spare.c) and
+# the next new message's envelope written over it, not fsynced either.
+SPARE_STEPS = ["lazy-spare-write", "lazy-spare-rename"]
+
+
+def test_crash_while_reusing_an_envelope():
+    """A crash at each step of writing a new message's envelope over a sent
+    one's: after a restart (which empties tmp/) the new message is ingested
+    again from its content and arrives once, to its own recipient; the sent
+    one is not sent again."""
+    first = (b"From: a@example.org\nTo: first@example.net\n"
+             b"Message-ID: <first@pickupd.test>\n\nfirst\n")
+    second = (b"From: b@example.org\nTo: second@example.net\n"
+              b"Message-ID: <second@pickupd.test>\n\nsecond\n")
+    for step in SPARE_STEPS:
+        with SmtpServer() as srv:
+            d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": step})
+            with d:
+                d.drop("first.eml", first)
+                srv.wait_messages(1)
+                d.wait_spool_empty()
+                d.drop("second.eml", second)
+                restart_after_crash(d, step)
+                srv.wait_messages(2)
+                d.wait_spool_empty()
+                # Only the spares of this run (the second's envelope, sent).
+                left = os.listdir(os.path.join(d.spool, "tmp"))
+                assert all(re.match(r"%d\.\d+\.spare$" % d.pid, n) for n in left), (step, left)
+                got = sorted((t.header("Message-ID")[0], t.rcpt_tos) for t in srv.messages)
+                assert got == [("<first@pickupd.test>", ["first@example.net"]),
+                               ("<second@pickupd.test>", ["second@example.net"])], (step, got)
+                d.stop()
 
 
 def test_enospc_on_small_tmpfs_pauses_ingestion():
