@@ -103,7 +103,7 @@ size_t spool_remove_many(struct spool *s, char *const *ids, size_t n, enum spool
 		/* Not fsynced, as spool_remove: an envelope that comes back
 		 * after a crash has no content and recovery drops it. */
 		if (spool__hook("remove-env") < 0 ||
-		    (unlinkat(s->state_fd[state], ids[i], 0) < 0 && errno != ENOENT)) {
+		    spool__env_retire(s, s->state_fd[state], ids[i]) < 0) {
 			spool__note_error(s);
 			err_r[i] = errno;
 		}

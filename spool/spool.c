@@ -1,7 +1,8 @@
 /*
  * Purpose: the on-disk queue: paths, IDs, durable writes and transitions,
  * group commit of directory fsyncs, listing and recovery.
- * Owns: every path under the spool directory and every rename in it; the
+ * Owns: every path under the spool directory and every rename in it (the
+ * spare envelopes' in tmp/: spool/spare.c); the
  * per-directory sync generations (struct spool_dirsync); the claim records
  * (data/<id>.from|.copy; a batch's data/<base>.batch is spool/claimrec.c's)
  * and the being-sent mark (owner-execute bit).
@@ -116,6 +117,7 @@ int spool_open(struct spool *s, const char *dir)
 	pthread_mutex_init(&s->owed_lock, NULL);
 	pthread_mutex_init(&s->settle_lock, NULL);
 	spool__batchrec_init(s);
+	spool__spares_init(s);
 	return 0;
 fail:;
 	int saved = errno;
@@ -126,6 +128,8 @@ fail:;
 
 void spool_close(struct spool *s)
 {
+	if (s->dsync)
+		spool__spares_deinit(s); /* while tmp/ is open */
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
 	if (s->data_fd >= 0)
@@ -522,13 +526,8 @@ static int write_file(int dir_fd, const char *name, const char *data, size_t len
 		}
 		off += (size_t)n;
 	}
-	if (mtime_ms > 0) {
-		struct timespec ts[2];
-		ts[0].tv_sec = ts[1].tv_sec = mtime_ms / 1000;
-		ts[0].tv_nsec = ts[1].tv_nsec = (mtime_ms % 1000) * 1000000;
-		if (futimens(fd, ts) < 0)
-			goto fail;
-	}
+	if (spool__set_mtime(fd, mtime_ms) < 0)
+		goto fail;
 	if (sync_hook && (spool__hook(sync_hook) < 0 || fsync(fd) < 0))
 		goto fail;
 	if (close(fd) < 0) {
@@ -536,13 +535,28 @@ static int write_file(int dir_fd, const char *name, const char *data, size_t len
 		goto fail;
 	}
 	return 0;
-fail:;
+fail:
+	spool__discard(fd, dir_fd, name);
+	return -1;
+}
+
+int spool__set_mtime(int fd, int64_t mtime_ms)
+{
+	if (mtime_ms <= 0)
+		return 0;
+	struct timespec ts[2];
+	ts[0].tv_sec = ts[1].tv_sec = mtime_ms / 1000;
+	ts[0].tv_nsec = ts[1].tv_nsec = (mtime_ms % 1000) * 1000000;
+	return futimens(fd, ts);
+}
+
+void spool__discard(int fd, int dir_fd, const char *name)
+{
 	int saved = errno;
 	if (fd >= 0)
 		close(fd);
 	unlinkat(dir_fd, name, 0);
 	errno = saved;
-	return -1;
 }
 
 int spool__write_file(int dir_fd, const char *name, const char *data, size_t len, int64_t mtime_ms)
@@ -565,6 +579,15 @@ int spool_env_create_lazy(struct spool *s, const struct spool_env *e)
 	if (spool__check_writable(s) < 0)
 		return -1;
 	spool_env_format(e, &text);
+	/* Over a finished envelope when there is one: no new inode. Its old
+	 * text may come back under this name after a crash (it is not
+	 * fsynced), which spool_env_torn knows by its id line. A failure drops
+	 * the spare and makes a new file. */
+	if (spool__spare_install(s, text.data, text.len, e->next_ms, s->state_fd[SPOOL_QUEUE],
+				 e->id) == 0) {
+		ret = 0;
+		goto out;
+	}
 	snprintf(tmp, sizeof(tmp), "%s.env", e->id);
 	/* A leftover of a killed attempt is in the way only if an ID came
 	 * back, which cannot happen: O_EXCL says so if it does. */
@@ -586,13 +609,33 @@ out:
 	return ret;
 }
 
+/* Whether text (a whole file ending in "end\n") is stale: an envelope of
+ * another ID (blocks of a freed envelope under a new file's name: a crash
+ * before the new text's writeback, on a file system without a journal that
+ * orders data before metadata), or a whole text followed by the tail of a
+ * longer old one (the new text landed, the new size did not). */
+static bool env_stale(const char *text, size_t len, const char *id)
+{
+	/* "end" alone on a line ends an envelope; no field's value holds it. */
+	const char *first_end = memmem(text, len, "\nend\n", 5);
+	if (first_end && first_end + 5 != text + len)
+		return true;
+	struct spool_env e;
+	if (spool_env_parse(text, len, &e, NULL) < 0)
+		return false;
+	bool other = strcmp(e.id, id) != 0;
+	spool_env_deinit(&e);
+	return other;
+}
+
 bool spool_env_torn(struct spool *s, enum spool_state state, const char *id)
 {
 	struct buf text = BUF_INIT;
 	bool torn = false;
 	if (spool__read_all(s->state_fd[state], id, 64 << 20, &text) == 0)
 		torn = text.len < 4 || memchr(text.data, '\0', text.len) != NULL ||
-		       memcmp(text.data + text.len - 4, "end\n", 4) != 0;
+		       memcmp(text.data + text.len - 4, "end\n", 4) != 0 ||
+		       env_stale(text.data, text.len, id);
 	buf_deinit(&text);
 	return torn;
 }
@@ -783,9 +826,7 @@ int spool_remove(struct spool *s, const char *id, enum spool_state state)
 	spool__drop_record(s, id);
 	if (spool__hook("remove-datasync") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
 		goto fail;
-	if (spool__hook("remove-env") < 0)
-		goto fail;
-	if (unlinkat(s->state_fd[state], id, 0) < 0 && errno != ENOENT)
+	if (spool__hook("remove-env") < 0 || spool__env_retire(s, s->state_fd[state], id) < 0)
 		goto fail;
 	/* Not fsynced: an envelope that comes back after a crash has no content
 	 * and recovery drops it. */

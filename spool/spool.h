@@ -83,6 +83,9 @@ struct spool_env {
 /* Group commit state of one directory (spool.c). */
 struct spool_dirsync;
 
+/* Finished envelopes kept for reuse (spool/spare.c), at most. */
+#define SPOOL_SPARES_MAX 64
+
 struct spool {
 	char *dir;
 	int dir_fd;
@@ -109,6 +112,11 @@ struct spool {
 	struct spool_batchrec **recs;
 	size_t recs_size, n_recs;
 	bool recs_known; /* recovery ran: every record in use is in recs */
+	/* Finished envelopes kept in tmp/ for reuse (spool/spare.c): their
+	 * numbers, under spare_lock; n_retiring are being renamed there. */
+	pthread_mutex_t spare_lock;
+	unsigned spares[SPOOL_SPARES_MAX];
+	unsigned n_spares, n_retiring, spare_seq;
 };
 
 extern const char *const spool_state_names[SPOOL_N_STATES];
@@ -117,6 +125,8 @@ extern const char *const spool_rcpt_status_names[4];
 /* Creates the state directories if needed and opens them. 0 or -1 (errno). */
 int spool_open(struct spool *s, const char *dir);
 void spool_close(struct spool *s);
+/* How many finished envelopes wait in tmp/ for reuse (tests). */
+unsigned spool_spares(struct spool *s);
 /* "queue" -> SPOOL_QUEUE; -1 when unknown. */
 int spool_state_from_name(const char *name);
 
@@ -143,7 +153,8 @@ size_t spool_env_count(const struct spool_env *e, enum spool_rcpt_status st);
  */
 int spool_env_write(struct spool *s, enum spool_state state, const struct spool_env *e);
 /*
- * A new message's first envelope, into queue/, not made durable: only for a
+ * A new message's first envelope, into queue/, not made durable (written over
+ * a spare when there is one: spool/spare.c): only for a
  * message whose content is durable in data/<id> and whose envelope is derived
  * from that content alone (a fresh claim: every recipient pending, no
  * attempt). A crash that loses it leaves data/<id> without an envelope, which
@@ -155,7 +166,10 @@ int spool_env_write(struct spool *s, enum spool_state state, const struct spool_
  */
 int spool_env_create_lazy(struct spool *s, const struct spool_env *e);
 /* True when the envelope file exists but was never completely written
- * (empty, a NUL, or no final "end" line): what a lost writeback leaves. */
+ * (empty, a NUL, or no final "end" line), holds an envelope of another ID,
+ * or one whole text followed by more after its "end" line: what a lost
+ * writeback leaves (the last two: old blocks under the new name). Such a
+ * first envelope is never acted on: its content is ingested again. */
 bool spool_env_torn(struct spool *s, enum spool_state state, const char *id);
 /* Reads and parses an envelope. -1 with errno (ENOENT...) or with a reason
  * when the file is corrupt (errno EBADMSG). */
@@ -176,7 +190,8 @@ int spool_move_nosync(struct spool *s, const char *id, enum spool_state from, en
  * done. 0 or -1 (errno). */
 int spool_env_drop(struct spool *s, enum spool_state state, const char *id);
 /* Finishes a message: unlinks the content (durably: that is the record that
- * the message is done), then the envelope. */
+ * the message is done), then the envelope (kept in tmp/ as a spare for the
+ * next new envelope while there are few: spool/spare.c). */
 int spool_remove(struct spool *s, const char *id, enum spool_state state);
 
 /* Writes new content (a message pickupd makes itself) durably into data/

@@ -18,6 +18,11 @@ int spool__write_file(int dir_fd, const char *name, const char *data, size_t len
 /* The same, with the crash-test step sync_hook before its fsync. */
 int spool__write_new(int dir_fd, const char *name, const char *data, size_t len,
 		     const char *sync_hook);
+/* With mtime_ms > 0, sets fd's mtime (and atime) to it. 0 or -1 (errno). */
+int spool__set_mtime(int fd, int64_t mtime_ms);
+/* A file cut short goes: closes fd (if >= 0) and unlinks dir_fd's name,
+ * keeping errno. */
+void spool__discard(int fd, int dir_fd, const char *name);
 /* Reads a whole small regular file into out (at most max bytes), never
  * blocking on a FIFO (EINVAL). 0 or -1 (errno). */
 int spool__read_all(int dir_fd, const char *name, size_t max, struct buf *out);
@@ -52,6 +57,21 @@ void spool__batchrec_adopt(struct spool *s, const char *base, uint32_t dep);
 int spool__batchrec_read(struct spool *s, const char *id, char **pickup_r, char **file_r);
 void spool__batchrec_init(struct spool *s);
 void spool__batchrec_deinit(struct spool *s);
+
+/*
+ * Spare envelopes (spool/spare.c). retire: dir_fd's name (a finished
+ * envelope) goes: renamed into tmp/ as a spare while there are fewer than
+ * SPOOL_SPARES_MAX, else unlinked; ENOENT counts as done; 0 or -1 (errno).
+ * install: writes data over a spare (mode, length, mtime_ms > 0 as
+ * spool__write_file; not fsynced) and renames it to to_name, never
+ * replacing: 0; 1 when there is no spare; -1 (errno) when that failed, the
+ * spare dropped: the caller makes a new file instead.
+ */
+void spool__spares_init(struct spool *s);
+void spool__spares_deinit(struct spool *s);
+int spool__env_retire(struct spool *s, int dir_fd, const char *name);
+int spool__spare_install(struct spool *s, const char *data, size_t len, int64_t mtime_ms, int to_fd,
+			 const char *to_name);
 
 /* -1 with EROFS once the spool is read-only. */
 int spool__check_writable(struct spool *s);

@@ -16,7 +16,10 @@
   at EROFS pickupd also exits non-zero by itself (test_spool_faults.py has
   the read-only remount with a message in flight);
 - a torn first envelope (written without fsync: a power loss before its
-  writeback) is ingested again from the durable content.
+  writeback) is ingested again from the durable content, and so is one
+  that holds another message's whole envelope (old blocks under the new
+  name): the message reaches its own recipients only; the same for a
+  crash while a sent message's envelope is written over for a new one.
 """
 
 import os
@@ -150,17 +153,23 @@ def test_crash_during_claim_recovers_once():
     crash_at_steps(CLAIM_STEPS)
 
 
+def restart_after_crash(d, step):
+    """Waits for the crash hook to kill d at step, then starts it again
+    without the hook."""
+    wait_for(lambda: not d.running, 30, what="pickupd killed at %s" % step)
+    assert d.proc.returncode == -9, (step, d.proc.returncode, d.log_tail())
+    d.env = {}
+    d.start()
+    d.wait_ready()
+
+
 def crash_at_steps(steps):
     for step, most in steps:
         with SmtpServer() as srv:
             d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": step})
             with d:
                 d.drop("hook.eml", message(1, step))
-                wait_for(lambda: not d.running, 30, what="pickupd killed at %s" % step)
-                assert d.proc.returncode == -9, (step, d.proc.returncode, d.log_tail())
-                d.env = {}
-                d.start()
-                d.wait_ready()
+                restart_after_crash(d, step)
                 srv.wait_messages(1)
                 d.wait_spool_empty()
                 assert "hook.eml" not in d.pickup_files(), (step, d.pickup_files())
@@ -225,36 +234,115 @@ def test_crash_during_batch_claim_recovers_once():
                 d.stop()
 
 
+def lazy_envelope_cut_short(srv, mail):
+    """A pickupd killed between writing a new message's envelope to tmp/ and
+    renaming it into queue/: (daemon, not started again, queue ID, envelope
+    text)."""
+    d = Pickupd(relay=srv, start=False, env={"PICKUPD_SPOOL_CRASH": "lazy-env-rename"})
+    d.start()
+    d.wait_ready()
+    d.drop("m.eml", mail)
+    wait_for(lambda: not d.running, 30, what="pickupd killed at lazy-env-rename")
+    tmp = os.path.join(d.spool, "tmp")
+    (name,) = [n for n in os.listdir(tmp) if n.endswith(".env")]
+    with open(os.path.join(tmp, name), "rb") as f:
+        text = f.read()
+    os.unlink(os.path.join(tmp, name))
+    d.env = {}
+    return d, name[:-4], text
+
+
+def restart_over(d, srv, qid, planted):
+    """Puts planted where queue/qid's text should be, restarts pickupd and
+    waits until it found the envelope torn and delivered the message."""
+    with open(os.path.join(d.spool, "queue", qid), "wb") as f:
+        f.write(planted)
+    d.start()
+    d.wait_ready()
+    srv.wait_messages(1)
+    d.wait_log(r"%s: envelope torn" % qid)
+    d.wait_spool_empty()
+
+
 def test_torn_envelope_is_ingested_again():
     """Power loss after a new message's envelope was renamed into queue/ but
     before its (unsynced) text reached the disk: queue/ID is torn. The
     content is durable, so the message is ingested again from it and
     delivered once; nothing goes to badmail."""
     with SmtpServer() as srv:
-        d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": "lazy-env-rename"})
+        d, qid, text = lazy_envelope_cut_short(srv, message(1, "torn"))
         with d:
-            d.drop("torn.eml", message(1, "torn"))
-            wait_for(lambda: not d.running, 30, what="pickupd killed at lazy-env-rename")
-            tmp = os.path.join(d.spool, "tmp")
-            (name,) = [n for n in os.listdir(tmp) if n.endswith(".env")]
-            qid = name[:-4]
             assert os.path.exists(os.path.join(d.spool, "data", qid))
-            with open(os.path.join(tmp, name), "rb") as f:
-                text = f.read()
             # What the disk may hold: the rename, and a prefix of the text.
-            with open(os.path.join(d.spool, "queue", qid), "wb") as f:
-                f.write(text[:len(text) // 2])
-            os.unlink(os.path.join(tmp, name))
-            d.env = {}
-            d.start()
-            d.wait_ready()
-            srv.wait_messages(1)
-            d.wait_log(r"%s: envelope torn" % qid)
-            d.wait_spool_empty()
+            restart_over(d, srv, qid, text[:len(text) // 2])
             assert len(srv.messages) == 1, srv.messages
             assert srv.messages[0].header("Message-ID") == ["<1.torn@pickupd.test>"]
             assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
             d.stop()
+
+
+def test_envelope_of_another_message_is_torn():
+    """Power loss after a new message's envelope was renamed into queue/ but
+    before its text reached the disk, on a file system that does not order
+    data before metadata: queue/ID holds the blocks of an earlier message's
+    envelope, whole and checksummed, with its own ID, sender and recipients.
+    It is never acted on: the content, durable with its claim record, is
+    ingested again and reaches its own recipient only; nothing goes to
+    badmail."""
+    own = (b"From: owner@example.org\nTo: own.rcpt@example.net\n"
+           b"Message-ID: <own@pickupd.test>\nSubject: own\n\nown body\n")
+    other = (b"From: stranger@example.org\nTo: wrong.rcpt@example.com\n"
+             b"Message-ID: <other@pickupd.test>\nSubject: other\n\nother body\n")
+    with SmtpServer() as srv:
+        donor, other_id, other_text = lazy_envelope_cut_short(srv, other)
+        with donor:
+            pass
+        assert b"wrong.rcpt@example.com" in other_text
+        d, qid, _ = lazy_envelope_cut_short(srv, own)
+        with d:
+            assert qid != other_id
+            restart_over(d, srv, qid, other_text)
+            assert len(srv.messages) == 1, srv.messages
+            t = srv.messages[0]
+            assert t.header("Message-ID") == ["<own@pickupd.test>"], t
+            assert t.rcpt_tos == ["own.rcpt@example.net"], t.rcpt_tos
+            assert t.mail_from == "owner@example.org", t.mail_from
+            assert not d.spool_files(["badmail"]), d.spool_files(["badmail"])
+            d.stop()
+
+
+# A sent message's envelope is kept as a spare in tmp/ (spool/spare.c) and
+# the next new message's envelope written over it, not fsynced either.
+SPARE_STEPS = ["lazy-spare-write", "lazy-spare-rename"]
+
+
+def test_crash_while_reusing_an_envelope():
+    """A crash at each step of writing a new message's envelope over a sent
+    one's: after a restart (which empties tmp/) the new message is ingested
+    again from its content and arrives once, to its own recipient; the sent
+    one is not sent again."""
+    first = (b"From: a@example.org\nTo: first@example.net\n"
+             b"Message-ID: <first@pickupd.test>\n\nfirst\n")
+    second = (b"From: b@example.org\nTo: second@example.net\n"
+              b"Message-ID: <second@pickupd.test>\n\nsecond\n")
+    for step in SPARE_STEPS:
+        with SmtpServer() as srv:
+            d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": step})
+            with d:
+                d.drop("first.eml", first)
+                srv.wait_messages(1)
+                d.wait_spool_empty()
+                d.drop("second.eml", second)
+                restart_after_crash(d, step)
+                srv.wait_messages(2)
+                d.wait_spool_empty()
+                # Only the spares of this run (the second's envelope, sent).
+                left = os.listdir(os.path.join(d.spool, "tmp"))
+                assert all(re.match(r"%d\.\d+\.spare$" % d.pid, n) for n in left), (step, left)
+                got = sorted((t.header("Message-ID")[0], t.rcpt_tos) for t in srv.messages)
+                assert got == [("<first@pickupd.test>", ["first@example.net"]),
+                               ("<second@pickupd.test>", ["second@example.net"])], (step, got)
+                d.stop()
 
 
 def test_enospc_on_small_tmpfs_pauses_ingestion():

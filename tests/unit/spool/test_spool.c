@@ -647,7 +647,9 @@ static void spool_group_commit_concurrent(void **state)
 	assert_int_equal(count_files(f->sp.state_fd[SPOOL_DEFERRED]), GC_THREADS * GC_EACH / 2);
 	assert_int_equal(count_files(f->sp.state_fd[SPOOL_QUEUE]), 0);
 	assert_int_equal(count_files(f->sp.data_fd), GC_THREADS * GC_EACH / 2);
-	assert_int_equal(count_files(f->sp.tmp_fd), 0);
+	/* The removed envelopes kept for reuse, no more than the bound. */
+	assert_int_equal(spool_spares(&f->sp), SPOOL_SPARES_MAX);
+	assert_int_equal(count_files(f->sp.tmp_fd), SPOOL_SPARES_MAX);
 }
 
 struct claim_run {
@@ -767,6 +769,245 @@ static void spool_env_lazy_and_torn(void **state)
 	assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
 	buf_deinit(&text);
 	spool_env_deinit(&e);
+}
+
+/* Old blocks under a new envelope's name (a crash before the writeback of a
+ * file that got a freed envelope's blocks, or a reused one): a whole,
+ * checksummed envelope of another ID, or the new text followed by an old
+ * one's tail. Never read as the message's envelope, and torn (its content
+ * is ingested again), not corrupt (quarantined); a damaged field of the
+ * right ID stays corrupt. */
+static void spool_env_torn_when_stale(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char id[SPOOL_ID_LEN + 1], other[SPOOL_ID_LEN + 1];
+	struct spool_env e, o, back;
+	struct buf mine = BUF_INIT, old = BUF_INIT, why = BUF_INIT;
+	spool_new_id(sp, other);
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	make_env(&o, other);
+	free(o.rcpts[0].addr);
+	o.rcpts[0].addr = xstrdup("someone.else@example.com");
+	spool_env_add_rcpt(&o, "and.another@example.com", NULL); /* longer than mine */
+	spool_env_format(&e, &mine);
+	spool_env_format(&o, &old);
+	assert_true(old.len > mine.len);
+
+	int q = sp->state_fd[SPOOL_QUEUE];
+	assert_int_equal(spool__write_file(q, id, old.data, old.len, 0), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, &why), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_non_null(strstr(why.data, other));
+	assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+
+	/* The new text over the old, at the old size. */
+	memcpy(old.data, mine.data, mine.len);
+	assert_int_equal(unlinkat(q, id, 0), 0);
+	assert_int_equal(spool__write_file(q, id, old.data, old.len, 0), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, NULL), -1);
+	assert_true(spool_env_torn(sp, SPOOL_QUEUE, id));
+
+	/* Damage to a field of its own: corrupt, as before. */
+	char *at = strstr(mine.data, "bob@");
+	at[0] = 'r';
+	assert_int_equal(unlinkat(q, id, 0), 0);
+	assert_int_equal(spool__write_file(q, id, mine.data, mine.len, 0), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, NULL), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_false(spool_env_torn(sp, SPOOL_QUEUE, id));
+	buf_deinit(&mine);
+	buf_deinit(&old);
+	buf_deinit(&why);
+	spool_env_deinit(&e);
+	spool_env_deinit(&o);
+}
+
+/* ---- spare envelopes (spool/spare.c) ------------------------------------------------ */
+
+static ino_t inode_of(int dir_fd, const char *name, mode_t *mode_r, off_t *size_r)
+{
+	struct stat st;
+	assert_int_equal(fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+	if (mode_r)
+		*mode_r = st.st_mode & 07777;
+	if (size_r)
+		*size_r = st.st_size;
+	return st.st_ino;
+}
+
+/* A sent message (marked, then removed) leaves its envelope as a spare; the
+ * next lazy first envelope is written over it: the same inode, the text
+ * read back whole at its own length (the old one was longer), the mode of
+ * a new file (never the being-sent mark), nothing left in tmp/. */
+static void spool_spare_reused_by_lazy_envelope(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char old[SPOOL_ID_LEN + 1], id[SPOOL_ID_LEN + 1];
+	struct spool_env e, back;
+	queue_message(sp, old);
+	assert_int_equal(spool_mark_sending(sp, old), 0);
+	ino_t ino = inode_of(sp->state_fd[SPOOL_QUEUE], old, NULL, NULL);
+	assert_int_equal(spool_remove(sp, old, SPOOL_QUEUE), 0);
+	assert_false(exists_in(sp->state_fd[SPOOL_QUEUE], old));
+	assert_int_equal(spool_spares(sp), 1);
+	assert_int_equal(count_files(sp->tmp_fd), 1);
+
+	spool_new_id(sp, id);
+	memset(&e, 0, sizeof(e));
+	memcpy(e.id, id, sizeof(e.id));
+	e.arrival_ms = 1732350000999;
+	e.sender = xstrdup("a@b.example");
+	spool_env_add_rcpt(&e, "c@d.example", NULL);
+	struct buf text = BUF_INIT;
+	spool_env_format(&e, &text);
+	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+	mode_t mode;
+	off_t size;
+	assert_int_equal(inode_of(sp->state_fd[SPOOL_QUEUE], id, &mode, &size), ino);
+	assert_int_equal(mode, sp->env_mode);
+	assert_int_equal(size, (off_t)text.len);
+	assert_int_equal(spool_spares(sp), 0);
+	assert_int_equal(count_files(sp->tmp_fd), 0);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &back, NULL), 0);
+	assert_string_equal(back.rcpts[0].addr, "c@d.example");
+	assert_int_equal(back.n_rcpts, 1);
+	spool_env_deinit(&back);
+	assert_false(spool_env_torn(sp, SPOOL_QUEUE, id));
+	/* Without a spare: a new file, as before. */
+	spool_env_deinit(&e);
+	make_env(&e, id);
+	spool_new_id(sp, e.id);
+	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+	assert_true(inode_of(sp->state_fd[SPOOL_QUEUE], e.id, NULL, NULL) != ino);
+	buf_deinit(&text);
+	spool_env_deinit(&e);
+}
+
+/* At most SPOOL_SPARES_MAX spares (the rest are unlinked, as before), and
+ * none outlives the spool: spool_close unlinks them. */
+static void spool_spares_bounded(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char *ids[SPOOL_SPARES_MAX + 3];
+	int errs[SPOOL_SPARES_MAX + 3];
+	for (size_t i = 0; i < ARRAY_SIZE(ids); i++) {
+		ids[i] = malloc(SPOOL_ID_LEN + 1);
+		queue_message(sp, ids[i]);
+	}
+	/* Through both removal paths. */
+	assert_int_equal(spool_remove(sp, ids[0], SPOOL_QUEUE), 0);
+	assert_int_equal(spool_remove_many(sp, ids + 1, ARRAY_SIZE(ids) - 1, SPOOL_QUEUE, errs),
+			 ARRAY_SIZE(ids) - 1);
+	assert_int_equal(count_files(sp->state_fd[SPOOL_QUEUE]), 0);
+	assert_int_equal(count_files(sp->data_fd), 0);
+	assert_int_equal(spool_spares(sp), SPOOL_SPARES_MAX);
+	assert_int_equal(count_files(sp->tmp_fd), SPOOL_SPARES_MAX);
+	char sdir[128];
+	snprintf(sdir, sizeof(sdir), "%s/spool", f->dir);
+	spool_close(sp);
+	assert_int_equal(spool_open(sp, sdir), 0);
+	assert_int_equal(count_files(sp->tmp_fd), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(ids); i++)
+		free(ids[i]);
+}
+
+/* A spare that cannot be used is dropped and a new file made: a failed step
+ * (injected), and a file that is not the spool's alone (an operator's hard
+ * link in queue/), which is never written through. */
+static void spool_spare_failure_falls_back(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char old[SPOOL_ID_LEN + 1], id[SPOOL_ID_LEN + 1];
+	struct spool_env e;
+	for (int round = 0; round < 2; round++) {
+		queue_message(sp, old);
+		if (round == 0)
+			set_hook("PICKUPD_SPOOL_FAIL", "lazy-spare-write:EIO");
+		else
+			assert_int_equal(
+			    linkat(sp->state_fd[SPOOL_QUEUE], old, f->pickup_fd, "keep", 0), 0);
+		ino_t ino = inode_of(sp->state_fd[SPOOL_QUEUE], old, NULL, NULL);
+		/* Kept alive: a freed inode's number may come back at once. */
+		int hold = openat(sp->state_fd[SPOOL_QUEUE], old, O_RDONLY | O_CLOEXEC);
+		assert_true(hold >= 0);
+		assert_int_equal(spool_remove(sp, old, SPOOL_QUEUE), 0);
+		assert_int_equal(spool_spares(sp), 1);
+		spool_new_id(sp, id);
+		make_env(&e, id);
+		assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+		set_hook(NULL, NULL);
+		spool_env_deinit(&e);
+		assert_true(inode_of(sp->state_fd[SPOOL_QUEUE], id, NULL, NULL) != ino);
+		close(hold);
+		assert_int_equal(spool_spares(sp), 0);
+		assert_int_equal(count_files(sp->tmp_fd), 0);
+		assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, id, &e, NULL), 0);
+		spool_env_deinit(&e);
+	}
+	/* The hard link's other name still holds the old envelope. */
+	struct buf text = BUF_INIT;
+	assert_int_equal(spool__read_all(f->pickup_fd, "keep", 1 << 20, &text), 0);
+	assert_non_null(strstr(text.data, old));
+	buf_deinit(&text);
+}
+
+/* The crash that recycling adds: a reused envelope renamed to its new name,
+ * its new text never written back, so the name holds the old message's
+ * envelope, whole. Torn, never read as the new message's: the new message's
+ * envelope is dropped and recovery hands its content back for ingest, from
+ * the folder its claim record names. */
+static void spool_spare_old_text_is_torn(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	char old[SPOOL_ID_LEN + 1];
+	struct spool_env e, back;
+	struct buf old_text = BUF_INIT;
+	queue_message(sp, old);
+	assert_int_equal(spool__read_all(sp->state_fd[SPOOL_QUEUE], old, 1 << 20, &old_text), 0);
+	assert_int_equal(spool_remove(sp, old, SPOOL_QUEUE), 0);
+	assert_int_equal(spool_spares(sp), 1);
+	/* A claim as ingest makes it: the record stays with the content. */
+	assert_int_equal(spool__write_file(f->pickup_fd, "n.eml", "x", 1, 0), 0);
+	int fd = openat(f->pickup_fd, "n.eml", O_RDONLY);
+	struct spool_claim cl;
+	assert_int_equal(spool_claim(sp, f->pickup_fd, "n.eml", fd, "second", NULL, &cl), 0);
+	close(fd);
+	cl.keep_record = true;
+	make_env(&e, cl.id);
+	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+	spool_env_deinit(&e);
+	assert_int_equal(spool_claim_done(sp, &cl), 0);
+	assert_int_equal(spool_spares(sp), 0);
+	/* What the disk holds after the crash: the old bytes under the new name. */
+	int q = sp->state_fd[SPOOL_QUEUE];
+	fd = openat(q, cl.id, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, old_text.data, old_text.len), (ssize_t)old_text.len);
+	close(fd);
+	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, cl.id, &back, NULL), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_true(spool_env_torn(sp, SPOOL_QUEUE, cl.id));
+	/* What the daemon does with a torn one (ingest_recover), then a crash. */
+	assert_int_equal(spool_env_drop(sp, SPOOL_QUEUE, cl.id), 0);
+	spool_close(sp);
+	char sdir[128];
+	snprintf(sdir, sizeof(sdir), "%s/spool", f->dir);
+	assert_int_equal(spool_open(sp, sdir), 0);
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.n_orphans, 1);
+	assert_string_equal(rec.orphans[0], cl.id);
+	assert_string_equal(rec.orphan_pickups[0], "second");
+	assert_string_equal(rec.orphan_files[0], "n.eml");
+	assert_int_equal(count_files(q), 0);
+	spool_recovery_deinit(&rec);
+	buf_deinit(&old_text);
 }
 
 /* ---- injected errors ---------------------------------------------------------------- */
@@ -1066,6 +1307,7 @@ static void spool_removal_waits_for_the_owed_folder_fsync(void **state)
 enum op {
 	OP_WRITE_NEW,
 	OP_LAZY_NEW,
+	OP_LAZY_REUSE,
 	OP_REWRITE,
 	OP_MOVE,
 	OP_REMOVE,
@@ -1092,6 +1334,10 @@ static const struct {
     {OP_LAZY_NEW, "lazy-env-write"},
     {OP_LAZY_NEW, "lazy-env-rename"},
     {OP_LAZY_NEW, NULL},
+    {OP_LAZY_REUSE, "remove-env"},
+    {OP_LAZY_REUSE, "lazy-spare-write"},
+    {OP_LAZY_REUSE, "lazy-spare-rename"},
+    {OP_LAZY_REUSE, NULL},
     {OP_REWRITE, "write-fsync"},
     {OP_REWRITE, "env-rename"},
     {OP_REWRITE, "env-dirsync"},
@@ -1175,6 +1421,15 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		spool_env_deinit(&e);
 		break;
 	case OP_LAZY_NEW:
+	case OP_LAZY_REUSE:
+		if (op == OP_LAZY_REUSE) {
+			/* A sent message's envelope becomes the spare it uses. */
+			char done[SPOOL_ID_LEN + 1];
+			queue_message(sp, done);
+			if (spool_mark_sending(sp, done) < 0 ||
+			    spool_remove(sp, done, SPOOL_QUEUE) < 0)
+				_exit(1);
+		}
 		make_env(&e, id);
 		r = spool_env_create_lazy(sp, &e);
 		spool_env_deinit(&e);
@@ -1304,7 +1559,7 @@ static void spool_crash_at_each_step(void **state)
 		const char *step = crashes[c].step;
 
 		/* Before: what the transition starts from. */
-		if (op == OP_WRITE_NEW || op == OP_LAZY_NEW) {
+		if (op == OP_WRITE_NEW || op == OP_LAZY_NEW || op == OP_LAZY_REUSE) {
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
 		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP || op == OP_CLAIM_BATCH ||
@@ -1345,7 +1600,11 @@ static void spool_crash_at_each_step(void **state)
 		switch (op) {
 		case OP_WRITE_NEW:
 		case OP_LAZY_NEW:
-			/* Queued, or content alone that recovery hands back for ingest. */
+		case OP_LAZY_REUSE:
+			/* Queued, or content alone that recovery hands back for ingest;
+			 * a finished message's envelope gone with its content. */
+			assert_int_equal(count_files(sp->state_fd[SPOOL_QUEUE]), mask != 0);
+			assert_int_equal(count_files(sp->data_fd), 1);
 			assert_true(data);
 			if (mask == 0) {
 				assert_int_equal(rec.n_orphans, 1);
@@ -1483,6 +1742,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_claim_group_shares_folder_fsyncs, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_env_lazy_and_torn, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_env_torn_when_stale, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_spare_reused_by_lazy_envelope, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_spares_bounded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_spare_failure_falls_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_spare_old_text_is_torn, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_file_fsync_error_leaves_nothing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_erofs_stops_state_changes, setup, teardown),
