@@ -221,15 +221,15 @@ class Daemon:
                                  if ln.strip() and not ln.startswith("#")][:25]))
             # Kernel time by system call (inclusive): the flat profile above
             # lands on pvm_irq_enable under this VM's paravirtualisation.
-            out = subprocess.run(["perf", "report", "-i", self.rec_out, "--children",
-                                  "--sort", "sym", "--stdio", "-g", "none"],
-                                 capture_output=True, text=True).stdout
             out = subprocess.run(["perf", "report", "-i", self.rec_out, "--no-children",
                                   "--sort", "pid", "--stdio", "-g", "none"],
                                  capture_output=True, text=True).stdout
             print("by thread (the loop thread's id is the daemon's pid, %d):" % self.pid)
             print("\n".join([ln for ln in out.splitlines()
                              if ln.strip() and not ln.startswith("#")][:10]))
+            out = subprocess.run(["perf", "report", "-i", self.rec_out, "--children",
+                                  "--sort", "sym", "--stdio", "-g", "none"],
+                                 capture_output=True, text=True).stdout
             print("by system call (children):")
             print("\n".join([ln for ln in out.splitlines()
                              if re.search(r"\] (__x64_sys_|__do_sys_)", ln)][:25]))
