@@ -116,6 +116,8 @@ int spool_open(struct spool *s, const char *dir)
 	}
 	pthread_mutex_init(&s->owed_lock, NULL);
 	pthread_mutex_init(&s->settle_lock, NULL);
+	pthread_mutex_init(&s->syncer_lock, NULL);
+	pthread_cond_init(&s->syncer_cv, NULL);
 	spool__batchrec_init(s);
 	spool__spares_init(s);
 	return 0;
@@ -126,10 +128,14 @@ fail:;
 	return -1;
 }
 
+static void syncer_stop(struct spool *s);
+
 void spool_close(struct spool *s)
 {
-	if (s->dsync)
+	if (s->dsync) {
+		syncer_stop(s);		 /* before the descriptors it fsyncs */
 		spool__spares_deinit(s); /* while tmp/ is open */
+	}
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
 	if (s->data_fd >= 0)
@@ -145,6 +151,8 @@ void spool_close(struct spool *s)
 	if (s->dsync) {
 		pthread_mutex_destroy(&s->owed_lock);
 		pthread_mutex_destroy(&s->settle_lock);
+		pthread_mutex_destroy(&s->syncer_lock);
+		pthread_cond_destroy(&s->syncer_cv);
 		spool__batchrec_deinit(s);
 		for (int i = 0; i < SPOOL_N_DIRS; i++) {
 			pthread_mutex_destroy(&s->dsync[i].lock);
@@ -405,7 +413,20 @@ int spool_fsync_dir_group(struct spool *s, struct spool_dirsync *d, int *fdp)
  */
 int spool_claim_commit_data(struct spool *s, int dir_fd, struct spool_dirsync *d)
 {
-	if (spool__hook("claim-commit-data") < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0) {
+	return spool_claim_commit_data_for(s, dir_fd, d, NULL);
+}
+
+int spool_claim_commit_data_for(struct spool *s, int dir_fd, struct spool_dirsync *d,
+				const struct spool_claim *c)
+{
+	int r = spool__hook("claim-commit-data");
+	if (r == 0 && c && c->data_ticketed) {
+		struct dirsync_ticket early = {c->data_need, c->data_failures};
+		r = dir_commit(s, SPOOL_DIR_DATA, early);
+	} else if (r == 0) {
+		r = spool_fsync_dir_shared(s, SPOOL_DIR_DATA);
+	}
+	if (r < 0) {
 		spool__note_error(s);
 		return -1;
 	}
@@ -430,6 +451,78 @@ int spool_claim_commit_data(struct spool *s, int dir_fd, struct spool_dirsync *d
 	d->owed_fd = dir_fd;
 	pthread_mutex_unlock(&s->owed_lock);
 	return 0;
+}
+
+/*
+ * The syncer: data/'s fsync for a lone claim starts as soon as its rename is
+ * made, on this thread, while the claiming thread fsyncs the content: the
+ * two flushes overlap instead of following each other (about 0.2 ms of the
+ * time from drop to send here). It adds no crash state: from the rename on,
+ * the kernel may write data/'s entry back at any moment anyway, and nothing
+ * acts on the claim before both fsyncs are done (spool_claim_commit_data_for
+ * waits for this one by its ticket, and sees its failure in the group's
+ * failure count).
+ */
+static void *syncer_main(void *arg)
+{
+	struct spool *s = arg;
+	pthread_mutex_lock(&s->syncer_lock);
+	for (;;) {
+		while (!s->syncer_want && !s->syncer_stop)
+			pthread_cond_wait(&s->syncer_cv, &s->syncer_lock);
+		if (s->syncer_stop)
+			break;
+		s->syncer_want = false;
+		pthread_mutex_unlock(&s->syncer_lock);
+		(void)dir_commit(s, SPOOL_DIR_DATA, dir_ticket(s, SPOOL_DIR_DATA));
+		pthread_mutex_lock(&s->syncer_lock);
+	}
+	pthread_mutex_unlock(&s->syncer_lock);
+	return NULL;
+}
+
+/* Asks for a data/ fsync that covers every rename made so far: true, or
+ * false when there is no syncer (the caller makes its own). */
+static bool syncer_kick(struct spool *s)
+{
+	bool ok = true;
+	pthread_mutex_lock(&s->syncer_lock);
+	if (!s->syncer_started && !s->syncer_stop)
+		s->syncer_started = pthread_create(&s->syncer, NULL, syncer_main, s) == 0;
+	if (s->syncer_started) {
+		s->syncer_want = true;
+		pthread_cond_signal(&s->syncer_cv);
+	} else {
+		ok = false;
+	}
+	pthread_mutex_unlock(&s->syncer_lock);
+	return ok;
+}
+
+static void syncer_stop(struct spool *s)
+{
+	pthread_mutex_lock(&s->syncer_lock);
+	s->syncer_stop = true;
+	pthread_cond_signal(&s->syncer_cv);
+	bool started = s->syncer_started;
+	pthread_mutex_unlock(&s->syncer_lock);
+	if (started)
+		pthread_join(s->syncer, NULL);
+}
+
+/* Right after a claim's rename: data/'s fsync is started early when the
+ * caller asked for it, with the ticket taken before the start, so that
+ * the fsync started covers the rename. */
+static void claim_sync_early(struct spool *s, struct spool_claim *c)
+{
+	if (!c->data_early || s->dsync == NULL)
+		return;
+	struct dirsync_ticket t = dir_ticket(s, SPOOL_DIR_DATA);
+	if (spool__hook("claim-early-sync") < 0 || !syncer_kick(s))
+		return;
+	c->data_need = t.need;
+	c->data_failures = t.failures;
+	c->data_ticketed = true;
 }
 
 int spool_settle_folders(struct spool *s)
@@ -1014,9 +1107,11 @@ static int unclaim_move(struct spool *s, const struct spool_claim *c)
  * the first try takes slot's ID, recorded in the batch's record. */
 static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
 		 int fd, const char *pickup, const char *file, bool batched,
-		 const struct spool_claim_batch *rec, size_t slot, struct spool_claim *c)
+		 const struct spool_claim_batch *rec, size_t slot, bool early,
+		 struct spool_claim *c)
 {
 	memset(c, 0, sizeof(*c));
+	c->data_early = early && batched;
 	c->dir_fd = dir_fd;
 	c->name = name;
 	for (int tries = 0; tries < 16; tries++) {
@@ -1042,6 +1137,7 @@ static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, co
 		if (renameat2(dir_fd, name, s->data_fd, c->id, RENAME_NOREPLACE) == 0) {
 			/* The writer may never have fsynced: make the content durable
 			 * before anything depends on it. */
+			claim_sync_early(s, c);
 			if (spool__hook("claim-fsync") < 0 || (fd >= 0 && fsync(fd) < 0) ||
 			    (!batched && (spool__hook("claim-dirsync") < 0 ||
 					  spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0 ||
@@ -1099,7 +1195,7 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, dir_sync, name, fd, pickup, file, false, NULL, 0, c_r) < 0) {
+	if (claim(s, dir_fd, dir_sync, name, fd, pickup, file, false, NULL, 0, false, c_r) < 0) {
 		spool__note_error(s);
 		return -1;
 	}
@@ -1109,9 +1205,15 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
 			const char *file, struct spool_claim *c_r)
 {
+	return spool_claim_lone(s, dir_fd, name, fd, pickup, file, false, c_r);
+}
+
+int spool_claim_lone(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+		     const char *file, bool early, struct spool_claim *c_r)
+{
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, c_r) < 0) {
+	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, early, c_r) < 0) {
 		spool__note_error(s);
 		return -1;
 	}
@@ -1123,7 +1225,8 @@ int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, siz
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, b->pickup, b->files[slot], true, b, slot, c_r) < 0) {
+	if (claim(s, dir_fd, NULL, name, fd, b->pickup, b->files[slot], true, b, slot, false, c_r) <
+	    0) {
 		spool__note_error(s);
 		return -1;
 	}

@@ -112,6 +112,12 @@ struct spool {
 	struct spool_batchrec **recs;
 	size_t recs_size, n_recs;
 	bool recs_known; /* recovery ran: every record in use is in recs */
+	/* The syncer thread, started by the first early claim
+	 * (spool_claim.data_early): it runs data/'s group commit on request. */
+	pthread_mutex_t syncer_lock;
+	pthread_cond_t syncer_cv;
+	pthread_t syncer;
+	bool syncer_started, syncer_want, syncer_stop;
 	/* Finished envelopes kept in tmp/ for reuse (spool/spare.c): their
 	 * numbers, under spare_lock; n_retiring are being renamed there. */
 	pthread_mutex_t spare_lock;
@@ -220,6 +226,11 @@ struct spool_claim {
 	 * goes with the content (spool_remove), so that a lost or torn first
 	 * envelope is ingested again as from its folder. */
 	bool keep_record;
+	/* spool_claim_lone with early: data/'s fsync was started at the
+	 * rename (data_ticketed, with its ticket data_need/data_failures). */
+	bool data_early;
+	bool data_ticketed;
+	uint64_t data_need, data_failures;
 };
 
 /*
@@ -281,6 +292,13 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
 			const char *file, struct spool_claim *c_r);
 int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync);
+/* spool_claim_batched for a batch of one file; with early, data/'s fsync
+ * starts as soon as the file is renamed, on the spool's syncer thread, while
+ * this thread fsyncs the content (the two flushes overlap: the latency path),
+ * and spool_claim_commit_data_for(.., c_r) waits for it instead of making
+ * one of its own. */
+int spool_claim_lone(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+		     const char *file, bool early, struct spool_claim *c_r);
 
 /*
  * One claim record for a batch of claims from one folder, instead of one
@@ -317,6 +335,10 @@ void spool_claim_batch_end(struct spool *s, struct spool_claim_batch *b);
  * With dir_sync NULL, spool_claim_commit. 0 or -1 (errno).
  */
 int spool_claim_commit_data(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync);
+/* The same, for claims of which c (NULL: none) asked for data/'s fsync
+ * early (data_early): its fsync is waited for, not made again. */
+int spool_claim_commit_data_for(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync,
+				const struct spool_claim *c);
 /* Makes every owed folder fsync (see spool_claim_commit_data). 0 or -1
  * (errno; the folder stays owed and is fsynced again, freshly opened). */
 int spool_settle_folders(struct spool *s);

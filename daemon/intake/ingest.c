@@ -108,8 +108,8 @@ static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
 {
 	struct spool *sp = &ij->job.pd->spool;
 	int r = ij->rec ? spool_claim_in_batch(sp, ij->rec, ij->slot, ij->dir_fd, ij->name, fd, c)
-		: ij->batch ? spool_claim_batched(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
-						  origin_file(ij), c)
+		: ij->batch ? spool_claim_lone(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
+					       origin_file(ij), ij->early, c)
 			    : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
 						ij->pickup->name, origin_file(ij), c);
 	if (r < 0) {
@@ -593,12 +593,16 @@ void ingest_run_batch(struct job *j)
 		struct ingest_job *ij = b->items[i];
 		ij->job.pd = j->pd;
 		ij->batch = true;
+		/* A lone file (the latency path): data/'s fsync overlaps the
+		 * content's; a bigger batch shares one at its end. */
+		ij->early = b->n == 1;
 		ingest_run(&ij->job);
 		claimed |= ij->claimed;
 	}
 	/* The folder's fsync is left to the first removal of content: the
 	 * messages may be sent as soon as their content is durable in data/. */
-	if (claimed && spool_claim_commit_data(sp, b->dir_fd, b->dir_sync) < 0) {
+	if (claimed && spool_claim_commit_data_for(sp, b->dir_fd, b->dir_sync,
+						   b->n == 1 ? &b->items[0]->claim : NULL) < 0) {
 		int e = errno;
 		for (size_t i = 0; i < b->n; i++)
 			if (b->items[i]->claimed)

@@ -46,6 +46,7 @@ struct ingest_job {
 	 * writer holds it, so settle_time does not apply. */
 	bool finished;
 	bool batch; /* part of an ingest_batch: claims committed together */
+	bool early; /* a batch of one: data/'s fsync overlaps the content's */
 	/* The batch's claim record, and this file's slot in it (NULL: a claim
 	 * record of its own). */
 	const struct spool_claim_batch *rec;

@@ -1248,6 +1248,49 @@ static void spool_mark_sending_new_same_mode(void **state)
 	spool_recovery_deinit(&rec);
 }
 
+/* A lone claim with early: data/'s fsync runs on the syncer thread from the
+ * rename on; the commit waits for that fsync by its ticket, and a failure of
+ * it fails the commit (the caller then undoes the claim). */
+static void spool_claim_lone_early_sync(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	struct spool_claim cl;
+	assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
+	int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+	assert_int_equal(spool_claim_lone(sp, f->pickup_fd, "c.eml", fd, "second", NULL, true, &cl),
+			 0);
+	assert_true(cl.data_ticketed);
+	assert_int_equal(spool_claim_commit_data_for(sp, f->pickup_fd, NULL, &cl), 0);
+	assert_true(exists_in(sp->data_fd, cl.id));
+	close(fd);
+
+	/* Without early, no ticket: the commit makes its own fsync. */
+	assert_int_equal(spool__write_file(f->pickup_fd, "d.eml", "x", 1, 0), 0);
+	fd = openat(f->pickup_fd, "d.eml", O_RDONLY);
+	assert_int_equal(
+	    spool_claim_lone(sp, f->pickup_fd, "d.eml", fd, "second", NULL, false, &cl), 0);
+	assert_false(cl.data_ticketed);
+	assert_int_equal(spool_claim_commit_data_for(sp, f->pickup_fd, NULL, &cl), 0);
+	close(fd);
+
+	/* The syncer's fsync fails: so does the commit, and the undo puts the
+	 * file back. */
+	assert_int_equal(spool__write_file(f->pickup_fd, "e.eml", "x", 1, 0), 0);
+	fd = openat(f->pickup_fd, "e.eml", O_RDONLY);
+	set_hook("PICKUPD_SPOOL_FAIL", "dir-fsync");
+	assert_int_equal(spool_claim_lone(sp, f->pickup_fd, "e.eml", fd, "second", NULL, true, &cl),
+			 0);
+	assert_true(cl.data_ticketed);
+	assert_int_equal(spool_claim_commit_data_for(sp, f->pickup_fd, NULL, &cl), -1);
+	assert_int_equal(errno, EIO);
+	set_hook(NULL, NULL);
+	assert_int_equal(spool_claim_undo(sp, &cl), 0);
+	assert_true(exists_in(f->pickup_fd, "e.eml"));
+	assert_false(exists_in(sp->data_fd, cl.id));
+	close(fd);
+}
+
 /* A claim committed with the folder's fsync owed (spool_claim_commit_data):
  * when that fsync fails, no content leaves data/ (the message stays queued);
  * once it succeeds, the removal goes through. */
@@ -1315,6 +1358,7 @@ enum op {
 	OP_CLAIM,
 	OP_CLAIM_GROUP,
 	OP_CLAIM_BATCH,
+	OP_CLAIM_LONE,
 	OP_INGEST_LAZY,
 	OP_INGEST_SEND,
 	OP_DEFER,
@@ -1374,6 +1418,11 @@ static const struct {
     {OP_CLAIM_BATCH, "dir-fsync:1"},
     {OP_CLAIM_BATCH, "dir-fsync:2"},
     {OP_CLAIM_BATCH, NULL},
+    {OP_CLAIM_LONE, "claim-early-sync"},
+    {OP_CLAIM_LONE, "claim-fsync"},
+    {OP_CLAIM_LONE, "dir-fsync:1"},
+    {OP_CLAIM_LONE, "claim-commit-data"},
+    {OP_CLAIM_LONE, NULL},
     {OP_INGEST_LAZY, "claim-rename"},
     {OP_INGEST_LAZY, "claim-fsync"},
     {OP_INGEST_LAZY, "lazy-env-write"},
@@ -1465,6 +1514,16 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 		if (r == 0)
 			r = spool_claim_commit(sp, f->pickup_fd, ds);
 		spool_dirsync_free(ds);
+		break;
+	}
+	case OP_CLAIM_LONE: {
+		/* A batch of one file: data/'s fsync starts at the rename, on the
+		 * syncer thread, beside the content's. */
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		struct spool_claim cl;
+		r = spool_claim_lone(sp, f->pickup_fd, "c.eml", fd, "second", NULL, true, &cl);
+		if (r == 0)
+			r = spool_claim_commit_data_for(sp, f->pickup_fd, NULL, &cl);
 		break;
 	}
 	case OP_INGEST_LAZY:
@@ -1563,7 +1622,7 @@ static void spool_crash_at_each_step(void **state)
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
 		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP || op == OP_CLAIM_BATCH ||
-			   op == OP_INGEST_LAZY || op == OP_INGEST_SEND) {
+			   op == OP_CLAIM_LONE || op == OP_INGEST_LAZY || op == OP_INGEST_SEND) {
 			assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
 			id[0] = '\0';
 		} else {
@@ -1644,7 +1703,8 @@ static void spool_crash_at_each_step(void **state)
 			break;
 		case OP_CLAIM:
 		case OP_CLAIM_GROUP:
-		case OP_CLAIM_BATCH: {
+		case OP_CLAIM_BATCH:
+		case OP_CLAIM_LONE: {
 			/* In the pickup folder or claimed (content for ingest): exactly one. */
 			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
 			assert_true(in_pickup != (rec.n_orphans == 1));
@@ -1722,6 +1782,7 @@ static void spool_crash_at_each_step(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(spool_claim_lone_early_sync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_removal_waits_for_the_owed_folder_fsync, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(spool_ids_unique_across_processes, setup, teardown),
