@@ -67,6 +67,21 @@ def shim_env(ctl):
         env["ASAN_OPTIONS"] = ("detect_leaks=1:abort_on_error=0:print_summary=1:"
                                "verify_asan_link_order=0")
     return env
+
+
+def fault_shim(d):
+    """Runs d (not yet started) under the fault shim, with no fault yet;
+    returns a function that sets the shim's fault lines ("" for none)."""
+    ctl = os.path.join(d.dir, "faultfs.ctl")
+    open(ctl, "w").close()
+    d.env = shim_env(ctl)
+
+    def set_faults(spec):
+        with open(ctl, "w") as f:
+            f.write(spec)
+    return set_faults
+
+
 TIMEOUT_SCALE = float(os.environ.get("PICKUPD_TIMEOUT_SCALE") or (3 if SANITIZE else 1))
 KEEP = os.environ.get("PICKUPD_KEEP", "0") not in ("", "0")
 

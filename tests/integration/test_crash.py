@@ -401,14 +401,11 @@ def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
     the fault is gone each message arrives once."""
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
-        ctl = os.path.join(d.dir, "faultfs.ctl")
-        open(ctl, "w").close()
-        d.env = harness.shim_env(ctl)
+        faults = harness.fault_shim(d)
         with d:
             d.start()
             d.wait_ready()
-            with open(ctl, "w") as f:
-                f.write("fsync:EIO:/spool/data\n")
+            faults("fsync:EIO:/spool/data\n")
             for i in range(3):
                 d.drop("eio%d.eml" % i, message(i, "eio"))
             d.wait_log(r"cannot claim: Input/output error", count=3)
@@ -416,8 +413,7 @@ def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
                      what="the pickup files back in place")
             assert not srv.messages
             assert not d.spool_files(["queue", "deferred", "data"]), d.spool_files("data")
-            with open(ctl, "w") as f:
-                f.write("")
+            faults("")
             srv.wait_messages(3)
             d.wait_spool_empty()
             assert len(srv.messages) == 3, srv.messages
@@ -436,14 +432,11 @@ def test_failed_folder_fsync_keeps_the_content():
     arrived once or twice, none lost."""
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
-        ctl = os.path.join(d.dir, "faultfs.ctl")
-        open(ctl, "w").close()
-        d.env = harness.shim_env(ctl)
+        faults = harness.fault_shim(d)
         with d:
             d.start()
             d.wait_ready()
-            with open(ctl, "w") as f:
-                f.write("fsync:ENOSPC:%s\n" % d.pickup)
+            faults("fsync:ENOSPC:%s\n" % d.pickup)
             for i in range(3):
                 d.drop("commit%d.eml" % i, message(i, "commit"))
             d.wait_log(r"cannot record the delivery result: No space left on device; the message "
@@ -454,8 +447,7 @@ def test_failed_folder_fsync_keeps_the_content():
             assert len([f for f in d.spool_files("data") if "." not in f]) == 3, \
                 d.spool_files("data")
             d.stop()
-            with open(ctl, "w") as f:
-                f.write("")
+            faults("")
             d.start()
             d.wait_ready()
             d.wait_spool_empty()
@@ -468,14 +460,11 @@ def test_failed_folder_fsync_keeps_the_content():
 def test_erofs_stops_state_changes_with_one_line():
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
-        ctl = os.path.join(d.dir, "faultfs.ctl")
-        open(ctl, "w").close()
-        d.env = harness.shim_env(ctl)
+        faults = harness.fault_shim(d)
         with d:
             d.start()
             d.wait_ready()
-            with open(ctl, "w") as f:
-                f.write("rename:EROFS:/spool/\n")
+            faults("rename:EROFS:/spool/\n")
             for i in range(4):
                 d.drop("ro%d.eml" % i, message(i, "erofs"))
             # One line, then pickupd ends by itself with an error status, so
@@ -489,8 +478,7 @@ def test_erofs_stops_state_changes_with_one_line():
             assert len([f for f in d.pickup_files() if f.endswith(".eml")]) == 4
             assert not srv.messages
             # Repaired (the shim says nothing any more) and restarted: all sent.
-            with open(ctl, "w") as f:
-                f.write("")
+            faults("")
             d.start()
             d.wait_ready()
             srv.wait_messages(4)

@@ -204,14 +204,11 @@ def test_enospc_at_the_envelope_rolls_a_copied_claim_back():
         try:
             d.spool = os.path.join(fs.path, "spool")
             d.write_config({"spool": {"dir": d.spool}}, srv.port)
-            ctl = os.path.join(d.dir, "faultfs.ctl")
-            open(ctl, "w").close()
-            d.env = harness.shim_env(ctl)
+            faults = harness.fault_shim(d)
             with d:
                 d.start()
                 d.wait_ready()
-                with open(ctl, "w") as f:
-                    f.write("write:ENOSPC:.env\n")
+                faults("write:ENOSPC:.env\n")
                 for i in range(3):
                     d.drop("cp%d.eml" % i, message(i, "exdev"))
                 d.wait_log(r"no space left on device; ingestion paused")
@@ -229,8 +226,7 @@ def test_enospc_at_the_envelope_rolls_a_copied_claim_back():
                 assert sorted(f for f in d.pickup_files() if f.endswith(".eml")) == \
                     ["cp0.eml", "cp1.eml", "cp2.eml"], d.pickup_files()
                 assert not srv.messages
-                with open(ctl, "w") as f:
-                    f.write("")
+                faults("")
                 srv.wait_messages(3)
                 d.wait_spool_empty()
                 d.wait_log(r"space is available again; ingestion resumed")

@@ -24,6 +24,7 @@
 
 #include "spool/spool.h"
 #include "spool/spool_int.h"
+#include "tests/unit/spool/spool_fixture.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define N_MSGS	      4
@@ -34,15 +35,6 @@ struct fixture {
 	char ids[N_MSGS][SPOOL_ID_LEN + 1];
 	char *idp[N_MSGS];
 };
-
-static void set_hook(const char *var, const char *value)
-{
-	unsetenv("PICKUPD_SPOOL_CRASH");
-	unsetenv("PICKUPD_SPOOL_FAIL");
-	if (value)
-		setenv(var, value, 1);
-	spool__hook_reset();
-}
 
 /* N_MSGS messages in deferred/, as the relay leaves them. */
 static int setup(void **state)
@@ -74,14 +66,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
@@ -90,12 +74,6 @@ static int teardown(void **state)
 	nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	free(f);
 	return 0;
-}
-
-static bool exists_in(int dir_fd, const char *name)
-{
-	struct stat st;
-	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 /* Bit per state holding id. */

@@ -29,6 +29,7 @@
 
 #include "spool/spool.h"
 #include "spool/spool_int.h"
+#include "tests/unit/spool/spool_fixture.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -38,15 +39,6 @@ struct fixture {
 	struct spool sp;
 	int pickup_fd;
 };
-
-static void set_hook(const char *var, const char *value)
-{
-	unsetenv("PICKUPD_SPOOL_CRASH");
-	unsetenv("PICKUPD_SPOOL_FAIL");
-	if (value)
-		setenv(var, value, 1);
-	spool__hook_reset();
-}
 
 static int setup(void **state)
 {
@@ -65,14 +57,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
@@ -82,12 +66,6 @@ static int teardown(void **state)
 	nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 	free(f);
 	return 0;
-}
-
-static bool exists_in(int dir_fd, const char *name)
-{
-	struct stat st;
-	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 /* Names in data/ ending in suffix. */

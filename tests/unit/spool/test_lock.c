@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "spool/spool.h"
+#include "tests/unit/spool/spool_fixture.h"
 
 struct fixture {
 	char dir[64];
@@ -39,14 +40,6 @@ static int setup(void **state)
 		return -1;
 	*state = f;
 	return 0;
-}
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
 }
 
 static int teardown(void **state)

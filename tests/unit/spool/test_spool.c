@@ -29,6 +29,7 @@
 
 #include "spool/spool.h"
 #include "spool/spool_int.h"
+#include "tests/unit/spool/spool_fixture.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -58,14 +59,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
@@ -77,15 +70,6 @@ static int teardown(void **state)
 }
 
 /* Sets (or clears, with NULL) a fault-injection variable for this process. */
-static void set_hook(const char *var, const char *value)
-{
-	unsetenv("PICKUPD_SPOOL_CRASH");
-	unsetenv("PICKUPD_SPOOL_FAIL");
-	if (value)
-		setenv(var, value, 1);
-	spool__hook_reset();
-}
-
 static void make_env(struct spool_env *e, const char *id)
 {
 	memset(e, 0, sizeof(*e));
@@ -102,12 +86,6 @@ static void make_env(struct spool_env *e, const char *id)
 	spool_env_add_rcpt(e, "carol@example.net", NULL);
 	e->rcpts[1].status = RCPT_DEFERRED;
 	e->rcpts[1].reply = xstrdup("451 4.3.0 try later\r\n");
-}
-
-static bool exists_in(int dir_fd, const char *name)
-{
-	struct stat st;
-	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 /* Claims a file the way ingest does, without a claim record, and completes
