@@ -30,7 +30,10 @@ void addrmap_init(struct addrmap *m, const char *root_alias, const char *origin_
 	m->origin_domain = nonempty(origin_domain);
 	if (nonempty(hostname))
 		m->hosts[n++] = hostname;
-	if (gethostname(m->sys_host, sizeof(m->sys_host) - 1) == 0 && m->sys_host[0])
+	/* Only an active map compares hosts: an inactive one (every pickup
+	 * file) skips the uname(2) a message would otherwise cost. */
+	if (addrmap_active(m) && gethostname(m->sys_host, sizeof(m->sys_host) - 1) == 0 &&
+	    m->sys_host[0])
 		m->hosts[n++] = m->sys_host;
 	m->hosts[n++] = "localhost";
 	m->hosts[n++] = "localhost.localdomain";

@@ -12,9 +12,17 @@
  * UTF-8 into the log. The format strings themselves are printable text
  * without a backslash, which esc_copy leaves as it is, so no caller has to
  * sort its arguments into trusted and outside ones.
+ * The loop thread's lines below warning gather in a buffer of at most
+ * PIPE_BUF bytes (so one write(2) still cannot interleave with another
+ * thread's line on a pipe or a journald stream) and are written before the
+ * loop next waits (log_flush from the daemon's prepare handle), at exit, when
+ * the buffer is full, and before any warning or error: one write per loop
+ * turn, not one per line, with the lines in the order they were logged.
  */
 #include "common/log.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -39,7 +47,39 @@ static bool journal;  /* stderr is a journald stream */
 static char host[64]; /* the line header's host: the short host name */
 static long pid;      /* pickupd never forks a logging child */
 static pthread_mutex_t syslog_lock = PTHREAD_MUTEX_INITIALIZER;
-static char syslog_ident[64]; /* openlog keeps the pointer: stays valid */
+static char syslog_ident[64];	    /* openlog keeps the pointer: stays valid */
+static _Thread_local bool batching; /* set on the loop thread only */
+static char batch[PIPE_BUF];
+static size_t batch_len;
+
+static void write_all(const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t w = write(STDERR_FILENO, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return; /* nowhere to report it */
+		p += w;
+		len -= (size_t)w;
+	}
+}
+
+void log_flush(void)
+{
+	if (!batching || batch_len == 0)
+		return;
+	write_all(batch, batch_len);
+	batch_len = 0;
+}
+
+void log_batch_start(void)
+{
+	if (batching)
+		return;
+	batching = true;
+	atexit(log_flush);
+}
 
 void log_set_level(enum log_level lvl)
 {
@@ -148,8 +188,17 @@ static void vlog(enum log_level lvl, const char *service, const char *fmt, va_li
 		return;
 	}
 	line[len++] = '\n';
-	ssize_t w = write(STDERR_FILENO, line, len);
-	(void)w;
+	if (batching) {
+		if (lvl < LOG_LVL_WARN && len <= sizeof(batch)) {
+			if (batch_len + len > sizeof(batch))
+				log_flush();
+			memcpy(batch + batch_len, line, len);
+			batch_len += len;
+			return;
+		}
+		log_flush();
+	}
+	write_all(line, len);
 }
 
 #define DEFINE_LOG(fn, lvl)                                                                        \

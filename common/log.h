@@ -37,6 +37,11 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A line about one message, from SERVICE ("pickup", "qmgr", "smtp", "bounce"). */
 void log_svc(enum log_level lvl, const char *service, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Called on the event loop thread: from now on its lines below warning are
+ * gathered and written together by log_flush (which the loop calls before it
+ * waits) or at exit. Other threads' lines are still written at once. */
+void log_batch_start(void);
+void log_flush(void);
 /* Start-up only: logs and exits with status 1. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -69,6 +69,7 @@ struct pickupd {
 	uint64_t enospc_need;	     /* bytes of the largest file that did not fit */
 	uv_timer_t space_timer;	     /* re-checks the free space while paused (space.c) */
 	uv_check_t ro_check;	     /* stops the daemon once the spool is read-only */
+	uv_prepare_t log_flusher;    /* writes the turn's gathered log lines (log.h) */
 	int exit_status;	     /* non-zero: why main exits with an error */
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t watchdog;

@@ -123,6 +123,8 @@ static void maybe_stopped(struct pickupd *pd)
 	sched_stop(pd->sched);
 	if (!uv_is_closing((uv_handle_t *)&pd->ro_check))
 		uv_close((uv_handle_t *)&pd->ro_check, NULL);
+	if (!uv_is_closing((uv_handle_t *)&pd->log_flusher))
+		uv_close((uv_handle_t *)&pd->log_flusher, NULL);
 	if (!uv_is_closing((uv_handle_t *)&pd->space_timer))
 		uv_close((uv_handle_t *)&pd->space_timer, NULL);
 	close_signal(&pd->sig_term);
@@ -269,6 +271,12 @@ static void watchdog_cb(uv_timer_t *t)
 {
 	(void)t;
 	pickupd_notify("WATCHDOG=1");
+}
+
+static void log_flusher_cb(uv_prepare_t *h)
+{
+	(void)h;
+	log_flush();
 }
 
 /* EROFS: the spool said so once; no transaction is started whose outcome
@@ -461,6 +469,11 @@ int main(int argc, char **argv)
 	uv_check_init(pd.loop, &pd.ro_check);
 	pd.ro_check.data = &pd;
 	uv_check_start(&pd.ro_check, ro_check_cb);
+	/* Prepare handles run just before the loop waits: the lines of a turn
+	 * are written then, together. */
+	uv_prepare_init(pd.loop, &pd.log_flusher);
+	uv_prepare_start(&pd.log_flusher, log_flusher_cb);
+	log_batch_start();
 	const char *wd = getenv("WATCHDOG_USEC");
 	if (wd && atoll(wd) > 0) {
 		uint64_t ms = (uint64_t)atoll(wd) / 2000;
@@ -495,6 +508,7 @@ int main(int argc, char **argv)
 	buf_deinit(&errs);
 	uv_library_shutdown();
 	log_info("stopped");
+	log_flush();
 	if (pd.exit_status)
 		return pd.exit_status;
 	return rc == 0 ? 0 : 1;
