@@ -410,6 +410,9 @@ out:
 	buf_deinit(&why);
 }
 
+static void log_active(struct delivery *d);
+static bool start_send(struct delivery *d, struct session *s);
+
 static void unload_fn(struct job *j)
 {
 	struct delivery *d = (struct delivery *)j;
@@ -443,7 +446,6 @@ static void load_done(struct job *j)
 	struct pickupd *pd = j->pd;
 	struct session *s = d->s;
 	const char *id = d->item.id;
-	char why[256];
 
 	pool->loads_in_flight--;
 	if (s)
@@ -476,17 +478,8 @@ static void load_done(struct job *j)
 		sched_add(pd->sched, id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 		break;
 	}
-	if (d->loaded == LOAD_OK) {
-		d->dispatch_ms = pickupd_now_ms();
-		log_debug("%s: loaded from %s", id,
-			  d->handoff == NULL ? "the spool"
-			  : d->txn.content   ? "memory (envelope and content)"
-					     : "memory (envelope; content from the spool)");
-		/* Postfix's qmgr line as a message becomes active: pflogsumm takes
-		 * the size and the sender's domain from it. */
-		log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
-			id, d->env.sender, (unsigned long long)d->env.size, d->env.n_rcpts);
-	}
+	if (d->loaded == LOAD_OK)
+		log_active(d);
 	if (d->loaded != LOAD_OK) {
 		relay__delivery_free(d);
 		if (s) {
@@ -508,6 +501,28 @@ static void load_done(struct job *j)
 			smtpc_quit(s->smtpc);
 		return;
 	}
+	start_send(d, s);
+}
+
+/* A loaded message becomes active (d->loaded is LOAD_OK). */
+static void log_active(struct delivery *d)
+{
+	d->dispatch_ms = pickupd_now_ms();
+	log_debug("%s: loaded from %s", d->item.id,
+		  d->handoff == NULL ? "the spool"
+		  : d->txn.content   ? "memory (envelope and content)"
+				     : "memory (envelope; content from the spool)");
+	/* Postfix's qmgr line as a message becomes active: pflogsumm takes
+	 * the size and the sender's domain from it. */
+	log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",
+		d->item.id, d->env.sender, (unsigned long long)d->env.size, d->env.n_rcpts);
+}
+
+/* Sends a loaded message on s, which takes work; false when it was not sent
+ * (the server cannot take it: recorded as refused). */
+static bool start_send(struct delivery *d, struct session *s)
+{
+	char why[256];
 	snprintf(d->peer, sizeof(d->peer), "%s", smtpc_peer(s->smtpc));
 	snprintf(d->relay_name, sizeof(d->relay_name), "%s", s->relay->cfg->name);
 	if (!s->setup_told) {
@@ -521,10 +536,74 @@ static void load_done(struct job *j)
 		d->txn.reply = xstrdup(why);
 		relay__record(d);
 		relay__session_idle(s);
-		return;
+		return false;
 	}
 	s->d = d;
 	smtpc_send(s->smtpc, &d->txn);
+	return true;
+}
+
+/* ---- sending straight from a handoff --------------------------------------------- */
+
+/* The mark of a message sent straight from its handoff (thread pool). */
+static void mark_fn(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct spool *sp = &j->pd->spool;
+	d->err = 0;
+	if (spool_readonly(sp))
+		d->err = EROFS;
+	else if (spool_mark_sending_new(sp, d->env.id) < 0)
+		d->err = errno;
+}
+
+static void mark_done(struct job *j)
+{
+	struct delivery *d = (struct delivery *)j;
+	struct relay_pool *pool = d->pool;
+	pool->loads_in_flight--;
+	d->marking = false;
+	if (d->ended) {
+		/* Over before its dot (refused, or the session went): the
+		 * server cannot have taken it, mark or not. */
+		relay__delivery_ended(d, NULL);
+		relay_pool_wake(pool);
+		return;
+	}
+	if (d->err == 0) {
+		smtpc_release_dot(d->s->smtpc);
+		return;
+	}
+	char why[160];
+	snprintf(why, sizeof(why), "cannot mark the envelope as being sent: %s", strerror(d->err));
+	log_error("%s: %s", d->env.id, why);
+	smtpc_fail_held(d->s->smtpc, why);
+}
+
+/* A fresh message whose envelope and content came with its handoff needs
+ * no disk to be sent: it goes at once, and the one disk step, its mark,
+ * runs on the thread pool beside the envelope commands. Its final dot waits
+ * for the mark (dot_held), so that a message the server may have taken is
+ * always marked, as when load_fn marks first. */
+static bool send_from_handoff(struct delivery *d, struct session *s)
+{
+	struct relay_pool *pool = d->pool;
+	if (d->handoff == NULL || d->handoff->content == NULL || spool_readonly(&pool->pd->spool))
+		return false;
+	d->env = d->handoff->env;
+	memset(&d->handoff->env, 0, sizeof(d->handoff->env));
+	smtpc_txn_init(&d->txn, &d->env, -1);
+	d->txn.content = d->handoff->content;
+	d->txn.content_len = d->handoff->content_len;
+	d->loaded = LOAD_OK;
+	log_active(d);
+	d->txn.dot_held = true;
+	if (!start_send(d, s))
+		return true; /* recorded as refused, never marked */
+	d->marking = true;
+	pool->loads_in_flight++;
+	delivery_job(d, mark_fn, mark_done);
+	return true;
 }
 
 struct delivery *relay__delivery_new(struct relay_pool *pool, const struct sched_item *it)
@@ -544,6 +623,8 @@ struct delivery *relay__delivery_new(struct relay_pool *pool, const struct sched
 void relay__delivery_load(struct delivery *d, struct session *s)
 {
 	d->s = s;
+	if (s && send_from_handoff(d, s))
+		return;
 	if (s)
 		s->d = d;
 	d->pool->loads_in_flight++;

@@ -436,17 +436,11 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	case SMTPC_EV_DONE: {
 		struct delivery *d = s->d;
 		s->d = NULL;
-		if (d && d->txn.session_stale) {
-			/* An idle session the server had dropped: nothing was
-			 * attempted, so no attempt is counted; it goes again now. */
-			log_debug("%s: session to %s was stale; sending again", d->env.id,
-				  smtpc_peer(c));
-			sched_add(pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
-			relay__delivery_free(d);
+		if (d && d->marking) {
+			d->ended = true; /* before its dot: mark_done goes on */
+			d->s = NULL;
 		} else if (d) {
-			if (d->txn.cls == SMTPC_OK)
-				relay_delivered(r);
-			relay__record(d);
+			relay__delivery_ended(d, r);
 		}
 		if (smtpc_idle(c)) {
 			if (!relay__session_takes_work(s))
@@ -482,6 +476,21 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		break;
 	}
 	}
+}
+
+void relay__delivery_ended(struct delivery *d, struct relay *r)
+{
+	if (d->txn.session_stale) {
+		/* An idle session the server had dropped: nothing was
+		 * attempted, so no attempt is counted; it goes again now. */
+		log_debug("%s: session to %s was stale; sending again", d->env.id, d->peer);
+		sched_add(d->pool->pd->sched, d->env.id, SPOOL_QUEUE, 0);
+		relay__delivery_free(d);
+		return;
+	}
+	if (d->txn.cls == SMTPC_OK && r)
+		relay_delivered(r);
+	relay__record(d);
 }
 
 void relay_pool_wake(struct relay_pool *pool)

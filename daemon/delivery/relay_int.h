@@ -123,6 +123,11 @@ struct delivery {
 	char bounce_id[SPOOL_ID_LEN + 1];
 	int bounce_err;
 	int err;
+	/* Sent straight from its handoff: the mark job runs beside the
+	 * transaction (the final dot waits for it); a transaction that ended
+	 * before it (ended) goes on when it is back. */
+	bool marking;
+	bool ended;
 	struct delivery *rm_next; /* in the pool's removal list */
 };
 
@@ -135,6 +140,11 @@ struct delivery *relay__delivery_new(struct relay_pool *pool, const struct sched
 void relay__delivery_load(struct delivery *d, struct session *s);
 /* Decides what the attempt comes to, then records it (thread pool). */
 void relay__record(struct delivery *d);
+/* A delivery's transaction has ended (SMTPC_EV_DONE) and nothing of it is in
+ * flight: sent again (a stale session) or recorded. r is the relay it went
+ * to, NULL once its session may be gone (only for one that ended before its
+ * dot: it cannot count as delivered). */
+void relay__delivery_ended(struct delivery *d, struct relay *r);
 void relay__delivery_free(struct delivery *d);
 
 /* relay.c: the session pool. */

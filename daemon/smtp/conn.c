@@ -416,6 +416,10 @@ static void try_next_addr(struct conn *c)
 		snprintf(c->peer, sizeof(c->peer), "%s[%s]:%u", c->host, ip, c->port);
 		snprintf(c->addr, sizeof(c->addr), "%s", ip);
 		uv_tcp_init(c->loop, &c->tcp);
+		/* Writes are gathered already (whole command groups, content
+		 * chunks): Nagle would only hold a lone final dot behind the
+		 * unacknowledged body until the peer's delayed ACK (40 ms). */
+		uv_tcp_nodelay(&c->tcp, 1);
 		c->tcp.data = c;
 		c->tcp_open = true;
 		c->handles_open++;

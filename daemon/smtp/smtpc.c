@@ -726,20 +726,23 @@ static void send_content(struct smtpc *s, const char *data, size_t n)
 	}
 	/* The content file is never written while queued: its size tells
 	 * where it ends, which saves a read per message. */
-	if (n == 0 || (uint64_t)s->read_off >= s->data_size) {
-		wire_filter_finish(&s->filter, &s->out);
+	if (n == 0 || (uint64_t)s->read_off >= s->data_size)
 		s->read_eof = true;
-	}
+	bool end = s->read_eof && !s->txn->dot_held;
+	if (end)
+		wire_filter_finish(&s->filter, &s->out);
 	s->txn->bytes_sent += s->out.len;
 	conn_write(s->conn, s->out.data, s->out.len);
 	buf_clear(&s->out);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
-	if (s->read_eof) {
+	if (end) {
 		set_state(s, SMTPC_ST_DOT);
 		conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
 	}
 	/* The next chunk is read once this one has drained (CONN_EV_DRAINED),
-	 * so memory stays bounded whatever the message size. */
+	 * so memory stays bounded whatever the message size. With the dot
+	 * held, the session waits in SMTPC_ST_BODY (a body cut there cannot
+	 * have been taken) until smtpc_release_dot. */
 }
 
 /* A chunk read from the content file (n bytes, or an error), in SMTPC_ST_BODY. */
@@ -1499,6 +1502,30 @@ void smtpc_quit(struct smtpc *s)
 		return;
 	}
 	smtpc_abort(s, "session closed by pickupd");
+}
+
+void smtpc_release_dot(struct smtpc *s)
+{
+	struct smtpc_txn *t = s->txn;
+	if (t == NULL || !t->dot_held)
+		return;
+	t->dot_held = false;
+	if (s->closing || s->state != SMTPC_ST_BODY || !s->read_eof)
+		return; /* the content's end sends it */
+	wire_filter_finish(&s->filter, &s->out);
+	t->bytes_sent += s->out.len;
+	conn_write(s->conn, s->out.data, s->out.len);
+	buf_clear(&s->out);
+	set_state(s, SMTPC_ST_DOT);
+	conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
+}
+
+void smtpc_fail_held(struct smtpc *s, const char *why)
+{
+	if (s->closing || s->txn == NULL)
+		return;
+	txn_fail(s, SMTPC_TEMP, why);
+	session_fail(s, SMTPC_CONN, "%s", why);
 }
 
 void smtpc_abort(struct smtpc *s, const char *why)

@@ -91,6 +91,14 @@ void smtpc_send(struct smtpc *s, struct smtpc_txn *txn);
  * with SMTPC_CONN, then the session CLOSED, both after the call returned). */
 void smtpc_quit(struct smtpc *s);
 void smtpc_abort(struct smtpc *s, const char *why);
+/* For a transaction sent with dot_held: the dot may go now (at once if the
+ * content has all been sent). */
+void smtpc_release_dot(struct smtpc *s);
+/* For a transaction sent with dot_held, whose owner could not finish its own
+ * step: it ends without its dot as a temporary failure (why), and the session
+ * is dropped, as DATA cannot end cleanly; DONE and CLOSED follow as for
+ * smtpc_abort. */
+void smtpc_fail_held(struct smtpc *s, const char *why);
 
 const char *smtpc_peer(const struct smtpc *s);
 enum smtpc_class smtpc_error_class(const struct smtpc *s);

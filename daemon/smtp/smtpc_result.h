@@ -42,6 +42,9 @@ struct smtpc_txn {
 	const char *content;
 	size_t content_len;
 	const char *force_sender; /* NULL = env->sender */
+	/* The final dot waits for smtpc_release_dot (the owner has a step of
+	 * its own to finish before the server may take the message). */
+	bool dot_held;
 	/* results */
 	struct smtpc_rcpt_result *rcpt; /* env->n_rcpts entries */
 	enum smtpc_class cls;		/* SMTPC_OK when the per-recipient results decide */

@@ -159,5 +159,94 @@ def test_budget_bounds_the_handoffs():
                 assert t.header("subject")[0].startswith("m"), t.headers
 
 
+# The shim's ERRNO DELAY holds a chmod half a second and notes when it was done.
+MSG = b"From: a@example.org\nTo: b@example.net\nSubject: good\n\nbody\n"
+
+
+def _marks(d):
+    """(path, wall-clock time) of each delayed chmod the shim noted."""
+    try:
+        with open(os.path.join(d.dir, "faultfs.ctl.log")) as f:
+            return [(p, float(t)) for _op, p, t in (ln.split() for ln in f)]
+    except FileNotFoundError:
+        return []
+
+
+def _under_shim(srv, config=None):
+    """A daemon (not started) relaying to srv under the fault shim, and the
+    shim's rule setter."""
+    d = Pickupd(relay=srv, start=False)
+    d.write_config(config or {}, srv.port)
+    return d, harness.fault_shim(d)
+
+
+def test_final_dot_waits_for_the_mark():
+    """A message sent straight from its handoff: its envelope is marked as
+    being sent on the thread pool while the envelope commands go, and the
+    final dot waits for the mark, so that a message the server may have taken
+    is always marked. The mark is held half a second: the server gets the
+    message only after it was done."""
+    with SmtpServer() as srv:
+        d, faults = _under_shim(srv, {"general": {"log_level": "debug"}})
+        with d:
+            d.start()
+            d.wait_ready()
+            faults("chmod:DELAY:/queue/\n")
+            d.drop("m.eml", MSG)
+            srv.wait_messages(1)
+            d.wait_spool_empty()
+            ids = loaded_from(d, "memory (envelope and content)")
+            assert len(ids) == 1, d.log_text()
+            done = [t for p, t in _marks(d) if p.endswith("/queue/" + ids[0])]
+            assert done, _marks(d)
+            assert srv.messages[0].received > min(done), (srv.messages[0].received, done)
+
+
+def test_failed_mark_ends_the_transaction_before_its_dot():
+    """The mark fails (EIO, half a second late, when the content has long
+    been sent): the transaction ends without its dot (the session is dropped,
+    as DATA cannot end cleanly), the message is deferred with the reason, and
+    goes once the disk is back."""
+    with SmtpServer() as srv:
+        d, faults = _under_shim(srv)
+        with d:
+            d.start()
+            d.wait_ready()
+            faults("chmod:EIO+DELAY:/queue/\n")
+            d.drop("m.eml", MSG)
+            d.wait_log(r"cannot mark the envelope as being sent: Input/output error")
+            d.wait_log(r"status=deferred \(cannot mark the envelope as being sent")
+            wait_for(lambda: d.spool_files("deferred"), 30, what="the message in deferred/")
+            assert not srv.messages and not srv.transactions, srv.transactions
+            faults("")
+            d.pickupctl("flush")
+            srv.wait_messages(1)
+            d.wait_spool_empty()
+            assert len(srv.messages) == 1
+            assert srv.messages[0].header("subject") == ["good"]
+
+
+def test_refusal_while_the_mark_is_on_its_way():
+    """The server refuses the recipient while the mark is still held: the
+    transaction is over before its dot, its outcome waits for the mark job,
+    then the message is bounced as usual, and the session takes the next."""
+    with SmtpServer() as srv:
+        d, faults = _under_shim(srv)
+        with d:
+            d.start()
+            d.wait_ready()
+            faults("chmod:DELAY:/queue/\n")
+            d.drop("bad.eml", b"From: a@example.org\nTo: fail550@example.net\n"
+                              b"Subject: refused\n\nbody\n")
+            d.wait_log(r"to=<fail550@example.net>.*status=bounced")
+            d.drop("good.eml", MSG)
+            wait_for(lambda: [m for m in srv.messages if m.header("subject") == ["good"]],
+                     60, what="the next message")
+            d.wait_log(r"removed", count=2)  # the good one and the notification
+            assert len(d.spool_files("badmail")) == 1, d.spool_files("badmail")
+            assert not d.spool_files("queue") and not d.spool_files("deferred")
+            assert not [t for t in srv.transactions if "fail550@example.net" in t.rcpt_tos]
+
+
 if __name__ == "__main__":
     harness.main(globals())

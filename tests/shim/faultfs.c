@@ -12,11 +12,16 @@
  *
  * OPS is a comma list of write (write, pwrite, writev), fsync (fsync,
  * fdatasync), rename (rename, renameat, renameat2), open (openat/open with
- * O_CREAT), and main (only calls made on the process's main thread, which
- * is pickupd's event loop: work meant for the thread pool is caught if it
- * runs there); ERRNO is ENOSPC, EIO, EROFS, EDQUOT or a number; the call
- * fails when the path of its descriptor (from /proc/self/fd) or one of its
- * path arguments (resolved against the directory descriptor) contains PATH.
+ * O_CREAT), chmod (fchmod, fchmodat), and main (only calls made on the
+ * process's main thread, which is pickupd's event loop: work meant for the
+ * thread pool is caught if it runs there); ERRNO is ENOSPC, EIO, EROFS,
+ * EDQUOT or a number; the call fails when the path of its descriptor (from
+ * /proc/self/fd) or one of its path arguments (resolved against the
+ * directory descriptor) contains PATH; ERRNO+DELAY (EIO+DELAY) fails it
+ * after half a second. ERRNO DELAY makes a chmod call wait
+ * half a second, then succeed, and append "chmod PATH SECONDS" (the wall
+ * clock when it returned) to the control file's name + ".log": a test then
+ * sees what happened before the call was done.
  * FAULTFS=RULE may be given instead of FAULTFS_CTL for a fixed rule.
  *
  * Owns: nothing; Invariants: calls that do not match go to libc unchanged,
@@ -30,16 +35,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
-enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8 };
+enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8, OP_CHMOD = 16 };
+#define FAULT_DELAY   (-1)  /* ERRNO DELAY: chmod only */
 #define OPS_MAIN_ONLY 0x100 /* the rule applies on the main thread only */
 
 struct rule {
 	unsigned ops;
 	int err;
+	int delay; /* ERRNO+DELAY: fail after the delay */
 	char path[256];
 };
 
@@ -74,20 +83,27 @@ static int read_rule(struct rule *r)
 	if (c2)
 		*c2++ = '\0';
 	memset(r, 0, sizeof(*r));
+	char *plus = strstr(c1, "+DELAY");
+	if (plus) {
+		*plus = '\0';
+		r->delay = 1;
+	}
 	for (char *tok = strtok(text, ","); tok; tok = strtok(NULL, ","))
 		r->ops |= strcmp(tok, "write") == 0    ? OP_WRITE
 			  : strcmp(tok, "fsync") == 0  ? OP_FSYNC
 			  : strcmp(tok, "rename") == 0 ? OP_RENAME
 			  : strcmp(tok, "open") == 0   ? OP_OPEN
+			  : strcmp(tok, "chmod") == 0  ? OP_CHMOD
 			  : strcmp(tok, "main") == 0   ? OPS_MAIN_ONLY
 						       : 0;
 	r->err = strcmp(c1, "ENOSPC") == 0   ? ENOSPC
 		 : strcmp(c1, "EIO") == 0    ? EIO
 		 : strcmp(c1, "EROFS") == 0  ? EROFS
 		 : strcmp(c1, "EDQUOT") == 0 ? EDQUOT
+		 : strcmp(c1, "DELAY") == 0  ? FAULT_DELAY
 					     : atoi(c1);
 	snprintf(r->path, sizeof(r->path), "%s", c2 ? c2 : "");
-	return (r->ops & ~OPS_MAIN_ONLY) && r->err > 0;
+	return (r->ops & ~OPS_MAIN_ONLY) && (r->err > 0 || r->err == FAULT_DELAY);
 }
 
 static int fd_path(int fd, char *out, size_t len)
@@ -111,7 +127,14 @@ static void at_path(int dirfd, const char *name, char *out, size_t len)
 		snprintf(out, len, "%s/%s", dir, name);
 }
 
-/* Whether a call of kind op on these paths fails; sets errno when it does. */
+static void delay(void)
+{
+	struct timespec ts = {0, 500 * 1000 * 1000};
+	syscall(SYS_nanosleep, &ts, NULL);
+}
+
+/* Whether a call of kind op on these paths fails (1, errno set), is to be
+ * delayed (FAULT_DELAY), or goes on (0). */
 static int should_fail(unsigned op, const char *p1, const char *p2)
 {
 	struct rule r;
@@ -120,10 +143,34 @@ static int should_fail(unsigned op, const char *p1, const char *p2)
 	if ((r.ops & OPS_MAIN_ONLY) && syscall(SYS_gettid) != getpid())
 		return 0;
 	if ((p1 && strstr(p1, r.path)) || (p2 && strstr(p2, r.path))) {
+		if (r.err == FAULT_DELAY)
+			return FAULT_DELAY;
+		if (r.delay)
+			delay();
 		errno = r.err;
 		return 1;
 	}
 	return 0;
+}
+
+/* After a delayed call: "chmod PATH SECONDS" to the control file's log. */
+static void note_delayed(const char *path)
+{
+	const char *ctl = getenv("FAULTFS_CTL");
+	char name[PATH_MAX], line[PATH_MAX + 64];
+	struct timespec now;
+	if (ctl == NULL)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	snprintf(name, sizeof(name), "%s.log", ctl);
+	int n = snprintf(line, sizeof(line), "chmod %s %lld.%09ld\n", path, (long long)now.tv_sec,
+			 now.tv_nsec);
+	int fd = (int)syscall(SYS_openat, AT_FDCWD, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+			      0644);
+	if (fd < 0)
+		return;
+	syscall(SYS_write, fd, line, (size_t)n);
+	syscall(SYS_close, fd);
 }
 
 static int fd_fails(unsigned op, int fd)
@@ -133,7 +180,8 @@ static int fd_fails(unsigned op, int fd)
 		return 0;
 	if (fd_path(fd, p, sizeof(p)) < 0)
 		return 0;
-	return should_fail(op, p, NULL);
+	int r = should_fail(op, p, NULL);
+	return r == FAULT_DELAY ? 0 : r;
 }
 
 #define NEXT(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
@@ -182,7 +230,7 @@ int fdatasync(int fd)
 
 int rename(const char *a, const char *b)
 {
-	if (should_fail(OP_RENAME, a, b))
+	if (should_fail(OP_RENAME, a, b) > 0)
 		return -1;
 	return NEXT(rename)(a, b);
 }
@@ -192,7 +240,7 @@ int renameat(int da, const char *a, int db, const char *b)
 	char pa[PATH_MAX], pb[PATH_MAX];
 	at_path(da, a, pa, sizeof(pa));
 	at_path(db, b, pb, sizeof(pb));
-	if (should_fail(OP_RENAME, pa, pb))
+	if (should_fail(OP_RENAME, pa, pb) > 0)
 		return -1;
 	return NEXT(renameat)(da, a, db, b);
 }
@@ -202,7 +250,7 @@ int renameat2(int da, const char *a, int db, const char *b, unsigned flags)
 	char pa[PATH_MAX], pb[PATH_MAX];
 	at_path(da, a, pa, sizeof(pa));
 	at_path(db, b, pb, sizeof(pb));
-	if (should_fail(OP_RENAME, pa, pb))
+	if (should_fail(OP_RENAME, pa, pb) > 0)
 		return -1;
 	return NEXT(renameat2)(da, a, db, b, flags);
 }
@@ -217,7 +265,7 @@ int openat(int dirfd, const char *name, int flags, ...)
 		va_end(ap);
 		char p[PATH_MAX];
 		at_path(dirfd, name, p, sizeof(p));
-		if (should_fail(OP_OPEN, p, NULL))
+		if (should_fail(OP_OPEN, p, NULL) > 0)
 			return -1;
 	}
 	return NEXT(openat)(dirfd, name, flags, mode);
@@ -233,8 +281,40 @@ int openat64(int dirfd, const char *name, int flags, ...)
 		va_end(ap);
 		char p[PATH_MAX];
 		at_path(dirfd, name, p, sizeof(p));
-		if (should_fail(OP_OPEN, p, NULL))
+		if (should_fail(OP_OPEN, p, NULL) > 0)
 			return -1;
 	}
 	return NEXT(openat64)(dirfd, name, flags, mode);
+}
+
+int fchmodat(int dirfd, const char *name, mode_t mode, int flags)
+{
+	char p[PATH_MAX];
+	at_path(dirfd, name, p, sizeof(p));
+	int f = should_fail(OP_CHMOD, p, NULL);
+	if (f > 0)
+		return -1;
+	if (f == FAULT_DELAY)
+		delay();
+	int r = NEXT(fchmodat)(dirfd, name, mode, flags);
+	if (f == FAULT_DELAY)
+		note_delayed(p);
+	return r;
+}
+
+int fchmod(int fd, mode_t mode)
+{
+	char p[PATH_MAX];
+	int f = 0;
+	if (fd > 2 && (getenv("FAULTFS_CTL") || getenv("FAULTFS")) &&
+	    fd_path(fd, p, sizeof(p)) == 0)
+		f = should_fail(OP_CHMOD, p, NULL);
+	if (f > 0)
+		return -1;
+	if (f == FAULT_DELAY)
+		delay();
+	int r = NEXT(fchmod)(fd, mode);
+	if (f == FAULT_DELAY)
+		note_delayed(p);
+	return r;
 }
