@@ -1105,9 +1105,19 @@ static int unclaim_move(struct spool *s, const struct spool_claim *c)
 /* batched: the data/ and folder fsyncs are left to spool_claim_commit (a
  * copy is made durable at once all the same: it is not renamed). With rec,
  * the first try takes slot's ID, recorded in the batch's record. */
+/* A claim whose content could not be made durable goes back at once. */
+static int claim_cut_short(struct spool *s, struct spool_claim *c)
+{
+	int saved = errno;
+	if (unclaim_move(s, c) == 0 && c->recorded)
+		record_drop(s, c->id, false);
+	errno = saved;
+	return -1;
+}
+
 static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, const char *name,
 		 int fd, const char *pickup, const char *file, bool batched,
-		 const struct spool_claim_batch *rec, size_t slot, bool early,
+		 const struct spool_claim_batch *rec, size_t slot, bool early, bool unsynced,
 		 struct spool_claim *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -1138,17 +1148,16 @@ static int claim(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync, co
 			/* The writer may never have fsynced: make the content durable
 			 * before anything depends on it. */
 			claim_sync_early(s, c);
+			if (unsynced && fd >= 0) {
+				c->sync_deferred = true; /* spool_claim_sync */
+				return 0;
+			}
 			if (spool__hook("claim-fsync") < 0 || (fd >= 0 && fsync(fd) < 0) ||
 			    (!batched && (spool__hook("claim-dirsync") < 0 ||
 					  spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0 ||
-					  spool_fsync_dir_group(s, dir_sync, &dir_fd) < 0))) {
+					  spool_fsync_dir_group(s, dir_sync, &dir_fd) < 0)))
 				/* Cut short: put it back at once, not at the next start. */
-				int saved = errno;
-				if (unclaim_move(s, c) == 0 && c->recorded)
-					record_drop(s, c->id, false);
-				errno = saved;
-				return -1;
-			}
+				return claim_cut_short(s, c);
 			/* A claim finished by recovery: the old record is replaced. */
 			if (dir_fd == s->data_fd)
 				record_drop(s, name, false);
@@ -1195,7 +1204,8 @@ int spool_claim_group(struct spool *s, int dir_fd, struct spool_dirsync *dir_syn
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, dir_sync, name, fd, pickup, file, false, NULL, 0, false, c_r) < 0) {
+	if (claim(s, dir_fd, dir_sync, name, fd, pickup, file, false, NULL, 0, false, false, c_r) <
+	    0) {
 		spool__note_error(s);
 		return -1;
 	}
@@ -1213,7 +1223,32 @@ int spool_claim_lone(struct spool *s, int dir_fd, const char *name, int fd, cons
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, early, c_r) < 0) {
+	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, early, false, c_r) < 0) {
+		spool__note_error(s);
+		return -1;
+	}
+	return 0;
+}
+
+int spool_claim_lone_unsynced(struct spool *s, int dir_fd, const char *name, int fd,
+			      const char *pickup, const char *file, struct spool_claim *c_r)
+{
+	if (spool__check_writable(s) < 0)
+		return -1;
+	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, true, true, c_r) < 0) {
+		spool__note_error(s);
+		return -1;
+	}
+	return 0;
+}
+
+int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd)
+{
+	if (!c->sync_deferred)
+		return 0;
+	c->sync_deferred = false;
+	if (spool__hook("claim-fsync") < 0 || fsync(fd) < 0) {
+		claim_cut_short(s, c);
 		spool__note_error(s);
 		return -1;
 	}
@@ -1225,8 +1260,8 @@ int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, siz
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, b->pickup, b->files[slot], true, b, slot, false, c_r) <
-	    0) {
+	if (claim(s, dir_fd, NULL, name, fd, b->pickup, b->files[slot], true, b, slot, false, false,
+		  c_r) < 0) {
 		spool__note_error(s);
 		return -1;
 	}

@@ -231,6 +231,9 @@ struct spool_claim {
 	bool data_early;
 	bool data_ticketed;
 	uint64_t data_need, data_failures;
+	/* spool_claim_lone_unsynced: the content's fsync is left to
+	 * spool_claim_sync (cleared once it is done). */
+	bool sync_deferred;
 };
 
 /*
@@ -299,6 +302,17 @@ int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sy
  * one of its own. */
 int spool_claim_lone(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
 		     const char *file, bool early, struct spool_claim *c_r);
+/* spool_claim_lone (early) up to the rename: the content's fsync is left to
+ * spool_claim_sync, which must come before anything but reading depends on
+ * the claim (the caller may read and parse the content meanwhile, and start
+ * a transaction that waits for the claim before its final dot). A copy
+ * (EXDEV) is durable at once, as ever. */
+int spool_claim_lone_unsynced(struct spool *s, int dir_fd, const char *name, int fd,
+			      const char *pickup, const char *file, struct spool_claim *c_r);
+/* The content's fsync of a spool_claim_lone_unsynced claim (none for any
+ * other): a failure puts the file back at once, as a claim cut short is. 0
+ * or -1 (errno). */
+int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd);
 
 /*
  * One claim record for a batch of claims from one folder, instead of one

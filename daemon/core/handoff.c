@@ -94,3 +94,80 @@ void handoff_free(struct handoff *h)
 	release(h->pd, h->charge);
 	free(h);
 }
+
+/* ---- offers ---------------------------------------------------------------------- */
+
+static void offers_cb(uv_async_t *a)
+{
+	struct pickupd *pd = a->data;
+	uv_mutex_lock(&pd->offer_lock);
+	struct handoff_offer *list = pd->offers;
+	pd->offers = NULL;
+	for (struct handoff_offer *o = list; o; o = o->next)
+		o->posted = false;
+	uv_mutex_unlock(&pd->offer_lock);
+	/* Each stays valid through this turn: its job ends on this thread. */
+	for (struct handoff_offer *o = list; o; o = o->next)
+		if (!pd->stopping && pd->offer_take)
+			pd->offer_take(pd, o);
+}
+
+void handoff_offers_start(struct pickupd *pd)
+{
+	uv_mutex_init(&pd->offer_lock);
+	uv_async_init(pd->loop, &pd->offer_async, offers_cb);
+	pd->offer_async.data = pd;
+	pd->offers_open = true;
+}
+
+void handoff_offers_close(struct pickupd *pd)
+{
+	if (!pd->offers_open || uv_is_closing((uv_handle_t *)&pd->offer_async))
+		return;
+	uv_close((uv_handle_t *)&pd->offer_async, NULL);
+}
+
+void handoff_offer_post(struct pickupd *pd, struct handoff_offer *o)
+{
+	__atomic_store_n(&o->state, OFFER_OPEN, __ATOMIC_RELAXED);
+	uv_mutex_lock(&pd->offer_lock);
+	o->posted = true;
+	o->next = pd->offers;
+	pd->offers = o;
+	uv_mutex_unlock(&pd->offer_lock);
+	uv_async_send(&pd->offer_async);
+}
+
+bool handoff_offer_close(struct handoff_offer *o)
+{
+	int open = OFFER_OPEN;
+	return __atomic_compare_exchange_n(&o->state, &open, OFFER_CLOSED, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE) ||
+	       open != OFFER_TAKEN;
+}
+
+bool handoff_offer_take(struct handoff_offer *o)
+{
+	int open = OFFER_OPEN;
+	return __atomic_compare_exchange_n(&o->state, &open, OFFER_TAKEN, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+
+void handoff_offer_done(struct pickupd *pd, struct handoff_offer *o, bool queued)
+{
+	if (o->posted) {
+		uv_mutex_lock(&pd->offer_lock);
+		for (struct handoff_offer **pp = &pd->offers; *pp; pp = &(*pp)->next)
+			if (*pp == o) {
+				*pp = o->next;
+				break;
+			}
+		o->posted = false;
+		uv_mutex_unlock(&pd->offer_lock);
+	}
+	if (o->taker && pd->offer_done)
+		pd->offer_done(pd, o, queued);
+	o->taker = NULL;
+	handoff_free(o->h);
+	o->h = NULL;
+}

@@ -70,7 +70,17 @@ struct pickupd {
 	uv_timer_t space_timer;	     /* re-checks the free space while paused (space.c) */
 	uv_check_t ro_check;	     /* stops the daemon once the spool is read-only */
 	uv_prepare_t log_flusher;    /* writes the turn's gathered log lines (log.h) */
-	int exit_status;	     /* non-zero: why main exits with an error */
+	/* Offers of messages before their claim is durable (handoff.h). */
+	uv_async_t offer_async;
+	uv_mutex_t offer_lock;
+	struct handoff_offer *offers;
+	bool offers_open;
+	/* Set by main: delivery's side of the offers. take: true when it
+	 * started a transaction (handoff_offer_take said yes); done: the job
+	 * is over. */
+	bool (*offer_take)(struct pickupd *pd, struct handoff_offer *o);
+	void (*offer_done)(struct pickupd *pd, struct handoff_offer *o, bool queued);
+	int exit_status; /* non-zero: why main exits with an error */
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t watchdog;
 	uv_timer_t shutdown_timer;

@@ -580,6 +580,75 @@ static void mark_done(struct job *j)
 	smtpc_fail_held(d->s->smtpc, why);
 }
 
+bool relay_pool_take_offer(struct pickupd *pd, struct handoff_offer *o)
+{
+	struct relay_pool *pool = pd->pool;
+	char why[256];
+	if (pool->stopping || o->h == NULL || sched_has_due(pd->sched))
+		return false;
+	struct session *s = relay__idle_session(pool);
+	/* What the server cannot take goes the usual way, and is recorded. */
+	if (s == NULL || smtpc_check_capable(s->smtpc, &o->h->env, why, sizeof(why)) ||
+	    !handoff_offer_take(o))
+		return false;
+	struct sched_item it = {.state = SPOOL_QUEUE};
+	snprintf(it.id, sizeof(it.id), "%s", o->h->env.id);
+	struct delivery *d = relay__delivery_new(pool, &it);
+	handoff_free(d->handoff); /* none: it is not in the schedule */
+	d->handoff = o->h;
+	o->h = NULL;
+	o->taker = d;
+	d->offer = o;
+	d->s = s;
+	d->env = d->handoff->env;
+	memset(&d->handoff->env, 0, sizeof(d->handoff->env));
+	smtpc_txn_init(&d->txn, &d->env, -1);
+	d->txn.content = d->handoff->content;
+	d->txn.content_len = d->handoff->content_len;
+	d->txn.dot_held = true;
+	d->loaded = LOAD_OK;
+	d->claim_pending = true;
+	pool->loads_in_flight++; /* until the job is over */
+	start_send(d, s);
+	return true;
+}
+
+void relay_pool_offer_done(struct pickupd *pd, struct handoff_offer *o, bool queued)
+{
+	struct relay_pool *pool = pd->pool;
+	struct delivery *d = o->taker;
+	pool->loads_in_flight--;
+	d->claim_pending = false;
+	d->offer = NULL;
+	if (!queued) {
+		/* Put back, refused or gone: the spool holds nothing of it to
+		 * send or record. */
+		if (d->ended)
+			relay__delivery_free(d);
+		else {
+			d->discard = true;
+			smtpc_fail_held(d->s->smtpc, "its claim was not completed");
+		}
+		relay__maybe_closed(pool);
+		return;
+	}
+	/* The qmgr line after the pickup line, as for any message. */
+	log_active(d);
+	if (d->ended) {
+		relay__delivery_ended(d, NULL);
+		relay_pool_wake(pool);
+	} else if (o->mark_err) {
+		char why[160];
+		snprintf(why, sizeof(why), "cannot mark the envelope as being sent: %s",
+			 strerror(o->mark_err));
+		log_error("%s: %s", d->env.id, why);
+		smtpc_fail_held(d->s->smtpc, why);
+	} else {
+		smtpc_release_dot(d->s->smtpc);
+	}
+	relay__maybe_closed(pool);
+}
+
 /* A fresh message whose envelope and content came with its handoff needs
  * no disk to be sent: it goes at once, and the one disk step, its mark,
  * runs on the thread pool beside the envelope commands. Its final dot waits

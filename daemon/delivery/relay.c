@@ -436,8 +436,11 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	case SMTPC_EV_DONE: {
 		struct delivery *d = s->d;
 		s->d = NULL;
-		if (d && d->marking) {
-			d->ended = true; /* before its dot: mark_done goes on */
+		if (d && d->discard) {
+			relay__delivery_free(d); /* its claim never completed */
+		} else if (d && (d->marking || d->claim_pending)) {
+			/* Before its dot: mark_done or relay_pool_offer_done goes on. */
+			d->ended = true;
 			d->s = NULL;
 		} else if (d) {
 			relay__delivery_ended(d, r);
@@ -476,6 +479,24 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		break;
 	}
 	}
+}
+
+struct session *relay__idle_session(struct relay_pool *pool)
+{
+	int64_t now = pickupd_now_ms();
+	for (size_t i = 0; i < pool->n_relays; i++) {
+		struct relay *r = pool->relays[i];
+		if (relay_paused(r, now))
+			continue;
+		if (r->retired || r->cfg->rate_limit)
+			return NULL;
+		for (struct session *s = r->sessions; s; s = s->next)
+			if (s->ready && s->d == NULL && s->gen == r->gen && smtpc_idle(s->smtpc) &&
+			    relay__session_takes_work(s))
+				return s;
+		return NULL; /* later relays only while this one is paused */
+	}
+	return NULL;
 }
 
 void relay__delivery_ended(struct delivery *d, struct relay *r)

@@ -36,6 +36,14 @@ void relay_pool_free(struct relay_pool *pool);
 int relay_pool_reload(struct relay_pool *pool, struct config *cfg, struct buf *errors);
 /* Something may have become due: give work to sessions, open more if allowed. */
 void relay_pool_wake(struct relay_pool *pool);
+struct handoff_offer;
+/* Loop thread, pd->offer_take and pd->offer_done (daemon/core/handoff.h): a
+ * message offered before its claim is durable is sent at once when a
+ * session is idle and nothing else is due, its final dot held; once the
+ * ingest job is over it goes (queued, marked) or the transaction ends unsent
+ * and unrecorded (not queued). */
+bool relay_pool_take_offer(struct pickupd *pd, struct handoff_offer *o);
+void relay_pool_offer_done(struct pickupd *pd, struct handoff_offer *o, bool queued);
 /* Ends every relay's pause now (pickupctl flush: the operator fixed the
  * cause); why goes to the log. Wakes the pool. */
 void relay_pool_unpause(struct relay_pool *pool, const char *why);

@@ -128,6 +128,12 @@ struct delivery {
 	 * before it (ended) goes on when it is back. */
 	bool marking;
 	bool ended;
+	/* Taken from an offer (handoff.h): the final dot waits for the ingest
+	 * job too (claim_pending); discard: its claim never completed, so it
+	 * ends unsent and unrecorded. */
+	bool claim_pending;
+	bool discard;
+	struct handoff_offer *offer;
 	struct delivery *rm_next; /* in the pool's removal list */
 };
 
@@ -149,6 +155,9 @@ void relay__delivery_free(struct delivery *d);
 
 /* relay.c: the session pool. */
 
+/* A ready session of the first relay that may send now with nothing to do,
+ * or NULL. */
+struct session *relay__idle_session(struct relay_pool *pool);
 /* s may be given another message; otherwise it should QUIT. */
 bool relay__session_takes_work(const struct session *s);
 /* s has no transaction: the next message, or QUIT. */

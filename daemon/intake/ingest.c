@@ -46,6 +46,7 @@ void ingest_job_free(struct ingest_job *ij)
 	free(ij->reason);
 	free(ij->sender);
 	handoff_free(ij->handoff);
+	handoff_free(ij->offer.h);
 	free(ij);
 }
 
@@ -102,27 +103,77 @@ static const char *origin_file(const struct ingest_job *ij)
 	return ij->origin_file ? ij->origin_file : ij->name;
 }
 
+static int claim_failed(struct ingest_job *ij)
+{
+	ij->err = errno;
+	ij->result = errno == ENOENT			  ? INGEST_GONE
+		     : errno == ENOSPC || errno == EDQUOT ? INGEST_NOSPACE
+							  : INGEST_ERROR;
+	set_reason(ij, "cannot claim: %s", strerror(errno));
+	return -1;
+}
+
+/* A lone file from a pickup folder (the latency path) is offered to
+ * delivery before its claim is durable (handoff.h); recovery's are not. */
+static bool offers(const struct ingest_job *ij)
+{
+	return ij->early && ij->rec == NULL && ij->dir_fd != ij->job.pd->spool.data_fd;
+}
+
 /* Claims the file, with a claim record naming its folder. In a batch the
  * directory fsyncs wait for the batch's commit (ingest_run_batch). */
 static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
 {
 	struct spool *sp = &ij->job.pd->spool;
 	int r = ij->rec ? spool_claim_in_batch(sp, ij->rec, ij->slot, ij->dir_fd, ij->name, fd, c)
-		: ij->batch ? spool_claim_lone(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
-					       origin_file(ij), ij->early, c)
-			    : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
-						ij->pickup->name, origin_file(ij), c);
-	if (r < 0) {
-		ij->err = errno;
-		ij->result = errno == ENOENT			  ? INGEST_GONE
-			     : errno == ENOSPC || errno == EDQUOT ? INGEST_NOSPACE
-								  : INGEST_ERROR;
-		set_reason(ij, "cannot claim: %s", strerror(errno));
-		return -1;
-	}
+		: offers(ij) ? spool_claim_lone_unsynced(sp, ij->dir_fd, ij->name, fd,
+							 ij->pickup->name, origin_file(ij), c)
+		: ij->batch  ? spool_claim_lone(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
+						origin_file(ij), ij->early, c)
+			     : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
+						 ij->pickup->name, origin_file(ij), c);
+	if (r < 0)
+		return claim_failed(ij);
 	memcpy(ij->id, c->id, sizeof(ij->id));
 	ij->claimed = ij->batch && !c->copied;
 	return 0;
+}
+
+/* The content's fsync of a claim that left it for later (offers): a failure
+ * has put the file back, as a claim cut short. */
+static int claim_sync(struct ingest_job *ij, int fd, struct spool_claim *c)
+{
+	if (spool_claim_sync(&ij->job.pd->spool, c, fd) < 0) {
+		ij->claimed = false;
+		return claim_failed(ij);
+	}
+	return 0;
+}
+
+/* A whole small message, parsed, whose claim is not yet durable: offered
+ * to delivery (a copy: the job goes on with its own), which may start the
+ * transaction now and send the final dot once this job is over. */
+static void offer(struct ingest_job *ij, const struct spool_env *env, const char *head, size_t len)
+{
+	struct pickupd *pd = ij->job.pd;
+	struct buf text = BUF_INIT;
+	struct spool_env copy;
+	spool_env_format(env, &text);
+	int r = spool_env_parse(text.data, text.len, &copy, NULL);
+	buf_deinit(&text);
+	if (r < 0)
+		return;
+	char *content = xmalloc(len);
+	memcpy(content, head, len);
+	struct handoff *h = handoff_new(pd, &copy, &content, len);
+	free(content); /* NULL when the handoff took it */
+	spool_env_deinit(&copy);
+	if (h == NULL || h->content == NULL) {
+		handoff_free(h); /* no room in the budget: the usual way */
+		return;
+	}
+	ij->offer.h = h;
+	handoff_offer_post(pd, &ij->offer);
 }
 
 /* The claim's envelope is durable in state st: the claim is complete. When
@@ -504,6 +555,11 @@ void ingest_run(struct job *j)
 			set_reason(ij, "%s", reason.data);
 		} else {
 			build_envelope(ij, &info, head, (size_t)got, &mb, &env);
+			if (claimed->sync_deferred && (uint64_t)got == ij->size &&
+			    (size_t)got <= HANDOFF_MAX_CONTENT)
+				offer(ij, &env, head, (size_t)got);
+			if (claim_sync(ij, fd, claimed) < 0)
+				goto out;
 			/* A moved claim's first envelope is not fsynced: the content
 			 * is durable and the envelope derived from it alone, and the
 			 * claim record stays to say where it came from (see
@@ -517,6 +573,11 @@ void ingest_run(struct job *j)
 				claim_undo(ij, claimed, "envelope", errno);
 				goto out;
 			}
+			/* Taken: its transaction is under way, its dot waits
+			 * for this job; marked as being sent, as a load marks. */
+			if (!handoff_offer_close(&ij->offer) &&
+			    spool_mark_sending_new(&pd->spool, env.id) < 0)
+				ij->offer.mark_err = errno ? errno : EIO;
 			if (claim_done(ij, claimed, SPOOL_QUEUE) < 0)
 				goto out;
 			ij->result = INGEST_QUEUED;
@@ -529,6 +590,8 @@ void ingest_run(struct job *j)
 			goto out;
 		}
 	}
+	if (claim_sync(ij, fd, claimed) < 0)
+		goto out;
 	refuse_claimed(ij, claimed, &env);
 out:
 	if (fd >= 0)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "daemon/core/handoff.h"
 #include "daemon/core/pickupd.h"
 
 enum ingest_result {
@@ -65,6 +66,9 @@ struct ingest_job {
 	    *handoff; /* INGEST_QUEUED: its envelope (and content) for delivery, or NULL */
 	uint64_t size;
 	unsigned uid; /* the pickup file's owner */
+	/* A lone file's message offered to delivery before its claim is
+	 * durable (handoff.h); the owner ends it with handoff_offer_done. */
+	struct handoff_offer offer;
 };
 
 /* Files of one folder ingested by one pool job, so that their claims share

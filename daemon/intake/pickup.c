@@ -296,6 +296,11 @@ static void file_done(struct ingest_job *ij)
 	bool keep = false;
 
 	p->in_flight--;
+	/* An offer taken by delivery (handoff.h): its transaction goes on (or
+	 * ends unsent) with what this job came to. */
+	bool taken = ij->offer.taker != NULL;
+	if (ij->result != INGEST_QUEUED)
+		handoff_offer_done(pd, &ij->offer, false);
 	switch (ij->result) {
 	case INGEST_QUEUED:
 		/* Opens with "uid=" as Postfix's pickup line does: what pflogsumm
@@ -305,7 +310,11 @@ static void file_done(struct ingest_job *ij)
 			ij->uid, p->cfg->name, ij->name, ij->sender, ij->n_rcpts,
 			(unsigned long long)ij->size);
 		pd->stats.received++;
-		p->queued_cb(p->queued_arg, ij->id, ij->handoff);
+		handoff_offer_done(pd, &ij->offer, true);
+		if (!taken)
+			p->queued_cb(p->queued_arg, ij->id, ij->handoff);
+		else
+			handoff_free(ij->handoff);
 		ij->handoff = NULL;
 		break;
 	case INGEST_REFUSED:

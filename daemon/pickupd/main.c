@@ -125,6 +125,7 @@ static void maybe_stopped(struct pickupd *pd)
 		uv_close((uv_handle_t *)&pd->ro_check, NULL);
 	if (!uv_is_closing((uv_handle_t *)&pd->log_flusher))
 		uv_close((uv_handle_t *)&pd->log_flusher, NULL);
+	handoff_offers_close(pd);
 	if (!uv_is_closing((uv_handle_t *)&pd->space_timer))
 		uv_close((uv_handle_t *)&pd->space_timer, NULL);
 	close_signal(&pd->sig_term);
@@ -419,6 +420,9 @@ int main(int argc, char **argv)
 	pd.sched = sched_new(pd.loop, schedule_due_cb, &pd);
 	const struct relay_pool_cbs pool_cbs = {message_removed_cb, envelope_torn_cb, &pd};
 	pd.pool = relay_pool_new(&pd, &pool_cbs, &errs);
+	pd.offer_take = relay_pool_take_offer;
+	pd.offer_done = relay_pool_offer_done;
+	handoff_offers_start(&pd);
 	pd.n_pickups = pd.cfg->n_pickups;
 	pd.pickups = xcalloc(pd.n_pickups, sizeof(*pd.pickups));
 	for (size_t i = 0; i < pd.n_pickups; i++)

@@ -6,8 +6,10 @@ added), force_sender/force_from, dot-stuffing (raw and dot_stuffed = yes
 folders), lone CRs, long lines, a file without a final line end; and the
 handoffs' memory stays within their budget however many messages wait."""
 
+import contextlib
 import os
 import re
+import time
 
 import harness
 from harness import Pickupd, SmtpServer, wait_for
@@ -163,11 +165,11 @@ def test_budget_bounds_the_handoffs():
 MSG = b"From: a@example.org\nTo: b@example.net\nSubject: good\n\nbody\n"
 
 
-def _marks(d):
-    """(path, wall-clock time) of each delayed chmod the shim noted."""
+def _marks(d, op="chmod"):
+    """(path, wall-clock time) of each delayed call of op the shim noted."""
     try:
         with open(os.path.join(d.dir, "faultfs.ctl.log")) as f:
-            return [(p, float(t)) for _op, p, t in (ln.split() for ln in f)]
+            return [(p, float(t)) for o, p, t in (ln.split() for ln in f) if o == op]
     except FileNotFoundError:
         return []
 
@@ -246,6 +248,111 @@ def test_refusal_while_the_mark_is_on_its_way():
             assert len(d.spool_files("badmail")) == 1, d.spool_files("badmail")
             assert not d.spool_files("queue") and not d.spool_files("deferred")
             assert not [t for t in srv.transactions if "fail550@example.net" in t.rcpt_tos]
+
+
+# A lone file is offered to delivery before its claim is durable: the
+# transaction runs while the content is flushed, and the final dot waits for
+# the claim (and the mark). The shim holds or fails the content's fsync.
+
+def _warm(d, srv):
+    """Sends one message first: offers go to an idle session, and sessions
+    open when work is due, so the first message of a run is never offered."""
+    d.drop("warm.eml", b"From: a@example.org\nTo: b@example.net\nSubject: warm\n\nbody\n")
+    srv.wait_messages(1)
+    d.wait_spool_empty()
+    with srv._lock:
+        srv.transactions[:] = []
+
+
+def _mail_times():
+    """A mail_reply hook that notes when each MAIL came, and the list."""
+    times = []
+
+    def note(_addr):
+        times.append(time.time())
+        return None
+    return note, times
+
+
+@contextlib.contextmanager
+def _offered(rule, data=MSG, name="m.eml"):
+    """A daemon with a warm session, the shim's rule set, then data dropped
+    as name: (d, srv, faults, mails), mails the times MAIL came since."""
+    note, mails = _mail_times()
+    with SmtpServer(mail_reply=note) as srv:
+        d, faults = _under_shim(srv, {"general": {"log_level": "debug"}})
+        with d:
+            d.start()
+            d.wait_ready()
+            _warm(d, srv)
+            mails[:] = []
+            faults(rule)
+            d.drop(name, data)
+            yield d, srv, faults, mails
+
+
+def test_transaction_runs_while_the_claim_is_flushed():
+    """The content's fsync is held half a second: MAIL comes before it is
+    done (the transaction started at once), the message (its final dot)
+    only after."""
+    with _offered("fsync:DELAY:/data/\n") as (d, srv, faults, mails):
+        srv.wait_messages(1)
+        d.wait_spool_empty()
+        synced = _marks(d, "fsync")
+        assert len(synced) == 1 and len(mails) == 1, (synced, mails)
+        assert mails[0] < synced[0][1] < srv.messages[0].received, \
+            (mails, synced, srv.messages[0].received)
+        # Its lines in the usual order: picked up, then active.
+        log = d.log_text()
+        qid = re.search(r"(\w+): uid=.*file=m\.eml", log).group(1)
+        assert log.index(qid + ": uid=") < log.index(qid + ": from=<"), log
+
+
+def test_failed_claim_ends_the_transaction_before_its_dot():
+    """The content's fsync fails (EIO, half a second late, the transaction
+    long under way): the claim is put back, the transaction ends without its
+    dot and is recorded nowhere; the file is taken again once the disk is
+    back, and sent once."""
+    with _offered("fsync:EIO+DELAY:/data/\n") as (d, srv, faults, mails):
+        d.wait_log(r"cannot claim: Input/output error")
+        assert mails, "no transaction was started before the claim was durable"
+        assert not srv.messages and not srv.transactions, srv.transactions
+        assert not d.spool_files("deferred") and not d.spool_files("badmail")
+        faults("")
+        srv.wait_messages(1)
+        d.wait_spool_empty()
+        assert len(srv.messages) == 1 and d.pickup_files() == []
+
+
+def test_kill_while_the_claim_is_flushed():
+    """kill -9 while the content's fsync is held and the transaction waits
+    at its dot: the server has nothing; the restart sends it once."""
+    with _offered("fsync:DELAY:/data/\n") as (d, srv, faults, mails):
+        wait_for(lambda: mails, 30, what="MAIL before the claim is durable")
+        d.kill9()
+        faults("")
+        assert not srv.messages and not srv.transactions, srv.transactions
+        d.start()
+        d.wait_ready()
+        srv.wait_messages(1)
+        d.wait_spool_empty()
+        assert len(srv.messages) == 1, srv.messages
+        assert srv.messages[0].header("subject") == ["good"]
+
+
+def test_refusal_while_the_claim_is_flushed():
+    """The recipient is refused while the claim is still being flushed: the
+    outcome waits for the claim, then the message is bounced as usual, and
+    the next one is sent."""
+    refused = b"From: a@example.org\nTo: fail550@example.net\nSubject: refused\n\nbody\n"
+    with _offered("fsync:DELAY:/data/\n", refused, "bad.eml") as (d, srv, faults, _mails):
+        d.wait_log(r"to=<fail550@example.net>.*status=bounced")
+        faults("")
+        d.drop("good.eml", MSG)
+        wait_for(lambda: [m for m in srv.messages if m.header("subject") == ["good"]],
+                 60, what="the next message")
+        d.wait_log(r"removed", count=3)  # the warm-up, the notification, the good one
+        assert len(d.spool_files("badmail")) == 1, d.spool_files("badmail")
 
 
 if __name__ == "__main__":

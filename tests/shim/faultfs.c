@@ -18,10 +18,10 @@
  * EDQUOT or a number; the call fails when the path of its descriptor (from
  * /proc/self/fd) or one of its path arguments (resolved against the
  * directory descriptor) contains PATH; ERRNO+DELAY (EIO+DELAY) fails it
- * after half a second. ERRNO DELAY makes a chmod call wait
- * half a second, then succeed, and append "chmod PATH SECONDS" (the wall
- * clock when it returned) to the control file's name + ".log": a test then
- * sees what happened before the call was done.
+ * after half a second. ERRNO DELAY makes a chmod or fsync call wait half a
+ * second, then succeed, and append "OP PATH SECONDS" (the wall clock when it
+ * returned) to the control file's name + ".log": a test then sees what
+ * happened before the call was done.
  * FAULTFS=RULE may be given instead of FAULTFS_CTL for a fixed rule.
  *
  * Owns: nothing; Invariants: calls that do not match go to libc unchanged,
@@ -153,8 +153,8 @@ static int should_fail(unsigned op, const char *p1, const char *p2)
 	return 0;
 }
 
-/* After a delayed call: "chmod PATH SECONDS" to the control file's log. */
-static void note_delayed(const char *path)
+/* After a delayed call: "OP PATH SECONDS" to the control file's log. */
+static void note_delayed(const char *op, const char *path)
 {
 	const char *ctl = getenv("FAULTFS_CTL");
 	char name[PATH_MAX], line[PATH_MAX + 64];
@@ -163,7 +163,7 @@ static void note_delayed(const char *path)
 		return;
 	clock_gettime(CLOCK_REALTIME, &now);
 	snprintf(name, sizeof(name), "%s.log", ctl);
-	int n = snprintf(line, sizeof(line), "chmod %s %lld.%09ld\n", path, (long long)now.tv_sec,
+	int n = snprintf(line, sizeof(line), "%s %s %lld.%09ld\n", op, path, (long long)now.tv_sec,
 			 now.tv_nsec);
 	int fd = (int)syscall(SYS_openat, AT_FDCWD, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
 			      0644);
@@ -216,9 +216,19 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
 
 int fsync(int fd)
 {
-	if (fd_fails(OP_FSYNC, fd))
+	char p[PATH_MAX];
+	int f = 0;
+	if (fd > 2 && (getenv("FAULTFS_CTL") || getenv("FAULTFS")) &&
+	    fd_path(fd, p, sizeof(p)) == 0)
+		f = should_fail(OP_FSYNC, p, NULL);
+	if (f > 0)
 		return -1;
-	return NEXT(fsync)(fd);
+	if (f == FAULT_DELAY)
+		delay();
+	int r = NEXT(fsync)(fd);
+	if (f == FAULT_DELAY)
+		note_delayed("fsync", p);
+	return r;
 }
 
 int fdatasync(int fd)
@@ -298,7 +308,7 @@ int fchmodat(int dirfd, const char *name, mode_t mode, int flags)
 		delay();
 	int r = NEXT(fchmodat)(dirfd, name, mode, flags);
 	if (f == FAULT_DELAY)
-		note_delayed(p);
+		note_delayed("chmod", p);
 	return r;
 }
 
@@ -315,6 +325,6 @@ int fchmod(int fd, mode_t mode)
 		delay();
 	int r = NEXT(fchmod)(fd, mode);
 	if (f == FAULT_DELAY)
-		note_delayed(p);
+		note_delayed("chmod", p);
 	return r;
 }

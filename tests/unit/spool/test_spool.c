@@ -1337,6 +1337,7 @@ enum op {
 	OP_CLAIM_GROUP,
 	OP_CLAIM_BATCH,
 	OP_CLAIM_LONE,
+	OP_CLAIM_UNSYNCED,
 	OP_INGEST_LAZY,
 	OP_INGEST_SEND,
 	OP_DEFER,
@@ -1401,6 +1402,13 @@ static const struct {
     {OP_CLAIM_LONE, "dir-fsync:1"},
     {OP_CLAIM_LONE, "claim-commit-data"},
     {OP_CLAIM_LONE, NULL},
+    /* The latency path: the content's fsync after the file was read and
+     * offered to delivery (spool_claim_sync). */
+    {OP_CLAIM_UNSYNCED, "claim-rename"},
+    {OP_CLAIM_UNSYNCED, "claim-early-sync"},
+    {OP_CLAIM_UNSYNCED, "claim-fsync"},
+    {OP_CLAIM_UNSYNCED, "claim-commit-data"},
+    {OP_CLAIM_UNSYNCED, NULL},
     {OP_INGEST_LAZY, "claim-rename"},
     {OP_INGEST_LAZY, "claim-fsync"},
     {OP_INGEST_LAZY, "lazy-env-write"},
@@ -1504,6 +1512,16 @@ static void crash_child(struct fixture *f, enum op op, const char *id)
 			r = spool_claim_commit_data_for(sp, f->pickup_fd, NULL, &cl);
 		break;
 	}
+	case OP_CLAIM_UNSYNCED: {
+		int fd = openat(f->pickup_fd, "c.eml", O_RDONLY);
+		struct spool_claim cl;
+		r = spool_claim_lone_unsynced(sp, f->pickup_fd, "c.eml", fd, "second", NULL, &cl);
+		if (r == 0)
+			r = spool_claim_sync(sp, &cl, fd);
+		if (r == 0)
+			r = spool_claim_commit_data_for(sp, f->pickup_fd, NULL, &cl);
+		break;
+	}
 	case OP_INGEST_LAZY:
 	case OP_INGEST_SEND: {
 		/* What a batch of daemon/intake/ingest.c does for one file: batched claim,
@@ -1600,7 +1618,8 @@ static void spool_crash_at_each_step(void **state)
 			spool_new_id(sp, id);
 			assert_int_equal(spool__write_file(sp->data_fd, id, "x", 1, 0), 0);
 		} else if (op == OP_CLAIM || op == OP_CLAIM_GROUP || op == OP_CLAIM_BATCH ||
-			   op == OP_CLAIM_LONE || op == OP_INGEST_LAZY || op == OP_INGEST_SEND) {
+			   op == OP_CLAIM_LONE || op == OP_CLAIM_UNSYNCED || op == OP_INGEST_LAZY ||
+			   op == OP_INGEST_SEND) {
 			assert_int_equal(spool__write_file(f->pickup_fd, "c.eml", "x", 1, 0), 0);
 			id[0] = '\0';
 		} else {
@@ -1682,7 +1701,8 @@ static void spool_crash_at_each_step(void **state)
 		case OP_CLAIM:
 		case OP_CLAIM_GROUP:
 		case OP_CLAIM_BATCH:
-		case OP_CLAIM_LONE: {
+		case OP_CLAIM_LONE:
+		case OP_CLAIM_UNSYNCED: {
 			/* In the pickup folder or claimed (content for ingest): exactly one. */
 			bool in_pickup = exists_in(f->pickup_fd, "c.eml");
 			assert_true(in_pickup != (rec.n_orphans == 1));
