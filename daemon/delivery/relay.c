@@ -87,7 +87,8 @@ static bool dispatch(struct session *s)
 
 	if (s->relay->retired || s->gen != s->relay->gen)
 		return false;
-	if (pool->stopping || !sched_has_due(pd->sched) ||
+	/* record_done wakes the pool as the backlog shrinks. */
+	if (pool->stopping || pool->records_in_flight >= RECORDS_MAX || !sched_has_due(pd->sched) ||
 	    !relay_may_send(s->relay, pickupd_now_ms()) || !sched_pop_due(pd->sched, &it))
 		return false;
 	relay__delivery_load(relay__delivery_new(pool, &it), s);
@@ -484,6 +485,8 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 struct session *relay__idle_session(struct relay_pool *pool)
 {
 	int64_t now = pickupd_now_ms();
+	if (pool->records_in_flight >= RECORDS_MAX)
+		return NULL;
 	for (size_t i = 0; i < pool->n_relays; i++) {
 		struct relay *r = pool->relays[i];
 		if (relay_paused(r, now))
@@ -518,7 +521,7 @@ void relay_pool_wake(struct relay_pool *pool)
 {
 	struct pickupd *pd = pool->pd;
 	int64_t now = pickupd_now_ms();
-	if (pool->stopping)
+	if (pool->stopping || pool->records_in_flight >= RECORDS_MAX)
 		return;
 	for (size_t i = 0; i < pool->n_relays; i++) {
 		struct relay *r = pool->relays[i];

@@ -155,6 +155,13 @@ void relay__delivery_free(struct delivery *d);
 
 /* relay.c: the session pool. */
 
+/* Outcomes waiting to be recorded (records_in_flight) at which sessions take
+ * no more work: delivery can outpace the spool's removals (a drain from a
+ * large queue, whose directories make unlinks dear), and each waiting one
+ * holds its delivery in memory and its message in queue/, to be sent again
+ * after a crash. About 1.5 KiB each. */
+#define RECORDS_MAX 1024
+
 /* A ready session of the first relay that may send now with nothing to do,
  * or NULL. */
 struct session *relay__idle_session(struct relay_pool *pool);

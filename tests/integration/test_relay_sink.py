@@ -1,7 +1,8 @@
 """The relay client against Postfix's smtp-sink: 4xx, 5xx, 421 and dropped
 connections at each phase (-r/-f/-Q/-q), slow replies against the per-phase
-timeouts (-W), 1,000 messages over a handful of persistent sessions, and a
-100 MiB message sent with flat memory."""
+timeouts (-W), 1,000 messages over a handful of persistent sessions, a
+100 MiB message sent with flat memory, and a drain faster than the spool's
+removals held to a bounded backlog of unrecorded outcomes."""
 
 import os
 import re
@@ -186,6 +187,41 @@ def test_thousand_messages_few_sessions():
             d.wait_log(status_re("sent"), count=n)
             wait_for(lambda: sink.counters().get("quit", 0) >= 1, 30, what="idle sessions' QUIT")
             assert 1 <= sink.sessions() <= 4, sink.counters()
+
+
+def test_unrecorded_outcomes_are_bounded():
+    """3000 queued messages drained into smtp-sink while each removal
+    batch's fsync of data/ is held half a second, so that the server takes
+    them faster than the spool removes them: sessions take no more work while
+    1024 outcomes wait to be recorded (RECORDS_MAX), so the messages sent but
+    still in queue/ (each a delivery held in memory, and sent again after a
+    crash) never pass that bound, and all arrive once."""
+    from test_queuetools import put_message
+    n, bound = 3000, 1024 + 8  # + what the sessions have in flight
+    with Sink() as sink:
+        d = Pickupd(relay=sink.port, start=False)
+        d.write_config({}, sink.port)
+        for i in range(n):
+            put_message(d, "queue", ["r%d@example.net" % i])
+        faults = harness.fault_shim(d)
+        faults("fsync:DELAY:/spool/data\n")
+        queue = os.path.join(d.spool, "queue")
+        worst = 0
+        with d:
+            d.start()
+            d.wait_ready()
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                sent = sink.messages()
+                left = sum(len(f) for _r, _d, f in os.walk(queue))
+                worst = max(worst, sent - (n - left))
+                if left == 0:
+                    break
+                time.sleep(0.02)
+            faults("")
+            d.wait_spool_empty()
+            assert sink.messages() == n, sink.counters()
+            assert worst <= bound, "%d messages sent but not yet removed" % worst
 
 
 def vm_hwm_kib(pid):
