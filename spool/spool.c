@@ -1218,28 +1218,29 @@ int spool_claim_batched(struct spool *s, int dir_fd, const char *name, int fd, c
 	return spool_claim_lone(s, dir_fd, name, fd, pickup, file, false, c_r);
 }
 
-int spool_claim_lone(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
-		     const char *file, bool early, struct spool_claim *c_r)
+static int claim_lone(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+		      const char *file, bool early, bool unsynced, struct spool_claim *c_r)
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, early, false, c_r) < 0) {
+	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, early, unsynced, c_r) <
+	    0) {
 		spool__note_error(s);
 		return -1;
 	}
 	return 0;
 }
 
+int spool_claim_lone(struct spool *s, int dir_fd, const char *name, int fd, const char *pickup,
+		     const char *file, bool early, struct spool_claim *c_r)
+{
+	return claim_lone(s, dir_fd, name, fd, pickup, file, early, false, c_r);
+}
+
 int spool_claim_lone_unsynced(struct spool *s, int dir_fd, const char *name, int fd,
 			      const char *pickup, const char *file, struct spool_claim *c_r)
 {
-	if (spool__check_writable(s) < 0)
-		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, pickup, file, true, NULL, 0, true, true, c_r) < 0) {
-		spool__note_error(s);
-		return -1;
-	}
-	return 0;
+	return claim_lone(s, dir_fd, name, fd, pickup, file, true, true, c_r);
 }
 
 int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd)

@@ -557,27 +557,46 @@ static void mark_fn(struct job *j)
 		d->err = errno;
 }
 
+/* What held a delivery's dot is done (mark_err: its mark failed, errno): the
+ * dot goes, or the transaction ends without it; one over before its dot
+ * (refused, or the session went) goes on to its record: the server cannot
+ * have taken it, mark or not. */
+static void dot_gate_done(struct delivery *d, int mark_err)
+{
+	struct relay_pool *pool = d->pool;
+	if (d->ended) {
+		relay__delivery_ended(d, NULL); /* may free d */
+		relay_pool_wake(pool);
+	} else if (mark_err) {
+		char why[160];
+		snprintf(why, sizeof(why), "cannot mark the envelope as being sent: %s",
+			 strerror(mark_err));
+		log_error("%s: %s", d->env.id, why);
+		smtpc_fail_held(d->s->smtpc, why);
+	} else {
+		smtpc_release_dot(d->s->smtpc);
+	}
+}
+
 static void mark_done(struct job *j)
 {
 	struct delivery *d = (struct delivery *)j;
-	struct relay_pool *pool = d->pool;
-	pool->loads_in_flight--;
+	d->pool->loads_in_flight--;
 	d->marking = false;
-	if (d->ended) {
-		/* Over before its dot (refused, or the session went): the
-		 * server cannot have taken it, mark or not. */
-		relay__delivery_ended(d, NULL);
-		relay_pool_wake(pool);
-		return;
-	}
-	if (d->err == 0) {
-		smtpc_release_dot(d->s->smtpc);
-		return;
-	}
-	char why[160];
-	snprintf(why, sizeof(why), "cannot mark the envelope as being sent: %s", strerror(d->err));
-	log_error("%s: %s", d->env.id, why);
-	smtpc_fail_held(d->s->smtpc, why);
+	dot_gate_done(d, d->err);
+}
+
+/* A fresh message's transaction from what its handoff holds (envelope and
+ * whole content), its final dot held. */
+static void txn_from_handoff(struct delivery *d)
+{
+	d->env = d->handoff->env;
+	memset(&d->handoff->env, 0, sizeof(d->handoff->env));
+	smtpc_txn_init(&d->txn, &d->env, -1);
+	d->txn.content = d->handoff->content;
+	d->txn.content_len = d->handoff->content_len;
+	d->txn.dot_held = true;
+	d->loaded = LOAD_OK;
 }
 
 bool relay_pool_take_offer(struct pickupd *pd, struct handoff_offer *o)
@@ -600,13 +619,7 @@ bool relay_pool_take_offer(struct pickupd *pd, struct handoff_offer *o)
 	o->taker = d;
 	d->offer = o;
 	d->s = s;
-	d->env = d->handoff->env;
-	memset(&d->handoff->env, 0, sizeof(d->handoff->env));
-	smtpc_txn_init(&d->txn, &d->env, -1);
-	d->txn.content = d->handoff->content;
-	d->txn.content_len = d->handoff->content_len;
-	d->txn.dot_held = true;
-	d->loaded = LOAD_OK;
+	txn_from_handoff(d);
 	d->claim_pending = true;
 	pool->loads_in_flight++; /* until the job is over */
 	start_send(d, s);
@@ -634,18 +647,7 @@ void relay_pool_offer_done(struct pickupd *pd, struct handoff_offer *o, bool que
 	}
 	/* The qmgr line after the pickup line, as for any message. */
 	log_active(d);
-	if (d->ended) {
-		relay__delivery_ended(d, NULL);
-		relay_pool_wake(pool);
-	} else if (o->mark_err) {
-		char why[160];
-		snprintf(why, sizeof(why), "cannot mark the envelope as being sent: %s",
-			 strerror(o->mark_err));
-		log_error("%s: %s", d->env.id, why);
-		smtpc_fail_held(d->s->smtpc, why);
-	} else {
-		smtpc_release_dot(d->s->smtpc);
-	}
+	dot_gate_done(d, o->mark_err);
 	relay__maybe_closed(pool);
 }
 
@@ -659,14 +661,8 @@ static bool send_from_handoff(struct delivery *d, struct session *s)
 	struct relay_pool *pool = d->pool;
 	if (d->handoff == NULL || d->handoff->content == NULL || spool_readonly(&pool->pd->spool))
 		return false;
-	d->env = d->handoff->env;
-	memset(&d->handoff->env, 0, sizeof(d->handoff->env));
-	smtpc_txn_init(&d->txn, &d->env, -1);
-	d->txn.content = d->handoff->content;
-	d->txn.content_len = d->handoff->content_len;
-	d->loaded = LOAD_OK;
+	txn_from_handoff(d);
 	log_active(d);
-	d->txn.dot_held = true;
 	if (!start_send(d, s))
 		return true; /* recorded as refused, never marked */
 	d->marking = true;

@@ -482,6 +482,12 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 	}
 }
 
+/* Ready, of its relay's generation, with no transaction and none loading. */
+static bool session_waiting(const struct session *s)
+{
+	return s->ready && s->d == NULL && s->gen == s->relay->gen && smtpc_idle(s->smtpc);
+}
+
 struct session *relay__idle_session(struct relay_pool *pool)
 {
 	int64_t now = pickupd_now_ms();
@@ -494,8 +500,7 @@ struct session *relay__idle_session(struct relay_pool *pool)
 		if (r->retired || r->cfg->rate_limit)
 			return NULL;
 		for (struct session *s = r->sessions; s; s = s->next)
-			if (s->ready && s->d == NULL && s->gen == r->gen && smtpc_idle(s->smtpc) &&
-			    relay__session_takes_work(s))
+			if (session_waiting(s) && relay__session_takes_work(s))
 				return s;
 		return NULL; /* later relays only while this one is paused */
 	}
@@ -532,7 +537,7 @@ void relay_pool_wake(struct relay_pool *pool)
 		for (struct session *s = r->sessions; s; s = s->next) {
 			if (!sched_has_due(pd->sched))
 				break;
-			if (s->ready && s->d == NULL && s->gen == r->gen && smtpc_idle(s->smtpc))
+			if (session_waiting(s))
 				dispatch(s);
 		}
 		/* One new session at a time: each that comes up pulls work and

@@ -709,6 +709,21 @@ static void force_from_edit(struct smtpc *s, const char *data, size_t len)
 	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
 }
 
+/* Writes what the wire filter put out, counted as sent. */
+static void write_out(struct smtpc *s)
+{
+	s->txn->bytes_sent += s->out.len;
+	conn_write(s->conn, s->out.data, s->out.len);
+	buf_clear(&s->out);
+}
+
+/* The final dot is written: wait for its reply. */
+static void await_dot(struct smtpc *s)
+{
+	set_state(s, SMTPC_ST_DOT);
+	conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
+}
+
 /* Sends content bytes (the next n from read_off) through the wire filter;
  * after the last, the end of data, and the wait for the final reply. */
 static void send_content(struct smtpc *s, const char *data, size_t n)
@@ -731,14 +746,10 @@ static void send_content(struct smtpc *s, const char *data, size_t n)
 	bool end = s->read_eof && !s->txn->dot_held;
 	if (end)
 		wire_filter_finish(&s->filter, &s->out);
-	s->txn->bytes_sent += s->out.len;
-	conn_write(s->conn, s->out.data, s->out.len);
-	buf_clear(&s->out);
+	write_out(s);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
-	if (end) {
-		set_state(s, SMTPC_ST_DOT);
-		conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
-	}
+	if (end)
+		await_dot(s);
 	/* The next chunk is read once this one has drained (CONN_EV_DRAINED),
 	 * so memory stays bounded whatever the message size. With the dot
 	 * held, the session waits in SMTPC_ST_BODY (a body cut there cannot
@@ -1513,11 +1524,8 @@ void smtpc_release_dot(struct smtpc *s)
 	if (s->closing || s->state != SMTPC_ST_BODY || !s->read_eof)
 		return; /* the content's end sends it */
 	wire_filter_finish(&s->filter, &s->out);
-	t->bytes_sent += s->out.len;
-	conn_write(s->conn, s->out.data, s->out.len);
-	buf_clear(&s->out);
-	set_state(s, SMTPC_ST_DOT);
-	conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
+	write_out(s);
+	await_dot(s);
 }
 
 void smtpc_fail_held(struct smtpc *s, const char *why)

@@ -174,86 +174,6 @@ def _marks(d, op="chmod"):
         return []
 
 
-def _under_shim(srv, config=None):
-    """A daemon (not started) relaying to srv under the fault shim, and the
-    shim's rule setter."""
-    d = Pickupd(relay=srv, start=False)
-    d.write_config(config or {}, srv.port)
-    return d, harness.fault_shim(d)
-
-
-def test_final_dot_waits_for_the_mark():
-    """A message sent straight from its handoff: its envelope is marked as
-    being sent on the thread pool while the envelope commands go, and the
-    final dot waits for the mark, so that a message the server may have taken
-    is always marked. The mark is held half a second: the server gets the
-    message only after it was done."""
-    with SmtpServer() as srv:
-        d, faults = _under_shim(srv, {"general": {"log_level": "debug"}})
-        with d:
-            d.start()
-            d.wait_ready()
-            faults("chmod:DELAY:/queue/\n")
-            d.drop("m.eml", MSG)
-            srv.wait_messages(1)
-            d.wait_spool_empty()
-            ids = loaded_from(d, "memory (envelope and content)")
-            assert len(ids) == 1, d.log_text()
-            done = [t for p, t in _marks(d) if p.endswith("/queue/" + ids[0])]
-            assert done, _marks(d)
-            assert srv.messages[0].received > min(done), (srv.messages[0].received, done)
-
-
-def test_failed_mark_ends_the_transaction_before_its_dot():
-    """The mark fails (EIO, half a second late, when the content has long
-    been sent): the transaction ends without its dot (the session is dropped,
-    as DATA cannot end cleanly), the message is deferred with the reason, and
-    goes once the disk is back."""
-    with SmtpServer() as srv:
-        d, faults = _under_shim(srv)
-        with d:
-            d.start()
-            d.wait_ready()
-            faults("chmod:EIO+DELAY:/queue/\n")
-            d.drop("m.eml", MSG)
-            d.wait_log(r"cannot mark the envelope as being sent: Input/output error")
-            d.wait_log(r"status=deferred \(cannot mark the envelope as being sent")
-            wait_for(lambda: d.spool_files("deferred"), 30, what="the message in deferred/")
-            assert not srv.messages and not srv.transactions, srv.transactions
-            faults("")
-            d.pickupctl("flush")
-            srv.wait_messages(1)
-            d.wait_spool_empty()
-            assert len(srv.messages) == 1
-            assert srv.messages[0].header("subject") == ["good"]
-
-
-def test_refusal_while_the_mark_is_on_its_way():
-    """The server refuses the recipient while the mark is still held: the
-    transaction is over before its dot, its outcome waits for the mark job,
-    then the message is bounced as usual, and the session takes the next."""
-    with SmtpServer() as srv:
-        d, faults = _under_shim(srv)
-        with d:
-            d.start()
-            d.wait_ready()
-            faults("chmod:DELAY:/queue/\n")
-            d.drop("bad.eml", b"From: a@example.org\nTo: fail550@example.net\n"
-                              b"Subject: refused\n\nbody\n")
-            d.wait_log(r"to=<fail550@example.net>.*status=bounced")
-            d.drop("good.eml", MSG)
-            wait_for(lambda: [m for m in srv.messages if m.header("subject") == ["good"]],
-                     60, what="the next message")
-            d.wait_log(r"removed", count=2)  # the good one and the notification
-            assert len(d.spool_files("badmail")) == 1, d.spool_files("badmail")
-            assert not d.spool_files("queue") and not d.spool_files("deferred")
-            assert not [t for t in srv.transactions if "fail550@example.net" in t.rcpt_tos]
-
-
-# A lone file is offered to delivery before its claim is durable: the
-# transaction runs while the content is flushed, and the final dot waits for
-# the claim (and the mark). The shim holds or fails the content's fsync.
-
 def _warm(d, srv):
     """Sends one message first: offers go to an idle session, and sessions
     open when work is due, so the first message of a run is never offered."""
@@ -275,27 +195,85 @@ def _mail_times():
 
 
 @contextlib.contextmanager
-def _offered(rule, data=MSG, name="m.eml"):
-    """A daemon with a warm session, the shim's rule set, then data dropped
-    as name: (d, srv, faults, mails), mails the times MAIL came since."""
+def _dropped(rule, data=MSG, name="m.eml", warm=False):
+    """A daemon under the fault shim (after a first message when warm), the
+    shim's rule set, then data dropped as name: (d, srv, faults, mails),
+    mails the times MAIL came since."""
     note, mails = _mail_times()
     with SmtpServer(mail_reply=note) as srv:
-        d, faults = _under_shim(srv, {"general": {"log_level": "debug"}})
+        d = Pickupd(relay=srv, start=False)
+        d.write_config({"general": {"log_level": "debug"}}, srv.port)
+        faults = harness.fault_shim(d)
         with d:
             d.start()
             d.wait_ready()
-            _warm(d, srv)
-            mails[:] = []
+            if warm:
+                _warm(d, srv)
+                mails[:] = []
             faults(rule)
             d.drop(name, data)
             yield d, srv, faults, mails
 
 
+def test_final_dot_waits_for_the_mark():
+    """A message sent straight from its handoff: its envelope is marked as
+    being sent on the thread pool while the envelope commands go, and the
+    final dot waits for the mark, so that a message the server may have taken
+    is always marked. The mark is held half a second: the server gets the
+    message only after it was done."""
+    with _dropped("chmod:DELAY:/queue/\n") as (d, srv, _faults, _mails):
+        srv.wait_messages(1)
+        d.wait_spool_empty()
+        ids = loaded_from(d, "memory (envelope and content)")
+        assert len(ids) == 1, d.log_text()
+        done = [t for p, t in _marks(d) if p.endswith("/queue/" + ids[0])]
+        assert done, _marks(d)
+        assert srv.messages[0].received > min(done), (srv.messages[0].received, done)
+
+
+def test_failed_mark_ends_the_transaction_before_its_dot():
+    """The mark fails (EIO, half a second late, when the content has long
+    been sent): the transaction ends without its dot (the session is dropped,
+    as DATA cannot end cleanly), the message is deferred with the reason, and
+    goes once the disk is back."""
+    with _dropped("chmod:EIO+DELAY:/queue/\n") as (d, srv, faults, _mails):
+        d.wait_log(r"cannot mark the envelope as being sent: Input/output error")
+        d.wait_log(r"status=deferred \(cannot mark the envelope as being sent")
+        wait_for(lambda: d.spool_files("deferred"), 30, what="the message in deferred/")
+        assert not srv.messages and not srv.transactions, srv.transactions
+        faults("")
+        d.pickupctl("flush")
+        srv.wait_messages(1)
+        d.wait_spool_empty()
+        assert len(srv.messages) == 1
+        assert srv.messages[0].header("subject") == ["good"]
+
+
+def test_refusal_while_the_mark_is_on_its_way():
+    """The server refuses the recipient while the mark is still held: the
+    transaction is over before its dot, its outcome waits for the mark job,
+    then the message is bounced as usual, and the session takes the next."""
+    refused = b"From: a@example.org\nTo: fail550@example.net\nSubject: refused\n\nbody\n"
+    with _dropped("chmod:DELAY:/queue/\n", refused, "bad.eml") as (d, srv, _faults, _mails):
+        d.wait_log(r"to=<fail550@example.net>.*status=bounced")
+        d.drop("good.eml", MSG)
+        wait_for(lambda: [m for m in srv.messages if m.header("subject") == ["good"]],
+                 60, what="the next message")
+        d.wait_log(r"removed", count=2)  # the good one and the notification
+        assert len(d.spool_files("badmail")) == 1, d.spool_files("badmail")
+        assert not d.spool_files("queue") and not d.spool_files("deferred")
+        assert not [t for t in srv.transactions if "fail550@example.net" in t.rcpt_tos]
+
+
+# A lone file is offered to delivery before its claim is durable: the
+# transaction runs while the content is flushed, and the final dot waits for
+# the claim (and the mark). The shim holds or fails the content's fsync.
+
 def test_transaction_runs_while_the_claim_is_flushed():
     """The content's fsync is held half a second: MAIL comes before it is
     done (the transaction started at once), the message (its final dot)
     only after."""
-    with _offered("fsync:DELAY:/data/\n") as (d, srv, faults, mails):
+    with _dropped("fsync:DELAY:/data/\n", warm=True) as (d, srv, faults, mails):
         srv.wait_messages(1)
         d.wait_spool_empty()
         synced = _marks(d, "fsync")
@@ -313,7 +291,7 @@ def test_failed_claim_ends_the_transaction_before_its_dot():
     long under way): the claim is put back, the transaction ends without its
     dot and is recorded nowhere; the file is taken again once the disk is
     back, and sent once."""
-    with _offered("fsync:EIO+DELAY:/data/\n") as (d, srv, faults, mails):
+    with _dropped("fsync:EIO+DELAY:/data/\n", warm=True) as (d, srv, faults, mails):
         d.wait_log(r"cannot claim: Input/output error")
         assert mails, "no transaction was started before the claim was durable"
         assert not srv.messages and not srv.transactions, srv.transactions
@@ -327,7 +305,7 @@ def test_failed_claim_ends_the_transaction_before_its_dot():
 def test_kill_while_the_claim_is_flushed():
     """kill -9 while the content's fsync is held and the transaction waits
     at its dot: the server has nothing; the restart sends it once."""
-    with _offered("fsync:DELAY:/data/\n") as (d, srv, faults, mails):
+    with _dropped("fsync:DELAY:/data/\n", warm=True) as (d, srv, faults, mails):
         wait_for(lambda: mails, 30, what="MAIL before the claim is durable")
         d.kill9()
         faults("")
@@ -345,7 +323,7 @@ def test_refusal_while_the_claim_is_flushed():
     outcome waits for the claim, then the message is bounced as usual, and
     the next one is sent."""
     refused = b"From: a@example.org\nTo: fail550@example.net\nSubject: refused\n\nbody\n"
-    with _offered("fsync:DELAY:/data/\n", refused, "bad.eml") as (d, srv, faults, _mails):
+    with _dropped("fsync:DELAY:/data/\n", refused, "bad.eml", warm=True) as (d, srv, faults, _mails):
         d.wait_log(r"to=<fail550@example.net>.*status=bounced")
         faults("")
         d.drop("good.eml", MSG)
