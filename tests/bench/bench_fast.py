@@ -31,6 +31,7 @@ large    the same with N (default 200) 1 MiB messages.
 import os
 import re
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -213,6 +214,8 @@ class Daemon:
         self.perf.send_signal(2)
         self.perf.wait(60)
         if RECORD:
+            if os.environ.get("BENCH_PERF_DATA"):  # kept for perf report by hand
+                shutil.copy(self.rec_out, os.environ["BENCH_PERF_DATA"])
             for sort in ("dso", "sym"):
                 out = subprocess.run(["perf", "report", "-i", self.rec_out, "--no-children",
                                       "--sort", sort, "--stdio", "-g", "none"],
@@ -279,6 +282,8 @@ class Daemon:
         if self.strace_out:
             calls = {}
             fs = 0
+            if os.environ.get("BENCH_STRACE_KEEP"):  # the raw trace, for reading by hand
+                shutil.copy(self.strace_out + ".raw", os.environ["BENCH_STRACE_KEEP"])
             with open(self.strace_out + ".raw") as f:
                 for ln in f:
                     m = re.search(r"(fsync|fdatasync|syncfs)\((\d+)", ln)
