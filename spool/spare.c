@@ -1,12 +1,9 @@
 /*
  * Purpose: envelope inodes used again. A new inode is dear (on a file system
- * without a journal, ext4 skips every inode deleted in the last seconds at
- * each one, a block lookup apiece: thousands while mail flows): a finished
- * message's envelope is renamed into tmp/ as a spare instead of being
- * unlinked, and the next new message's lazy first envelope is written over
- * a spare instead of a new file. Spares are also made ahead of need, empty
- * (spool_spares_make: the daemon fills the pool at start-up), so that a
- * burst does not make its envelopes' inodes while it is being taken in.
+ * without a journal, ext4 scans for recently deleted inodes at each one): a
+ * finished message's envelope is renamed into tmp/ as a spare instead of
+ * being unlinked, and the next new message's lazy first envelope is written
+ * over a spare instead of a new file.
  * Owns: the spares: tmp/<pid>.<n>.spare, at most SPOOL_SPARES_MAX, known by
  * their numbers in struct spool's list (spare_lock: pool threads share it).
  * Invariants: a spare is in tmp/, which recovery empties at start-up, and
@@ -87,44 +84,6 @@ int spool__env_retire(struct spool *s, int dir_fd, const char *name)
 	if (unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT)
 		return -1;
 	return 0;
-}
-
-int spool_spares_make(struct spool *s, unsigned n)
-{
-	unsigned made = 0;
-	while (made < n && !spool_readonly(s)) {
-		unsigned k = 0;
-		pthread_mutex_lock(&s->spare_lock);
-		bool room = s->n_spares + s->n_retiring < SPOOL_SPARES_MAX;
-		if (room) {
-			k = s->spare_seq++;
-			s->n_retiring++; /* its place is held while it is made */
-		}
-		pthread_mutex_unlock(&s->spare_lock);
-		if (!room)
-			break;
-		char name[SPARE_NAME_MAX];
-		spare_name(s, k, name);
-		int fd =
-		    spool__hook("spare-make") < 0
-			? -1
-			: openat(s->tmp_fd, name,
-				 O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, s->env_mode);
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		pthread_mutex_lock(&s->spare_lock);
-		s->n_retiring--;
-		if (fd >= 0)
-			s->spares[s->n_spares++] = k;
-		pthread_mutex_unlock(&s->spare_lock);
-		if (fd < 0) {
-			errno = e;
-			return made ? (int)made : -1;
-		}
-		made++;
-	}
-	return (int)made;
 }
 
 /* Writes the whole of data at offset 0 of fd. */

@@ -83,10 +83,8 @@ struct spool_env {
 /* Group commit state of one directory (spool.c). */
 struct spool_dirsync;
 
-/* Spare envelope inodes kept for reuse (spool/spare.c), at most: enough
- * for a burst of thousands of messages to make no new inode (16 KiB here,
- * an inode each in tmp/, no data block when made empty). */
-#define SPOOL_SPARES_MAX 4096
+/* Finished envelopes kept for reuse (spool/spare.c), at most. */
+#define SPOOL_SPARES_MAX 64
 
 struct spool {
 	char *dir;
@@ -135,10 +133,6 @@ int spool_open(struct spool *s, const char *dir);
 void spool_close(struct spool *s);
 /* How many finished envelopes wait in tmp/ for reuse (tests). */
 unsigned spool_spares(struct spool *s);
-/* Makes up to n new, empty spares while there is room for them: the
- * inodes that new envelopes would otherwise each make when they are
- * written. How many were made, or -1 (errno) when not even one. */
-int spool_spares_make(struct spool *s, unsigned n);
 /* "queue" -> SPOOL_QUEUE; -1 when unknown. */
 int spool_state_from_name(const char *name);
 

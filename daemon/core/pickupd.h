@@ -64,7 +64,6 @@ struct pickupd {
 	bool stopping;
 	size_t parts_open;	     /* while stopping: parts whose close has not called back */
 	unsigned recovers_in_flight; /* ingest_recover jobs (main.c) */
-	bool spares_in_flight;	     /* a job making spare envelopes (main.c) */
 	bool enospc;		     /* ingestion paused: the spool's disk is full */
 	size_t handoff_bytes;	     /* held by handoffs (handoff.c); atomic, any thread */
 	uint64_t enospc_need;	     /* bytes of the largest file that did not fit */

@@ -118,7 +118,7 @@ static void close_signal(uv_signal_t *s)
  * close the remaining handles so the loop ends by itself. */
 static void maybe_stopped(struct pickupd *pd)
 {
-	if (!pd->stopping || pd->parts_open || pd->recovers_in_flight || pd->spares_in_flight)
+	if (!pd->stopping || pd->parts_open || pd->recovers_in_flight)
 		return;
 	sched_stop(pd->sched);
 	if (!uv_is_closing((uv_handle_t *)&pd->ro_check))
@@ -241,45 +241,6 @@ static void message_queued_cb(void *arg, const char *id, struct handoff *h)
 static void message_removed_cb(void *arg)
 {
 	space_check(arg);
-}
-
-/*
- * Spare envelope inodes made ahead of need (spool/spare.c), a chunk per job
- * so that a stop waits for one chunk at most, from start-up until the pool
- * is full; later, finished envelopes keep it full. A failure (a full disk,
- * no inodes left) ends the filling: the envelopes make their own files.
- */
-#define SPARES_PER_JOB 256
-
-struct spares_job {
-	struct job job;
-	int made;
-};
-
-static void spares_make_fn(struct job *j)
-{
-	struct spares_job *sj = (struct spares_job *)j;
-	sj->made = spool_spares_make(&j->pd->spool, SPARES_PER_JOB);
-}
-
-static void spares_fill(struct pickupd *pd);
-
-static void spares_make_done(struct job *j)
-{
-	struct spares_job *sj = (struct spares_job *)j;
-	struct pickupd *pd = j->pd;
-	pd->spares_in_flight = false;
-	if (sj->made == SPARES_PER_JOB && !pd->stopping && !pd->enospc)
-		spares_fill(pd);
-	free(sj);
-	maybe_stopped(pd);
-}
-
-static void spares_fill(struct pickupd *pd)
-{
-	struct spares_job *sj = xcalloc(1, sizeof(*sj));
-	pd->spares_in_flight = true;
-	job_submit(pd, &sj->job, spares_make_fn, spares_make_done);
 }
 
 /* A torn envelope's content, queued again (id) or not (NULL). */
@@ -491,7 +452,6 @@ int main(int argc, char **argv)
 	spool_recovery_deinit(&rec);
 	if (load_schedule(&pd) < 0)
 		fatal("cannot read the queue in %s: %s", pd.cfg->spool.dir, strerror(errno));
-	spares_fill(&pd);
 	pd.ctl = ctl_start(&pd, &errs);
 	pd.metrics = metrics_start(&pd, &errs);
 	if (pd.ctl == NULL || errs.len) {

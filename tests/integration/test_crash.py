@@ -24,7 +24,6 @@
 
 import os
 import re
-import socket
 import subprocess
 import time
 
@@ -121,19 +120,8 @@ def test_kill9_while_messages_flow():
 # delivery: exactly one copy), removal (after it: one or two copies). A new
 # message's envelope is written without fsync (spool_env_create_lazy):
 # recovery derives it again from the durable content.
-HOOK_STEPS = [("lazy-env-write", 1), ("lazy-env-rename", 1), ("lazy-spare-write", 1),
-              ("lazy-spare-rename", 1), ("remove-data", 2), ("remove-datasync", 2),
-              ("remove-env", 2)]
-
-
-def crash_env(step):
-    """The crash hook at step; a first envelope's own file (lazy-env-*) is
-    only made when there is no spare to write over, so none is made ahead
-    for those steps (spool/spare.c)."""
-    env = {"PICKUPD_SPOOL_CRASH": step}
-    if step.startswith("lazy-env-"):
-        env["PICKUPD_SPOOL_FAIL"] = "spare-make"
-    return env
+HOOK_STEPS = [("lazy-env-write", 1), ("lazy-env-rename", 1),
+              ("remove-data", 2), ("remove-datasync", 2), ("remove-env", 2)]
 # A claim cut short leaves content without an envelope: recovery hands it
 # back to ingest at start-up (daemon/pickupd/main.c reingest_orphans). The daemon
 # claims in batches: content fsync per file, then one commit of data/ for
@@ -150,13 +138,11 @@ CLAIM_STEPS = [("claim-rename", 1), ("claim-fsync", 1), ("claim-commit-data", 1)
 # that needs it ("batch-record-drop", after the sends: one or two copies).
 BATCH_CLAIM_STEPS = [("batch-record-write", 1), ("batch-record-fsync", 1),
                      ("claim-rename:2", 1), ("claim-fsync:2", 1), ("lazy-env-write:2", 1),
-                     ("lazy-env-rename:3", 1), ("lazy-spare-write:2", 1),
-                     ("lazy-spare-rename:3", 1), ("claim-commit-data", 1),
+                     ("lazy-env-rename:3", 1), ("claim-commit-data", 1),
                      ("batch-record-drop", 2)]
 # Steps that leave a claimed file without its envelope: recovery must take
 # its folder and name from the record.
-BATCH_ORPHAN_STEPS = {"claim-fsync:2", "lazy-env-write:2", "lazy-env-rename:3",
-                      "lazy-spare-write:2", "lazy-spare-rename:3"}
+BATCH_ORPHAN_STEPS = {"claim-fsync:2", "lazy-env-write:2", "lazy-env-rename:3"}
 
 
 def test_crash_hook_steps_in_daemon():
@@ -180,7 +166,7 @@ def restart_after_crash(d, step):
 def crash_at_steps(steps):
     for step, most in steps:
         with SmtpServer() as srv:
-            d = Pickupd(relay=srv, env=crash_env(step))
+            d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": step})
             with d:
                 d.drop("hook.eml", message(1, step))
                 restart_after_crash(d, step)
@@ -207,7 +193,7 @@ def test_crash_during_batch_claim_recovers_once():
     record is left behind."""
     for step, most in BATCH_CLAIM_STEPS:
         with SmtpServer() as srv:
-            d = Pickupd(relay=srv, start=False, env=crash_env(step))
+            d = Pickupd(relay=srv, start=False, env={"PICKUPD_SPOOL_CRASH": step})
             stuffed = os.path.join(d.dir, "stuffed")
             os.makedirs(stuffed)
             d.write_config({"pickup stuffed": {"dir": stuffed, "settle_time": "0",
@@ -252,7 +238,7 @@ def lazy_envelope_cut_short(srv, mail):
     """A pickupd killed between writing a new message's envelope to tmp/ and
     renaming it into queue/: (daemon, not started again, queue ID, envelope
     text)."""
-    d = Pickupd(relay=srv, start=False, env=crash_env("lazy-env-rename"))
+    d = Pickupd(relay=srv, start=False, env={"PICKUPD_SPOOL_CRASH": "lazy-env-rename"})
     d.start()
     d.wait_ready()
     d.drop("m.eml", mail)
@@ -341,10 +327,7 @@ def test_crash_while_reusing_an_envelope():
               b"Message-ID: <second@pickupd.test>\n\nsecond\n")
     for step in SPARE_STEPS:
         with SmtpServer() as srv:
-            # No spare made ahead (start-up's, empty): the first's envelope
-            # is the one written over.
-            d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": step,
-                                        "PICKUPD_SPOOL_FAIL": "spare-make"})
+            d = Pickupd(relay=srv, env={"PICKUPD_SPOOL_CRASH": step})
             with d:
                 d.drop("first.eml", first)
                 srv.wait_messages(1)
@@ -360,64 +343,6 @@ def test_crash_while_reusing_an_envelope():
                 assert got == [("<first@pickupd.test>", ["first@example.net"]),
                                ("<second@pickupd.test>", ["second@example.net"])], (step, got)
                 d.stop()
-
-
-SPARES_MAX = 4096  # SPOOL_SPARES_MAX
-
-
-def spares(d):
-    """Inode numbers of the spares in tmp/ (this run's names only)."""
-    tmp = os.path.join(d.spool, "tmp")
-    out = {}
-    for n in os.listdir(tmp):
-        if re.match(r"%d\.\d+\.spare$" % d.pid, n):
-            try:
-                out[n] = os.stat(os.path.join(tmp, n)).st_ino
-            except FileNotFoundError:
-                pass
-    return out
-
-
-def test_spares_made_at_start_up_become_envelopes():
-    """At start-up pickupd fills tmp/ with empty spare envelopes, so that a
-    burst makes no new inode for its envelopes (spool/spare.c): with the
-    relay silent (it never greets), each message's envelope in queue/ is one
-    of those inodes; after kill -9 the restart's recovery removes the old
-    ones and makes its own; a stop leaves none."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(64)  # connections complete in the backlog, never greeted
-    d = Pickupd(relay=silent.getsockname()[1], start=False)
-    tmp = os.path.join(d.spool, "tmp")
-    try:
-        with d:
-            d.start()
-            d.wait_ready()
-            wait_for(lambda: len(spares(d)) == SPARES_MAX, 60, what="%d spares" % SPARES_MAX)
-            before = set(spares(d).values())
-            for i in range(20):
-                d.drop("m%d.eml" % i, message(i))
-            wait_for(lambda: len(d.spool_files("queue")) == 20 and not d.pickup_files(), 60,
-                     what="20 queued")
-            envs = {os.stat(p).st_ino for p in d.spool_files("queue")}
-            assert envs <= before, envs - before
-            assert len(spares(d)) == SPARES_MAX - 20
-            old_pid = d.pid
-            d.proc.kill()
-            d.proc.wait(30)
-            assert len(os.listdir(tmp)) == SPARES_MAX - 20
-            silent.close()  # refused from now on: the messages are deferred
-            d.start()
-            d.wait_ready()
-            d.wait_log(r"recovery: %d temporary files removed" % (SPARES_MAX - 20))
-            wait_for(lambda: len(spares(d)) == SPARES_MAX, 60,
-                     what="%d spares again" % SPARES_MAX)
-            assert not [n for n in os.listdir(tmp) if n.startswith("%d." % old_pid)]
-            d.stop()
-            assert not os.listdir(tmp), os.listdir(tmp)[:5]
-            assert len(d.spool_files(["queue", "deferred"])) == 20
-    finally:
-        silent.close()
 
 
 def test_enospc_on_small_tmpfs_pauses_ingestion():

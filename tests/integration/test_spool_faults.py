@@ -208,8 +208,7 @@ def test_enospc_at_the_envelope_rolls_a_copied_claim_back():
             with d:
                 d.start()
                 d.wait_ready()
-                # A new envelope file or a spare one (spool/spare.c).
-                faults("write:ENOSPC:.env|.spare\n")
+                faults("write:ENOSPC:.env\n")
                 for i in range(3):
                     d.drop("cp%d.eml" % i, message(i, "exdev"))
                 d.wait_log(r"no space left on device; ingestion paused")
@@ -222,9 +221,8 @@ def test_enospc_at_the_envelope_rolls_a_copied_claim_back():
                 # content (the old look, regular files only and data/ listed
                 # again after, met a claim that had just made its link).
                 data = os.path.join(d.spool, "data")
-                wait_for(lambda: not os.listdir(data) and
-                         not [f for f in d.spool_files("tmp") if not f.endswith(".spare")], 30,
-                         what="nothing left in data/ or tmp/ but spares")
+                wait_for(lambda: not os.listdir(data) and not d.spool_files("tmp"), 30,
+                         what="nothing left in data/ or tmp/")
                 assert sorted(f for f in d.pickup_files() if f.endswith(".eml")) == \
                     ["cp0.eml", "cp1.eml", "cp2.eml"], d.pickup_files()
                 assert not srv.messages
@@ -290,9 +288,6 @@ def stuffed_claim_cut_short(step, tear=False):
         d.write_config({"pickup second": {"dir": second, "dot_stuffed": "yes",
                                           "settle_time": "0"}}, srv.port)
         d.env = {"PICKUPD_SPOOL_CRASH": step}
-        if step.startswith("lazy-env-"):
-            # A new envelope file: no spare to write it over (spool/spare.c).
-            d.env["PICKUPD_SPOOL_FAIL"] = "spare-make"
         with d:
             d.start()
             d.wait_ready()
@@ -335,11 +330,6 @@ def test_lost_first_envelope_keeps_its_origin_in_recovery():
     """Killed before the lazy first envelope was renamed into queue/: data/ID
     with its claim record and no envelope."""
     stuffed_claim_cut_short("lazy-env-rename")
-
-
-def test_lost_first_envelope_over_a_spare_keeps_its_origin_in_recovery():
-    """The same, the envelope written over a spare made at start-up."""
-    stuffed_claim_cut_short("lazy-spare-rename")
 
 
 def test_torn_first_envelope_keeps_its_origin():

@@ -625,9 +625,9 @@ static void spool_group_commit_concurrent(void **state)
 	assert_int_equal(count_files(f->sp.state_fd[SPOOL_DEFERRED]), GC_THREADS * GC_EACH / 2);
 	assert_int_equal(count_files(f->sp.state_fd[SPOOL_QUEUE]), 0);
 	assert_int_equal(count_files(f->sp.data_fd), GC_THREADS * GC_EACH / 2);
-	/* The removed envelopes kept for reuse (fewer than the bound). */
-	assert_int_equal(spool_spares(&f->sp), GC_THREADS * GC_EACH / 2);
-	assert_int_equal(count_files(f->sp.tmp_fd), GC_THREADS * GC_EACH / 2);
+	/* The removed envelopes kept for reuse, no more than the bound. */
+	assert_int_equal(spool_spares(&f->sp), SPOOL_SPARES_MAX);
+	assert_int_equal(count_files(f->sp.tmp_fd), SPOOL_SPARES_MAX);
 }
 
 struct claim_run {
@@ -891,63 +891,6 @@ static void spool_spares_bounded(void **state)
 	assert_int_equal(count_files(sp->tmp_fd), 0);
 	for (size_t i = 0; i < ARRAY_SIZE(ids); i++)
 		free(ids[i]);
-}
-
-/* Spares made ahead of need: up to the bound, empty, in tmp/; a new
- * message's first envelope is written over one (its inode), and
- * spool_close unlinks those left. */
-static void spool_spares_made_ahead(void **state)
-{
-	struct fixture *f = *state;
-	struct spool *sp = &f->sp;
-	assert_int_equal(spool_spares_make(sp, 10), 10);
-	assert_int_equal(spool_spares(sp), 10);
-	assert_int_equal(count_files(sp->tmp_fd), 10);
-	/* Bounded: the rest of the room, then nothing. */
-	assert_int_equal(spool_spares_make(sp, SPOOL_SPARES_MAX), SPOOL_SPARES_MAX - 10);
-	assert_int_equal(spool_spares_make(sp, 5), 0);
-	assert_int_equal(count_files(sp->tmp_fd), SPOOL_SPARES_MAX);
-
-	/* The inode of the spare taken becomes the new envelope's. */
-	char spare[64];
-	snprintf(spare, sizeof(spare), "%u.%u.spare", sp->pid, sp->spares[sp->n_spares - 1]);
-	off_t size;
-	ino_t ino = inode_of(sp->tmp_fd, spare, NULL, &size);
-	assert_int_equal(size, 0);
-	struct spool_env e, back;
-	char id[SPOOL_ID_LEN + 1];
-	spool_new_id(sp, id);
-	make_env(&e, id);
-	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
-	assert_int_equal(inode_of(sp->state_fd[SPOOL_QUEUE], e.id, NULL, &size), ino);
-	assert_true(size > 0);
-	assert_int_equal(spool_spares(sp), SPOOL_SPARES_MAX - 1);
-	assert_int_equal(spool_env_read(sp, SPOOL_QUEUE, e.id, &back, NULL), 0);
-	assert_string_equal(back.id, e.id);
-	assert_false(spool_env_torn(sp, SPOOL_QUEUE, e.id));
-	spool_env_deinit(&back);
-	spool_env_deinit(&e);
-
-	char sdir[128];
-	snprintf(sdir, sizeof(sdir), "%s/spool", f->dir);
-	spool_close(sp);
-	assert_int_equal(spool_open(sp, sdir), 0);
-	assert_int_equal(count_files(sp->tmp_fd), 0);
-}
-
-/* A spare that cannot be made (hook spare-make: a full disk) is not counted;
- * none is made after the first failure of a call. */
-static void spool_spares_make_failure(void **state)
-{
-	struct fixture *f = *state;
-	set_hook("PICKUPD_SPOOL_FAIL", "spare-make:28"); /* ENOSPC */
-	errno = 0;
-	assert_int_equal(spool_spares_make(&f->sp, 4), -1);
-	assert_int_equal(errno, ENOSPC);
-	assert_int_equal(spool_spares(&f->sp), 0);
-	assert_int_equal(count_files(f->sp.tmp_fd), 0);
-	set_hook(NULL, NULL);
-	assert_int_equal(spool_spares_make(&f->sp, 4), 4);
 }
 
 /* A spare that cannot be used is dropped and a new file made: a failed step
@@ -1861,8 +1804,6 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_env_torn_when_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spare_reused_by_lazy_envelope, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spares_bounded, setup, teardown),
-	    cmocka_unit_test_setup_teardown(spool_spares_made_ahead, setup, teardown),
-	    cmocka_unit_test_setup_teardown(spool_spares_make_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spare_failure_falls_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spare_old_text_is_torn, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
