@@ -15,6 +15,9 @@ burst    N (default 5,000) 2 KiB files written under dot names, then renamed
          rename to the last "removed" line; daemon CPU (user+sys, all
          threads, from /proc) per message; peak RSS (VmHWM).
 large    the same with N (default 200) 1 MiB messages.
+--rounds R  burst and large: R bursts one after the other into the same daemon
+         (a warm one from the second on: spare envelopes kept from the
+         first), each measured and printed.
 --perf   counts fsync-family calls with `perf stat -e syscalls:sys_enter_*`
          and CPU time (task-clock, all threads) on the daemon during the
          measured part only (low overhead).
@@ -68,6 +71,7 @@ PERF = flag("--perf")
 SYSCALLS = flag("--syscalls")
 PERF = PERF or SYSCALLS
 RECORD = flag("--record")
+ROUNDS = opt("--rounds", 1)
 MODE = args.pop(0) if args and args[0] in ("latency", "burst", "large", "all") else "all"
 if args:
     os.environ["PICKUPD_BIN_DIR"] = os.path.abspath(args[0])
@@ -356,25 +360,27 @@ def burst(n, size):
     d = dm.d
     try:
         pk = d.pickup
-        for i in range(n):
-            with open(os.path.join(pk, ".m%d" % i), "wb") as f:
-                f.write(message(i, size))
-        os.sync()
-        dm.count_start()
-        cpu0 = proc_cpu(dm.pid)
-        t0 = time.monotonic()
-        for i in range(n):
-            os.rename(os.path.join(pk, ".m%d" % i), os.path.join(pk, "m%d.eml" % i))
-        wait_for(lambda: count_log(d, b": removed") >= n, 1800, interval=0.02,
-                 what="%d removed" % n)
-        dt = time.monotonic() - t0
-        cpu = proc_cpu(dm.pid) - cpu0
-        hwm = proc_hwm(dm.pid)
-        dm.count_stop(n)
-        mib = n * size / (1 << 20)
-        print("burst: %d x %d B: %.2f s, %.0f msg/s, %.1f MiB/s; CPU %.3f s = %.3f ms/msg, "
-              "%.2f ms/MiB; peak RSS %.1f MiB" % (n, size, dt, n / dt, mib / dt, cpu,
-                                                  cpu * 1000 / n, cpu * 1000 / mib, hwm))
+        for r in range(ROUNDS):
+            for i in range(n):
+                with open(os.path.join(pk, ".m%d" % i), "wb") as f:
+                    f.write(message(r * n + i, size))
+            os.sync()
+            dm.count_start()
+            cpu0 = proc_cpu(dm.pid)
+            t0 = time.monotonic()
+            for i in range(n):
+                os.rename(os.path.join(pk, ".m%d" % i), os.path.join(pk, "m%d.eml" % i))
+            wait_for(lambda: count_log(d, b": removed") >= (r + 1) * n, 1800, interval=0.02,
+                     what="%d removed" % ((r + 1) * n))
+            dt = time.monotonic() - t0
+            cpu = proc_cpu(dm.pid) - cpu0
+            hwm = proc_hwm(dm.pid)
+            dm.count_stop(n)
+            mib = n * size / (1 << 20)
+            print("burst%s: %d x %d B: %.2f s, %.0f msg/s, %.1f MiB/s; CPU %.3f s = %.3f ms/msg, "
+                  "%.2f ms/MiB; peak RSS %.1f MiB"
+                  % (" %d" % (r + 1) if ROUNDS > 1 else "", n, size, dt, n / dt, mib / dt, cpu,
+                     cpu * 1000 / n, cpu * 1000 / mib, hwm))
     finally:
         dm.finish(n)
         sink.close()
