@@ -83,8 +83,10 @@ struct spool_env {
 /* Group commit state of one directory (spool.c). */
 struct spool_dirsync;
 
-/* Finished envelopes kept for reuse (spool/spare.c), at most. */
-#define SPOOL_SPARES_MAX 64
+/* Finished envelopes kept for reuse (spool/spare.c), at most: enough for a
+ * burst of thousands to make no envelope inode (16 KiB here, an inode and a
+ * block each in tmp/). */
+#define SPOOL_SPARES_MAX 4096
 
 struct spool {
 	char *dir;

@@ -345,6 +345,39 @@ def test_crash_while_reusing_an_envelope():
                 d.stop()
 
 
+def spare_names(d):
+    return [n for n in os.listdir(os.path.join(d.spool, "tmp"))
+            if re.match(r"%d\.\d+\.spare$" % d.pid, n)]
+
+
+def test_sent_envelopes_are_kept_for_the_next_burst():
+    """Sent messages' envelopes are kept as spares up to 4096 (it was 64:
+    a burst then made most of its envelopes as new files, each a scan of
+    ext4's recently deleted inodes), and the next messages' envelopes are
+    written over them: 200 queued while the relay is away, then sent
+    together, leave 200 spares; 200 more (the relay gone again, so they
+    stay) take all of them; a stop leaves none."""
+    port = harness.free_port()
+    d = Pickupd(relay=port)
+    with d:
+        for i in range(200):
+            d.drop("a%d.eml" % i, message(i, "first"))
+        wait_for(lambda: len(d.spool_files("deferred")) == 200, 60, what="200 deferred")
+        with SmtpServer(port=port) as srv:
+            d.pickupctl("flush")
+            srv.wait_messages(200)
+            d.wait_spool_empty()
+        wait_for(lambda: len(spare_names(d)) == 200, 30, what="200 spares")
+        for i in range(200):
+            d.drop("b%d.eml" % i, message(i, "second"))
+        wait_for(lambda: len(d.spool_files(["queue", "deferred"])) == 200 and
+                 not [f for f in d.pickup_files() if f.endswith(".eml")], 60,
+                 what="200 queued or deferred")
+        assert len(spare_names(d)) == 0, len(spare_names(d))
+        d.stop()
+        assert not os.listdir(os.path.join(d.spool, "tmp"))
+
+
 def test_enospc_on_small_tmpfs_pauses_ingestion():
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
