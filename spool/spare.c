@@ -6,18 +6,21 @@
  * over a spare instead of a new file.
  * Owns: the spares: tmp/<pid>.<n>.spare, at most SPOOL_SPARES_MAX, known by
  * their numbers in struct spool's list (spare_lock: pool threads share it).
- * Invariants: a spare is in tmp/, which recovery empties at start-up, and
- * spool_close unlinks the spares left, so none outlives its process; a
- * spare is reused only as what it is (a regular file with one link, opened
- * without following or blocking) and leaves with the envelope mode, without
- * the being-sent mark, exactly the new text's length and its mtime; a crash
- * before a reused envelope's writeback may leave another message's text
- * under the new name, which spool_env_torn tells apart (the id line), so
- * the content is ingested again and never sent with it.
+ * Invariants: a spare is in tmp/; the process that recovered the spool (the
+ * daemon) keeps its spares at spool_close, and its next recovery takes them
+ * back (spool__spare_adopt: a regular file with one link, named as a spare)
+ * instead of emptying them out of tmp/ with the rest, so a restart neither
+ * unlinks thousands of inodes nor makes them again; any other process
+ * unlinks its own at spool_close; a spare is reused only as what it is (a regular file with one
+ * link, opened without following or blocking) and leaves with the envelope mode, without the
+ * being-sent mark, exactly the new text's length and its mtime; a crash before a reused envelope's
+ * writeback may leave another message's text under the new name, which spool_env_torn tells apart
+ * (the id line), so the content is ingested again and never sent with it.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,9 +29,15 @@
 
 #define SPARE_NAME_MAX 40
 
-static void spare_name(const struct spool *s, unsigned n, char out[SPARE_NAME_MAX])
+/* A spare is known by the pid and number of its name, one key. */
+static uint64_t spare_key(unsigned pid, unsigned n)
 {
-	snprintf(out, SPARE_NAME_MAX, "%u.%u.spare", s->pid, n);
+	return (uint64_t)pid << 32 | n;
+}
+
+static void spare_name(uint64_t key, char out[SPARE_NAME_MAX])
+{
+	snprintf(out, SPARE_NAME_MAX, "%u.%u.spare", (unsigned)(key >> 32), (unsigned)key);
 }
 
 void spool__spares_init(struct spool *s)
@@ -40,12 +49,32 @@ void spool__spares_init(struct spool *s)
 void spool__spares_deinit(struct spool *s)
 {
 	char name[SPARE_NAME_MAX];
-	for (unsigned i = 0; i < s->n_spares; i++) {
-		spare_name(s, s->spares[i], name);
+	for (unsigned i = 0; i < s->n_spares && !s->spares_kept; i++) {
+		spare_name(s->spares[i], name);
 		unlinkat(s->tmp_fd, name, 0);
 	}
 	s->n_spares = 0;
 	pthread_mutex_destroy(&s->spare_lock);
+}
+
+bool spool__spare_adopt(struct spool *s, const char *name)
+{
+	unsigned pid, n;
+	int end = 0;
+	struct stat st;
+	if (sscanf(name, "%u.%u.spare%n", &pid, &n, &end) != 2 || name[end] != '\0' ||
+	    s->n_spares >= SPOOL_SPARES_MAX ||
+	    fstatat(s->tmp_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_nlink != 1)
+		return false;
+	char canon[SPARE_NAME_MAX];
+	spare_name(spare_key(pid, n), canon);
+	if (strcmp(canon, name) != 0)
+		return false; /* "007.1.spare": not a name this file gives */
+	s->spares[s->n_spares++] = spare_key(pid, n);
+	if (pid == s->pid && n >= s->spare_seq)
+		s->spare_seq = n + 1; /* a recycled pid: new names stay apart */
+	return true;
 }
 
 unsigned spool_spares(struct spool *s)
@@ -69,13 +98,13 @@ int spool__env_retire(struct spool *s, int dir_fd, const char *name)
 	pthread_mutex_unlock(&s->spare_lock);
 	if (room) {
 		char spare[SPARE_NAME_MAX];
-		spare_name(s, n, spare);
+		spare_name(spare_key(s->pid, n), spare);
 		int r = renameat2(dir_fd, name, s->tmp_fd, spare, RENAME_NOREPLACE);
 		int e = errno;
 		pthread_mutex_lock(&s->spare_lock);
 		s->n_retiring--;
 		if (r == 0)
-			s->spares[s->n_spares++] = n;
+			s->spares[s->n_spares++] = spare_key(s->pid, n);
 		pthread_mutex_unlock(&s->spare_lock);
 		if (r == 0 || e == ENOENT)
 			return 0;
@@ -125,16 +154,16 @@ static int spare_fill(struct spool *s, int fd, const char *data, size_t len, int
 int spool__spare_install(struct spool *s, const char *data, size_t len, int64_t mtime_ms, int to_fd,
 			 const char *to_name)
 {
-	unsigned n = 0;
+	uint64_t key = 0;
 	pthread_mutex_lock(&s->spare_lock);
 	bool have = s->n_spares > 0;
 	if (have)
-		n = s->spares[--s->n_spares];
+		key = s->spares[--s->n_spares];
 	pthread_mutex_unlock(&s->spare_lock);
 	if (!have)
 		return 1;
 	char spare[SPARE_NAME_MAX];
-	spare_name(s, n, spare);
+	spare_name(key, spare);
 	int fd = -1;
 	if (spool__hook("lazy-spare-write") < 0)
 		goto fail;

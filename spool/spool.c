@@ -1602,6 +1602,10 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 	if (list_fd(s->tmp_fd, false, &tmp, &n_tmp) < 0)
 		goto out;
 	for (size_t i = 0; i < n_tmp; i++) {
+		if (spool__spare_adopt(s, tmp[i])) {
+			r->spares_kept++;
+			continue;
+		}
 		if (unlinkat(s->tmp_fd, tmp[i], 0) == 0)
 			r->tmp_cleaned++;
 		else if (errno == EROFS)
@@ -1609,6 +1613,7 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 	}
 	if (r->tmp_cleaned && spool_fsync_dir(s->tmp_fd) < 0)
 		goto out;
+	s->spares_kept = true; /* this process owns tmp/ now: its spares outlive it */
 	if (list_records(s->data_fd, rec, n_rec) < 0)
 		goto out;
 

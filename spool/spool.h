@@ -84,8 +84,8 @@ struct spool_env {
 struct spool_dirsync;
 
 /* Finished envelopes kept for reuse (spool/spare.c), at most: enough for a
- * burst of thousands to make no envelope inode (16 KiB here, an inode and a
- * block each in tmp/). */
+ * burst of thousands to make no envelope inode (32 KiB here, an inode and a
+ * block each in tmp/, kept across the daemon's restarts). */
 #define SPOOL_SPARES_MAX 4096
 
 struct spool {
@@ -123,8 +123,9 @@ struct spool {
 	/* Finished envelopes kept in tmp/ for reuse (spool/spare.c): their
 	 * numbers, under spare_lock; n_retiring are being renamed there. */
 	pthread_mutex_t spare_lock;
-	unsigned spares[SPOOL_SPARES_MAX];
+	uint64_t spares[SPOOL_SPARES_MAX]; /* pid << 32 | number, from the name */
 	unsigned n_spares, n_retiring, spare_seq;
+	bool spares_kept; /* recovered here: spool_close leaves them for the next */
 };
 
 extern const char *const spool_state_names[SPOOL_N_STATES];
@@ -452,6 +453,7 @@ bool spool_readonly(struct spool *s);
  */
 struct spool_recovery {
 	size_t tmp_cleaned;
+	size_t spares_kept; /* spare envelopes taken back from the last run */
 	size_t duplicates;
 	size_t dangling_envelopes;
 	size_t copies_dropped; /* claims by copy cut short: the original is still there */

@@ -69,6 +69,9 @@ void spool__batchrec_deinit(struct spool *s);
  */
 void spool__spares_init(struct spool *s);
 void spool__spares_deinit(struct spool *s);
+/* Recovery: takes tmp/'s name back as a spare if it is one (a regular file
+ * with one link, named as spares are, room in the pool). */
+bool spool__spare_adopt(struct spool *s, const char *name);
 int spool__env_retire(struct spool *s, int dir_fd, const char *name);
 int spool__spare_install(struct spool *s, const char *data, size_t len, int64_t mtime_ms, int to_fd,
 			 const char *to_name);

@@ -443,6 +443,9 @@ int main(int argc, char **argv)
 			 "(originals still in their folders)",
 			 rec.tmp_cleaned, rec.duplicates, rec.dangling_envelopes, rec.n_orphans,
 			 rec.copies_dropped);
+	if (rec.spares_kept)
+		log_info("recovery: %zu spare envelopes kept from the last run (tmp/)",
+			 rec.spares_kept);
 	/* At-least-once: these were cut off between sending and recording. */
 	for (size_t i = 0; i < rec.n_maybe_sent; i++)
 		log_warn("%s: it was being sent when pickupd stopped without recording "

@@ -336,27 +336,37 @@ def test_crash_while_reusing_an_envelope():
                 restart_after_crash(d, step)
                 srv.wait_messages(2)
                 d.wait_spool_empty()
-                # Only the spares of this run (the second's envelope, sent).
+                # Only spares (the second's envelope, sent; the first's,
+                # taken back by the restart's recovery).
                 left = os.listdir(os.path.join(d.spool, "tmp"))
-                assert all(re.match(r"%d\.\d+\.spare$" % d.pid, n) for n in left), (step, left)
+                assert all(re.match(r"\d+\.\d+\.spare$", n) for n in left), (step, left)
                 got = sorted((t.header("Message-ID")[0], t.rcpt_tos) for t in srv.messages)
                 assert got == [("<first@pickupd.test>", ["first@example.net"]),
                                ("<second@pickupd.test>", ["second@example.net"])], (step, got)
                 d.stop()
 
 
-def spare_names(d):
-    return [n for n in os.listdir(os.path.join(d.spool, "tmp"))
-            if re.match(r"%d\.\d+\.spare$" % d.pid, n)]
+def spare_inodes(d):
+    """{name: inode} of the spare envelopes in tmp/."""
+    tmp = os.path.join(d.spool, "tmp")
+    out = {}
+    for n in os.listdir(tmp):
+        if re.match(r"\d+\.\d+\.spare$", n):
+            try:
+                out[n] = os.stat(os.path.join(tmp, n)).st_ino
+            except FileNotFoundError:
+                pass
+    return out
 
 
 def test_sent_envelopes_are_kept_for_the_next_burst():
     """Sent messages' envelopes are kept as spares up to 4096 (it was 64:
     a burst then made most of its envelopes as new files, each a scan of
-    ext4's recently deleted inodes), and the next messages' envelopes are
-    written over them: 200 queued while the relay is away, then sent
-    together, leave 200 spares; 200 more (the relay gone again, so they
-    stay) take all of them; a stop leaves none."""
+    ext4's recently deleted inodes), also across a restart, and new
+    messages' envelopes are written over them: 200 queued while the relay
+    is away, then sent together, leave 200 spares; stopped and started
+    again, pickupd takes them back (not removed, not made again); 200 more
+    (the relay gone again, so they stay) take all of them."""
     port = harness.free_port()
     d = Pickupd(relay=port)
     with d:
@@ -367,15 +377,22 @@ def test_sent_envelopes_are_kept_for_the_next_burst():
             d.pickupctl("flush")
             srv.wait_messages(200)
             d.wait_spool_empty()
-        wait_for(lambda: len(spare_names(d)) == 200, 30, what="200 spares")
+        wait_for(lambda: len(spare_inodes(d)) == 200, 30, what="200 spares")
+        d.stop()
+        kept = spare_inodes(d)
+        assert len(kept) == 200, len(kept)
+        d.start()
+        d.wait_ready()
+        d.wait_log(r"recovery: 200 spare envelopes kept from the last run")
+        assert not d.log_matches(r"temporary files removed"), d.log_tail()
+        assert spare_inodes(d) == kept
         for i in range(200):
             d.drop("b%d.eml" % i, message(i, "second"))
         wait_for(lambda: len(d.spool_files(["queue", "deferred"])) == 200 and
                  not [f for f in d.pickup_files() if f.endswith(".eml")], 60,
                  what="200 queued or deferred")
-        assert len(spare_names(d)) == 0, len(spare_names(d))
+        assert len(spare_inodes(d)) == 0, len(spare_inodes(d))
         d.stop()
-        assert not os.listdir(os.path.join(d.spool, "tmp"))
 
 
 def test_enospc_on_small_tmpfs_pauses_ingestion():

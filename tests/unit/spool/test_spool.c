@@ -894,6 +894,88 @@ static void spool_spares_bounded(void **state)
 		free(ids[i]);
 }
 
+/* The process that recovered the spool (the daemon) keeps its spares at
+ * spool_close; the next recovery takes them back (their inodes reused, not
+ * counted as cleaned) and still removes the rest of tmp/: other files, and
+ * what is named as a spare but is not a plain file of one link. Without a
+ * recovery (pickupctl), spool_close unlinks its own. */
+static ino_t spare_inode(struct spool *sp, unsigned i)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%u.%u.spare", (unsigned)(sp->spares[i] >> 32),
+		 (unsigned)sp->spares[i]);
+	return inode_of(sp->tmp_fd, name, NULL, NULL);
+}
+
+static int cmp_ino(const void *a, const void *b)
+{
+	ino_t x = *(const ino_t *)a, y = *(const ino_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void spool_spares_kept_across_restarts(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	struct spool_recovery rec;
+	char ids[3][SPOOL_ID_LEN + 1];
+	int errs[3];
+	char *idp[3] = {ids[0], ids[1], ids[2]};
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	spool_recovery_deinit(&rec);
+	for (int i = 0; i < 3; i++)
+		queue_message(sp, ids[i]);
+	assert_int_equal(spool_remove_many(sp, idp, 3, SPOOL_QUEUE, errs), 3);
+	assert_int_equal(spool_spares(sp), 3);
+	ino_t before[3], after[3];
+	for (unsigned i = 0; i < 3; i++)
+		before[i] = spare_inode(sp, i);
+	char first[64];
+	snprintf(first, sizeof(first), "%u.%u.spare", sp->pid, (unsigned)sp->spares[0]);
+	char sdir[128];
+	snprintf(sdir, sizeof(sdir), "%s/spool", f->dir);
+	spool_close(sp);
+
+	assert_int_equal(spool_open(sp, sdir), 0);
+	assert_int_equal(count_files(sp->tmp_fd), 3);
+	/* Not spares: work in progress, a symbolic link and a directory named
+	 * as spares, a name this code does not give. */
+	assert_int_equal(spool__write_file(sp->tmp_fd, "X.env", "x", 1, 0), 0);
+	assert_int_equal(symlinkat(first, sp->tmp_fd, "9.9.spare"), 0);
+	assert_int_equal(mkdirat(sp->tmp_fd, "8.8.spare", 0700), 0);
+	assert_int_equal(spool__write_file(sp->tmp_fd, "07.1.spare", "x", 1, 0), 0);
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.spares_kept, 3);
+	assert_int_equal(rec.tmp_cleaned, 3); /* X.env, 07.1.spare, the link */
+	spool_recovery_deinit(&rec);
+	assert_int_equal(spool_spares(sp), 3);
+	for (unsigned i = 0; i < 3; i++)
+		after[i] = spare_inode(sp, i);
+	qsort(before, 3, sizeof(ino_t), cmp_ino);
+	qsort(after, 3, sizeof(ino_t), cmp_ino);
+	assert_memory_equal(before, after, sizeof(before));
+	assert_int_equal(unlinkat(sp->tmp_fd, "8.8.spare", AT_REMOVEDIR), 0);
+
+	/* A new envelope is written over a kept one. */
+	struct spool_env e;
+	char id[SPOOL_ID_LEN + 1];
+	spool_new_id(sp, id);
+	make_env(&e, id);
+	ino_t top = spare_inode(sp, 2);
+	assert_int_equal(spool_env_create_lazy(sp, &e), 0);
+	assert_int_equal(inode_of(sp->state_fd[SPOOL_QUEUE], id, NULL, NULL), top);
+	assert_int_equal(spool_spares(sp), 2);
+	spool_env_deinit(&e);
+
+	/* Kept again at close, taken again at the next recovery. */
+	spool_close(sp);
+	assert_int_equal(spool_open(sp, sdir), 0);
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.spares_kept, 2);
+	assert_int_equal(rec.tmp_cleaned, 0);
+	spool_recovery_deinit(&rec);
+}
+
 /* A spare that cannot be used is dropped and a new file made: a failed step
  * (injected), and a file that is not the spool's alone (an operator's hard
  * link in queue/), which is never written through. */
@@ -1648,7 +1730,8 @@ static void spool_crash_at_each_step(void **state)
 
 		struct spool_recovery rec;
 		assert_int_equal(spool_recover(sp, &rec), 0);
-		assert_int_equal(count_files(sp->tmp_fd), 0);
+		/* Nothing left in tmp/ but spare envelopes, taken back. */
+		assert_int_equal(count_files(sp->tmp_fd), rec.spares_kept);
 		unsigned attempts = 0;
 		unsigned mask = id[0] ? states_of(sp, id, &attempts) : 0;
 		bool data = id[0] && exists_in(sp->data_fd, id);
@@ -1805,6 +1888,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_env_torn_when_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spare_reused_by_lazy_envelope, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spares_bounded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_spares_kept_across_restarts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spare_failure_falls_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_spare_old_text_is_torn, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_dir_fsync_error_fails_callers, setup, teardown),
