@@ -207,7 +207,7 @@ class Daemon:
         self.perf_out = os.path.join(self.d.dir, "perf.txt")
         self.perf = subprocess.Popen(
             ["perf", "stat", "-x", ",", "-o", self.perf_out, "-p", str(self.pid), "-e",
-             "task-clock,syscalls:sys_enter_*" if SYSCALLS else
+             os.environ.get("BENCH_PERF_EVENTS", "task-clock,syscalls:sys_enter_*") if SYSCALLS else
              "task-clock,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,"
              "syscalls:sys_enter_syncfs"])
         time.sleep(0.5)  # perf attaches asynchronously
