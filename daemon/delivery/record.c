@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -41,6 +42,7 @@ void relay__delivery_free(struct delivery *d)
 	policy_outcome_deinit(&d->out);
 	free(d->load_why);
 	free(d->defer_why);
+	free(d->read_content);
 	handoff_free(d->handoff);
 	free(d);
 }
@@ -303,6 +305,8 @@ void relay__record(struct delivery *d)
 	/* The transaction is over: its content's budget is free for others. */
 	d->txn.content = NULL;
 	handoff_drop_content(d->handoff);
+	free(d->read_content);
+	d->read_content = NULL;
 	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, &where, now, (unsigned)random(),
 		      &d->out);
 	policy_apply(&d->out, &d->env);
@@ -358,6 +362,39 @@ static int load_envelope(struct delivery *d, struct spool *sp, struct buf *why)
 	return 0;
 }
 
+/* A small content (at most HANDOFF_MAX_CONTENT, as a handoff's) is read
+ * whole here, in the load job: the session then sends it from memory, not
+ * one thread-pool read after another (each a wake-up of a pool thread and
+ * then of the loop). Anything else, or a short read, stays on the
+ * descriptor, read by the session as before. */
+static void read_small(struct delivery *d)
+{
+	struct stat st;
+	int fd = d->txn.data_fd;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    st.st_size > HANDOFF_MAX_CONTENT)
+		return;
+	size_t len = (size_t)st.st_size, got = 0;
+	char *p = xmalloc(len);
+	while (got < len) {
+		ssize_t n = pread(fd, p + got, len - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got != len) {
+		free(p);
+		return;
+	}
+	d->read_content = p;
+	d->txn.content = p;
+	d->txn.content_len = len;
+	close(fd);
+	d->txn.data_fd = -1;
+}
+
 /* Loads a due message for sending (thread pool): moves it into queue/,
  * reads its envelope (unless ingest handed it over), opens its content and
  * marks it as being sent. Logs nothing and touches no loop state: load_done
@@ -404,6 +441,8 @@ static void load_fn(struct job *j)
 	if (in_memory) {
 		d->txn.content = d->handoff->content;
 		d->txn.content_len = d->handoff->content_len;
+	} else {
+		read_small(d);
 	}
 	d->loaded = LOAD_OK;
 out:
@@ -509,9 +548,11 @@ static void log_active(struct delivery *d)
 {
 	d->dispatch_ms = pickupd_now_ms();
 	log_debug("%s: loaded from %s", d->item.id,
-		  d->handoff == NULL ? "the spool"
-		  : d->txn.content   ? "memory (envelope and content)"
-				     : "memory (envelope; content from the spool)");
+		  d->handoff == NULL
+		      ? (d->read_content ? "the spool (content read whole)" : "the spool")
+		  : d->read_content ? "memory (envelope; content read whole from the spool)"
+		  : d->txn.content  ? "memory (envelope and content)"
+				    : "memory (envelope; content from the spool)");
 	/* Postfix's qmgr line as a message becomes active: pflogsumm takes
 	 * the size and the sender's domain from it. */
 	log_svc(LOG_LVL_INFO, "qmgr", "%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)",

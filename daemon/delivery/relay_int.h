@@ -106,6 +106,7 @@ struct delivery {
 	struct session *s;	    /* the session it is loaded for; NULL once that closed */
 	struct sched_item item;	    /* what was due */
 	struct handoff *handoff;    /* a fresh message's envelope from ingest, or NULL */
+	char *read_content;	    /* a small content load_fn read whole (not a handoff's) */
 	enum load_result loaded;    /* set by load_fn */
 	char *load_why;		    /* LOAD_CORRUPT, LOAD_TORN, LOAD_UNREADABLE: the reason */
 	bool defer;		    /* no relay can take it (defer_due): record defer_cls */
