@@ -198,8 +198,9 @@ class Daemon:
     def count_start(self):
         if RECORD:
             self.rec_out = os.path.join(self.d.dir, "perf.data")
+            ev = os.environ.get("BENCH_RECORD_EVENT")  # e.g. a syscall tracepoint
             self.perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", self.rec_out,
-                                          "-p", str(self.pid)])
+                                          "-p", str(self.pid)] + (["-e", ev] if ev else []))
             time.sleep(0.5)
             return
         if not PERF:
