@@ -63,7 +63,6 @@ bool spool__spare_adopt(struct spool *s, const char *name)
 	int end = 0;
 	struct stat st;
 	if (sscanf(name, "%u.%u.spare%n", &pid, &n, &end) != 2 || name[end] != '\0' ||
-	    s->n_spares >= SPOOL_SPARES_MAX ||
 	    fstatat(s->tmp_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
 	    st.st_nlink != 1)
 		return false;
@@ -71,10 +70,15 @@ bool spool__spare_adopt(struct spool *s, const char *name)
 	spare_name(spare_key(pid, n), canon);
 	if (strcmp(canon, name) != 0)
 		return false; /* "007.1.spare": not a name this file gives */
-	s->spares[s->n_spares++] = spare_key(pid, n);
-	if (pid == s->pid && n >= s->spare_seq)
-		s->spare_seq = n + 1; /* a recycled pid: new names stay apart */
-	return true;
+	pthread_mutex_lock(&s->spare_lock);
+	bool room = s->n_spares + s->n_retiring < SPOOL_SPARES_MAX;
+	if (room) {
+		s->spares[s->n_spares++] = spare_key(pid, n);
+		if (pid == s->pid && n >= s->spare_seq)
+			s->spare_seq = n + 1; /* a recycled pid: new names stay apart */
+	}
+	pthread_mutex_unlock(&s->spare_lock);
+	return room;
 }
 
 unsigned spool_spares(struct spool *s)
