@@ -12,10 +12,12 @@
  *
  * OPS is a comma list of write (write, pwrite, writev), fsync (fsync,
  * fdatasync), rename (rename, renameat, renameat2), open (openat/open with
- * O_CREAT), chmod (fchmod, fchmodat), and main (only calls made on the
+ * O_CREAT), chmod (fchmod, fchmodat), read (the positioned reads: pread,
+ * preadv2; EAGAIN there is what a read with RWF_NOWAIT says when the page
+ * cache does not hold the data), and main (only calls made on the
  * process's main thread, which is pickupd's event loop: work meant for the
  * thread pool is caught if it runs there); ERRNO is ENOSPC, EIO, EROFS,
- * EDQUOT or a number; the call fails when the path of its descriptor (from
+ * EDQUOT, EAGAIN or a number; the call fails when the path of its descriptor (from
  * /proc/self/fd) or one of its path arguments (resolved against the
  * directory descriptor) contains PATH; ERRNO+DELAY (EIO+DELAY) fails it
  * after half a second. ERRNO DELAY makes a chmod or fsync call wait half a
@@ -41,7 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8, OP_CHMOD = 16 };
+enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8, OP_CHMOD = 16, OP_READ = 32 };
 #define FAULT_DELAY   (-1)  /* ERRNO DELAY: chmod only */
 #define OPS_MAIN_ONLY 0x100 /* the rule applies on the main thread only */
 
@@ -94,12 +96,14 @@ static int read_rule(struct rule *r)
 			  : strcmp(tok, "rename") == 0 ? OP_RENAME
 			  : strcmp(tok, "open") == 0   ? OP_OPEN
 			  : strcmp(tok, "chmod") == 0  ? OP_CHMOD
+			  : strcmp(tok, "read") == 0   ? OP_READ
 			  : strcmp(tok, "main") == 0   ? OPS_MAIN_ONLY
 						       : 0;
 	r->err = strcmp(c1, "ENOSPC") == 0   ? ENOSPC
 		 : strcmp(c1, "EIO") == 0    ? EIO
 		 : strcmp(c1, "EROFS") == 0  ? EROFS
 		 : strcmp(c1, "EDQUOT") == 0 ? EDQUOT
+		 : strcmp(c1, "EAGAIN") == 0 ? EAGAIN
 		 : strcmp(c1, "DELAY") == 0  ? FAULT_DELAY
 					     : atoi(c1);
 	snprintf(r->path, sizeof(r->path), "%s", c2 ? c2 : "");
@@ -212,6 +216,34 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	if (fd_fails(OP_WRITE, fd))
 		return -1;
 	return NEXT(writev)(fd, iov, cnt);
+}
+
+ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+	if (fd_fails(OP_READ, fd))
+		return -1;
+	return NEXT(pread)(fd, buf, n, off);
+}
+
+ssize_t pread64(int fd, void *buf, size_t n, off_t off)
+{
+	if (fd_fails(OP_READ, fd))
+		return -1;
+	return NEXT(pread64)(fd, buf, n, off);
+}
+
+ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+	if (fd_fails(OP_READ, fd))
+		return -1;
+	return NEXT(preadv2)(fd, iov, cnt, off, flags);
+}
+
+ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+	if (fd_fails(OP_READ, fd))
+		return -1;
+	return NEXT(preadv64v2)(fd, iov, cnt, off, flags);
 }
 
 int fsync(int fd)
