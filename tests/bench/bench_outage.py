@@ -13,7 +13,9 @@
    attempt, ties by queue ID), brings the relay up (Postfix smtp-sink on the
    same port, max_sessions = 1) and reports, for the messages delivered within
    --drain seconds, the drain rate and how many went ahead of a message due
-   earlier that was still waiting (due-time order means 0).
+   earlier that was still waiting (due-time order means 0). Messages still in
+   queue/ at the snapshot whose attempt while the relay was down ended
+   deferred are not due any more: they leave the order.
 """
 import argparse
 import os
@@ -55,16 +57,20 @@ def cpu_seconds(pid):
 
 
 def snapshot(spool):
-    """The order the scheduler should send in: (due, id)."""
+    """The order the scheduler should send in ({id: rank} by (due, id)), and
+    the IDs then in queue/."""
     order = []
+    queued = set()
     for state in ("queue", "deferred"):
         d = os.path.join(spool, state)
         with os.scandir(d) as it:
             for e in it:
                 due = 0 if state == "queue" else int(e.stat().st_mtime * 1000)
                 order.append((due, e.name))
+                if state == "queue":
+                    queued.add(e.name)
     order.sort()
-    return {qid: i for i, (_, qid) in enumerate(order)}
+    return {qid: i for i, (_, qid) in enumerate(order)}, queued
 
 
 def main():
@@ -117,7 +123,7 @@ def main():
               "%.2f s, deferrals recorded: %d"
               % (a.outage, st["VmRSS"], st["VmHWM"], a.outage / 2, c1 - c0, deferrals))
 
-        rank = snapshot(spool)
+        rank, queued = snapshot(spool)
         logpos = os.path.getsize(log)
         sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-c", "-u", "nobody",
                                  "127.0.0.1:%d" % port, "1000"],
@@ -126,13 +132,26 @@ def main():
         time.sleep(a.drain)
         with open(log) as f:
             f.seek(logpos)
-            sent = re.findall(r" pickupd/smtp\[\d+\]: ([0-9A-F]{20}): to=<[^>]*>, .*status=sent", f.read(),
-                              re.M)
+            text = f.read()
+        sent = re.findall(r" pickupd/smtp\[\d+\]: ([0-9A-F]{20}): to=<[^>]*>, .*status=sent", text,
+                          re.M)
         seen, ids = set(), []
         for q in sent:
             if q not in seen:
                 seen.add(q)
                 ids.append(q)
+        # Attempts made while the relay was down whose deferral was not yet
+        # on disk at the snapshot (the message still in queue/, its log line
+        # before or after the snapshot) are due an attempt interval later:
+        # they leave the order (they were counted "ahead" before).
+        with open(log) as f:
+            late = set(re.findall(r" pickupd/smtp\[\d+\]: ([0-9A-F]{20}): to=<[^>]*>, "
+                                  r".*status=deferred", f.read(), re.M))
+        late = (late & queued) - seen
+        order = sorted((r, q) for q, r in rank.items() if q not in late)
+        rank = {q: i for i, (_, q) in enumerate(order)}
+        print("in queue/ at the snapshot, deferred by an attempt made while the relay was "
+              "down (left out of the order): %d" % len(late))
         ranks = [rank[q] for q in ids if q in rank]
         # Outcomes are logged from 8 pool threads, so log order jitters a
         # little; due-time order means the delivered set is a prefix of the
