@@ -195,7 +195,9 @@ static const char *hint(const struct tr *t)
 	case SMTPC_ST_TLS:
 		return t->cls == SMTPC_TLS ? tls_hint(t) : NULL;
 	case SMTPC_ST_GREETING:
-		if (t->cls == SMTPC_TEMP || t->cls == SMTPC_PERM)
+		/* A refusing reply (a 5xx one is classed as a connection
+		 * failure), not a timeout or a closed connection. */
+		if (t->cls == SMTPC_TEMP || strncmp(t->error, "server greeting:", 16) == 0)
 			return "the server refuses connections now";
 		if (starttls)
 			return "if the port expects TLS from the first byte (465), use tls = "

@@ -1229,7 +1229,14 @@ static void on_reply(struct smtpc *s, const struct smtp_reply *r)
 	switch (s->state) {
 	case SMTPC_ST_GREETING:
 		if (r->code != 220) {
-			/* 421: the server is going away, no QUIT. */
+			/* A 5xx greeting refuses this client, not a message
+			 * (RFC 5321 3.1: "no SMTP service here", a block
+			 * list, too many connections): a connection failure
+			 * that defers and tries the next relay, as Postfix's
+			 * smtp_skip_5xx_greeting does, never a bounce. 421:
+			 * the server is going away, no QUIT. */
+			if (cls == SMTPC_PERM)
+				cls = SMTPC_CONN;
 			session_end_reply(s, cls == SMTPC_OK ? SMTPC_PROTO : cls, r,
 					  "server greeting", r->code != 421);
 			return;

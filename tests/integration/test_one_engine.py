@@ -8,7 +8,8 @@ protocol, auth, temporary, permanent) that test-relay printed.
 The servers: aiosmtpd plain, with STARTTLS + AUTH PLAIN or LOGIN, with
 implicit TLS, with XOAUTH2 and an expired first token (the daemon refreshes
 it, so must test-relay); Postfix's smtp-sink as is, with -e (no ESMTP: HELO
-fallback), refusing EHLO, refusing the greeting, 421 after EHLO; refused
+fallback), refusing EHLO, refusing the greeting (4xx; and 5xx, which defers as a
+connection failure, never bounces), 421 after EHLO; refused
 credentials (535); STARTTLS not offered, refused (454), or with injected
 bytes after its 220; surplus bytes after the EHLO reply; a certificate for
 another name; a password_command that hangs; nothing listening."""
@@ -151,6 +152,8 @@ def test_smtp_sink():
     agree("smtp-sink -e", lambda: Sink("-e"), {}, expect="ok")
     agree("smtp-sink -f EHLO", lambda: Sink("-f", "EHLO"), {}, expect="ok")
     agree("smtp-sink -r CONNECT", lambda: Sink("-r", "CONNECT"), {}, expect="temporary")
+    # A 5xx greeting refuses the client, not the message: deferred, never bounced.
+    agree("smtp-sink -f CONNECT", lambda: Sink("-f", "CONNECT"), {}, expect="connection")
     agree("smtp-sink -Q EHLO", lambda: Sink("-Q", "EHLO"), {}, expect="temporary")
 
 
