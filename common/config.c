@@ -890,8 +890,8 @@ static void check_relay(struct parser *p, const struct inst *in, struct config_r
 	if (pf && pc)
 		err(p, key_line(in, "password_command"),
 		    "%s set only one of password_file and password_command", l);
-	if (r->user != NULL && !pf && !pc)
-		err(p, key_line(in, "user"), "%s user needs password_file or password_command", l);
+	/* user alone: the secret is systemd's credential relay-NAME (secret.c),
+	 * which only the daemon's start can look for. */
 	if (r->user == NULL && (pf || pc))
 		err(p, key_line(in, pf ? "password_file" : "password_command"), "%s %s needs user",
 		    l, pf ? "password_file" : "password_command");

@@ -20,19 +20,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* The file a relay's secret lives in; NULL with a reason when there is none. */
+/* The file a relay's secret lives in; NULL with a reason when there is none.
+ * Without password_file: systemd's credential relay-NAME, as the shipped
+ * unit's LoadCredential=relay-primary:... passes it to [relay primary]. */
 static const char *secret_path(const struct config_relay *r, char *path, size_t len,
 			       struct buf *reason)
 {
 	if (r->password_file && *r->password_file)
 		return r->password_file;
 	const char *cd = getenv("CREDENTIALS_DIRECTORY");
-	if (cd == NULL) {
+	if (cd == NULL || *cd == '\0') {
 		if (reason)
-			buf_printf(reason, "no password_file and no $CREDENTIALS_DIRECTORY");
+			buf_printf(reason,
+				   "no password_file, and no $CREDENTIALS_DIRECTORY for the "
+				   "credential relay-%s (LoadCredential=relay-%s:FILE in the unit)",
+				   r->name, r->name);
 		return NULL;
 	}
-	snprintf(path, len, "%s/%s", cd, r->name);
+	snprintf(path, len, "%s/relay-%s", cd, r->name);
 	return path;
 }
 

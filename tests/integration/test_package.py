@@ -353,10 +353,19 @@ def test_install_remove_purge():
         # The installed example config is valid as shipped. --check-config
         # checks the machine too (folders, secret files), so its paths are
         # pointed into the dpkg root, where postinst made them.
+        # Its relay's password is the credential relay-primary, which the
+        # unit loads from primary.secret: given here as systemd would.
         rooted = rooted_config(root)
-        p = run_program("pickupd", "--check-config", "-c", rooted)
+        cred = tempfile.mkdtemp(prefix="pickupd-cred-")
+        shutil.copy(root + "/etc/pickupd/primary.secret", cred + "/relay-primary")
+        os.chmod(cred + "/relay-primary", 0o400)
+        p = run_program("pickupd", "--check-config", "-c", rooted,
+                        env={"CREDENTIALS_DIRECTORY": cred})
+        shutil.rmtree(cred)
         os.unlink(rooted)
         assert p.returncode == 0, p.stdout
+        assert "LoadCredential=relay-primary:/etc/pickupd/primary.secret" in \
+            open(root + "/lib/systemd/system/pickupd.service").read()
 
         # An edited conffile survives a reinstall and a remove.
         with open(root + CONF, "a") as f:

@@ -71,15 +71,14 @@ def test_auth_login_credentials_directory():
                     auth=("user@example.org", "l0gin-pw")) as srv:
         cred = tempfile.mkdtemp(prefix="pickupd-cred-")
         try:
-            with open(os.path.join(cred, "test"), "w") as f:
-                f.write("l0gin-pw")
-            os.chmod(os.path.join(cred, "test"), 0o400)
+            # As the shipped unit's LoadCredential=relay-primary:... passes
+            # [relay primary]'s: no password_file, the credential relay-NAME.
+            with open(os.path.join(cred, "relay-test"), "w") as f:
+                f.write("l0gin-pw\n")
+            os.chmod(os.path.join(cred, "relay-test"), 0o400)
             d = Pickupd(relay=srv, start=False, env={"CREDENTIALS_DIRECTORY": cred})
-            # config requires password_file or password_command; use the credential
-            # file through password_file = $CREDENTIALS_DIRECTORY/test.
             d.write_config(relay(tls="starttls", ca_file=c.ca, user="user@example.org",
-                                 auth="login", password_file=os.path.join(cred, "test")),
-                           srv.port)
+                                 auth="login"), srv.port)
             with d:
                 d.start()
                 d.wait_ready()
@@ -91,6 +90,21 @@ def test_auth_login_credentials_directory():
                 assert "bDBnaW4tcHc=" not in d.log_text()  # base64 of the password
         finally:
             shutil.rmtree(cred, ignore_errors=True)
+
+
+def test_user_without_secret_refused_at_start():
+    """user, no password_file, no $CREDENTIALS_DIRECTORY: pickupd says where the
+    secret should come from and does not start."""
+    d = Pickupd(relay=2525, start=False)
+    d.write_config(relay(tls="starttls", user="u"), 2525)
+    env = {"CREDENTIALS_DIRECTORY": ""}
+    for args in (["--check-config", "-c", d.conf], ["-c", d.conf]):
+        p = harness.run_program("pickupd", *args, timeout=30, env=env)
+        out = p.stdout + p.stderr
+        assert p.returncode != 0, (args, out)
+        assert "no password_file, and no $CREDENTIALS_DIRECTORY for the credential " \
+            "relay-test" in out, (args, out)
+    d.cleanup()
 
 
 def test_password_file_too_open_refused_at_start():

@@ -318,8 +318,6 @@ static void config_errors(void **state)
 	     "t.conf:1: no [relay NAME] section: at least one relay is required\n"},
 	    {"[spool]\ndir = s\n[pickup]\ndir = /p\n[relay r]\nhost = h\n",
 	     "t.conf:2: bad value for 'dir' ('s'): expected an absolute path\n"},
-	    {BASE "user = u\n", "t.conf:7: [relay r] user needs password_file or "
-				"password_command\n"},
 	    {BASE "password_file = /pw\n", "t.conf:7: [relay r] password_file needs user\n"},
 	    {BASE "user = u\npassword_file = /pw\npassword_command = /bin/pw\n",
 	     "t.conf:9: [relay r] set only one of password_file and password_command\n"},
@@ -578,7 +576,8 @@ static void config_example_parses(void **state)
 	assert_string_equal(c->spool.dir, "/var/spool/pickupd");
 	assert_int_equal(c->n_relays, 1);
 	assert_string_equal(c->relays[0].name, "primary");
-	assert_string_equal(c->relays[0].password_file, "/etc/pickupd/primary.secret");
+	assert_null(c->relays[0].password_file); /* the credential relay-primary */
+	assert_string_equal(c->relays[0].user, "app@example.com");
 	assert_null(c->relays[0].password_command);
 	assert_null(c->relays[0].ca_file);
 	assert_string_equal(c->metrics.listen, "");
@@ -731,6 +730,18 @@ static void config_references(void **state)
 	config_free(NULL);
 }
 
+/* user alone is valid: the secret is the systemd credential relay-NAME,
+ * looked for at start (secret.c), as the shipped unit passes it. */
+static void config_user_without_password_file(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok(BASE "user = u\n");
+	assert_string_equal(c->relays[0].user, "u");
+	assert_null(c->relays[0].password_file);
+	assert_null(c->relays[0].password_command);
+	config_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -738,6 +749,7 @@ int main(void)
 	    cmocka_unit_test(config_defaults),
 	    cmocka_unit_test(config_port_default_by_tls),
 	    cmocka_unit_test(config_errors),
+	    cmocka_unit_test(config_user_without_password_file),
 	    cmocka_unit_test(config_several_errors),
 	    cmocka_unit_test(config_comments),
 	    cmocka_unit_test(config_durations),
