@@ -489,8 +489,8 @@ struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg,
 	p->cfg = cfg;
 	p->queued_cb = queued_cb;
 	p->queued_arg = arg;
-	/* Reload does not move a folder to a new configuration (a [pickup]
-	 * change takes a restart): this one stays as long as the folder. */
+	/* Until a reload with the same folders moves it to the new one
+	 * (pickup_reconfigure); new or removed folders take a restart. */
 	p->conf = config_ref(pd->cfg);
 	p->ino_fd = -1;
 	p->dir_sync = spool_dirsync_new();
@@ -557,6 +557,24 @@ void pickup_close(struct pickup *p, pickupd_closed_cb cb, void *arg)
 void pickup_resume(struct pickup *p)
 {
 	pump(p);
+}
+
+void pickup_reconfigure(struct pickup *p, struct config *conf, const struct config_pickup *cfg)
+{
+	/* Jobs in flight keep the section they started with: each holds a
+	 * reference to the configuration current when it was submitted, which
+	 * is p->conf then (main.c swaps both at a reload). */
+	bool rescan_changed = cfg->rescan_interval_ms != p->cfg->rescan_interval_ms;
+	config_ref(conf);
+	config_free(p->conf);
+	p->conf = conf;
+	p->cfg = cfg;
+	if (p->stopping || !rescan_changed)
+		return;
+	uv_timer_stop(&p->rescan_timer);
+	if (cfg->rescan_interval_ms)
+		uv_timer_start(&p->rescan_timer, rescan_cb, cfg->rescan_interval_ms,
+			       cfg->rescan_interval_ms);
 }
 
 void pickup_free(struct pickup *p)

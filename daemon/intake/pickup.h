@@ -19,7 +19,7 @@ struct handoff;
 typedef void (*pickup_queued_cb)(void *arg, const char *id, struct handoff *h);
 
 /* cfg: one of pd->cfg's [pickup] sections; the folder holds a reference to
- * pd->cfg until pickup_free. */
+ * pd->cfg until pickup_free (or pickup_reconfigure). */
 struct pickup *pickup_new(struct pickupd *pd, const struct config_pickup *cfg,
 			  pickup_queued_cb queued_cb, void *arg, struct buf *errors);
 /* Starts watching and runs the first scan. */
@@ -30,5 +30,9 @@ void pickup_close(struct pickup *p, pickupd_closed_cb cb, void *arg);
 void pickup_free(struct pickup *p);
 /* Ingestion resumes after a pause (disk full). */
 void pickup_resume(struct pickup *p);
+/* A reload kept this folder (same dir): its section is now cfg, one of
+ * conf's (match, settle_time, limits, dot_stuffed... apply to the files
+ * taken from now on); the folder holds a reference to conf instead. */
+void pickup_reconfigure(struct pickup *p, struct config *conf, const struct config_pickup *cfg);
 
 #endif

@@ -209,7 +209,11 @@ static void reload(struct pickupd *pd)
 	for (size_t i = 0; pickups_same && i < cfg->n_pickups; i++)
 		pickups_same = same_str(cfg->pickups[i].dir, pd->cfg->pickups[i].dir);
 	if (!pickups_same)
-		log_warn("reload: changes to the [pickup] folders take effect at the next restart");
+		log_warn("reload: [pickup] folders added, removed or moved take effect at the next "
+			 "restart; the running folders keep their settings");
+	else
+		for (size_t i = 0; i < cfg->n_pickups; i++)
+			pickup_reconfigure(pd->pickups[i], cfg, &cfg->pickups[i]);
 	config_free(pd->cfg);
 	pd->cfg = cfg;
 	set_logging(cfg);

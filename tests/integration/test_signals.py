@@ -1,7 +1,8 @@
 """Signals (issue 6): SIGTERM is graceful (the transaction in flight is
 finished, exit 0, nothing lost, deferred messages stay on disk); SIGHUP
 reloads the configuration (an invalid one is refused with FILE:LINE errors
-and the running one kept; a valid one sends new messages to the new relay)."""
+and the running one kept; a valid one sends new messages to the new relay,
+and applies a kept folder's [pickup] keys to the files taken after it)."""
 
 import os
 import re
@@ -172,6 +173,28 @@ def test_sighup_adds_second_relay():
                 assert int(sent.group("port")) == srv2.port, sent.group(0)
             assert sorted(srv2.rcpts_accepted()) == ["new@example.net", "wait@example.net"]
             d.wait_spool_empty(timeout=20)
+
+
+def test_sighup_applies_pickup_settings():
+    """A reload with the same folders applies their other keys: a lower
+    max_message_size refuses the next file (it used to keep the start-up one,
+    silently); moving a folder still takes a restart, and says so."""
+    with SmtpServer() as srv:
+        d = Pickupd({"retry": retry()}, relay=srv)
+        with d:
+            big = make_message(SENDER, ["big@example.net"], "x" * 3000)
+            d.drop("one.eml", big)
+            d.wait_log(status_re("sent", "big@example.net"), timeout=20)
+            reload(d, {"retry": retry(), "pickup": {"max_message_size": "2K"}}, srv.port)
+            d.drop("two.eml", big)
+            d.wait_log(r"file=two\.eml, refused: message of \d+ bytes is over max_message_size "
+                       r"\(2048\)", timeout=20)
+            assert len(srv.messages) == 1, srv.messages
+            moved = os.path.join(d.dir, "elsewhere")
+            os.mkdir(moved)
+            reload(d, {"retry": retry(), "pickup": {"dir": moved}}, srv.port)
+            d.wait_log(r"reload: \[pickup\] folders added, removed or moved take effect at "
+                       r"the next restart")
 
 
 if __name__ == "__main__":
