@@ -1256,17 +1256,78 @@ int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd)
 	return 0;
 }
 
-int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,
-			 int dir_fd, const char *name, int fd, struct spool_claim *c_r)
+static int claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,
+			  int dir_fd, const char *name, int fd, bool unsynced,
+			  struct spool_claim *c_r)
 {
 	if (spool__check_writable(s) < 0)
 		return -1;
-	if (claim(s, dir_fd, NULL, name, fd, b->pickup, b->files[slot], true, b, slot, false, false,
-		  c_r) < 0) {
+	if (claim(s, dir_fd, NULL, name, fd, b->pickup, b->files[slot], true, b, slot, false,
+		  unsynced, c_r) < 0) {
 		spool__note_error(s);
 		return -1;
 	}
 	return 0;
+}
+
+void spool_claims_sync(struct spool *s, struct spool_claim *const *cs, const int *fds, size_t n,
+		       int *errs)
+{
+	int *owed = xcalloc(n ? n : 1, sizeof(*owed));
+	int *res = xcalloc(n ? n : 1, sizeof(*res));
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		errs[i] = 0;
+		if (!cs[i]->sync_deferred)
+			continue;
+		/* The crash and fault steps of each claim's fsync, as in
+		 * spool_claim_sync. */
+		if (spool__hook("claim-fsync") < 0) {
+			errs[i] = errno;
+			continue;
+		}
+		owed[k++] = (int)i;
+	}
+	int *ofds = xcalloc(k ? k : 1, sizeof(*ofds));
+	for (size_t j = 0; j < k; j++)
+		ofds[j] = fds[owed[j]];
+	spool_fsync_many(ofds, k, res);
+	for (size_t j = 0; j < k; j++)
+		errs[owed[j]] = res[j];
+	if (k > 1 && spool__hook("claim-fsync-many") < 0)
+		for (size_t j = 0; j < k; j++)
+			errs[owed[j]] = errs[owed[j]] ? errs[owed[j]] : errno;
+	for (size_t i = 0; i < n; i++) {
+		if (!cs[i]->sync_deferred)
+			continue;
+		cs[i]->sync_deferred = false;
+		if (errs[i]) {
+			claim_cut_short(s, cs[i]);
+			errno = errs[i];
+			spool__note_error(s);
+		}
+	}
+	free(ofds);
+	free(res);
+	free(owed);
+}
+
+int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,
+			 int dir_fd, const char *name, int fd, struct spool_claim *c_r)
+{
+	return claim_in_batch(s, b, slot, dir_fd, name, fd, false, c_r);
+}
+
+int spool_claim_in_batch_unsynced(struct spool *s, const struct spool_claim_batch *b, size_t slot,
+				  int dir_fd, const char *name, int fd, struct spool_claim *c_r)
+{
+	return claim_in_batch(s, b, slot, dir_fd, name, fd, true, c_r);
+}
+
+int spool_claim_batched_unsynced(struct spool *s, int dir_fd, const char *name, int fd,
+				 const char *pickup, const char *file, struct spool_claim *c_r)
+{
+	return claim_lone(s, dir_fd, name, fd, pickup, file, false, true, c_r);
 }
 
 int spool_claim_commit(struct spool *s, int dir_fd, struct spool_dirsync *dir_sync)

@@ -316,6 +316,14 @@ int spool_claim_lone_unsynced(struct spool *s, int dir_fd, const char *name, int
  * other): a failure puts the file back at once, as a claim cut short is. 0
  * or -1 (errno). */
 int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd);
+/* spool_claim_sync for n claims at once (their contents open on fds[i]),
+ * the flushes together (spool_fsync_many): errs[i] is 0, or the errno of a
+ * claim that failed and was put back. Claims without a deferred sync get 0. */
+void spool_claims_sync(struct spool *s, struct spool_claim *const *cs, const int *fds, size_t n,
+		       int *errs);
+/* fsync(2) of fds[0..n), all in flight together (Linux AIO; one by one where
+ * it is not available): errs[i] = 0 or errno. Any thread. */
+void spool_fsync_many(const int *fds, size_t n, int *errs);
 
 /*
  * One claim record for a batch of claims from one folder, instead of one
@@ -342,6 +350,14 @@ int spool_claim_batch_begin(struct spool *s, const char *pickup, const char *con
 			    struct spool_claim_batch *b_r);
 int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,
 			 int dir_fd, const char *name, int fd, struct spool_claim *c_r);
+/* spool_claim_in_batch and spool_claim_batched with the content's fsync
+ * left to spool_claims_sync (or spool_claim_sync), so that a batch's
+ * flushes go together; nothing but reading may depend on such a claim
+ * before. */
+int spool_claim_in_batch_unsynced(struct spool *s, const struct spool_claim_batch *b, size_t slot,
+				  int dir_fd, const char *name, int fd, struct spool_claim *c_r);
+int spool_claim_batched_unsynced(struct spool *s, int dir_fd, const char *name, int fd,
+				 const char *pickup, const char *file, struct spool_claim *c_r);
 void spool_claim_batch_end(struct spool *s, struct spool_claim_batch *b);
 /*
  * spool_claim_commit with the folder's fsync left owed: data/ is made durable

@@ -38,6 +38,12 @@
  * per file. A lone file keeps its link: the record's fsync would add a disk
  * flush to the time it takes to be sent. */
 #define BATCH_RECORD_MIN 2
+/* Whole small contents a batch keeps for delivery while its fsyncs run. */
+#define BATCH_HEAD_BUDGET (128 * 1024)
+/* Claims whose contents are fsynced together: up to this many bytes (all
+ * of a batch of small messages), so that large ones are not all held back
+ * until the last is flushed (delivery takes each as it is queued). */
+#define SYNC_GROUP_BYTES (512 * 1024)
 
 void ingest_job_free(struct ingest_job *ij)
 {
@@ -125,28 +131,23 @@ static bool offers(const struct ingest_job *ij)
 static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
 {
 	struct spool *sp = &ij->job.pd->spool;
-	int r = ij->rec ? spool_claim_in_batch(sp, ij->rec, ij->slot, ij->dir_fd, ij->name, fd, c)
+	/* A batch's contents are fsynced together once all are claimed
+	 * (ingest_run_batch). */
+	int r = ij->rec ? spool_claim_in_batch_unsynced(sp, ij->rec, ij->slot, ij->dir_fd, ij->name,
+							fd, c)
 		: offers(ij) ? spool_claim_lone_unsynced(sp, ij->dir_fd, ij->name, fd,
 							 ij->pickup->name, origin_file(ij), c)
-		: ij->batch  ? spool_claim_lone(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
-						origin_file(ij), ij->early, c)
-			     : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
-						 ij->pickup->name, origin_file(ij), c);
+		: ij->batch && ij->early
+		    ? spool_claim_lone(sp, ij->dir_fd, ij->name, fd, ij->pickup->name,
+				       origin_file(ij), ij->early, c)
+		: ij->batch ? spool_claim_batched_unsynced(sp, ij->dir_fd, ij->name, fd,
+							   ij->pickup->name, origin_file(ij), c)
+			    : spool_claim_group(sp, ij->dir_fd, ij->dir_sync, ij->name, fd,
+						ij->pickup->name, origin_file(ij), c);
 	if (r < 0)
 		return claim_failed(ij);
 	memcpy(ij->id, c->id, sizeof(ij->id));
 	ij->claimed = ij->batch && !c->copied;
-	return 0;
-}
-
-/* The content's fsync of a claim that left it for later (offers): a failure
- * has put the file back, as a claim cut short. */
-static int claim_sync(struct ingest_job *ij, int fd, struct spool_claim *c)
-{
-	if (spool_claim_sync(&ij->job.pd->spool, c, fd) < 0) {
-		ij->claimed = false;
-		return claim_failed(ij);
-	}
 	return 0;
 }
 
@@ -397,12 +398,16 @@ static const char *sniff_binary(struct pickupd *pd, const char *head, size_t n, 
 	return mime;
 }
 
-void ingest_run(struct job *j)
+/*
+ * Up to the claim's content fsync: looks, opens, checks, claims, classifies
+ * and parses; ij->stage says what ingest_finish has left to do once the
+ * content is durable (the file stays open on ij->fd until then).
+ */
+static void ingest_prepare(struct ingest_job *ij)
 {
-	struct ingest_job *ij = (struct ingest_job *)j;
-	struct pickupd *pd = j->pd;
+	struct pickupd *pd = ij->job.pd;
 	const struct config_pickup *pk = ij->pickup;
-	struct spool_env env;
+	struct spool_env *env = &ij->env;
 	struct msg_info info;
 	struct buf reason = BUF_INIT;
 	char *head = NULL;
@@ -410,7 +415,9 @@ void ingest_run(struct job *j)
 	struct stat st;
 	int fd;
 
-	memset(&env, 0, sizeof(env));
+	ij->stage = INGEST_STAGE_OVER;
+	ij->fd = -1;
+	memset(env, 0, sizeof(*env));
 	memset(&info, 0, sizeof(info));
 	/* Look before opening: opening a device can have effects of its own
 	 * (a tape rewinds), and a FIFO or socket is never a message. */
@@ -554,53 +561,97 @@ void ingest_run(struct job *j)
 		} else if (msgbody_finish(&mb, &reason) < 0) {
 			set_reason(ij, "%s", reason.data);
 		} else {
-			build_envelope(ij, &info, head, (size_t)got, &mb, &env);
-			if (claimed->sync_deferred && (uint64_t)got == ij->size &&
+			build_envelope(ij, &info, head, (size_t)got, &mb, env);
+			if (offers(ij) && claimed->sync_deferred && (uint64_t)got == ij->size &&
 			    (size_t)got <= HANDOFF_MAX_CONTENT)
-				offer(ij, &env, head, (size_t)got);
-			if (claim_sync(ij, fd, claimed) < 0)
-				goto out;
-			/* A moved claim's first envelope is not fsynced: the content
-			 * is durable and the envelope derived from it alone, and the
-			 * claim record stays to say where it came from (see
-			 * spool_env_create_lazy). A copy's original goes at
-			 * claim_done, so its envelope must be durable first. */
-			claimed->keep_record = !claimed->copied && claimed->recorded;
-			if ((claimed->keep_record
-				 ? spool_env_create_lazy(&pd->spool, &env)
-				 : spool_env_write(&pd->spool, SPOOL_QUEUE, &env)) < 0) {
-				claimed->keep_record = false;
-				claim_undo(ij, claimed, "envelope", errno);
-				goto out;
-			}
-			/* Taken: its transaction is under way, its dot waits
-			 * for this job; marked as being sent, as a load marks. */
-			if (!handoff_offer_close(&ij->offer) &&
-			    spool_mark_sending_new(&pd->spool, env.id) < 0)
-				ij->offer.mark_err = errno ? errno : EIO;
-			if (claim_done(ij, claimed, SPOOL_QUEUE) < 0)
-				goto out;
-			ij->result = INGEST_QUEUED;
+				offer(ij, env, head, (size_t)got);
+			ij->stage = INGEST_STAGE_QUEUE;
 			ij->sender = xstrdup(info.sender.addr);
 			ij->n_rcpts = info.n_rcpts;
-			/* Delivery takes what was built here, and a small file's
-			 * bytes read whole, without reading them again. */
-			ij->handoff = handoff_new(
-			    pd, &env, (uint64_t)got == ij->size ? &head : NULL, (size_t)got);
-			goto out;
+			goto keep;
 		}
 	}
-	if (claim_sync(ij, fd, claimed) < 0)
-		goto out;
-	refuse_claimed(ij, claimed, &env);
+	ij->stage = INGEST_STAGE_REFUSE;
+keep:
+	ij->fd = fd;
+	ij->got = (size_t)got;
+	fd = -1;
+	/* Kept for delivery only when it is the whole of a small message. */
+	if ((uint64_t)got == ij->size && (size_t)got <= HANDOFF_MAX_CONTENT) {
+		ij->head = head;
+		head = NULL;
+	}
 out:
 	if (fd >= 0)
 		close(fd);
 	if (have_info)
 		msg_info_deinit(&info);
-	spool_env_deinit(&env);
 	buf_deinit(&reason);
 	free(head);
+}
+
+/* The claim's content is durable (or sync_err, an errno, says it could not
+ * be made so, and the claim was put back): the envelope, in queue/ or in
+ * badmail/, completes it. */
+static void ingest_finish(struct ingest_job *ij, int sync_err)
+{
+	struct pickupd *pd = ij->job.pd;
+	struct spool_claim *claimed = &ij->claim;
+	struct spool_env *env = &ij->env;
+	if (ij->stage != INGEST_STAGE_OVER && sync_err) {
+		ij->claimed = false;
+		errno = sync_err;
+		claim_failed(ij);
+	} else if (ij->stage == INGEST_STAGE_QUEUE) {
+		/* A moved claim's first envelope is not fsynced: the content
+		 * is durable and the envelope derived from it alone, and the
+		 * claim record stays to say where it came from (see
+		 * spool_env_create_lazy). A copy's original goes at
+		 * claim_done, so its envelope must be durable first. */
+		claimed->keep_record = !claimed->copied && claimed->recorded;
+		if ((claimed->keep_record ? spool_env_create_lazy(&pd->spool, env)
+					  : spool_env_write(&pd->spool, SPOOL_QUEUE, env)) < 0) {
+			claimed->keep_record = false;
+			claim_undo(ij, claimed, "envelope", errno);
+			goto out;
+		}
+		/* Taken: its transaction is under way, its dot waits for this
+		 * job; marked as being sent, as a load marks. */
+		if (!handoff_offer_close(&ij->offer) &&
+		    spool_mark_sending_new(&pd->spool, env->id) < 0)
+			ij->offer.mark_err = errno ? errno : EIO;
+		if (claim_done(ij, claimed, SPOOL_QUEUE) < 0)
+			goto out;
+		ij->result = INGEST_QUEUED;
+		/* Delivery takes what was built here, and a small file's bytes
+		 * read whole, without reading them again. */
+		ij->handoff = handoff_new(pd, env, ij->head ? &ij->head : NULL, ij->got);
+	} else if (ij->stage == INGEST_STAGE_REFUSE) {
+		refuse_claimed(ij, claimed, env);
+	}
+out:
+	if (ij->result != INGEST_QUEUED) {
+		free(ij->sender);
+		ij->sender = NULL;
+	}
+	if (ij->fd >= 0)
+		close(ij->fd);
+	ij->fd = -1;
+	spool_env_deinit(env);
+	free(ij->head);
+	ij->head = NULL;
+	ij->stage = INGEST_STAGE_OVER;
+}
+
+void ingest_run(struct job *j)
+{
+	struct ingest_job *ij = (struct ingest_job *)j;
+	ingest_prepare(ij);
+	int err = 0;
+	if (ij->stage != INGEST_STAGE_OVER &&
+	    spool_claim_sync(&j->pd->spool, &ij->claim, ij->fd) < 0)
+		err = errno;
+	ingest_finish(ij, err);
 }
 
 /* The batch's claims could not be made durable (errno e): each is undone at
@@ -645,22 +696,64 @@ static void batch_record(struct ingest_batch *b, struct spool *sp)
 	}
 }
 
+/* The claims of items [from, to) of a batch, prepared: their contents'
+ * fsyncs all in flight at once, so that the block layer merges their
+ * flushes (spool_claims_sync), then each finished. Whether one was claimed. */
+static bool sync_group(struct ingest_batch *b, size_t from, size_t to)
+{
+	struct spool *sp = &b->job.pd->spool;
+	size_t n = to - from, k = 0;
+	bool claimed = false;
+	struct spool_claim **cs = xcalloc(n, sizeof(*cs));
+	int *fds = xcalloc(n, sizeof(*fds)), *errs = xcalloc(n, sizeof(*errs));
+	for (size_t i = from; i < to; i++) {
+		if (b->items[i]->stage == INGEST_STAGE_OVER)
+			continue;
+		cs[k] = &b->items[i]->claim;
+		fds[k++] = b->items[i]->fd;
+	}
+	spool_claims_sync(sp, cs, fds, k, errs);
+	for (size_t i = from, m = 0; i < to; i++) {
+		struct ingest_job *ij = b->items[i];
+		ingest_finish(ij, ij->stage == INGEST_STAGE_OVER ? 0 : errs[m++]);
+		claimed |= ij->claimed;
+	}
+	free(cs);
+	free(fds);
+	free(errs);
+	return claimed;
+}
+
 void ingest_run_batch(struct job *j)
 {
 	struct ingest_batch *b = (struct ingest_batch *)j;
 	struct spool *sp = &j->pd->spool;
 	bool claimed = false;
+	size_t kept = 0;
+	uint64_t group = 0;
 	if (b->n >= BATCH_RECORD_MIN)
 		batch_record(b, sp);
-	for (size_t i = 0; i < b->n; i++) {
+	for (size_t i = 0, start = 0; i < b->n; i++) {
 		struct ingest_job *ij = b->items[i];
 		ij->job.pd = j->pd;
 		ij->batch = true;
 		/* A lone file (the latency path): data/'s fsync overlaps the
 		 * content's; a bigger batch shares one at its end. */
 		ij->early = b->n == 1;
-		ingest_run(&ij->job);
-		claimed |= ij->claimed;
+		ingest_prepare(ij);
+		/* What waits for the group's fsyncs stays small: past the
+		 * budget a content is read from data/ when it is sent. */
+		if (ij->head && kept + ij->got > BATCH_HEAD_BUDGET) {
+			free(ij->head);
+			ij->head = NULL;
+		}
+		kept += ij->head ? ij->got : 0;
+		group += ij->stage != INGEST_STAGE_OVER ? ij->size : 0;
+		if (group >= SYNC_GROUP_BYTES || i + 1 == b->n) {
+			claimed |= sync_group(b, start, i + 1);
+			start = i + 1;
+			group = kept = 0;
+		}
 	}
 	/* The folder's fsync is left to the first removal of content: the
 	 * messages may be sent as soon as their content is durable in data/. */

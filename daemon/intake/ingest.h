@@ -69,6 +69,14 @@ struct ingest_job {
 	/* A lone file's message offered to delivery before its claim is
 	 * durable (handoff.h); the owner ends it with handoff_offer_done. */
 	struct handoff_offer offer;
+	/* Pool thread, from the claim until its content is durable (a batch
+	 * fsyncs its claims' contents together): what is left to do, the file
+	 * still open, the envelope built and the head read. */
+	enum { INGEST_STAGE_OVER, INGEST_STAGE_QUEUE, INGEST_STAGE_REFUSE } stage;
+	int fd;
+	struct spool_env env;
+	char *head;
+	size_t got;
 };
 
 /* Files of one folder ingested by one pool job, so that their claims share

@@ -136,13 +136,17 @@ CLAIM_STEPS = [("claim-rename", 1), ("claim-fsync", 1), ("claim-commit-data", 1)
 # shares one claim record (data/<base>.batch, spool/claimrec.c), written and
 # fsynced before the batch's first rename; it goes with the last message
 # that needs it ("batch-record-drop", after the sends: one or two copies).
+# The batch's claims are all renamed first, then their contents fsynced
+# together (spool_claims_sync: "claim-fsync" for each, then
+# "claim-fsync-many" once all are durable), then their envelopes written.
 BATCH_CLAIM_STEPS = [("batch-record-write", 1), ("batch-record-fsync", 1),
-                     ("claim-rename:2", 1), ("claim-fsync:2", 1), ("lazy-env-write:2", 1),
-                     ("lazy-env-rename:3", 1), ("claim-commit-data", 1),
-                     ("batch-record-drop", 2)]
+                     ("claim-rename:2", 1), ("claim-fsync:2", 1), ("claim-fsync-many", 1),
+                     ("lazy-env-write:2", 1), ("lazy-env-rename:3", 1),
+                     ("claim-commit-data", 1), ("batch-record-drop", 2)]
 # Steps that leave a claimed file without its envelope: recovery must take
 # its folder and name from the record.
-BATCH_ORPHAN_STEPS = {"claim-fsync:2", "lazy-env-write:2", "lazy-env-rename:3"}
+BATCH_ORPHAN_STEPS = {"claim-fsync:2", "claim-fsync-many", "lazy-env-write:2",
+                      "lazy-env-rename:3"}
 
 
 def test_crash_hook_steps_in_daemon():
@@ -444,11 +448,11 @@ def test_enospc_on_small_tmpfs_pauses_ingestion():
             subprocess.run(["umount", "-l", fs])
 
 
-def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
-    """EIO from the claim's fsyncs (content and data/; a new message's
-    envelope is not fsynced, see spool_env_create_lazy): each claim is rolled
-    back at once, the files are back in their folder, nothing is sent; once
-    the fault is gone each message arrives once."""
+def eio_claims_back_then_once(n, tag, drop):
+    """With fsync failing (EIO) in data/, the files drop(d) puts in the folder
+    (messages 0..n-1 of tag) are each claimed and rolled back at once: back
+    in their folder, nothing sent or left in the spool; once the fault is
+    gone each message arrives once."""
     with SmtpServer() as srv:
         d = Pickupd(relay=srv, start=False)
         faults = harness.fault_shim(d)
@@ -456,20 +460,48 @@ def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
             d.start()
             d.wait_ready()
             faults("fsync:EIO:/spool/data\n")
-            for i in range(3):
-                d.drop("eio%d.eml" % i, message(i, "eio"))
-            d.wait_log(r"cannot claim: Input/output error", count=3)
-            wait_for(lambda: len([f for f in d.pickup_files() if f.endswith(".eml")]) == 3, 30,
+            drop(d)
+            d.wait_log(r"cannot claim: Input/output error", count=n)
+            wait_for(lambda: len([f for f in d.pickup_files() if f.endswith(".eml")]) == n, 30,
                      what="the pickup files back in place")
             assert not srv.messages
             assert not d.spool_files(["queue", "deferred", "data"]), d.spool_files("data")
             faults("")
-            srv.wait_messages(3)
+            srv.wait_messages(n)
             d.wait_spool_empty()
-            assert len(srv.messages) == 3, srv.messages
-            assert sorted(t.header("Message-ID")[0] for t in srv.messages) == [
-                "<%d.eio@pickupd.test>" % i for i in range(3)]
+            assert len(srv.messages) == n, srv.messages
+            assert sorted(t.header("Message-ID")[0] for t in srv.messages) == sorted(
+                "<%d.%s@pickupd.test>" % (i, tag) for i in range(n))
             d.stop()
+
+
+def test_eio_from_fsync_fails_the_transition_and_loses_nothing():
+    """EIO from the claim's fsyncs (content and data/; a new message's
+    envelope is not fsynced, see spool_env_create_lazy), files dropped one by
+    one."""
+    def drop(d):
+        for i in range(3):
+            d.drop("eio%d.eml" % i, message(i, "eio"))
+    eio_claims_back_then_once(3, "eio", drop)
+
+
+def test_eio_from_batched_fsyncs_fails_each_claim_and_loses_nothing():
+    """The same for a batch: files renamed in together are claimed together
+    and their contents fsynced together (Linux AIO, spool_fsync_many; the
+    shim makes io_submit stop before a faulty descriptor, as the kernel
+    does, and the rest go by fsync(2))."""
+    n = 12
+
+    def drop(d):
+        tmp = []
+        for i in range(n):
+            p = os.path.join(d.pickup, ".b%d.tmp" % i)
+            with open(p, "wb") as f:
+                f.write(message(i, "batch-eio"))
+            tmp.append(p)
+        for i, p in enumerate(tmp):
+            os.rename(p, os.path.join(d.pickup, "b%d.eml" % i))
+    eio_claims_back_then_once(n, "batch-eio", drop)
 
 
 def test_failed_folder_fsync_keeps_the_content():

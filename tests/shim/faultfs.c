@@ -23,7 +23,8 @@
  * after half a second. ERRNO DELAY makes a chmod or fsync call wait half a
  * second, then succeed, and append "OP PATH SECONDS" (the wall clock when it
  * returned) to the control file's name + ".log": a test then sees what
- * happened before the call was done.
+ * happened before the call was done. fsync covers Linux AIO's fsync too
+ * (io_submit through syscall(): see there).
  * FAULTFS=RULE may be given instead of FAULTFS_CTL for a fixed rule.
  *
  * Owns: nothing; Invariants: calls that do not match go to libc unchanged,
@@ -33,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/aio_abi.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,6 +263,53 @@ int fsync(int fd)
 	if (f == FAULT_DELAY)
 		note_delayed("fsync", p);
 	return r;
+}
+
+/* Whether a fsync of fd would meet the rule (fail or wait), without
+ * acting on it. */
+static int fsync_ruled(int fd)
+{
+	struct rule r;
+	char p[PATH_MAX];
+	if (fd <= 2 || (getenv("FAULTFS_CTL") == NULL && getenv("FAULTFS") == NULL) ||
+	    !read_rule(&r) || !(r.ops & OP_FSYNC) || fd_path(fd, p, sizeof(p)) < 0)
+		return 0;
+	if ((r.ops & OPS_MAIN_ONLY) && syscall(SYS_gettid) != getpid())
+		return 0;
+	return strstr(p, r.path) != NULL;
+}
+
+/*
+ * Linux AIO's fsync (spool/syncmany.c): io_submit takes the iocbs before the
+ * first whose descriptor a fsync rule matches (none: EAGAIN, as when the
+ * ring is full), as the kernel does when it cannot take one; pickupd then
+ * fsyncs that one and the rest with fsync(2), where the rule applies. Every
+ * other system call goes through unchanged (the shim's own among them).
+ */
+long syscall(long nr, ...)
+{
+	static long (*real)(long, ...);
+	va_list ap;
+	long a[6];
+	va_start(ap, nr);
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (real == NULL)
+		real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+	if (nr == SYS_io_submit) {
+		struct iocb **cbs = (struct iocb **)a[2];
+		long k = 0;
+		while (k < a[1] && !(cbs[k]->aio_lio_opcode == IOCB_CMD_FSYNC &&
+				     fsync_ruled((int)cbs[k]->aio_fildes)))
+			k++;
+		if (k == 0 && a[1] > 0) {
+			errno = EAGAIN;
+			return -1;
+		}
+		a[1] = k;
+	}
+	return real(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 int fdatasync(int fd)
