@@ -43,7 +43,25 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
+/* This file defines syscall() (the interception of io_submit, below) with
+ * its seven arguments named, not as unistd.h declares it. */
+#define syscall faultfs_unistd_syscall
 #include <unistd.h>
+#undef syscall
+
+/* libc's syscall(), called with all seven arguments: the shim's own raw
+ * system calls go straight to it, not through the interception below. */
+typedef long (*syscall_fn)(long, long, long, long, long, long, long);
+static syscall_fn libc_syscall(void)
+{
+	static syscall_fn f;
+	if (f == NULL)
+		f = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
+	return f;
+}
+#define RAW(...) RAW_(__VA_ARGS__, 0, 0, 0, 0, 0, 0, 0)
+#define RAW_(n, a, b, c, d, e, f, ...)                                                             \
+	libc_syscall()((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 
 enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8, OP_CHMOD = 16, OP_READ = 32 };
 #define FAULT_DELAY   (-1)  /* ERRNO DELAY: chmod only */
@@ -65,11 +83,11 @@ static int read_rule(struct rule *r)
 	ssize_t n;
 
 	if (ctl) {
-		int fd = (int)syscall(SYS_openat, AT_FDCWD, ctl, O_RDONLY | O_CLOEXEC);
+		int fd = (int)RAW(SYS_openat, AT_FDCWD, ctl, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
 			return 0;
-		n = syscall(SYS_read, fd, text, sizeof(text) - 1);
-		syscall(SYS_close, fd);
+		n = RAW(SYS_read, fd, text, sizeof(text) - 1);
+		RAW(SYS_close, fd);
 		if (n <= 0)
 			return 0;
 		text[n] = '\0';
@@ -136,7 +154,7 @@ static void at_path(int dirfd, const char *name, char *out, size_t len)
 static void delay(void)
 {
 	struct timespec ts = {0, 500 * 1000 * 1000};
-	syscall(SYS_nanosleep, &ts, NULL);
+	RAW(SYS_nanosleep, &ts, NULL);
 }
 
 /* Whether a call of kind op on these paths fails (1, errno set), is to be
@@ -146,7 +164,7 @@ static int should_fail(unsigned op, const char *p1, const char *p2)
 	struct rule r;
 	if (!read_rule(&r) || !(r.ops & op))
 		return 0;
-	if ((r.ops & OPS_MAIN_ONLY) && syscall(SYS_gettid) != getpid())
+	if ((r.ops & OPS_MAIN_ONLY) && RAW(SYS_gettid) != getpid())
 		return 0;
 	if ((p1 && strstr(p1, r.path)) || (p2 && strstr(p2, r.path))) {
 		if (r.err == FAULT_DELAY)
@@ -171,12 +189,12 @@ static void note_delayed(const char *op, const char *path)
 	snprintf(name, sizeof(name), "%s.log", ctl);
 	int n = snprintf(line, sizeof(line), "%s %s %lld.%09ld\n", op, path, (long long)now.tv_sec,
 			 now.tv_nsec);
-	int fd = (int)syscall(SYS_openat, AT_FDCWD, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-			      0644);
+	int fd =
+	    (int)RAW(SYS_openat, AT_FDCWD, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return;
-	syscall(SYS_write, fd, line, (size_t)n);
-	syscall(SYS_close, fd);
+	RAW(SYS_write, fd, line, (size_t)n);
+	RAW(SYS_close, fd);
 }
 
 static int fd_fails(unsigned op, int fd)
@@ -274,7 +292,7 @@ static int fsync_ruled(int fd)
 	if (fd <= 2 || (getenv("FAULTFS_CTL") == NULL && getenv("FAULTFS") == NULL) ||
 	    !read_rule(&r) || !(r.ops & OP_FSYNC) || fd_path(fd, p, sizeof(p)) < 0)
 		return 0;
-	if ((r.ops & OPS_MAIN_ONLY) && syscall(SYS_gettid) != getpid())
+	if ((r.ops & OPS_MAIN_ONLY) && RAW(SYS_gettid) != getpid())
 		return 0;
 	return strstr(p, r.path) != NULL;
 }
@@ -286,30 +304,23 @@ static int fsync_ruled(int fd)
  * fsyncs that one and the rest with fsync(2), where the rule applies. Every
  * other system call goes through unchanged (the shim's own among them).
  */
-long syscall(long nr, ...)
+long syscall(long nr, long a1, long a2, long a3, long a4, long a5, long a6)
 {
-	static long (*real)(long, ...);
-	va_list ap;
-	long a[6];
-	va_start(ap, nr);
-	for (int i = 0; i < 6; i++)
-		a[i] = va_arg(ap, long);
-	va_end(ap);
-	if (real == NULL)
-		real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+	/* Named, not read with va_arg: a caller that passes fewer leaves the
+	 * rest unread by the kernel, as libc's own syscall() does. */
 	if (nr == SYS_io_submit) {
-		struct iocb **cbs = (struct iocb **)a[2];
+		struct iocb **cbs = (struct iocb **)a3;
 		long k = 0;
-		while (k < a[1] && !(cbs[k]->aio_lio_opcode == IOCB_CMD_FSYNC &&
-				     fsync_ruled((int)cbs[k]->aio_fildes)))
+		while (k < a2 && !(cbs[k]->aio_lio_opcode == IOCB_CMD_FSYNC &&
+				   fsync_ruled((int)cbs[k]->aio_fildes)))
 			k++;
-		if (k == 0 && a[1] > 0) {
+		if (k == 0 && a2 > 0) {
 			errno = EAGAIN;
 			return -1;
 		}
-		a[1] = k;
+		a2 = k;
 	}
-	return real(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+	return libc_syscall()(nr, a1, a2, a3, a4, a5, a6);
 }
 
 int fdatasync(int fd)
