@@ -1243,19 +1243,6 @@ int spool_claim_lone_unsynced(struct spool *s, int dir_fd, const char *name, int
 	return claim_lone(s, dir_fd, name, fd, pickup, file, true, true, c_r);
 }
 
-int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd)
-{
-	if (!c->sync_deferred)
-		return 0;
-	c->sync_deferred = false;
-	if (spool__hook("claim-fsync") < 0 || fsync(fd) < 0) {
-		claim_cut_short(s, c);
-		spool__note_error(s);
-		return -1;
-	}
-	return 0;
-}
-
 static int claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,
 			  int dir_fd, const char *name, int fd, bool unsynced,
 			  struct spool_claim *c_r)
@@ -1273,43 +1260,32 @@ static int claim_in_batch(struct spool *s, const struct spool_claim_batch *b, si
 void spool_claims_sync(struct spool *s, struct spool_claim *const *cs, const int *fds, size_t n,
 		       int *errs)
 {
-	int *owed = xcalloc(n ? n : 1, sizeof(*owed));
-	int *res = xcalloc(n ? n : 1, sizeof(*res));
-	size_t k = 0;
+	/* The crash and fault steps of each claim's fsync first, then the
+	 * fsyncs together, then the step after them all. */
+	int *hook = xcalloc(n ? n : 1, sizeof(*hook));
+	for (size_t i = 0; i < n; i++)
+		hook[i] = spool__hook("claim-fsync") < 0 ? errno : 0;
+	spool_fsync_many(fds, n, errs);
+	int after = n > 1 && spool__hook("claim-fsync-many") < 0 ? errno : 0;
 	for (size_t i = 0; i < n; i++) {
-		errs[i] = 0;
-		if (!cs[i]->sync_deferred)
-			continue;
-		/* The crash and fault steps of each claim's fsync, as in
-		 * spool_claim_sync. */
-		if (spool__hook("claim-fsync") < 0) {
-			errs[i] = errno;
-			continue;
-		}
-		owed[k++] = (int)i;
-	}
-	int *ofds = xcalloc(k ? k : 1, sizeof(*ofds));
-	for (size_t j = 0; j < k; j++)
-		ofds[j] = fds[owed[j]];
-	spool_fsync_many(ofds, k, res);
-	for (size_t j = 0; j < k; j++)
-		errs[owed[j]] = res[j];
-	if (k > 1 && spool__hook("claim-fsync-many") < 0)
-		for (size_t j = 0; j < k; j++)
-			errs[owed[j]] = errs[owed[j]] ? errs[owed[j]] : errno;
-	for (size_t i = 0; i < n; i++) {
-		if (!cs[i]->sync_deferred)
-			continue;
 		cs[i]->sync_deferred = false;
+		errs[i] = hook[i] ? hook[i] : errs[i] ? errs[i] : after;
 		if (errs[i]) {
 			claim_cut_short(s, cs[i]);
 			errno = errs[i];
 			spool__note_error(s);
 		}
 	}
-	free(ofds);
-	free(res);
-	free(owed);
+	free(hook);
+}
+
+int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd)
+{
+	int err = 0;
+	if (c->sync_deferred)
+		spool_claims_sync(s, &c, &fd, 1, &err);
+	errno = err;
+	return err ? -1 : 0;
 }
 
 int spool_claim_in_batch(struct spool *s, const struct spool_claim_batch *b, size_t slot,

@@ -316,9 +316,9 @@ int spool_claim_lone_unsynced(struct spool *s, int dir_fd, const char *name, int
  * other): a failure puts the file back at once, as a claim cut short is. 0
  * or -1 (errno). */
 int spool_claim_sync(struct spool *s, struct spool_claim *c, int fd);
-/* spool_claim_sync for n claims at once (their contents open on fds[i]),
- * the flushes together (spool_fsync_many): errs[i] is 0, or the errno of a
- * claim that failed and was put back. Claims without a deferred sync get 0. */
+/* spool_claim_sync for n claims whose fsync was left for later (their
+ * contents open on fds[i]), the flushes together (spool_fsync_many): errs[i]
+ * is 0, or the errno of a claim that failed and was put back. */
 void spool_claims_sync(struct spool *s, struct spool_claim *const *cs, const int *fds, size_t n,
 		       int *errs);
 /* fsync(2) of fds[0..n), all in flight together (Linux AIO; one by one where

@@ -696,6 +696,12 @@ static void batch_record(struct ingest_batch *b, struct spool *sp)
 	}
 }
 
+/* Whether ij's claim waits for its content's fsync. */
+static bool sync_owed(const struct ingest_job *ij)
+{
+	return ij->stage != INGEST_STAGE_OVER && ij->claim.sync_deferred;
+}
+
 /* The claims of items [from, to) of a batch, prepared: their contents'
  * fsyncs all in flight at once, so that the block layer merges their
  * flushes (spool_claims_sync), then each finished. Whether one was claimed. */
@@ -707,7 +713,7 @@ static bool sync_group(struct ingest_batch *b, size_t from, size_t to)
 	struct spool_claim **cs = xcalloc(n, sizeof(*cs));
 	int *fds = xcalloc(n, sizeof(*fds)), *errs = xcalloc(n, sizeof(*errs));
 	for (size_t i = from; i < to; i++) {
-		if (b->items[i]->stage == INGEST_STAGE_OVER)
+		if (!sync_owed(b->items[i]))
 			continue;
 		cs[k] = &b->items[i]->claim;
 		fds[k++] = b->items[i]->fd;
@@ -715,7 +721,8 @@ static bool sync_group(struct ingest_batch *b, size_t from, size_t to)
 	spool_claims_sync(sp, cs, fds, k, errs);
 	for (size_t i = from, m = 0; i < to; i++) {
 		struct ingest_job *ij = b->items[i];
-		ingest_finish(ij, ij->stage == INGEST_STAGE_OVER ? 0 : errs[m++]);
+		/* The claims synced are cs[0..k), in the items' order. */
+		ingest_finish(ij, m < k && cs[m] == &ij->claim ? errs[m++] : 0);
 		claimed |= ij->claimed;
 	}
 	free(cs);

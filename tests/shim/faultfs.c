@@ -159,14 +159,21 @@ static void delay(void)
 
 /* Whether a call of kind op on these paths fails (1, errno set), is to be
  * delayed (FAULT_DELAY), or goes on (0). */
+/* Whether the rule (read into *r) applies to a call of kind op on these
+ * paths, on this thread. */
+static int rule_applies(struct rule *r, unsigned op, const char *p1, const char *p2)
+{
+	if (!read_rule(r) || !(r->ops & op))
+		return 0;
+	if ((r->ops & OPS_MAIN_ONLY) && RAW(SYS_gettid) != getpid())
+		return 0;
+	return (p1 && strstr(p1, r->path)) || (p2 && strstr(p2, r->path));
+}
+
 static int should_fail(unsigned op, const char *p1, const char *p2)
 {
 	struct rule r;
-	if (!read_rule(&r) || !(r.ops & op))
-		return 0;
-	if ((r.ops & OPS_MAIN_ONLY) && RAW(SYS_gettid) != getpid())
-		return 0;
-	if ((p1 && strstr(p1, r.path)) || (p2 && strstr(p2, r.path))) {
+	if (rule_applies(&r, op, p1, p2)) {
 		if (r.err == FAULT_DELAY)
 			return FAULT_DELAY;
 		if (r.delay)
@@ -290,11 +297,9 @@ static int fsync_ruled(int fd)
 	struct rule r;
 	char p[PATH_MAX];
 	if (fd <= 2 || (getenv("FAULTFS_CTL") == NULL && getenv("FAULTFS") == NULL) ||
-	    !read_rule(&r) || !(r.ops & OP_FSYNC) || fd_path(fd, p, sizeof(p)) < 0)
+	    fd_path(fd, p, sizeof(p)) < 0)
 		return 0;
-	if ((r.ops & OPS_MAIN_ONLY) && RAW(SYS_gettid) != getpid())
-		return 0;
-	return strstr(p, r.path) != NULL;
+	return rule_applies(&r, OP_FSYNC, p, NULL);
 }
 
 /*
