@@ -967,6 +967,15 @@ int spool_unmark_sending(struct spool *s, const char *id)
 	return set_sending_mark(s, id, false);
 }
 
+int spool_claim_mark_sending(struct spool_claim *c, int fd, mode_t mode)
+{
+	if (fchmod(fd, (mode & 07777) | S_IXUSR) < 0)
+		return -1;
+	c->content_marked = true;
+	c->content_mode = mode & 07777;
+	return 0;
+}
+
 int spool_data_open(struct spool *s, const char *id)
 {
 	return open_regular(s->data_fd, id);
@@ -1095,6 +1104,10 @@ static int claim_copy(struct spool *s, int fd, struct spool_claim *c)
  * for recovery should the content come back in data/), or -1 (errno). */
 static int unclaim_move(struct spool *s, const struct spool_claim *c)
 {
+	/* Back with its writer's mode (on our own data/: a failure is the
+	 * spool's, and recovery finishes the claim). */
+	if (c->content_marked && fchmodat(s->data_fd, c->id, c->content_mode, 0) < 0)
+		return -1;
 	if (renameat2(s->data_fd, c->id, c->dir_fd, c->name, RENAME_NOREPLACE) < 0)
 		return -1;
 	if (spool_fsync_dir(c->dir_fd) < 0 || spool_fsync_dir_shared(s, SPOOL_DIR_DATA) < 0)
@@ -1712,6 +1725,10 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 			r->orphan_pickups = xrealloc(r->orphan_pickups, cap * sizeof(char *));
 			r->orphan_files = xrealloc(r->orphan_files, cap * sizeof(char *));
 		}
+		struct stat cst;
+		if (fstatat(s->data_fd, id, &cst, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (cst.st_mode & S_IXUSR))
+			push_id(&r->maybe_sent, &r->n_maybe_sent, &data[j]);
 		r->orphan_pickups[r->n_orphans] = r->orphan_files[r->n_orphans] = NULL;
 		read_record(s, id, &r->orphan_pickups[r->n_orphans],
 			    &r->orphan_files[r->n_orphans]);

@@ -237,6 +237,10 @@ struct spool_claim {
 	/* spool_claim_lone_unsynced: the content's fsync is left to
 	 * spool_claim_sync (cleared once it is done). */
 	bool sync_deferred;
+	/* spool_claim_mark_sending: the content's mode before the mark, put
+	 * back with the file should the claim be undone. */
+	bool content_marked;
+	mode_t content_mode;
 };
 
 /*
@@ -279,6 +283,11 @@ int spool_mark_sending_new(struct spool *s, const char *id);
 /* Clears that mark when the transaction never started after all (the
  * message goes back to the schedule unsent). Not fsynced either. */
 int spool_unmark_sending(struct spool *s, const char *id);
+/* The same mark on a claim's content (fd, mode its mode), for a message that
+ * may be sent before its claim is complete (no envelope yet): content left
+ * without an envelope at recovery and so marked is named with maybe_sent.
+ * Undoing the claim puts the mode back. */
+int spool_claim_mark_sending(struct spool_claim *c, int fd, mode_t mode);
 
 /* spool_claim with the folder's fsync shared among concurrent claims from
  * it (group commit, see spool_fsync_dir_group); dir_sync NULL: its own. */
@@ -477,7 +486,9 @@ struct spool_recovery {
 	char **orphan_pickups; /* the [pickup NAME] each came from, NULL if unknown */
 	char **orphan_files;   /* its file name there, NULL if unknown */
 	size_t n_orphans;
-	char **maybe_sent; /* queued IDs that were in a transaction (spool_mark_sending) */
+	/* IDs that were in a transaction: queued (spool_mark_sending), or
+	 * orphans whose claim was cut short (spool_claim_mark_sending) */
+	char **maybe_sent;
 	size_t n_maybe_sent;
 	size_t counts[SPOOL_N_STATES];
 };

@@ -38,8 +38,9 @@ struct handoff *handoff_new(struct pickupd *pd, struct spool_env *env, char **co
 /*
  * An offer: a lone file's message, handed to delivery by its ingest job
  * before its claim is durable (the latency path), so that the transaction
- * runs while the content is flushed; its final dot waits until the job is
- * over (handoff_offer_done). Embedded in the ingest job. The job posts it
+ * runs while the content is flushed; its content is marked first (recovery
+ * names it as one that may arrive twice), and its outcome is recorded once
+ * the job is over (handoff_offer_done). Embedded in the ingest job. The job posts it
  * once (pool thread); the loop takes it (delivery starts the transaction at
  * once on an idle session) or leaves it; the job then closes it, and knows
  * from that whether it was taken: a taken message's envelope is written

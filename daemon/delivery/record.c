@@ -598,17 +598,21 @@ static void mark_fn(struct job *j)
 		d->err = errno;
 }
 
-/* What held a delivery's dot is done (mark_err: its mark failed, errno): the
- * dot goes, or the transaction ends without it; one over before its dot
- * (refused, or the session went) goes on to its record: the server cannot
- * have taken it, mark or not. */
+/* What held a delivery's dot, or its record, is done (mark_err: its mark
+ * failed, errno): the dot goes, or the transaction ends without it; one over
+ * (refused, or the session went, or its reply is in) goes on to its record. */
 static void dot_gate_done(struct delivery *d, int mark_err)
 {
 	struct relay_pool *pool = d->pool;
+	if (mark_err && d->txn.dot_sent)
+		/* An offer's dot does not wait (relay_pool_take_offer); its
+		 * content's mark still names it at recovery. */
+		log_error("%s: cannot mark the envelope as being sent: %s", d->env.id,
+			  strerror(mark_err));
 	if (d->ended) {
 		relay__delivery_ended(d, NULL); /* may free d */
 		relay_pool_wake(pool);
-	} else if (mark_err) {
+	} else if (mark_err && !d->txn.dot_sent) {
 		char why[160];
 		snprintf(why, sizeof(why), "cannot mark the envelope as being sent: %s",
 			 strerror(mark_err));
@@ -661,6 +665,11 @@ bool relay_pool_take_offer(struct pickupd *pd, struct handoff_offer *o)
 	d->offer = o;
 	d->s = s;
 	txn_from_handoff(d);
+	/* The dot does not wait for the claim's flush: the ingest job marked
+	 * the content before it offered it (recovery names such a message as
+	 * one that may arrive twice), and the outcome is recorded once the
+	 * claim is complete (claim_pending). */
+	d->txn.dot_held = false;
 	d->claim_pending = true;
 	pool->loads_in_flight++; /* until the job is over */
 	start_send(d, s);
@@ -676,12 +685,18 @@ void relay_pool_offer_done(struct pickupd *pd, struct handoff_offer *o, bool que
 	d->offer = NULL;
 	if (!queued) {
 		/* Put back, refused or gone: the spool holds nothing of it to
-		 * send or record. */
-		if (d->ended)
+		 * send or record. When the dot went, the server may have it,
+		 * and the file is taken again. */
+		if (d->txn.dot_sent)
+			log_warn("%s: its claim was not completed after the message was sent; the "
+				 "file is taken again and the message may be delivered twice",
+				 d->env.id);
+		if (d->ended) {
 			relay__delivery_free(d);
-		else {
+		} else {
 			d->discard = true;
-			smtpc_fail_held(d->s->smtpc, "its claim was not completed");
+			if (!d->txn.dot_sent)
+				smtpc_fail_held(d->s->smtpc, "its claim was not completed");
 		}
 		relay__maybe_closed(pool);
 		return;

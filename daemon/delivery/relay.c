@@ -440,7 +440,8 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		if (d && d->discard) {
 			relay__delivery_free(d); /* its claim never completed */
 		} else if (d && (d->marking || d->claim_pending)) {
-			/* Before its dot: mark_done or relay_pool_offer_done goes on. */
+			/* Before its mark or claim is done: mark_done or
+			 * relay_pool_offer_done records it. */
 			d->ended = true;
 			d->s = NULL;
 		} else if (d) {

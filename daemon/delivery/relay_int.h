@@ -129,9 +129,9 @@ struct delivery {
 	 * before it (ended) goes on when it is back. */
 	bool marking;
 	bool ended;
-	/* Taken from an offer (handoff.h): the final dot waits for the ingest
-	 * job too (claim_pending); discard: its claim never completed, so it
-	 * ends unsent and unrecorded. */
+	/* Taken from an offer (handoff.h): its record waits for the ingest
+	 * job (claim_pending); discard: its claim never completed, so it ends
+	 * unrecorded. */
 	bool claim_pending;
 	bool discard;
 	struct handoff_offer *offer;

@@ -123,7 +123,8 @@ static int claim_failed(struct ingest_job *ij)
  * delivery before its claim is durable (handoff.h); recovery's are not. */
 static bool offers(const struct ingest_job *ij)
 {
-	return ij->early && ij->rec == NULL && ij->dir_fd != ij->job.pd->spool.data_fd;
+	return ij->early && !ij->no_offer && ij->rec == NULL &&
+	       ij->dir_fd != ij->job.pd->spool.data_fd;
 }
 
 /* Claims the file, with a claim record naming its folder. In a batch the
@@ -152,9 +153,12 @@ static int claim(struct ingest_job *ij, int fd, struct spool_claim *c)
 }
 
 /* A whole small message, parsed, whose claim is not yet durable: offered
- * to delivery (a copy: the job goes on with its own), which may start the
- * transaction now and send the final dot once this job is over. */
-static void offer(struct ingest_job *ij, const struct spool_env *env, const char *head, size_t len)
+ * to delivery (a copy: the job goes on with its own), which may send it at
+ * once and records its outcome once this job is over. Its content (fd, of
+ * mode) is marked as being sent first: recovery names it should the claim
+ * be cut short after the server took it. */
+static void offer(struct ingest_job *ij, const struct spool_env *env, const char *head, size_t len,
+		  int fd, mode_t mode)
 {
 	struct pickupd *pd = ij->job.pd;
 	struct buf text = BUF_INIT;
@@ -169,8 +173,8 @@ static void offer(struct ingest_job *ij, const struct spool_env *env, const char
 	struct handoff *h = handoff_new(pd, &copy, &content, len);
 	free(content); /* NULL when the handoff took it */
 	spool_env_deinit(&copy);
-	if (h == NULL || h->content == NULL) {
-		handoff_free(h); /* no room in the budget: the usual way */
+	if (h == NULL || h->content == NULL || spool_claim_mark_sending(&ij->claim, fd, mode) < 0) {
+		handoff_free(h); /* no room in the budget, or no mark: the usual way */
 		return;
 	}
 	ij->offer.h = h;
@@ -564,7 +568,7 @@ static void ingest_prepare(struct ingest_job *ij)
 			build_envelope(ij, &info, head, (size_t)got, &mb, env);
 			if (offers(ij) && claimed->sync_deferred && (uint64_t)got == ij->size &&
 			    (size_t)got <= HANDOFF_MAX_CONTENT)
-				offer(ij, env, head, (size_t)got);
+				offer(ij, env, head, (size_t)got, fd, st.st_mode);
 			ij->stage = INGEST_STAGE_QUEUE;
 			ij->sender = xstrdup(info.sender.addr);
 			ij->n_rcpts = info.n_rcpts;

@@ -46,8 +46,9 @@ struct ingest_job {
 	/* Renamed in or closed by a writer (an inotify event): complete once no
 	 * writer holds it, so settle_time does not apply. */
 	bool finished;
-	bool batch; /* part of an ingest_batch: claims committed together */
-	bool early; /* a batch of one: data/'s fsync overlaps the content's */
+	bool batch;    /* part of an ingest_batch: claims committed together */
+	bool early;    /* a batch of one: data/'s fsync overlaps the content's */
+	bool no_offer; /* never offered (see offers) */
 	/* The batch's claim record, and this file's slot in it (NULL: a claim
 	 * record of its own). */
 	const struct spool_claim_batch *rec;

@@ -44,6 +44,10 @@ struct cand {
 	bool error_logged;  /* permission problems are logged once per file */
 	bool busy_logged;   /* "still being written" is logged once per file */
 	int64_t busy_since; /* first NOT_READY of the current wait; 0 = none */
+	/* Its last claim failed after its offer was taken (it may have been
+	 * sent): not offered again, so that a failing disk sends it once more
+	 * at most. */
+	bool no_offer;
 	int64_t not_before;
 	struct cand *hnext; /* hash chain */
 	struct cand *next;  /* FIFO or waiting list */
@@ -267,6 +271,7 @@ static void pump(struct pickup *p)
 			ij->submit = &pd->cfg->submit;
 			ij->now_ms = pickupd_now_ms();
 			ij->finished = c->event;
+			ij->no_offer = c->no_offer;
 			c->event = false;
 			b->items[b->n++] = ij;
 		}
@@ -301,6 +306,8 @@ static void file_done(struct ingest_job *ij)
 	bool taken = ij->offer.taker != NULL;
 	if (ij->result != INGEST_QUEUED)
 		handoff_offer_done(pd, &ij->offer, false);
+	if (c && taken && ij->result != INGEST_QUEUED)
+		c->no_offer = true;
 	switch (ij->result) {
 	case INGEST_QUEUED:
 		/* Opens with "uid=" as Postfix's pickup line does: what pflogsumm

@@ -722,6 +722,7 @@ static void write_out(struct smtpc *s)
 /* The final dot is written: wait for its reply. */
 static void await_dot(struct smtpc *s)
 {
+	s->txn->dot_sent = true;
 	set_state(s, SMTPC_ST_DOT);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
 }

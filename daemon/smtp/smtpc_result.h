@@ -50,6 +50,7 @@ struct smtpc_txn {
 	enum smtpc_class cls;		/* SMTPC_OK when the per-recipient results decide */
 	char *reply;			/* why the whole transaction failed */
 	bool maybe_delivered;		/* lost after the final dot */
+	bool dot_sent;			/* the final dot went: the server may have the message */
 	bool session_stale; /* a reused session was gone before its first reply (the RSET
 			       probe): nothing was attempted, the message may go again now */
 	uint64_t bytes_sent;

@@ -270,56 +270,84 @@ def test_refusal_while_the_mark_is_on_its_way():
 
 
 # A lone file is offered to delivery before its claim is durable: the
-# transaction runs while the content is flushed, and the final dot waits for
-# the claim (and the mark). The shim holds or fails the content's fsync.
+# message is sent while its content is flushed (the content is marked as being
+# sent first), and its outcome is recorded once the claim is complete. The
+# shim holds or fails the content's fsync.
 
-def test_transaction_runs_while_the_claim_is_flushed():
-    """The content's fsync is held half a second: MAIL comes before it is
-    done (the transaction started at once), the message (its final dot)
-    only after."""
+def _sent_while_held(d, srv, mails):
+    """The message and MAIL both came before the held content fsync was done."""
+    wait_for(lambda: _marks(d, "fsync"), 30, what="the content's fsync to be let go")
+    synced = _marks(d, "fsync")
+    assert len(synced) == 1 and len(mails) == 1 and len(srv.messages) == 1, \
+        (synced, mails, srv.messages)
+    assert mails[0] < srv.messages[0].received < synced[0][1], \
+        (mails, srv.messages[0].received, synced)
+
+
+def test_message_sent_while_the_claim_is_flushed():
+    """The content's fsync is held half a second: the server has the whole
+    message before it is done, and the outcome is logged after it, in the
+    usual order (picked up, active, sent); the content carried the mark
+    while it was in flight, and nothing is left."""
     with _dropped("fsync:DELAY:/data/\n", warm=True) as (d, srv, faults, mails):
         srv.wait_messages(1)
+        marked = [f for f in os.listdir(os.path.join(d.spool, "data"))
+                  if "." not in f and os.stat(os.path.join(d.spool, "data", f)).st_mode & 0o100]
+        assert marked, "the content was not marked while it was in flight"
         d.wait_spool_empty()
-        synced = _marks(d, "fsync")
-        assert len(synced) == 1 and len(mails) == 1, (synced, mails)
-        assert mails[0] < synced[0][1] < srv.messages[0].received, \
-            (mails, synced, srv.messages[0].received)
-        # Its lines in the usual order: picked up, then active.
+        _sent_while_held(d, srv, mails)
         log = d.log_text()
         qid = re.search(r"(\w+): uid=.*file=m\.eml", log).group(1)
-        assert log.index(qid + ": uid=") < log.index(qid + ": from=<"), log
+        assert log.index(qid + ": uid=") < log.index(qid + ": from=<") < \
+            log.index(qid + ": to=<"), log
+        assert re.search(qid + r": to=<.*status=sent", log), log
 
 
-def test_failed_claim_ends_the_transaction_before_its_dot():
-    """The content's fsync fails (EIO, half a second late, the transaction
-    long under way): the claim is put back, the transaction ends without its
-    dot and is recorded nowhere; the file is taken again once the disk is
-    back, and sent once."""
+def test_failed_claim_after_its_dot_sends_it_once_more_and_says_so():
+    """The content's fsync fails (EIO, half a second late) after the server
+    took the message: the claim is put back (with the file's own mode), the
+    log says the message may be delivered twice, and the file is taken again
+    the durable way (not offered: the failing disk sends nothing more) and
+    sent once more once the disk is back: two copies, never more."""
     with _dropped("fsync:EIO+DELAY:/data/\n", warm=True) as (d, srv, faults, mails):
         d.wait_log(r"cannot claim: Input/output error")
-        assert mails, "no transaction was started before the claim was durable"
-        assert not srv.messages and not srv.transactions, srv.transactions
+        d.wait_log(r"its claim was not completed after the message was sent; the file is "
+                   r"taken again and the message may be delivered twice")
+        assert len(srv.messages) == 1, srv.messages
         assert not d.spool_files("deferred") and not d.spool_files("badmail")
+        # Tried again while the disk still fails: never sent again meanwhile.
+        d.wait_log(r"cannot claim: Input/output error", count=2)
+        assert len(srv.messages) == 1, srv.messages
+        def back_unmarked():
+            try:
+                return not os.stat(os.path.join(d.pickup, "m.eml")).st_mode & 0o100
+            except FileNotFoundError:  # taken again meanwhile
+                return False
+        wait_for(back_unmarked, 30, what="the file back in pickup/ without the mark")
         faults("")
-        srv.wait_messages(1)
+        srv.wait_messages(2)
         d.wait_spool_empty()
-        assert len(srv.messages) == 1 and d.pickup_files() == []
+        assert d.pickup_files() == []
+        assert [m.header("subject") for m in srv.messages] == [["good"], ["good"]]
 
 
 def test_kill_while_the_claim_is_flushed():
-    """kill -9 while the content's fsync is held and the transaction waits
-    at its dot: the server has nothing; the restart sends it once."""
+    """kill -9 while the content's fsync is held, after the server took the
+    message: recovery finds the content without its envelope, marked, names
+    it as one that may be delivered twice, and sends it again: two copies,
+    the second said."""
     with _dropped("fsync:DELAY:/data/\n", warm=True) as (d, srv, faults, mails):
-        wait_for(lambda: mails, 30, what="MAIL before the claim is durable")
+        srv.wait_messages(1)
         d.kill9()
         faults("")
-        assert not srv.messages and not srv.transactions, srv.transactions
         d.start()
         d.wait_ready()
-        srv.wait_messages(1)
+        d.wait_log(r"it was being sent when pickupd stopped without recording the outcome; "
+                   r"the message may be delivered twice")
+        d.wait_log(r"recovered content of")
+        srv.wait_messages(2)
         d.wait_spool_empty()
-        assert len(srv.messages) == 1, srv.messages
-        assert srv.messages[0].header("subject") == ["good"]
+        assert [m.header("subject") for m in srv.messages] == [["good"], ["good"]]
 
 
 def test_refusal_while_the_claim_is_flushed():

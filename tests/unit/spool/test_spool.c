@@ -1274,6 +1274,43 @@ static void spool_recover_reads_records_and_marks(void **state)
 	spool_recovery_deinit(&rec);
 }
 
+/* The mark on a claim's content (spool_claim_mark_sending): content left
+ * without its envelope and so marked is named at recovery; an unmarked one
+ * is not; undoing a marked claim puts the file back with its own mode. */
+static void spool_claim_mark_sending_content(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *sp = &f->sp;
+	struct spool_claim marked, plain, undone;
+	const char *names[3] = {"a.eml", "b.eml", "c.eml"};
+	struct spool_claim *cs[3] = {&marked, &plain, &undone};
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(spool__write_file(f->pickup_fd, names[i], "x", 1, 0), 0);
+		assert_int_equal(fchmodat(f->pickup_fd, names[i], 0604, 0), 0);
+		int fd = openat(f->pickup_fd, names[i], O_RDONLY);
+		assert_int_equal(spool_claim_lone_unsynced(sp, f->pickup_fd, names[i], fd, "second",
+							   NULL, cs[i]),
+				 0);
+		if (cs[i] != &plain)
+			assert_int_equal(spool_claim_mark_sending(cs[i], fd, 0604), 0);
+		assert_int_equal(spool_claim_sync(sp, cs[i], fd), 0);
+		close(fd);
+	}
+	struct stat st;
+	assert_int_equal(fstatat(sp->data_fd, marked.id, &st, 0), 0);
+	assert_int_equal(st.st_mode & 07777, 0704);
+	assert_int_equal(spool_claim_undo(sp, &undone), 0);
+	assert_int_equal(fstatat(f->pickup_fd, "c.eml", &st, 0), 0);
+	assert_int_equal(st.st_mode & 07777, 0604);
+
+	struct spool_recovery rec;
+	assert_int_equal(spool_recover(sp, &rec), 0);
+	assert_int_equal(rec.n_orphans, 2);
+	assert_int_equal(rec.n_maybe_sent, 1);
+	assert_string_equal(rec.maybe_sent[0], marked.id);
+	spool_recovery_deinit(&rec);
+}
+
 /* The mark set without looking at a fresh envelope (spool_mark_sending_new)
  * is the one spool_mark_sending sets, lazy envelope or durable, and
  * recovery reads it alike. */
@@ -1898,6 +1935,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(spool_stat_drop_and_discard, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_resolves_leftovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_recover_reads_records_and_marks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spool_claim_mark_sending_content, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_mark_sending_new_same_mode, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_undo_puts_the_file_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spool_claim_copy_keeps_the_original_until_done, setup,
