@@ -334,8 +334,10 @@ SPARE_STEPS = ["lazy-spare-write", "lazy-spare-rename"]
 def test_crash_while_reusing_an_envelope():
     """A crash at each step of writing a new message's envelope over a sent
     one's: after a restart (which empties tmp/) the new message is ingested
-    again from its content and arrives once, to its own recipient; the sent
-    one is not sent again."""
+    again from its content and arrives, to its own recipient: once, or twice
+    when it was offered to the warm session and sent before the crash (its
+    claim not yet complete), which the restart then names; the sent one is
+    not sent again."""
     first = (b"From: a@example.org\nTo: first@example.net\n"
              b"Message-ID: <first@pickupd.test>\n\nfirst\n")
     second = (b"From: b@example.org\nTo: second@example.net\n"
@@ -356,8 +358,12 @@ def test_crash_while_reusing_an_envelope():
                 left = os.listdir(os.path.join(d.spool, "tmp"))
                 assert all(re.match(r"\d+\.\d+\.spare$", n) for n in left), (step, left)
                 got = sorted((t.header("Message-ID")[0], t.rcpt_tos) for t in srv.messages)
-                assert got == [("<first@pickupd.test>", ["first@example.net"]),
-                               ("<second@pickupd.test>", ["second@example.net"])], (step, got)
+                once = [("<first@pickupd.test>", ["first@example.net"]),
+                        ("<second@pickupd.test>", ["second@example.net"])]
+                if got != once:
+                    assert got == once + once[1:], (step, got)
+                    assert re.search(r"it was being sent when pickupd stopped without recording "
+                                     r"the outcome", runs(d)[-1]), (step, runs(d)[-1])
                 d.stop()
 
 
