@@ -17,7 +17,7 @@
 #include "daemon/core/pickupd.h"
 
 /* Bytes all handoffs may hold together (envelopes and contents). */
-#define HANDOFF_BUDGET (512 * 1024)
+#define HANDOFF_BUDGET (1024 * 1024)
 /* A content larger than this is read from data/ when it is sent. */
 #define HANDOFF_MAX_CONTENT (64 * 1024)
 

@@ -68,8 +68,12 @@ struct pickupd {
 	size_t handoff_bytes;	     /* held by handoffs (handoff.c); atomic, any thread */
 	uint64_t enospc_need;	     /* bytes of the largest file that did not fit */
 	uv_timer_t space_timer;	     /* re-checks the free space while paused (space.c) */
-	uv_check_t ro_check;	     /* stops the daemon once the spool is read-only */
-	uv_prepare_t log_flusher;    /* writes the turn's gathered log lines (log.h) */
+	/* Ingestion paced to delivery (intake/pace.c). */
+	bool pace_held;
+	uint64_t pace_progress_ms; /* uv_now of the last handoff released */
+	uv_timer_t pace_timer;
+	uv_check_t ro_check;	  /* stops the daemon once the spool is read-only */
+	uv_prepare_t log_flusher; /* writes the turn's gathered log lines (log.h) */
 	/* Offers of messages before their claim is durable (handoff.h). */
 	uv_async_t offer_async;
 	uv_mutex_t offer_lock;

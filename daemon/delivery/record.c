@@ -304,7 +304,10 @@ void relay__record(struct delivery *d)
 	d->done_ms = now;
 	/* The transaction is over: its content's budget is free for others. */
 	d->txn.content = NULL;
-	handoff_drop_content(d->handoff);
+	if (d->handoff && d->handoff->content) {
+		handoff_drop_content(d->handoff);
+		pool->cbs.handoff_progress(pool->cbs.arg);
+	}
 	free(d->read_content);
 	d->read_content = NULL;
 	policy_decide(&cfg->retry, &cfg->bounce, &d->env, &d->txn, &where, now, (unsigned)random(),
@@ -719,6 +722,7 @@ static bool send_from_handoff(struct delivery *d, struct session *s)
 		return false;
 	txn_from_handoff(d);
 	log_active(d);
+	pool->cbs.handoff_progress(pool->cbs.arg);
 	if (!start_send(d, s))
 		return true; /* recorded as refused, never marked */
 	d->marking = true;

@@ -23,6 +23,10 @@ struct relay_pool_cbs {
 	/* Message id's envelope in queue/ is torn (a lazy first envelope never
 	 * completely written): its content is to be ingested again. */
 	void (*torn)(void *arg, const char *id);
+	/* A message's handoff content was taken for sending, or released
+	 * once it was sent: ingestion may be waiting for that room
+	 * (intake/pace.c). */
+	void (*handoff_progress)(void *arg);
 	void *arg;
 };
 

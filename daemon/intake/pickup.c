@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/match.h"
 #include "daemon/intake/ingest.h"
+#include "daemon/intake/pace.h"
 #include "daemon/intake/space.h"
 
 #define MAX_BATCHES	4  /* ingest jobs at a time per folder */
@@ -248,7 +249,8 @@ static void batch_done(struct job *j);
 static void pump(struct pickup *p)
 {
 	struct pickupd *pd = p->pd;
-	while (!p->stopping && !pd->enospc && p->batches < MAX_BATCHES && p->ready_head) {
+	while (!p->stopping && !pd->enospc && p->batches < MAX_BATCHES && p->ready_head &&
+	       !pace_hold(pd)) {
 		struct ingest_batch *b = xcalloc(1, sizeof(*b));
 		b->owner = p;
 		b->dir_fd = p->dir_fd;

@@ -28,6 +28,7 @@
 #include "daemon/delivery/relay.h"
 #include "daemon/core/handoff.h"
 #include "daemon/delivery/sched.h"
+#include "daemon/intake/pace.h"
 #include "daemon/intake/space.h"
 
 #define DEFAULT_CONFIG "/etc/pickupd/pickupd.conf"
@@ -129,6 +130,8 @@ static void maybe_stopped(struct pickupd *pd)
 	handoff_offers_close(pd);
 	if (!uv_is_closing((uv_handle_t *)&pd->space_timer))
 		uv_close((uv_handle_t *)&pd->space_timer, NULL);
+	if (!uv_is_closing((uv_handle_t *)&pd->pace_timer))
+		uv_close((uv_handle_t *)&pd->pace_timer, NULL);
 	close_signal(&pd->sig_term);
 	close_signal(&pd->sig_int);
 	close_signal(&pd->sig_hup);
@@ -240,6 +243,12 @@ static void message_queued_cb(void *arg, const char *id, struct handoff *h)
 	struct pickupd *pd = arg;
 	sched_add_handoff(pd->sched, id, SPOOL_QUEUE, 0, h);
 	relay_pool_wake(pd->pool);
+}
+
+/* Delivery took or released a handoff's content: ingestion may be waiting. */
+static void handoff_progress_cb(void *arg)
+{
+	pace_progress(arg);
 }
 
 /* Delivery removed a message: ingestion may be waiting for that room. */
@@ -428,7 +437,8 @@ int main(int argc, char **argv)
 	mallopt(M_ARENA_MAX, 2);
 	pd.loop = uv_default_loop();
 	pd.sched = sched_new(pd.loop, schedule_due_cb, &pd);
-	const struct relay_pool_cbs pool_cbs = {message_removed_cb, envelope_torn_cb, &pd};
+	const struct relay_pool_cbs pool_cbs = {message_removed_cb, envelope_torn_cb,
+						handoff_progress_cb, &pd};
 	pd.pool = relay_pool_new(&pd, &pool_cbs, &errs);
 	pd.offer_take = relay_pool_take_offer;
 	pd.offer_done = relay_pool_offer_done;
@@ -483,6 +493,7 @@ int main(int argc, char **argv)
 	uv_timer_init(pd.loop, &pd.shutdown_timer);
 	pd.shutdown_timer.data = &pd;
 	space_init(&pd);
+	pace_init(&pd);
 	uv_check_init(pd.loop, &pd.ro_check);
 	pd.ro_check.data = &pd;
 	uv_check_start(&pd.ro_check, ro_check_cb);
