@@ -7,21 +7,24 @@
  * delivery is taking handoffs (it took or released one in the last PACE_MS)
  * and half the budget is in use, the folders' next batches wait until
  * delivery has made room: the files stay in their folder, as their writer
- * left them (claiming is what makes them the spool's). Without such
- * progress (the relay down or slow, or messages sent from the spool) nothing
- * waits: the spool takes all, as before.
+ * left them (claiming is what makes them the spool's, and durable: the
+ * writer may not have flushed them). So that a slow relay does not keep
+ * them there, no file waits longer than PACE_WAIT_MAX_MS (the old default
+ * settle_time). Without progress (the relay down, or messages sent from the
+ * spool) nothing waits: the spool takes all, as before.
  * Owns: pd->pace_held, pd->pace_progress_ms and the logic of pd->pace_timer
  * (main.c closes the handle).
  * Invariants: while pace_hold has said yes the timer runs or
- * pace_progress resumes the folders, so a held folder never waits longer
- * than PACE_MS past delivery's last progress.
+ * pace_progress resumes the folders, so a held folder is looked at again
+ * within PACE_MS, and no file is held past PACE_WAIT_MAX_MS.
  */
 #include "daemon/intake/pace.h"
 
 #include "daemon/core/handoff.h"
 #include "daemon/intake/pickup.h"
 
-#define PACE_MS 100
+#define PACE_MS		 100
+#define PACE_WAIT_MAX_MS 2000
 /* Held at half the budget: the batches already running (up to
  * MAX_BATCHES of BATCH_FILES, pickup.c) fill much of the rest. */
 #define PACE_ROOM (HANDOFF_BUDGET / 2)
@@ -50,11 +53,11 @@ void pace_init(struct pickupd *pd)
 	pd->pace_timer.data = pd;
 }
 
-bool pace_hold(struct pickupd *pd)
+bool pace_hold(struct pickupd *pd, uint64_t since_ms)
 {
 	uint64_t now = uv_now(pd->loop);
 	if (pd->stopping || !budget_full(pd) || pd->pace_progress_ms == 0 ||
-	    now - pd->pace_progress_ms >= PACE_MS)
+	    now - pd->pace_progress_ms >= PACE_MS || now - since_ms >= PACE_WAIT_MAX_MS)
 		return false;
 	if (!pd->pace_held) {
 		pd->pace_held = true;

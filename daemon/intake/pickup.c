@@ -45,6 +45,7 @@ struct cand {
 	bool error_logged;  /* permission problems are logged once per file */
 	bool busy_logged;   /* "still being written" is logged once per file */
 	int64_t busy_since; /* first NOT_READY of the current wait; 0 = none */
+	uint64_t ready_ms;  /* uv_now when it joined the ready FIFO (pace_hold) */
 	/* Its last claim failed after its offer was taken (it may have been
 	 * sent): not offered again, so that a failing disk sends it once more
 	 * at most. */
@@ -143,6 +144,7 @@ static void cand_remove(struct pickup *p, struct cand *c)
 static void ready_push(struct pickup *p, struct cand *c)
 {
 	c->where = C_READY;
+	c->ready_ms = uv_now(p->pd->loop);
 	c->next = NULL;
 	if (p->ready_tail)
 		p->ready_tail->next = c;
@@ -250,7 +252,7 @@ static void pump(struct pickup *p)
 {
 	struct pickupd *pd = p->pd;
 	while (!p->stopping && !pd->enospc && p->batches < MAX_BATCHES && p->ready_head &&
-	       !pace_hold(pd)) {
+	       !pace_hold(pd, p->ready_head->ready_ms)) {
 		struct ingest_batch *b = xcalloc(1, sizeof(*b));
 		b->owner = p;
 		b->dir_fd = p->dir_fd;

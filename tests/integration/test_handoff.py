@@ -198,6 +198,29 @@ def test_burst_paced_to_delivery():
             assert len({t.header("subject")[0] for t in srv.messages}) == n
 
 
+def test_burst_to_a_slow_relay_is_claimed_within_seconds():
+    """600 files renamed in at once to a relay that takes 20 messages a
+    second (one session, 50 ms per message): delivery makes progress all
+    the time, but pacing holds no file longer than 2 s, so every file is
+    claimed (durable in the spool) long before most are sent (without that
+    bound they would leave the folder at delivery's pace, in about 20 s)."""
+    n = 600
+    with SmtpServer(data_delay=0.05) as srv:
+        d = Pickupd(relay=srv, start=False)
+        d.write_config({"relay test": {"max_sessions": "1",
+                                       "max_messages_per_session": "1000"}}, srv.port)
+        with d:
+            d.start()
+            d.wait_ready()
+            _burst(d, n)
+            wait_for(lambda: not [f for f in d.pickup_files() if f.endswith(".eml")], 60,
+                     what="every file claimed")
+            sent = len(srv.messages)
+            assert sent < n // 2, "the folder emptied only as messages were sent (%d)" % sent
+            srv.wait_messages(n, timeout=240)
+            d.wait_spool_empty()
+
+
 def test_burst_claimed_whole_while_the_relay_is_down():
     """The same burst while the relay refuses connections: nothing is sent
     from memory, so nothing paces ingestion: every file is claimed (none
