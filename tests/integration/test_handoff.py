@@ -175,6 +175,12 @@ def _burst(d, n, size=2048):
         os.rename(os.path.join(d.pickup, ".m%05d.eml" % i), os.path.join(d.pickup, "m%05d.eml" % i))
 
 
+def _all_claimed(d):
+    """Waits until no *.eml file is left in the pickup folder."""
+    wait_for(lambda: not [f for f in d.pickup_files() if f.endswith(".eml")], 60,
+             what="every file claimed")
+
+
 def test_burst_paced_to_delivery():
     """1500 messages of 2 KiB renamed in at once (3 MiB, six times the
     handoffs' budget) to a working relay: ingestion waits for delivery to
@@ -213,8 +219,7 @@ def test_burst_to_a_slow_relay_is_claimed_within_seconds():
             d.start()
             d.wait_ready()
             _burst(d, n)
-            wait_for(lambda: not [f for f in d.pickup_files() if f.endswith(".eml")], 60,
-                     what="every file claimed")
+            _all_claimed(d)
             sent = len(srv.messages)
             assert sent < n // 2, "the folder emptied only as messages were sent (%d)" % sent
             srv.wait_messages(n, timeout=240)
@@ -234,8 +239,7 @@ def test_burst_claimed_whole_while_the_relay_is_down():
         d.start()
         d.wait_ready()
         _burst(d, n)
-        wait_for(lambda: not [f for f in d.pickup_files() if f.endswith(".eml")], 60,
-                 what="every file claimed")
+        _all_claimed(d)
         with SmtpServer(port=port) as srv:
             d.pickupctl("flush")
             srv.wait_messages(n, timeout=240)
