@@ -608,10 +608,12 @@ static void dot_gate_done(struct delivery *d, int mark_err)
 {
 	struct relay_pool *pool = d->pool;
 	if (mark_err && d->txn.dot_sent)
-		/* An offer's dot does not wait (relay_pool_take_offer); its
-		 * content's mark still names it at recovery. */
-		log_error("%s: cannot mark the envelope as being sent: %s", d->env.id,
-			  strerror(mark_err));
+		/* An offer's dot does not wait (relay_pool_take_offer): too
+		 * late to hold it; recovery would not name this one. */
+		log_error("%s: cannot mark the envelope as being sent: %s; should pickupd stop "
+			  "before the outcome is recorded, the message may be delivered twice "
+			  "unnamed",
+			  d->env.id, strerror(mark_err));
 	if (d->ended) {
 		relay__delivery_ended(d, NULL); /* may free d */
 		relay_pool_wake(pool);
