@@ -441,7 +441,11 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 			relay__delivery_free(d); /* its claim never completed */
 		} else if (d && (d->marking || d->claim_pending)) {
 			/* Before its mark or claim is done: mark_done or
-			 * relay_pool_offer_done records it. */
+			 * relay_pool_offer_done records it, without the relay,
+			 * whose success counts now (an offer's dot does not
+			 * wait for its claim). */
+			if (d->txn.cls == SMTPC_OK && !d->txn.session_stale)
+				relay_delivered(r);
 			d->ended = true;
 			d->s = NULL;
 		} else if (d) {

@@ -222,6 +222,30 @@ def test_connection_limit_per_client():
         assert srv.refused >= 1, srv.refused
 
 
+def test_lone_files_sent_at_once_raise_the_lowered_limit():
+    """After the limit was lowered (a third connection refused), lone files
+    dropped one at a time are each offered to an idle session and sent at
+    once; with their content's fsync held half a second (the shim), the
+    server's 250 comes before their claim is complete, and such successes
+    still count toward raising the limit (50 of them: POLICY_GROW_AFTER)."""
+    mport = free_port()
+    with SmtpServer(max_connections=2, data_delay=0.05) as srv:
+        d = Pickupd(relay=srv, start=False)
+        d.write_config(limit_config(mport), srv.port)
+        faults = harness.fault_shim(d)
+        with d:
+            d.start()
+            d.wait_ready()
+            check_connection_limit(srv, d, mport)
+            assert not d.log_matches(r"concurrency limit raised"), d.log_text()
+            faults("fsync:DELAY:/data/\n")
+            for i in range(55):
+                d.drop("lone%02d.eml" % i,
+                       make_message(SENDER, ["lone@example.net"], "lone %d" % i))
+                d.wait_log(status_re("sent"), count=N_MESSAGES + i + 1, timeout=60)
+            d.wait_log(r"relay test: concurrency limit raised to 3 of 4", timeout=30)
+
+
 class Postfix:
     """A private Postfix instance (its own config, queue and data directories
     under a temp dir) whose smtpd listens on 127.0.0.1:port and lets each
