@@ -1620,14 +1620,15 @@ static bool record_needed(const struct idkey *k, const struct idkey *data, size_
 	       !has_key(st[SPOOL_BADMAIL], n_st[SPOOL_BADMAIL], k);
 }
 
-/* The mark of spool_mark_sending. */
-static bool was_being_sent(struct spool *s, const struct idkey *k)
+/* The being-sent mark (owner-execute bit) of dir_fd/<k>: an envelope's in
+ * queue/ (spool_mark_sending), a claim's content in data/
+ * (spool_claim_mark_sending). */
+static bool was_being_sent(int dir_fd, const struct idkey *k)
 {
 	char id[SPOOL_ID_LEN + 1];
 	struct stat st;
 	id_of(*k, id);
-	return fstatat(s->state_fd[SPOOL_QUEUE], id, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       (st.st_mode & S_IXUSR);
+	return fstatat(dir_fd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & S_IXUSR);
 }
 
 static void push_id(char ***v, size_t *n, const struct idkey *k)
@@ -1699,7 +1700,7 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 				continue;
 			}
 			r->counts[st_a]++;
-			if (st_a == SPOOL_QUEUE && was_being_sent(s, k))
+			if (st_a == SPOOL_QUEUE && was_being_sent(s->state_fd[SPOOL_QUEUE], k))
 				push_id(&r->maybe_sent, &r->n_maybe_sent, k);
 		}
 	}
@@ -1725,9 +1726,7 @@ int spool_recover(struct spool *s, struct spool_recovery *r)
 			r->orphan_pickups = xrealloc(r->orphan_pickups, cap * sizeof(char *));
 			r->orphan_files = xrealloc(r->orphan_files, cap * sizeof(char *));
 		}
-		struct stat cst;
-		if (fstatat(s->data_fd, id, &cst, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    (cst.st_mode & S_IXUSR))
+		if (was_being_sent(s->data_fd, &data[j]))
 			push_id(&r->maybe_sent, &r->n_maybe_sent, &data[j]);
 		r->orphan_pickups[r->n_orphans] = r->orphan_files[r->n_orphans] = NULL;
 		read_record(s, id, &r->orphan_pickups[r->n_orphans],

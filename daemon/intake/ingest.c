@@ -619,8 +619,8 @@ static void ingest_finish(struct ingest_job *ij, int sync_err)
 			claim_undo(ij, claimed, "envelope", errno);
 			goto out;
 		}
-		/* Taken: its transaction is under way, its dot waits for this
-		 * job; marked as being sent, as a load marks. */
+		/* Taken: its transaction is under way (its outcome waits for
+		 * this job); marked as being sent, as a load marks. */
 		if (!handoff_offer_close(&ij->offer) &&
 		    spool_mark_sending_new(&pd->spool, env->id) < 0)
 			ij->offer.mark_err = errno ? errno : EIO;
