@@ -377,6 +377,8 @@ def test_message_sent_while_the_claim_is_flushed():
                   if "." not in f and os.stat(os.path.join(d.spool, "data", f)).st_mode & 0o100]
         assert marked, "the content was not marked while it was in flight"
         d.wait_spool_empty()
+        # The outcome is logged once recorded: after the removal.
+        d.wait_log(r": removed$", count=2)  # the warm-up and m.eml
         _sent_while_held(d, srv, mails)
         log = d.log_text()
         qid = re.search(r"(\w+): uid=.*file=m\.eml", log).group(1)
