@@ -301,6 +301,56 @@ size_t wire_filter_verbatim(struct wire_filter *f, const char *in, size_t len)
 	return k;
 }
 
+bool wire_filter_pass(struct wire_filter *f, uint64_t n)
+{
+	if (f->pending_cr || f->skipping > 0 || !f->at_line_start || f->out_col != 0)
+		return false;
+	/* An edit at in_off itself has been applied (by the feed that ended
+	 * there) unless it is still next. */
+	if (f->next_edit < f->n_edits && f->edits[f->next_edit].offset < f->in_off + n)
+		return false;
+	f->in_off += n;
+	return true;
+}
+
+void wire_clean_init(struct wire_clean *w, uint64_t from)
+{
+	memset(w, 0, sizeof(*w));
+	w->from = w->to = from;
+}
+
+void wire_clean_feed(struct wire_clean *w, const char *p, size_t n)
+{
+	uint64_t base = w->off;
+	w->off += n;
+	if (w->done || w->off <= w->from)
+		return;
+	size_t i = base < w->from ? (size_t)(w->from - base) : 0;
+	if (w->pending_cr) {
+		w->pending_cr = false;
+		if (p[i] != '\n') {
+			w->done = true;
+			return;
+		}
+		i++;
+		w->col = 0;
+		w->to = base + i;
+	}
+	size_t before = w->col;
+	uint64_t eightbit = 0;
+	size_t k = verbatim(p + i, n - i, &w->col, &eightbit);
+	/* A line end was taken iff the column went back: col octets follow it. */
+	if (w->col < before + k)
+		w->to = base + i + k - w->col;
+	i += k;
+	if (i == n)
+		return;
+	if (i + 1 == n && p[i] == '\r')
+		w->pending_cr = true; /* its LF may start the next chunk */
+	else
+		w->done = true;
+}
+
 void wire_filter_finish(struct wire_filter *f, struct buf *out)
 {
 	/* Edits at (or, defensively, beyond) the end: inserts still happen;

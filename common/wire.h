@@ -71,10 +71,37 @@ void wire_filter_feed(struct wire_filter *f, const char *in, size_t len, struct 
  * would, and the caller sends in[0..k) itself, without a copy, then feeds
  * the rest. 0 when nothing can be taken (e.g. an edit is due). */
 size_t wire_filter_verbatim(struct wire_filter *f, const char *in, size_t len);
+/* The next n input octets, which wire_clean found to be verbatim from a
+ * line start to a line end, go to the wire as they are, sent by the caller
+ * (sendfile, say) without passing through the filter: the filter moves over
+ * them unread. false, and nothing changes, unless the filter is at a line
+ * start with nothing pending or being skipped and no edit due before the
+ * end of the n octets. */
+bool wire_filter_pass(struct wire_filter *f, uint64_t n);
 /* Ends the content: applies the edits at the end offset (an insert starting
  * with LF completes a pending CR), turns a still-pending CR into a space,
  * ends a non-empty last line with CRLF, appends ".\r\n". The filter must not
  * be fed afterwards; it holds no memory, so there is nothing to free. */
 void wire_filter_finish(struct wire_filter *f, struct buf *out);
+
+/*
+ * wire_clean: where the content from a line start on can go to the wire
+ * unchanged, found by ingest's one pass over a large file so that sending it
+ * needs no scan and no copy. Fed the whole file in order, in chunks of any
+ * size; the result is [from, to): the longest run from `from` of whole
+ * lines the filter would copy unchanged (CRLF line ends only, no line over
+ * WIRE_MAX_LINE octets, no '.' at a line start), to just after the last
+ * CRLF in it. to == from when there is none.
+ */
+struct wire_clean {
+	uint64_t from, to;
+	uint64_t off;	 /* octets fed */
+	size_t col;	 /* octets after the last line end taken */
+	bool pending_cr; /* the last chunk ended with a CR, taken only with its LF */
+	bool done;	 /* the run has ended */
+};
+
+void wire_clean_init(struct wire_clean *w, uint64_t from);
+void wire_clean_feed(struct wire_clean *w, const char *p, size_t n);
 
 #endif

@@ -78,6 +78,11 @@ struct spool_env {
 	size_t n_edits;
 	char *reason;	   /* why it is in badmail/, or NULL */
 	bool delay_warned; /* the sender was told the message is delayed */
+	/* Not in the file: [verbatim_from, verbatim_to) of the content goes to
+	 * the wire unchanged (common/wire.h, wire_clean), as ingest's scan of a
+	 * large message found; carried to delivery by its handoff, so that the
+	 * run is sent unread. Both 0 when not known. */
+	uint64_t verbatim_from, verbatim_to;
 };
 
 /* Group commit state of one directory (spool.c). */

@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/msg.h"
 #include "common/msgbody.h"
+#include "common/wire.h"
 #include "daemon/core/handoff.h"
 
 #define SNIFF_BYTES 8192
@@ -251,12 +252,16 @@ static void refuse_entry(struct ingest_job *ij)
 
 /* Runs the whole-content checks (common/msgbody.h) over the file in one
  * pass of bounded reads: head[0..got) is its start, already read (all of a
- * small message), so only what follows it is read. 0, or -1 on a read error. */
-static int scan_content(int fd, uint64_t size, const char *head, size_t got, struct msgbody *mb)
+ * small message), so only what follows it is read. The same pass finds the
+ * run that can be sent unread (wc, unless NULL). 0, or -1 on a read error. */
+static int scan_content(int fd, uint64_t size, const char *head, size_t got, struct msgbody *mb,
+			struct wire_clean *wc)
 {
 	char chunk[65536];
 	uint64_t off = got;
 	msgbody_feed(mb, head, got);
+	if (wc)
+		wire_clean_feed(wc, head, got);
 	while (off < size) {
 		ssize_t n = pread(fd, chunk, sizeof(chunk), (off_t)off);
 		if (n < 0) {
@@ -267,6 +272,8 @@ static int scan_content(int fd, uint64_t size, const char *head, size_t got, str
 		if (n == 0)
 			break;
 		msgbody_feed(mb, chunk, (size_t)n);
+		if (wc)
+			wire_clean_feed(wc, chunk, (size_t)n);
 		off += (uint64_t)n;
 	}
 	return 0;
@@ -560,12 +567,21 @@ static void ingest_prepare(struct ingest_job *ij)
 	} else {
 		have_info = true;
 		msgbody_init(&mb, &info, pk->dot_stuffed);
-		if (scan_content(fd, ij->size, head, (size_t)got, &mb) < 0) {
+		/* A message read from data/ when sent: its body's clean run
+		 * goes unread then (smtpc.c, sendfile on a plaintext session). */
+		struct wire_clean wc;
+		bool large = ij->size > HANDOFF_MAX_CONTENT;
+		wire_clean_init(&wc, info.header_end);
+		if (scan_content(fd, ij->size, head, (size_t)got, &mb, large ? &wc : NULL) < 0) {
 			set_reason(ij, "read error: %s", strerror(errno));
 		} else if (msgbody_finish(&mb, &reason) < 0) {
 			set_reason(ij, "%s", reason.data);
 		} else {
 			build_envelope(ij, &info, head, (size_t)got, &mb, env);
+			if (large && wc.to > wc.from) {
+				env->verbatim_from = wc.from;
+				env->verbatim_to = wc.to;
+			}
 			if (offers(ij) && claimed->sync_deferred && (uint64_t)got == ij->size &&
 			    (size_t)got <= HANDOFF_MAX_CONTENT)
 				offer(ij, env, head, (size_t)got, fd, st.st_mode);

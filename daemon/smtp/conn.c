@@ -12,12 +12,14 @@
 #include "daemon/smtp/conn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <linux/sockios.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 
 #include "common/log.h"
 
@@ -499,6 +501,31 @@ void conn_write(struct conn *c, const void *data, size_t len)
 	else
 		flush_wbio(c);
 	c->in_call = false;
+}
+
+size_t conn_sendfile(struct conn *c, int fd, uint64_t off, size_t len)
+{
+	static bool unsupported; /* sendfile(2) refused: never tried again */
+	uv_os_fd_t sock;
+	if (unsupported || c->ssl != NULL || len == 0 || c->closing || !c->tcp_open ||
+	    c->write_error.len || c->writes_pending > 0 ||
+	    uv_fileno((uv_handle_t *)&c->tcp, &sock) != 0)
+		return 0;
+	off_t o = (off_t)off;
+	ssize_t n;
+	do
+		n = sendfile(sock, fd, &o, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)
+			unsupported = true;
+		else if (errno != EAGAIN)
+			write_failed(c, -errno);
+		return 0;
+	}
+	if ((size_t)n == len)
+		emit_later(c, CONN_EV_DRAINED); /* as raw_write says it */
+	return (size_t)n;
 }
 
 size_t conn_unacked(struct conn *c)

@@ -81,6 +81,15 @@ void conn_connect(struct conn *c, const char *host, unsigned port, uint64_t time
 /* Starts TLS on the open connection (STARTTLS); reports TLS_READY or ERROR. */
 void conn_start_tls(struct conn *c, SSL_CTX *ctx);
 void conn_write(struct conn *c, const void *data, size_t len);
+/* Sends up to len bytes of file fd from off straight from the page cache
+ * (sendfile: no copy through our memory), on a plaintext connection with
+ * nothing queued before them. Returns the bytes the socket took; DRAINED
+ * follows only when that is all of len. 0 when nothing went (TLS, writes
+ * queued, the socket full, sendfile refused for this file, or a write
+ * error, which the read side reports as for conn_write): the caller writes
+ * them the usual way. Blocks if the pages must come from the disk, so the
+ * caller uses it for content it has just read. */
+size_t conn_sendfile(struct conn *c, int fd, uint64_t off, size_t len);
 /* Bytes written that the peer's TCP has not acknowledged yet: still queued
  * in libuv or in the kernel's send queue (SIOCOUTQ, which keeps its count
  * after a reset). 0 when all arrived, or when it cannot be known. */

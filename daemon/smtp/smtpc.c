@@ -133,8 +133,12 @@ struct smtpc {
 	char *chunk;
 	struct buf out;
 	uint64_t data_size; /* of the content: EOF without another read */
-	bool replies_seen;  /* a reply arrived in this transaction */
-	bool answered;	    /* a well-formed reply answered the final dot (or the body) */
+	/* The run of the content ingest found clean (env->verbatim_*), sent
+	 * as it is: raw while read_off is in it, the filter moved past it. */
+	uint64_t raw_from, raw_to;
+	bool raw;
+	bool replies_seen; /* a reply arrived in this transaction */
+	bool answered;	   /* a well-formed reply answered the final dot (or the body) */
 	/* password_command */
 	struct cmdrun *cmd; /* running; the session waits for its end to free itself */
 	struct buf cmd_out;
@@ -727,24 +731,60 @@ static void await_dot(struct smtpc *s)
 	conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
 }
 
-/* Sends content bytes (the next n from read_off) through the wire filter;
- * after the last, the end of data, and the wait for the final reply. */
+/* How many of the next n content bytes lie on this side of the clean
+ * run's next boundary. */
+static size_t content_span(const struct smtpc *s, size_t n)
+{
+	uint64_t off = (uint64_t)s->read_off;
+	uint64_t bound = s->raw ? s->raw_to : s->raw_from;
+	if (bound > off && bound - off < n)
+		return (size_t)(bound - off);
+	return n;
+}
+
+/* m content bytes have gone: at the clean run's start the filter is moved
+ * past it (if it agrees: it is at a line start with no edit due), at its
+ * end the filter takes over again. */
+static void content_sent(struct smtpc *s, size_t m)
+{
+	s->read_off += (int64_t)m;
+	uint64_t off = (uint64_t)s->read_off;
+	if (s->raw && off == s->raw_to) {
+		s->raw = false;
+	} else if (!s->raw && off == s->raw_from && s->raw_from < s->raw_to) {
+		s->raw = wire_filter_pass(&s->filter, s->raw_to - s->raw_from);
+		if (!s->raw)
+			s->raw_to = s->raw_from; /* all of it through the filter */
+	}
+}
+
+/* Sends content bytes (the next n from read_off) through the wire filter,
+ * or as they are in the clean run; after the last, the end of data, and the
+ * wait for the final reply. */
 static void send_content(struct smtpc *s, const char *data, size_t n)
 {
 	buf_clear(&s->out);
 	if (s->read_off == 0 && n > 0 && s->relay->force_from && s->txn->force_sender)
 		force_from_edit(s, data, n);
-	if (n > 0) {
+	bool last = n == 0; /* a read at the end of the file */
+	while (n > 0) {
+		size_t m = content_span(s, n), k = m;
+		if (s->out.len > 0)
+			write_out(s); /* in order */
 		/* What the filter would copy unchanged is sent from the data. */
-		size_t k = wire_filter_verbatim(&s->filter, data, n);
+		if (!s->raw)
+			k = wire_filter_verbatim(&s->filter, data, m);
 		conn_write(s->conn, data, k);
 		s->txn->bytes_sent += k;
-		wire_filter_feed(&s->filter, data + k, n - k, &s->out);
-		s->read_off += (int64_t)n;
+		if (!s->raw)
+			wire_filter_feed(&s->filter, data + k, m - k, &s->out);
+		content_sent(s, m);
+		data += m;
+		n -= m;
 	}
 	/* The content file is never written while queued: its size tells
 	 * where it ends, which saves a read per message. */
-	if (n == 0 || (uint64_t)s->read_off >= s->data_size)
+	if (last || (uint64_t)s->read_off >= s->data_size)
 		s->read_eof = true;
 	bool end = s->read_eof && !s->txn->dot_held;
 	if (end)
@@ -825,12 +865,36 @@ static ssize_t read_cached(struct smtpc *s)
 	return n;
 }
 
+/* In the clean run, the next part goes from the page cache to the socket
+ * (conn_sendfile): a fresh message's, which ingest has just read, so no
+ * disk read blocks the loop here. true when all of it went (DRAINED brings
+ * the next), or the content has ended; false when the socket took less (the
+ * rest is read and sent the usual way, and queued). */
+static bool sendfile_next(struct smtpc *s)
+{
+	uint64_t left = s->raw_to - (uint64_t)s->read_off;
+	size_t len = left < READ_CHUNK ? (size_t)left : READ_CHUNK;
+	size_t k = conn_sendfile(s->conn, s->txn->data_fd, (uint64_t)s->read_off, len);
+	s->txn->bytes_sent += k;
+	s->txn->bytes_unread += k;
+	content_sent(s, k);
+	if (k < len)
+		return false;
+	if ((uint64_t)s->read_off >= s->data_size)
+		send_content(s, NULL, 0); /* the end of data, unless the dot is held */
+	else
+		conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
+	return true;
+}
+
 /* Reads the transaction's next chunk of content on the thread pool: the
  * first as soon as the envelope is sent, the others as the last drained. */
 static void read_next_chunk(struct smtpc *s)
 {
 	if (s->read_pending || s->read_eof || s->chunk_early || s->txn == NULL ||
 	    s->txn->content != NULL || (s->state != SMTPC_ST_ENVELOPE && s->state != SMTPC_ST_BODY))
+		return;
+	if (s->raw && sendfile_next(s))
 		return;
 	ssize_t n = read_cached(s);
 	if (n >= 0) {
@@ -892,6 +956,15 @@ static void start_body(struct smtpc *s)
 	s->answered = false;
 	build_edits(s, s->txn->env);
 	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
+	/* Only a file's content has a clean run worth sending unread. */
+	const struct spool_env *env = s->txn->env;
+	s->raw = false;
+	s->raw_from = s->raw_to = 0;
+	if (s->txn->content == NULL && env->verbatim_from > 0 &&
+	    env->verbatim_from < env->verbatim_to && env->verbatim_to <= s->data_size) {
+		s->raw_from = env->verbatim_from;
+		s->raw_to = env->verbatim_to;
+	}
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
 }
 

@@ -54,6 +54,7 @@ struct smtpc_txn {
 	bool session_stale; /* a reused session was gone before its first reply (the RSET
 			       probe): nothing was attempted, the message may go again now */
 	uint64_t bytes_sent;
+	uint64_t bytes_unread; /* of them, sent from the page cache (sendfile) */
 };
 
 #endif

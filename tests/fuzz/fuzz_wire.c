@@ -8,10 +8,15 @@
  *     (one byte each), then the insert text;
  *   then a count of chunk sizes (0-7) and the sizes (one byte each, 0 = an
  *     empty feed), used cyclically; the rest is the message body.
+ *   bits 5-7 of byte 0: the line (its start: after that many LFs) from
+ *     which wire_clean looks for a run to pass unread (as smtpc does with a
+ *     large message's, found by ingest).
  * Checks: the wire.h invariants on the output, chunked output (with or
  * without the verbatim pass-through) == one-shot output, and both equal a
  * simple whole-buffer reference model (tests/fuzz/wire_ref.h: un-stuffing
- * and unfolding the output gives back the normalised input).
+ * and unfolding the output gives back the normalised input); wire_clean's
+ * run is the same however the input is split, and sending it raw
+ * (wire_filter_pass) gives the one-shot output too.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -84,6 +89,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	REF_CHECK(chunked.len == one.len && memcmp(chunked.data, one.data, one.len) == 0);
 	REF_CHECK(f1.stray_cr == f2.stray_cr && f1.lines_folded == f2.lines_folded &&
 		  f1.eightbit == f2.eightbit);
+
+	/* The run wire_clean finds from a line start, fed in the chunks above
+	 * and one-shot; then sent raw between filtered parts. */
+	uint64_t from = 0;
+	for (unsigned lfs = data[0] >> 5; lfs > 0 && from < len; lfs--) {
+		const char *nl = memchr(body + from, '\n', len - from);
+		from = nl ? (uint64_t)(nl - body) + 1 : len;
+	}
+	struct wire_clean w1, w2;
+	wire_clean_init(&w1, from);
+	wire_clean_feed(&w1, body, len);
+	wire_clean_init(&w2, from);
+	for (size_t o = 0, ci = 0; o < len;) {
+		size_t sz = n_chunks && chunks[ci % n_chunks] ? chunks[ci % n_chunks] : 1;
+		ci++;
+		if (sz > len - o)
+			sz = len - o;
+		wire_clean_feed(&w2, body + o, sz);
+		o += sz;
+	}
+	REF_CHECK(w1.from == from && w1.to >= from && w1.to <= len && w1.to == w2.to);
+	REF_CHECK(w1.to == from || (body[w1.to - 1] == '\n' && body[w1.to - 2] == '\r'));
+	struct buf raw = BUF_INIT;
+	struct wire_filter f3;
+	wire_filter_init(&f3, edits, n_e, stuffed);
+	wire_filter_feed(&f3, body, from, &raw);
+	if (w1.to > from && wire_filter_pass(&f3, w1.to - from)) {
+		buf_append(&raw, body + from, w1.to - from);
+		wire_filter_feed(&f3, body + w1.to, len - w1.to, &raw);
+	} else {
+		wire_filter_feed(&f3, body + from, len - from, &raw);
+	}
+	wire_filter_finish(&f3, &raw);
+	REF_CHECK(raw.len == one.len && memcmp(raw.data, one.data, one.len) == 0);
+	buf_deinit(&raw);
 
 	struct wire_ref_stats st;
 	wire_reference(body, len, edits, n_e, stuffed, &ref, &st);

@@ -11,14 +11,24 @@ smaller than the chunk).
     equals a plain Python model of the wire filter (common/wire.h), whether
     the loop reads the content from the page cache or, when it is not
     there, the thread pool reads it;
+  - a 1 MiB message whose body is clean (CRLF lines the filter copies
+    unchanged) up to a tail of awkward lines: ingest finds the clean run and
+    a plaintext session sends it from the page cache (sendfile), unread;
+    what arrives is the model's bytes, also when sendfile takes only a few
+    KiB a call (the rest of each chunk is read and written, cut anywhere in
+    a line), when the loop may not read the content (sendfile fails as the
+    read does: the thread pool reads it), and over TLS (no sendfile: the run
+    is written from the chunks read, unscanned);
   - the bytes and read calls of the daemon (/proc/PID/io) while it takes in
     and sends one 1 MiB message, against smtp-sink, and that the send's
     reads are the loop thread's (the page cache holds the content)."""
 
 import os
+import re
+import tempfile
 
 import harness
-from harness import Pickupd, SmtpServer, status_re
+from harness import Pickupd, SmtpServer, make_certs, status_re
 from test_relay_sink import Sink
 
 SIZE = 1 << 20
@@ -111,6 +121,87 @@ def test_large_body_exact_when_not_cached():
             send_awkward(srv, d)
 
 
+# Lines the filter changes, after the clean run: a '.' to stuff, a bare LF,
+# a lone CR, a line to fold and a last line without its end.
+TAIL = b".a dot to stuff\r\nbare lf\nlone\rcr\r\n" + b"y" * 1500 + b"\r\nno line end"
+UNREAD_RE = r"(?P<qid>\S+): (?P<unread>\d+) of (?P<sent>\d+) octets sent from the page cache"
+
+
+def send_clean(srv, d, n=2):
+    """n 1 MiB messages with a clean body and TAIL through d (at debug log
+    level); each arrives as the model says. Returns the octets sent unread."""
+    line = b"A line of body text, about as long as a real one is, seventy or so.\r\n"
+    base = len(srv.messages)
+    for i in range(n):
+        tag = b"clean%d" % i
+        head = HEAD % (tag, tag)
+        data = head + line * ((SIZE - len(head)) // len(line)) + TAIL
+        d.drop(tag.decode() + ".eml", data)
+        m = srv.wait_messages(base + i + 1, timeout=120)[-1]
+        got = m.data.split(b"\r\n\r\n", 1)[1]
+        want = wire_model(data.split(b"\r\n\r\n", 1)[1])
+        if got != want:
+            k = next((k for k in range(min(len(got), len(want))) if got[k] != want[k]),
+                     min(len(got), len(want)))
+            raise AssertionError("message %d: body differs at octet %d of %d/%d: got %r, want %r"
+                                 % (i, k, len(got), len(want), got[k - 20:k + 20],
+                                    want[k - 20:k + 20]))
+    d.wait_spool_empty()
+    return sum(int(m.group("unread")) for m in re.finditer(UNREAD_RE, d.log_text()))
+
+
+def debug_daemon(srv, **relay):
+    d = Pickupd(relay=srv, start=False)
+    d.write_config({"general": {"log_level": "debug"}, "relay test": relay}, srv.port)
+    return d
+
+
+def test_clean_body_sent_unread():
+    with SmtpServer() as srv:
+        with debug_daemon(srv) as d:
+            d.start()
+            d.wait_ready()
+            unread = send_clean(srv, d)
+    # All but the first chunk (read while the envelope is answered, and
+    # written from memory) of each message's clean run.
+    assert unread >= 2 * (SIZE - (1 << 17) - len(TAIL)), unread
+
+
+def send_clean_under(rule):
+    """send_clean through a daemon under the fault shim's rule."""
+    with SmtpServer() as srv:
+        d = debug_daemon(srv)
+        harness.fault_shim(d)(rule)
+        with d:
+            d.start()
+            d.wait_ready()
+            return send_clean(srv, d)
+
+
+def test_clean_body_exact_when_sendfile_takes_little():
+    """sendfile takes 4093 octets a call, as a socket with little room
+    does: the rest of each chunk is read and queued, cut anywhere in a line
+    (in a CRLF too), and sendfile goes on after it has drained."""
+    unread = send_clean_under("sendfile:SHORT:/data/")
+    assert 0 < unread < SIZE, unread
+
+
+def test_clean_body_exact_when_not_cached():
+    """The loop may not read the content (its reads and sendfile fail with
+    EAGAIN): the thread pool reads each chunk, written unscanned."""
+    assert send_clean_under("read,main:EAGAIN:/data/") == 0
+
+
+def test_clean_body_exact_over_tls():
+    c = make_certs(tempfile.mkdtemp(prefix="pickupd-body-certs-"))
+    with SmtpServer(tls_context=c.context(), require_starttls=True) as srv:
+        with debug_daemon(srv, tls="starttls", ca_file=c.ca) as d:
+            d.start()
+            d.wait_ready()
+            assert send_clean(srv, d) == 0
+            assert all(m.tls for m in srv.wait_messages(2))
+
+
 def proc_io(pid, tid=None):
     """/proc/PID/io, or with tid one thread's (the loop thread's id is the pid)."""
     path = "/proc/%d/io" % pid if tid is None else "/proc/%d/task/%d/io" % (pid, tid)
@@ -139,13 +230,15 @@ def test_content_read_once_at_ingest_and_once_at_send():
         print("  %d octets: %d read in %d calls, %d of them by the loop thread"
               % (len(msg), read, calls, loop_read))
         # The content just taken in is in the page cache: the loop reads it
-        # itself (RWF_NOWAIT), not the thread pool; the ingest job (a pool
+        # itself (its first chunk with RWF_NOWAIT, the rest by sendfile, which
+        # /proc counts as reads), not the thread pool; the ingest job (a pool
         # thread) reads it once more.
         assert len(msg) <= loop_read < len(msg) + 16384, (loop_read, len(msg))
         # Twice the content, plus envelope, replies and events (a few KiB);
         # the head read again at ingest was 68 KiB more.
         assert read < 2 * len(msg) + 16384, (read, len(msg))
-        # Ingest in 64 KiB reads (16), the send in 128 KiB reads (8), plus
+        # Ingest in 64 KiB reads (16), the send in 128 KiB reads or
+        # sendfile calls (8), plus
         # the head, the envelope, replies, events and the thread pool's
         # wake-ups (about 17 in all).
         assert calls <= 16 + 8 + 24, calls

@@ -24,7 +24,9 @@
  * second, then succeed, and append "OP PATH SECONDS" (the wall clock when it
  * returned) to the control file's name + ".log": a test then sees what
  * happened before the call was done. fsync covers Linux AIO's fsync too
- * (io_submit through syscall(): see there).
+ * (io_submit through syscall(): see there). sendfile(2) is a read of its
+ * input file for the read rules; sendfile:SHORT:PATH makes it take at most
+ * 4093 octets a call, as a socket with little room does.
  * FAULTFS=RULE may be given instead of FAULTFS_CTL for a fixed rule.
  *
  * Owns: nothing; Invariants: calls that do not match go to libc unchanged,
@@ -39,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -63,8 +66,17 @@ static syscall_fn libc_syscall(void)
 #define RAW_(n, a, b, c, d, e, f, ...)                                                             \
 	libc_syscall()((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 
-enum { OP_WRITE = 1, OP_FSYNC = 2, OP_RENAME = 4, OP_OPEN = 8, OP_CHMOD = 16, OP_READ = 32 };
+enum {
+	OP_WRITE = 1,
+	OP_FSYNC = 2,
+	OP_RENAME = 4,
+	OP_OPEN = 8,
+	OP_CHMOD = 16,
+	OP_READ = 32,
+	OP_SENDFILE = 64
+};
 #define FAULT_DELAY   (-1)  /* ERRNO DELAY: chmod only */
+#define FAULT_SHORT   (-2)  /* ERRNO SHORT: sendfile only */
 #define OPS_MAIN_ONLY 0x100 /* the rule applies on the main thread only */
 
 struct rule {
@@ -111,23 +123,26 @@ static int read_rule(struct rule *r)
 		r->delay = 1;
 	}
 	for (char *tok = strtok(text, ","); tok; tok = strtok(NULL, ","))
-		r->ops |= strcmp(tok, "write") == 0    ? OP_WRITE
-			  : strcmp(tok, "fsync") == 0  ? OP_FSYNC
-			  : strcmp(tok, "rename") == 0 ? OP_RENAME
-			  : strcmp(tok, "open") == 0   ? OP_OPEN
-			  : strcmp(tok, "chmod") == 0  ? OP_CHMOD
-			  : strcmp(tok, "read") == 0   ? OP_READ
-			  : strcmp(tok, "main") == 0   ? OPS_MAIN_ONLY
-						       : 0;
+		r->ops |= strcmp(tok, "write") == 0	 ? OP_WRITE
+			  : strcmp(tok, "fsync") == 0	 ? OP_FSYNC
+			  : strcmp(tok, "rename") == 0	 ? OP_RENAME
+			  : strcmp(tok, "open") == 0	 ? OP_OPEN
+			  : strcmp(tok, "chmod") == 0	 ? OP_CHMOD
+			  : strcmp(tok, "read") == 0	 ? OP_READ
+			  : strcmp(tok, "sendfile") == 0 ? OP_SENDFILE
+			  : strcmp(tok, "main") == 0	 ? OPS_MAIN_ONLY
+							 : 0;
 	r->err = strcmp(c1, "ENOSPC") == 0   ? ENOSPC
 		 : strcmp(c1, "EIO") == 0    ? EIO
 		 : strcmp(c1, "EROFS") == 0  ? EROFS
 		 : strcmp(c1, "EDQUOT") == 0 ? EDQUOT
 		 : strcmp(c1, "EAGAIN") == 0 ? EAGAIN
 		 : strcmp(c1, "DELAY") == 0  ? FAULT_DELAY
+		 : strcmp(c1, "SHORT") == 0  ? FAULT_SHORT
 					     : atoi(c1);
 	snprintf(r->path, sizeof(r->path), "%s", c2 ? c2 : "");
-	return (r->ops & ~OPS_MAIN_ONLY) && (r->err > 0 || r->err == FAULT_DELAY);
+	return (r->ops & ~OPS_MAIN_ONLY) &&
+	       (r->err > 0 || r->err == FAULT_DELAY || r->err == FAULT_SHORT);
 }
 
 static int fd_path(int fd, char *out, size_t len)
@@ -271,6 +286,23 @@ ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flag
 	if (fd_fails(OP_READ, fd))
 		return -1;
 	return NEXT(preadv64v2)(fd, iov, cnt, off, flags);
+}
+
+ssize_t sendfile(int out_fd, int in_fd, off_t *off, size_t n)
+{
+	char p[PATH_MAX];
+	struct rule r;
+	if (fd_fails(OP_READ, in_fd))
+		return -1;
+	if (n > 4093 && fd_path(in_fd, p, sizeof(p)) == 0 &&
+	    rule_applies(&r, OP_SENDFILE, p, NULL) && r.err == FAULT_SHORT)
+		n = 4093;
+	return NEXT(sendfile)(out_fd, in_fd, off, n);
+}
+
+ssize_t sendfile64(int out_fd, int in_fd, off_t *off, size_t n)
+{
+	return sendfile(out_fd, in_fd, off, n);
 }
 
 int fsync(int fd)

@@ -444,14 +444,92 @@ static void wire_verbatim_prefix(void **state)
 	assert_int_equal(wire_filter_verbatim(&f, "cd\r\n", 4), 0);
 }
 
+/* wire_clean: the run of whole verbatim lines from a line start, the same
+ * whether fed whole, byte by byte or split anywhere in two. */
+static void wire_clean_runs(void **state)
+{
+	static const struct {
+		const char *in;
+		size_t from, want_to;
+	} cases[] = {
+	    {"ab\r\ncd\r\n", 0, 8},
+	    {"ab\r\ncd", 0, 4},		/* a last line without its end is not taken */
+	    {"ab\r\n.cd\r\n", 0, 4},	/* a dot to stuff */
+	    {"ab\r\ncd\nef\r\n", 0, 4}, /* a bare LF */
+	    {"ab\r\nc\rd\r\n", 0, 4},	/* a stray CR */
+	    {"ab\r", 0, 0},
+	    {"X: y\nab\r\n", 5, 9}, /* what is before from is not looked at */
+	    {"ab\r\n", 9, 9},	    /* from past the end */
+	};
+	for (size_t i = 0; i < N(cases); i++) {
+		size_t len = strlen(cases[i].in);
+		struct wire_clean w;
+		wire_clean_init(&w, cases[i].from);
+		wire_clean_feed(&w, cases[i].in, len);
+		if (w.to != cases[i].want_to)
+			fail_msg("case %zu: to %llu", i, (unsigned long long)w.to);
+		wire_clean_init(&w, cases[i].from);
+		for (size_t k = 0; k < len; k++)
+			wire_clean_feed(&w, cases[i].in + k, 1);
+		assert_int_equal(w.to, cases[i].want_to);
+		for (size_t cut = 0; cut <= len; cut++) {
+			wire_clean_init(&w, cases[i].from);
+			wire_clean_feed(&w, cases[i].in, cut);
+			wire_clean_feed(&w, cases[i].in + cut, len - cut);
+			assert_int_equal(w.to, cases[i].want_to);
+		}
+	}
+	/* Lines of 998 octets pass; one of 999 would be folded. */
+	for (size_t n = 997; n <= 999; n++) {
+		struct buf in = BUF_INIT;
+		buf_puts(&in, "ab\r\n");
+		for (size_t k = 0; k < n; k++)
+			buf_putc(&in, 'x');
+		buf_puts(&in, "\r\n");
+		struct wire_clean w;
+		wire_clean_init(&w, 0);
+		wire_clean_feed(&w, in.data, in.len);
+		assert_int_equal(w.to, n <= WIRE_MAX_LINE ? in.len : 4);
+		buf_deinit(&in);
+	}
+}
+
+/* wire_filter_pass: only from a line start with nothing pending, and not
+ * over an edit; after it the filter goes on as if it had been fed the run. */
+static void wire_pass(void **state)
+{
+	static const struct wire_edit e[] = {INS(6, "X: 1\r\n", 0)};
+	struct wire_filter f;
+	struct buf out = BUF_INIT;
+	wire_filter_init(&f, e, 1, false);
+	wire_filter_feed(&f, "ab", 2, &out);
+	assert_false(wire_filter_pass(&f, 2)); /* mid-line */
+	wire_filter_feed(&f, "\r", 1, &out);
+	assert_false(wire_filter_pass(&f, 2)); /* a CR pending */
+	wire_filter_feed(&f, "\n", 1, &out);
+	assert_false(wire_filter_pass(&f, 4)); /* the insert at 6 */
+	assert_true(wire_filter_pass(&f, 2));  /* up to it */
+	buf_puts(&out, "\r\n");		       /* the run, sent by the caller */
+	wire_filter_feed(&f, "cd\r\n", 4, &out);
+	wire_filter_finish(&f, &out);
+	assert_string_equal(out.data, "ab\r\n\r\nX: 1\r\ncd\r\n.\r\n");
+	buf_deinit(&out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(wire_line_endings),      cmocka_unit_test(wire_smuggling),
-	    cmocka_unit_test(wire_dot_stuffing),      cmocka_unit_test(wire_folding),
-	    cmocka_unit_test(wire_fold_long_line),    cmocka_unit_test(wire_edits),
-	    cmocka_unit_test(wire_split_equivalence), cmocka_unit_test(wire_random_differential),
+	    cmocka_unit_test(wire_line_endings),
+	    cmocka_unit_test(wire_smuggling),
+	    cmocka_unit_test(wire_dot_stuffing),
+	    cmocka_unit_test(wire_folding),
+	    cmocka_unit_test(wire_fold_long_line),
+	    cmocka_unit_test(wire_edits),
+	    cmocka_unit_test(wire_split_equivalence),
+	    cmocka_unit_test(wire_random_differential),
 	    cmocka_unit_test(wire_verbatim_prefix),
+	    cmocka_unit_test(wire_clean_runs),
+	    cmocka_unit_test(wire_pass),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
