@@ -90,6 +90,11 @@ void conn_write(struct conn *c, const void *data, size_t len);
  * them the usual way. Blocks if the pages must come from the disk, so the
  * caller uses it for content it has just read. */
 size_t conn_sendfile(struct conn *c, int fd, uint64_t off, size_t len);
+/* No TLS on it (now): conn_sendfile may send. */
+static inline bool conn_plain(const struct conn *c)
+{
+	return c->ssl == NULL;
+}
 /* Bytes written that the peer's TCP has not acknowledged yet: still queued
  * in libuv or in the kernel's send queue (SIOCOUTQ, which keeps its count
  * after a reset). 0 when all arrived, or when it cannot be known. */

@@ -849,6 +849,16 @@ static void read_cb(uv_fs_t *req)
 	chunk_in(s, n);
 }
 
+/* The size of the next read: a chunk, but on a plaintext connection one
+ * that ends where the clean run starts (sendfile sends the run unread). */
+static size_t chunk_want(const struct smtpc *s)
+{
+	uint64_t off = (uint64_t)s->read_off;
+	if (conn_plain(s->conn) && off < s->raw_from && s->raw_from - off < READ_CHUNK)
+		return (size_t)(s->raw_from - off);
+	return READ_CHUNK;
+}
+
 /* Reads the next chunk here on the loop if the page cache holds it (a
  * message just taken in, usually), which saves two thread switches per
  * chunk; -1 if it would have to wait for the disk (or the kernel cannot
@@ -858,7 +868,7 @@ static ssize_t read_cached(struct smtpc *s)
 	static bool unsupported;
 	if (unsupported)
 		return -1;
-	struct iovec v = {.iov_base = s->chunk, .iov_len = READ_CHUNK};
+	struct iovec v = {.iov_base = s->chunk, .iov_len = chunk_want(s)};
 	ssize_t n = preadv2(s->txn->data_fd, &v, 1, s->read_off, RWF_NOWAIT);
 	if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS))
 		unsupported = true;
@@ -901,7 +911,7 @@ static void read_next_chunk(struct smtpc *s)
 		chunk_in(s, n);
 		return;
 	}
-	uv_buf_t b = uv_buf_init(s->chunk, READ_CHUNK);
+	uv_buf_t b = uv_buf_init(s->chunk, (unsigned)chunk_want(s));
 	s->read_req.data = s;
 	int r = uv_fs_read(s->loop, &s->read_req, s->txn->data_fd, &b, 1, s->read_off, read_cb);
 	if (r < 0) {
@@ -921,6 +931,8 @@ static void start_content(struct smtpc *s)
 	s->read_off = 0;
 	s->read_eof = false;
 	s->chunk_early = false;
+	s->raw = false;
+	s->raw_from = s->raw_to = 0;
 	if (t->content) {
 		s->data_size = t->content_len;
 		return;
@@ -929,6 +941,13 @@ static void start_content(struct smtpc *s)
 		s->chunk = xmalloc(READ_CHUNK);
 	struct stat st;
 	s->data_size = fstat(t->data_fd, &st) == 0 ? (uint64_t)st.st_size : UINT64_MAX;
+	/* Only a file's content has a clean run worth sending unread. */
+	const struct spool_env *env = t->env;
+	if (env->verbatim_from > 0 && env->verbatim_from < env->verbatim_to &&
+	    env->verbatim_to <= s->data_size) {
+		s->raw_from = env->verbatim_from;
+		s->raw_to = env->verbatim_to;
+	}
 	read_next_chunk(s);
 }
 
@@ -956,15 +975,6 @@ static void start_body(struct smtpc *s)
 	s->answered = false;
 	build_edits(s, s->txn->env);
 	wire_filter_init(&s->filter, s->edits, s->n_edits, s->txn->env->dot_stuffed);
-	/* Only a file's content has a clean run worth sending unread. */
-	const struct spool_env *env = s->txn->env;
-	s->raw = false;
-	s->raw_from = s->raw_to = 0;
-	if (s->txn->content == NULL && env->verbatim_from > 0 &&
-	    env->verbatim_from < env->verbatim_to && env->verbatim_to <= s->data_size) {
-		s->raw_from = env->verbatim_from;
-		s->raw_to = env->verbatim_to;
-	}
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
 }
 
