@@ -405,6 +405,7 @@ def burst(n, size):
             os.sync()
             dm.count_start()
             cpu0 = proc_cpu(dm.pid)
+            sink0 = proc_cpu(sink.proc.pid)
             me0 = os.times()
             t0 = time.monotonic()
             for i in range(n):
@@ -413,14 +414,16 @@ def burst(n, size):
                      what="%d removed" % ((r + 1) * n))
             dt = time.monotonic() - t0
             cpu = proc_cpu(dm.pid) - cpu0
+            sink_cpu = proc_cpu(sink.proc.pid) - sink0
             me1 = os.times()
             with open(d.logfile, "rb") as f:  # the incremental count, checked once
                 f.seek(d._log_offset)
                 full = f.read().count(b": removed")
             if full < (r + 1) * n:
                 raise SystemExit("counted %d removed lines, the log has %d" % ((r + 1) * n, full))
-            print("  this script's CPU meanwhile: %.3f s"
-                  % (me1.user - me0.user + me1.system - me0.system))
+            print("  this script's CPU meanwhile: %.3f s; smtp-sink's: %.3f s = %.3f ms/msg"
+                  % (me1.user - me0.user + me1.system - me0.system, sink_cpu,
+                     sink_cpu * 1000 / n))
             hwm = proc_hwm(dm.pid)
             dm.count_stop(n)
             mib = n * size / (1 << 20)
