@@ -17,7 +17,7 @@ smaller than the chunk).
     what arrives is the model's bytes, also when sendfile takes only a few
     KiB a call (the rest of each chunk is read and written, cut anywhere in
     a line), when the loop may not read the content (sendfile fails as the
-    read does: the thread pool reads it), and over TLS (no sendfile: the run
+    read does, EAGAIN or EINVAL: the thread pool reads it), and over TLS (no sendfile: the run
     is written from the chunks read, unscanned);
   - the bytes and read calls of the daemon (/proc/PID/io) while it takes in
     and sends one 1 MiB message, against smtp-sink, and that the send's
@@ -190,6 +190,13 @@ def test_clean_body_exact_when_not_cached():
     """The loop may not read the content (its reads and sendfile fail with
     EAGAIN): the thread pool reads each chunk, written unscanned."""
     assert send_clean_under("read,main:EAGAIN:/data/") == 0
+
+
+def test_clean_body_exact_when_sendfile_is_refused():
+    """sendfile refused for the content file (EINVAL, as from a file system
+    without it; the loop's cached reads too): never tried again, every chunk
+    is read on the thread pool and written."""
+    assert send_clean_under("read,main:22:/data/") == 0  # 22: EINVAL
 
 
 def test_clean_body_exact_over_tls():
