@@ -88,7 +88,7 @@ void conn_write(struct conn *c, const void *data, size_t len);
  * queued, the socket full, sendfile refused for this file, or a write
  * error, which the read side reports as for conn_write): the caller writes
  * them the usual way. Blocks if the pages must come from the disk, so the
- * caller uses it for content it has just read. */
+ * caller makes sure the page cache holds them. */
 size_t conn_sendfile(struct conn *c, int fd, uint64_t off, size_t len);
 /* No TLS on it (now): conn_sendfile may send. */
 static inline bool conn_plain(const struct conn *c)

@@ -875,15 +875,29 @@ static ssize_t read_cached(struct smtpc *s)
 	return n;
 }
 
+/* Whether the page cache holds data_fd's [off, off + len): sendfile would
+ * wait for the disk on the loop otherwise. A fresh message's content was
+ * read whole at ingest, so its pages age together: the first and the last
+ * of the part stand for the rest (two one-octet reads that never wait). */
+static bool cached(int fd, uint64_t off, size_t len)
+{
+	char b;
+	struct iovec v = {.iov_base = &b, .iov_len = 1};
+	return preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT) == 1 &&
+	       preadv2(fd, &v, 1, (off_t)(off + len - 1), RWF_NOWAIT) == 1;
+}
+
 /* In the clean run, the next part goes from the page cache to the socket
- * (conn_sendfile): a fresh message's, which ingest has just read, so no
- * disk read blocks the loop here. true when all of it went (DRAINED brings
- * the next), or the content has ended; false when the socket took less (the
- * rest is read and sent the usual way, and queued). */
+ * (conn_sendfile), if the cache holds it. true when all of it went (DRAINED
+ * brings the next), or the content has ended; false when the socket took
+ * less, or none was sent: the rest is read (on the thread pool if it is not
+ * cached) and sent the usual way. */
 static bool sendfile_next(struct smtpc *s)
 {
 	uint64_t left = s->raw_to - (uint64_t)s->read_off;
 	size_t len = left < READ_CHUNK ? (size_t)left : READ_CHUNK;
+	if (!conn_plain(s->conn) || !cached(s->txn->data_fd, (uint64_t)s->read_off, len))
+		return false;
 	size_t k = conn_sendfile(s->conn, s->txn->data_fd, (uint64_t)s->read_off, len);
 	s->txn->bytes_sent += k;
 	s->txn->bytes_unread += k;

@@ -199,6 +199,13 @@ def test_clean_body_exact_when_sendfile_is_refused():
     assert send_clean_under("read,main:22:/data/") == 0  # 22: EINVAL
 
 
+def test_clean_body_not_sent_from_the_disk_by_the_loop():
+    """The page cache does not hold the content (the loop's RWF_NOWAIT
+    probes say so; sendfile itself would work, and wait for the disk on the
+    loop): nothing goes by sendfile, the pool reads the chunks."""
+    assert send_clean_under("nowait,main:EAGAIN:/data/") == 0
+
+
 def test_clean_body_exact_over_tls():
     c = make_certs(tempfile.mkdtemp(prefix="pickupd-body-certs-"))
     with SmtpServer(tls_context=c.context(), require_starttls=True) as srv:

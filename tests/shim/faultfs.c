@@ -26,7 +26,8 @@
  * happened before the call was done. fsync covers Linux AIO's fsync too
  * (io_submit through syscall(): see there). sendfile(2) is a read of its
  * input file for the read rules; sendfile:SHORT:PATH makes it take at most
- * 4093 octets a call, as a socket with little room does.
+ * 4093 octets a call, as a socket with little room does. nowait is the
+ * positioned reads made with RWF_NOWAIT only (the page-cache probes).
  * FAULTFS=RULE may be given instead of FAULTFS_CTL for a fixed rule.
  *
  * Owns: nothing; Invariants: calls that do not match go to libc unchanged,
@@ -73,7 +74,8 @@ enum {
 	OP_OPEN = 8,
 	OP_CHMOD = 16,
 	OP_READ = 32,
-	OP_SENDFILE = 64
+	OP_SENDFILE = 64,
+	OP_NOWAIT = 128
 };
 #define FAULT_DELAY   (-1)  /* ERRNO DELAY: chmod only */
 #define FAULT_SHORT   (-2)  /* ERRNO SHORT: sendfile only */
@@ -130,6 +132,7 @@ static int read_rule(struct rule *r)
 			  : strcmp(tok, "chmod") == 0	 ? OP_CHMOD
 			  : strcmp(tok, "read") == 0	 ? OP_READ
 			  : strcmp(tok, "sendfile") == 0 ? OP_SENDFILE
+			  : strcmp(tok, "nowait") == 0	 ? OP_NOWAIT
 			  : strcmp(tok, "main") == 0	 ? OPS_MAIN_ONLY
 							 : 0;
 	r->err = strcmp(c1, "ENOSPC") == 0   ? ENOSPC
@@ -276,14 +279,14 @@ ssize_t pread64(int fd, void *buf, size_t n, off_t off)
 
 ssize_t preadv2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
-	if (fd_fails(OP_READ, fd))
+	if (fd_fails(OP_READ | ((flags & RWF_NOWAIT) ? OP_NOWAIT : 0), fd))
 		return -1;
 	return NEXT(preadv2)(fd, iov, cnt, off, flags);
 }
 
 ssize_t preadv64v2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
 {
-	if (fd_fails(OP_READ, fd))
+	if (fd_fails(OP_READ | ((flags & RWF_NOWAIT) ? OP_NOWAIT : 0), fd))
 		return -1;
 	return NEXT(preadv64v2)(fd, iov, cnt, off, flags);
 }
