@@ -122,10 +122,6 @@ static void count_outcome(struct pickupd_stats *st, const struct delivery *d)
 {
 	const struct policy_outcome *o = &d->out;
 	st->sent_bytes += d->txn.bytes_sent;
-	if (d->txn.bytes_unread > 0)
-		log_debug("%s: %llu of %llu octets sent from the page cache (sendfile)", d->env.id,
-			  (unsigned long long)d->txn.bytes_unread,
-			  (unsigned long long)d->txn.bytes_sent);
 	if (bounce_is_notification(&d->env)) {
 		st->dsn_sent += o->n_sent;
 		st->dsn_deferred += o->n_deferred;
@@ -164,6 +160,10 @@ static void record_done(struct job *j)
 		sched_add(pd->sched, d->env.id, SPOOL_QUEUE, pickupd_now_ms() + 60000);
 	} else {
 		log_lines(d->out.log.data);
+		if (d->txn.bytes_unread > 0)
+			log_debug("%s: %llu of %llu octets sent from the page cache (sendfile)",
+				  d->env.id, (unsigned long long)d->txn.bytes_unread,
+				  (unsigned long long)d->txn.bytes_sent);
 		count_outcome(&pd->stats, d);
 		switch (d->out.action) {
 		case POLICY_REMOVE:

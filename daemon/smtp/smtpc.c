@@ -859,20 +859,28 @@ static size_t chunk_want(const struct smtpc *s)
 	return READ_CHUNK;
 }
 
+/* A read that never waits for the disk (RWF_NOWAIT): -1 when the page
+ * cache does not hold the data, or the kernel cannot say (then never asked
+ * again). */
+static ssize_t read_nowait(int fd, void *buf, size_t len, uint64_t off)
+{
+	static bool unsupported;
+	if (unsupported)
+		return -1;
+	struct iovec v = {.iov_base = buf, .iov_len = len};
+	ssize_t n = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
+	if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS))
+		unsupported = true;
+	return n;
+}
+
 /* Reads the next chunk here on the loop if the page cache holds it (a
  * message just taken in, usually), which saves two thread switches per
  * chunk; -1 if it would have to wait for the disk (or the kernel cannot
  * say), and the pool reads it. */
 static ssize_t read_cached(struct smtpc *s)
 {
-	static bool unsupported;
-	if (unsupported)
-		return -1;
-	struct iovec v = {.iov_base = s->chunk, .iov_len = chunk_want(s)};
-	ssize_t n = preadv2(s->txn->data_fd, &v, 1, s->read_off, RWF_NOWAIT);
-	if (n < 0 && (errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS))
-		unsupported = true;
-	return n;
+	return read_nowait(s->txn->data_fd, s->chunk, chunk_want(s), (uint64_t)s->read_off);
 }
 
 /* Whether the page cache holds data_fd's [off, off + len): sendfile would
@@ -882,9 +890,7 @@ static ssize_t read_cached(struct smtpc *s)
 static bool cached(int fd, uint64_t off, size_t len)
 {
 	char b;
-	struct iovec v = {.iov_base = &b, .iov_len = 1};
-	return preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT) == 1 &&
-	       preadv2(fd, &v, 1, (off_t)(off + len - 1), RWF_NOWAIT) == 1;
+	return read_nowait(fd, &b, 1, off) == 1 && read_nowait(fd, &b, 1, off + len - 1) == 1;
 }
 
 /* In the clean run, the next part goes from the page cache to the socket
