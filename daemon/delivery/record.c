@@ -210,22 +210,23 @@ static void record_done(struct job *j)
 
 /* ---- removals in batches ------------------------------------------------------------ */
 
-#define REMOVE_BATCH 64
-#define REMOVE_JOBS  4
+#define DELIVERY_BATCH 64
+#define REMOVE_JOBS    4
 
-/* Deliveries whose message is done, removed by one pool job. */
-struct removal_batch {
+/* Deliveries that one pool job works for: whose message is done, removed
+ * together; or, before their dots, marked together. */
+struct delivery_batch {
 	struct job job;
 	struct relay_pool *pool;
-	struct delivery *d[REMOVE_BATCH];
+	struct delivery *d[DELIVERY_BATCH];
 	size_t n;
 };
 
 static void removal_fn(struct job *j)
 {
-	struct removal_batch *b = (struct removal_batch *)j;
-	char *ids[REMOVE_BATCH];
-	int errs[REMOVE_BATCH];
+	struct delivery_batch *b = (struct delivery_batch *)j;
+	char *ids[DELIVERY_BATCH];
+	int errs[DELIVERY_BATCH];
 	for (size_t i = 0; i < b->n; i++)
 		ids[i] = b->d[i]->env.id;
 	/* spool_remove for each, one fsync of data/ for all; an EROFS here
@@ -239,7 +240,7 @@ static void removal_pump(struct relay_pool *pool);
 
 static void removal_done(struct job *j)
 {
-	struct removal_batch *b = (struct removal_batch *)j;
+	struct delivery_batch *b = (struct delivery_batch *)j;
 	struct relay_pool *pool = b->pool;
 	pool->rm_running--;
 	for (size_t i = 0; i < b->n; i++) {
@@ -251,20 +252,37 @@ static void removal_done(struct job *j)
 	relay__maybe_closed(pool);
 }
 
+static void list_push(struct delivery_list *l, struct delivery *d)
+{
+	d->next = NULL;
+	if (l->tail)
+		l->tail->next = d;
+	else
+		l->head = d;
+	l->tail = d;
+	l->n++;
+}
+
+static struct delivery *list_pop(struct delivery_list *l)
+{
+	struct delivery *d = l->head;
+	if (d == NULL)
+		return NULL;
+	l->head = d->next;
+	if (l->head == NULL)
+		l->tail = NULL;
+	l->n--;
+	return d;
+}
+
 static void removal_pump(struct relay_pool *pool)
 {
-	while (pool->rm_head && pool->rm_running < REMOVE_JOBS &&
-	       (pool->rm_running == 0 || pool->rm_waiting >= REMOVE_BATCH)) {
-		struct removal_batch *b = xcalloc(1, sizeof(*b));
+	while (pool->rm.n && pool->rm_running < REMOVE_JOBS &&
+	       (pool->rm_running == 0 || pool->rm.n >= DELIVERY_BATCH)) {
+		struct delivery_batch *b = xcalloc(1, sizeof(*b));
 		b->pool = pool;
-		while (b->n < REMOVE_BATCH && pool->rm_head) {
-			struct delivery *d = pool->rm_head;
-			pool->rm_head = d->rm_next;
-			b->d[b->n++] = d;
-		}
-		if (pool->rm_head == NULL)
-			pool->rm_tail = NULL;
-		pool->rm_waiting -= b->n;
+		while (b->n < DELIVERY_BATCH && pool->rm.n)
+			b->d[b->n++] = list_pop(&pool->rm);
 		pool->rm_running++;
 		job_submit(pool->pd, &b->job, removal_fn, removal_done);
 	}
@@ -273,13 +291,7 @@ static void removal_pump(struct relay_pool *pool)
 /* A delivered message is removed with the others done meanwhile. */
 static void removal_add(struct relay_pool *pool, struct delivery *d)
 {
-	d->rm_next = NULL;
-	if (pool->rm_tail)
-		pool->rm_tail->rm_next = d;
-	else
-		pool->rm_head = d;
-	pool->rm_tail = d;
-	pool->rm_waiting++;
+	list_push(&pool->rm, d);
 	removal_pump(pool);
 }
 
@@ -593,16 +605,22 @@ static bool start_send(struct delivery *d, struct session *s)
 
 /* ---- sending straight from a handoff --------------------------------------------- */
 
-/* The mark of a message sent straight from its handoff (thread pool). */
-static void mark_fn(struct job *j)
+/* Messages sent straight from their handoffs are marked by one pool job
+ * (a delivery_batch): under load the marks asked for while one job runs
+ * share the next, so that a message costs no pool round trip of its own (a
+ * job is four futex calls and a wake-up of the loop). */
+static void mark_batch_fn(struct job *j)
 {
-	struct delivery *d = (struct delivery *)j;
+	struct delivery_batch *b = (struct delivery_batch *)j;
 	struct spool *sp = &j->pd->spool;
-	d->err = 0;
-	if (spool_readonly(sp))
-		d->err = EROFS;
-	else if (spool_mark_sending_new(sp, d->env.id) < 0)
-		d->err = errno;
+	for (size_t i = 0; i < b->n; i++) {
+		struct delivery *d = b->d[i];
+		d->err = 0;
+		if (spool_readonly(sp))
+			d->err = EROFS;
+		else if (spool_mark_sending_new(sp, d->env.id) < 0)
+			d->err = errno;
+	}
 }
 
 /* What held a delivery's dot, or its record, is done (mark_err: its mark
@@ -632,12 +650,35 @@ static void dot_gate_done(struct delivery *d, int mark_err)
 	}
 }
 
-static void mark_done(struct job *j)
+static void mark_pump(struct relay_pool *pool);
+
+static void mark_batch_done(struct job *j)
 {
-	struct delivery *d = (struct delivery *)j;
-	d->pool->loads_in_flight--;
-	d->marking = false;
-	dot_gate_done(d, d->err);
+	struct delivery_batch *b = (struct delivery_batch *)j;
+	struct relay_pool *pool = b->pool;
+	pool->mk_running = false;
+	for (size_t i = 0; i < b->n; i++) {
+		struct delivery *d = b->d[i];
+		pool->loads_in_flight--;
+		d->marking = false;
+		dot_gate_done(d, d->err); /* may free d */
+	}
+	free(b);
+	mark_pump(pool);
+	relay__maybe_closed(pool);
+}
+
+/* One mark job at a time: those asked for meanwhile wait for the next. */
+static void mark_pump(struct relay_pool *pool)
+{
+	if (pool->mk_running || pool->mk.n == 0)
+		return;
+	struct delivery_batch *b = xcalloc(1, sizeof(*b));
+	b->pool = pool;
+	while (b->n < DELIVERY_BATCH && pool->mk.n)
+		b->d[b->n++] = list_pop(&pool->mk);
+	pool->mk_running = true;
+	job_submit(pool->pd, &b->job, mark_batch_fn, mark_batch_done);
 }
 
 /* A fresh message's transaction from what its handoff holds (envelope and
@@ -733,7 +774,8 @@ static bool send_from_handoff(struct delivery *d, struct session *s)
 		return true; /* recorded as refused, never marked */
 	d->marking = true;
 	pool->loads_in_flight++;
-	delivery_job(d, mark_fn, mark_done);
+	list_push(&pool->mk, d);
+	mark_pump(pool);
 	return true;
 }
 

@@ -440,7 +440,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		if (d && d->discard) {
 			relay__delivery_free(d); /* its claim never completed */
 		} else if (d && (d->marking || d->claim_pending)) {
-			/* Before its mark or claim is done: mark_done or
+			/* Before its mark or claim is done: mark_batch_done or
 			 * relay_pool_offer_done records it, without the relay,
 			 * whose success counts now (an offer's dot does not
 			 * wait for its claim). */

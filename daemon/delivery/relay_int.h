@@ -60,6 +60,12 @@ struct relay {
 	int64_t probe_at_ms, probe_deadline_ms;
 };
 
+/* Deliveries waiting for a batch job, first in first out (record.c). */
+struct delivery_list {
+	struct delivery *head, *tail;
+	size_t n;
+};
+
 struct relay_pool {
 	struct pickupd *pd;
 	struct relay_pool_cbs cbs; /* given by the owner */
@@ -76,9 +82,11 @@ struct relay_pool {
 	 * than a batch wait, so that those arriving meanwhile share its fsync of
 	 * data/; more (up to REMOVE_JOBS) when a full batch waits, so the list
 	 * cannot grow while jobs wait behind ingest in the pool's queue. */
-	struct delivery *rm_head, *rm_tail;
-	size_t rm_waiting;
+	struct delivery_list rm;
 	unsigned rm_running;
+	/* Marks waiting for the mark job (one at a time; record.c). */
+	struct delivery_list mk;
+	bool mk_running;
 	bool stopping;
 	bool closed_timer;
 	int timers_open;
@@ -135,7 +143,7 @@ struct delivery {
 	bool claim_pending;
 	bool discard;
 	struct handoff_offer *offer;
-	struct delivery *rm_next; /* in the pool's removal list */
+	struct delivery *next; /* in a pool's delivery_list (one at a time) */
 };
 
 /* record.c: a delivery's load and record jobs. */

@@ -317,6 +317,33 @@ def test_final_dot_waits_for_the_mark():
         assert srv.messages[0].received > min(done), (srv.messages[0].received, done)
 
 
+def test_several_messages_each_wait_for_their_own_mark():
+    """Marks asked for while one mark job runs share the next job. Four
+    messages dropped together go out over parallel sessions, every mark held
+    half a second: each message reaches the server only after it was marked
+    as being sent (its envelope in queue/, or, for one offered to an idle
+    session while its claim was flushed, its content in data/), whichever
+    job marked it."""
+    with _dropped("chmod:DELAY:/spool/\n", warm=True) as (d, srv, _faults, _mails):
+        for i in range(1, 4):
+            d.drop("m%d.eml" % i,
+                   b"From: a@example.org\nTo: b@example.net\nSubject: m%d\n\nbody\n" % i)
+        srv.wait_messages(4, timeout=60)
+        d.wait_spool_empty()
+        marks = _marks(d)
+        subjects = {}  # subject -> queue ID; m.eml's is "good"
+        for m in re.finditer(r"(\w+): uid=.*file=(m\d?)\.eml", d.log_text()):
+            subjects[m.group(2) if m.group(2) != "m" else "good"] = m.group(1)
+        assert len(subjects) == 4, d.log_text()
+        for t in srv.messages:
+            qid = subjects[t.header("subject")[0]]
+            done = [w for p, w in marks if p.endswith(("/queue/" + qid, "/data/" + qid))]
+            assert done, (qid, marks)
+            assert t.received > min(done), (qid, t.received, done)
+        assert set(subjects.values()) <= set(loaded_from(d, "memory (envelope and content)")), \
+            d.log_text()
+
+
 def test_failed_mark_ends_the_transaction_before_its_dot():
     """The mark fails (EIO, half a second late, when the content has long
     been sent): the transaction ends without its dot (the session is dropped,
