@@ -767,15 +767,23 @@ static void send_content(struct smtpc *s, const char *data, size_t n)
 	if (s->read_off == 0 && n > 0 && s->relay->force_from && s->txn->force_sender)
 		force_from_edit(s, data, n);
 	bool last = n == 0; /* a read at the end of the file */
+	/* A content held in memory (all of it, at most HANDOFF_MAX_CONTENT)
+	 * whose dot waits for its mark is kept until the dot goes with it:
+	 * one write, and one read at the server, instead of two. */
+	bool keep = s->txn->dot_held && s->txn->content != NULL;
 	while (n > 0) {
 		size_t m = content_span(s, n), k = m;
-		if (s->out.len > 0)
+		if (s->out.len > 0 && !keep)
 			write_out(s); /* in order */
 		/* What the filter would copy unchanged is sent from the data. */
 		if (!s->raw)
 			k = wire_filter_verbatim(&s->filter, data, m);
-		conn_write(s->conn, data, k);
-		s->txn->bytes_sent += k;
+		if (keep) {
+			buf_append(&s->out, data, k);
+		} else {
+			conn_write(s->conn, data, k);
+			s->txn->bytes_sent += k;
+		}
 		if (!s->raw)
 			wire_filter_feed(&s->filter, data + k, m - k, &s->out);
 		content_sent(s, m);
@@ -789,7 +797,8 @@ static void send_content(struct smtpc *s, const char *data, size_t n)
 	bool end = s->read_eof && !s->txn->dot_held;
 	if (end)
 		wire_filter_finish(&s->filter, &s->out);
-	write_out(s);
+	if (!keep)
+		write_out(s);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
 	if (end)
 		await_dot(s);

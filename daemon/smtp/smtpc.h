@@ -92,7 +92,8 @@ void smtpc_send(struct smtpc *s, struct smtpc_txn *txn);
 void smtpc_quit(struct smtpc *s);
 void smtpc_abort(struct smtpc *s, const char *why);
 /* For a transaction sent with dot_held: the dot may go now (at once if the
- * content has all been sent). */
+ * content has all been taken; an in-memory content waits with it, to go in
+ * the same write). */
 void smtpc_release_dot(struct smtpc *s);
 /* For a transaction sent with dot_held, whose owner could not finish its own
  * step: it ends without its dot as a temporary failure (why), and the session

@@ -538,6 +538,13 @@ class _SMTP(SMTP):
             owner._live.add(self)
             owner._conn_total += 1
 
+    def data_received(self, data):
+        owner = self.event_handler.owner
+        if owner.record_chunks:
+            with owner._lock:
+                owner.chunks.append((time.time(), bytes(data)))
+        super().data_received(data)
+
     def connection_lost(self, exc):
         if self._refused:
             return  # never set up as a session
@@ -586,6 +593,7 @@ class SmtpServer:
       max_connections  more open connections than this get "421 4.7.0 ... too
                      many connections" and are closed, as Postfix's
                      smtpd_client_connection_count_limit does; None = no limit
+      record_chunks  keep chunks (below)
     Records (read them from the test thread):
       transactions   every DATA transaction (Transaction), accepted or not
       messages       the accepted ones
@@ -594,6 +602,8 @@ class SmtpServer:
       errors         exceptions in sessions (e.g. TLSSetupException: failed handshake)
       connections    connections accepted so far; ehlo_count
       refused        connections refused for max_connections
+      chunks         (wall-clock time, bytes) of each read from a client, as
+                     the bytes came (TLS removed), with record_chunks
     Use as a context manager, or start()/stop() yourself.
     """
 
@@ -602,7 +612,7 @@ class SmtpServer:
                  rcpt_faults=DEFAULT_RCPT_FAULTS, mail_reply=None, data_replies=None,
                  data_reply=None, data_delay=0, ehlo_filter=None, on_message=None,
                  data_size_limit=33554432, hostname="smtp.test", host="127.0.0.1",
-                 max_connections=None):
+                 max_connections=None, record_chunks=False):
         self.host = host
         self.port = port
         self.tls_context = tls_context
@@ -624,6 +634,8 @@ class SmtpServer:
         self.hostname = hostname
         self.max_connections = max_connections
         self.refused = 0
+        self.record_chunks = record_chunks
+        self.chunks = []
         self.transactions = []
         self.rcpt_log = []
         self.auth_log = []

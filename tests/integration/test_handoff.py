@@ -284,9 +284,10 @@ def _mail_times():
 def _dropped(rule, data=MSG, name="m.eml", warm=False):
     """A daemon under the fault shim (after a first message when warm), the
     shim's rule set, then data dropped as name: (d, srv, faults, mails),
-    mails the times MAIL came since."""
+    mails the times MAIL came since; the server keeps what it read as it came
+    (srv.chunks)."""
     note, mails = _mail_times()
-    with SmtpServer(mail_reply=note) as srv:
+    with SmtpServer(mail_reply=note, record_chunks=True) as srv:
         d = Pickupd(relay=srv, start=False)
         d.write_config({"general": {"log_level": "debug"}}, srv.port)
         faults = harness.fault_shim(d)
@@ -301,6 +302,18 @@ def _dropped(rule, data=MSG, name="m.eml", warm=False):
             yield d, srv, faults, mails
 
 
+def _marked_from_memory(d, srv):
+    """Waits for the one message dropped, sent from memory, to be delivered
+    and removed; returns when the shim's held mark of its envelope was done."""
+    srv.wait_messages(1)
+    d.wait_spool_empty()
+    ids = loaded_from(d, "memory (envelope and content)")
+    assert len(ids) == 1, d.log_text()
+    done = [t for p, t in _marks(d) if p.endswith("/queue/" + ids[0])]
+    assert done, _marks(d)
+    return min(done)
+
+
 def test_final_dot_waits_for_the_mark():
     """A message sent straight from its handoff: its envelope is marked as
     being sent on the thread pool while the envelope commands go, and the
@@ -308,13 +321,26 @@ def test_final_dot_waits_for_the_mark():
     is always marked. The mark is held half a second: the server gets the
     message only after it was done."""
     with _dropped("chmod:DELAY:/queue/\n") as (d, srv, _faults, _mails):
-        srv.wait_messages(1)
-        d.wait_spool_empty()
-        ids = loaded_from(d, "memory (envelope and content)")
-        assert len(ids) == 1, d.log_text()
-        done = [t for p, t in _marks(d) if p.endswith("/queue/" + ids[0])]
-        assert done, _marks(d)
-        assert srv.messages[0].received > min(done), (srv.messages[0].received, done)
+        done = _marked_from_memory(d, srv)
+        assert srv.messages[0].received > done, (srv.messages[0].received, done)
+
+
+def test_content_goes_with_its_dot_once_marked():
+    """A small message sent from its handoff while its mark is held: its
+    content, kept in memory, waits with the final dot and both go in one
+    write once the mark is done (one write, and one read at the server,
+    instead of two). The mark is held half a second: no octet of the content
+    reaches the server before it was done, and the piece that brings the
+    content ends with the dot."""
+    with _dropped("chmod:DELAY:/queue/\n") as (d, srv, _faults, _mails):
+        done = _marked_from_memory(d, srv)
+        with srv._lock:
+            chunks = list(srv.chunks)
+        body = [(t, b) for t, b in chunks if b"Subject: good" in b]
+        assert len(body) == 1, chunks
+        t, b = body[0]
+        assert t > done, (t, done, chunks)
+        assert b.endswith(b"body\r\n.\r\n"), chunks
 
 
 def test_several_messages_each_wait_for_their_own_mark():
