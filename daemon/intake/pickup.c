@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -482,6 +483,12 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 				    p->cfg->name, p->cfg->dir);
 			q += sizeof(*ev) + ev->len;
 		}
+		/* Room was left for the largest event: none was waiting. The
+		 * poll is level-triggered, so one that came since wakes us
+		 * again; a read to EAGAIN here would be one more system call
+		 * per wake-up, and files usually come one per wake-up. */
+		if ((size_t)n <= sizeof(evbuf) - sizeof(struct inotify_event) - NAME_MAX - 1)
+			break;
 	}
 	if (overflow) {
 		/* Events were lost: only a full scan knows what is there. */
