@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,13 +91,19 @@ static const char *file_kind(mode_t m)
  * with EAGAIN exactly then; it is released at once. Taking one needs the
  * file's owner or CAP_LEASE, and some file systems (NFS, SMB) have none: then
  * the flock and settle_time checks are all there is. A writer opening the
- * file in the microseconds the lease is held would break it, which signals
- * us: F_SETSIG selects SIGURG, whose default action is to ignore it.
+ * file in the microseconds the lease is held would break it, which sends us
+ * SIGIO (whose default action ends the process): it is ignored, once for
+ * the process, rather than redirected by an F_SETSIG per file.
  */
+static void ignore_sigio(void)
+{
+	signal(SIGIO, SIG_IGN);
+}
+
 static int open_for_writing(int fd)
 {
-	if (fcntl(fd, F_SETSIG, SIGURG) < 0)
-		return -1;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, ignore_sigio);
 	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
 		return errno == EAGAIN ? 1 : -1;
 	fcntl(fd, F_SETLEASE, F_UNLCK);

@@ -197,5 +197,21 @@ def test_sighup_applies_pickup_settings():
                        r"the next restart")
 
 
+def test_sigio_from_a_broken_lease_is_ignored():
+    """Each claim takes and drops a read lease to see whether a writer still
+    has the file open; a writer opening it in those microseconds breaks the
+    lease, and the kernel sends SIGIO, whose default action ends the process.
+    pickupd ignores it: after a first claim, a SIGIO leaves it running, and
+    the next file is delivered."""
+    with SmtpServer() as srv, Pickupd(relay=srv) as d:
+        d.drop("first.eml", make_message(SENDER, ["bob@example.net"], "first"))
+        srv.wait_messages(1)
+        d.signal(signal.SIGIO)
+        d.drop("second.eml", make_message(SENDER, ["bob@example.net"], "second"))
+        srv.wait_messages(2)
+        assert d.proc.poll() is None
+        assert d.stop(timeout=30) == 0
+
+
 if __name__ == "__main__":
     harness.main(globals(), test_timeout=60)
