@@ -1,12 +1,13 @@
 /*
  * Purpose: the spool work of a delivery, as thread-pool jobs: loading a due
  * message before its transaction (a fresh one from what ingest handed
- * over, core/handoff.h, the others from the spool), or putting it back
- * unsent; recording what the failure policy (policy.c) decides after it
- * (removals in batches that share one fsync of data/), and spacing out
- * notifications (the [bounce] rate_limit).
+ * over, core/handoff.h, whose being-sent marks go in batches; the others
+ * from the spool), or putting it back unsent; recording what the failure
+ * policy (policy.c) decides after it (removals in batches that share one
+ * fsync of data/), and spacing out notifications (the [bounce] rate_limit).
  * Owns: each struct delivery, from relay__delivery_new until the done of
- * its last job frees it, with the handoff it took; the removal batches; the
+ * its last job frees it, with the handoff it took; the removal and mark
+ * batches and the pool's lists of deliveries waiting for them; the
  * pool's bounce pacing (next_bounce_ms) and its counts of loads and records
  * in flight.
  * Invariants: the spool work of a delivery (loading it before the
