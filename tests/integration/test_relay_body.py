@@ -252,10 +252,11 @@ def test_content_read_once_at_ingest_and_once_at_send():
         # the head read again at ingest was 68 KiB more.
         assert read < 2 * len(msg) + 16384, (read, len(msg))
         # Ingest in 64 KiB reads (16), the send in 128 KiB reads or
-        # sendfile calls (8), plus
-        # the head, the envelope, replies, events and the thread pool's
-        # wake-ups (about 17 in all).
-        assert calls <= 16 + 8 + 24, calls
+        # sendfile calls (8), plus the head, the page-cache probes, the
+        # envelope, replies, events and the thread pool's wake-ups (23-25
+        # here; how replies and wake-ups fall moves it by a few, so the
+        # margin: reads of 32 KiB at ingest would make about 64).
+        assert calls <= 16 + 8 + 32, calls
 
 
 if __name__ == "__main__":
