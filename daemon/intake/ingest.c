@@ -18,8 +18,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,18 +90,11 @@ static const char *file_kind(mode_t m)
  * file's owner or CAP_LEASE, and some file systems (NFS, SMB) have none: then
  * the flock and settle_time checks are all there is. A writer opening the
  * file in the microseconds the lease is held would break it, which sends us
- * SIGIO (whose default action ends the process): it is ignored, once for
- * the process, rather than redirected by an F_SETSIG per file.
+ * SIGIO (whose default action ends the process): main.c ignores it for the
+ * process, rather than an F_SETSIG redirecting it per file.
  */
-static void ignore_sigio(void)
-{
-	signal(SIGIO, SIG_IGN);
-}
-
 static int open_for_writing(int fd)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	pthread_once(&once, ignore_sigio);
 	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
 		return errno == EAGAIN ? 1 : -1;
 	fcntl(fd, F_SETLEASE, F_UNLCK);

@@ -412,6 +412,9 @@ int main(int argc, char **argv)
 	/* A core dump would hold relay secrets. */
 	prctl(PR_SET_DUMPABLE, 0);
 	signal(SIGPIPE, SIG_IGN);
+	/* What a claim's read lease sends when a writer opens the file while
+	 * it is held (ingest.c, open_for_writing). */
+	signal(SIGIO, SIG_IGN);
 	srandom((unsigned)getpid() ^ (unsigned)pickupd_now_ms());
 
 	if (spool_open(&pd.spool, pd.cfg->spool.dir) < 0)
