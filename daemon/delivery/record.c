@@ -508,7 +508,7 @@ static void load_done(struct job *j)
 
 	pool->loads_in_flight--;
 	if (s)
-		s->d = NULL;
+		relay__session_detach(s, d);
 	switch (d->loaded) {
 	case LOAD_OK:
 	case LOAD_NONE:
@@ -556,7 +556,7 @@ static void load_done(struct job *j)
 	}
 	if (s == NULL || !relay__session_takes_work(s)) {
 		unload(d);
-		if (s)
+		if (s && s->d == NULL)
 			smtpc_quit(s->smtpc);
 		return;
 	}
@@ -599,7 +599,7 @@ static bool start_send(struct delivery *d, struct session *s)
 		relay__session_idle(s);
 		return false;
 	}
-	s->d = d;
+	relay__session_attach(s, d);
 	smtpc_send(s->smtpc, &d->txn);
 	return true;
 }
@@ -645,9 +645,9 @@ static void dot_gate_done(struct delivery *d, int mark_err)
 		snprintf(why, sizeof(why), "cannot mark the envelope as being sent: %s",
 			 strerror(mark_err));
 		log_error("%s: %s", d->env.id, why);
-		smtpc_fail_held(d->s->smtpc, why);
+		smtpc_fail_held(d->s->smtpc, &d->txn, why);
 	} else {
-		smtpc_release_dot(d->s->smtpc);
+		smtpc_release_dot(d->s->smtpc, &d->txn);
 	}
 }
 
@@ -657,14 +657,16 @@ static void mark_batch_done(struct job *j)
 {
 	struct delivery_batch *b = (struct delivery_batch *)j;
 	struct relay_pool *pool = b->pool;
-	pool->mk_running = false;
 	for (size_t i = 0; i < b->n; i++) {
 		struct delivery *d = b->d[i];
 		pool->loads_in_flight--;
 		d->marking = false;
-		dot_gate_done(d, d->err); /* may free d */
+		/* May free d; a dot that goes may bring the session's next
+		 * message, whose mark waits for the next job. */
+		dot_gate_done(d, d->err);
 	}
 	free(b);
+	pool->mk_running = false;
 	mark_pump(pool);
 	relay__maybe_closed(pool);
 }
@@ -747,7 +749,8 @@ void relay_pool_offer_done(struct pickupd *pd, struct handoff_offer *o, bool que
 		} else {
 			d->discard = true;
 			if (!d->txn.dot_sent)
-				smtpc_fail_held(d->s->smtpc, "its claim was not completed");
+				smtpc_fail_held(d->s->smtpc, &d->txn,
+						"its claim was not completed");
 		}
 		relay__maybe_closed(pool);
 		return;
@@ -800,7 +803,7 @@ void relay__delivery_load(struct delivery *d, struct session *s)
 	if (s && send_from_handoff(d, s))
 		return;
 	if (s)
-		s->d = d;
+		relay__session_attach(s, d);
 	d->pool->loads_in_flight++;
 	delivery_job(d, load_fn, load_done);
 }

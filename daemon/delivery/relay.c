@@ -46,13 +46,32 @@ bool relay__session_takes_work(const struct session *s)
 	       smtpc_messages(s->smtpc) < r->cfg->max_messages_per_session;
 }
 
-/* s has no transaction: the next message, or QUIT. */
+/* s has no transaction: the next message, or QUIT. (With one, its DONE
+ * decides: a next that could not go leaves it as it was.) */
 void relay__session_idle(struct session *s)
 {
+	if (s->d != NULL)
+		return;
 	if (!relay__session_takes_work(s))
 		smtpc_quit(s->smtpc);
 	else if (!dispatch(s))
 		relay_pool_wake(s->relay->pool); /* maybe another relay or later work */
+}
+
+void relay__session_attach(struct session *s, struct delivery *d)
+{
+	if (s->d == NULL || s->d == d)
+		s->d = d;
+	else
+		s->d_next = d;
+}
+
+void relay__session_detach(struct session *s, struct delivery *d)
+{
+	if (s->d == d)
+		s->d = NULL;
+	else if (s->d_next == d)
+		s->d_next = NULL;
 }
 
 static bool relay_paused(const struct relay *r, int64_t now)
@@ -410,6 +429,15 @@ static void relay_failed(struct relay *r, const struct session *s)
 	defer_due(pool, cls, smtpc_error(c), smtpc_peer(c), r->cfg->name);
 }
 
+/* Waiting for its transaction's final reply, with room for the next
+ * behind it (RFC 2920): a message due now goes at once, without waiting
+ * for the reply or opening a session. */
+static bool session_pipelines(const struct session *s)
+{
+	return s->ready && s->d_next == NULL && s->gen == s->relay->gen &&
+	       smtpc_takes_next(s->smtpc) && relay__session_takes_work(s);
+}
+
 static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 {
 	struct session *s = arg;
@@ -434,9 +462,15 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		else if (!dispatch(s))
 			relay_pool_wake(pool); /* maybe another relay or later work */
 		break;
+	case SMTPC_EV_NEXT:
+		/* The next due message goes behind this one's dot. */
+		if (session_pipelines(s))
+			dispatch(s);
+		break;
 	case SMTPC_EV_DONE: {
 		struct delivery *d = s->d;
-		s->d = NULL;
+		s->d = s->d_next; /* DONE comes for each in turn */
+		s->d_next = NULL;
 		if (d && d->discard) {
 			relay__delivery_free(d); /* its claim never completed */
 		} else if (d && (d->marking || d->claim_pending)) {
@@ -451,7 +485,7 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		} else if (d) {
 			relay__delivery_ended(d, r);
 		}
-		if (smtpc_idle(c)) {
+		if (s->d == NULL && smtpc_idle(c)) {
 			if (!relay__session_takes_work(s))
 				smtpc_quit(c);
 			else
@@ -463,6 +497,8 @@ static void session_cb(struct smtpc *c, enum smtpc_event ev, void *arg)
 		bool was_ready = s->ready;
 		if (s->d) /* being loaded: load_done finds no session */
 			s->d->s = NULL;
+		if (s->d_next)
+			s->d_next->s = NULL;
 		bool stopping = pool->stopping;
 		enum smtpc_class cls = smtpc_error_class(c);
 		unsigned working = healthy_sessions(r, s);
@@ -542,7 +578,7 @@ void relay_pool_wake(struct relay_pool *pool)
 		for (struct session *s = r->sessions; s; s = s->next) {
 			if (!sched_has_due(pd->sched))
 				break;
-			if (session_waiting(s))
+			if (session_waiting(s) || session_pipelines(s))
 				dispatch(s);
 		}
 		/* One new session at a time: each that comes up pulls work and

@@ -19,6 +19,7 @@ struct session {
 	struct relay *relay;
 	struct smtpc *smtpc;
 	struct delivery *d;	     /* the message being loaded for it, or its transaction */
+	struct delivery *d_next;     /* the next, loaded or sent behind d's final dot */
 	bool ready;		     /* reached READY at least once */
 	bool setup_told;	     /* a delivery's delays= has counted the setup time */
 	int64_t opened_ms, ready_ms; /* connection setup, for delays= */
@@ -178,6 +179,10 @@ struct session *relay__idle_session(struct relay_pool *pool);
 bool relay__session_takes_work(const struct session *s);
 /* s has no transaction: the next message, or QUIT. */
 void relay__session_idle(struct session *s);
+/* d is loaded or sent for s: its transaction, or the next behind it. */
+void relay__session_attach(struct session *s, struct delivery *d);
+/* d, loaded for s, is no longer its (load_done; it may be sent again). */
+void relay__session_detach(struct session *s, struct delivery *d);
 /* Closing, and nothing in flight any more: close the timers; their close
  * callback tells the owner. */
 void relay__maybe_closed(struct relay_pool *pool);

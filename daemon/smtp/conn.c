@@ -216,6 +216,7 @@ static void raw_write(struct conn *c, const void *data, size_t len)
 {
 	if (len == 0 || c->closing || !c->tcp_open || c->write_error.len)
 		return;
+	c->wire_out += len;
 	/* Straight to the socket while nothing is queued before it: no copy
 	 * of the bytes (a 128 KiB body chunk) and no allocation; only what the
 	 * socket cannot take now is queued. */
@@ -523,6 +524,7 @@ size_t conn_sendfile(struct conn *c, int fd, uint64_t off, size_t len)
 			write_failed(c, -errno);
 		return 0;
 	}
+	c->wire_out += (uint64_t)n;
 	if ((size_t)n == len)
 		emit_later(c, CONN_EV_DRAINED); /* as raw_write says it */
 	return (size_t)n;
@@ -539,6 +541,12 @@ size_t conn_unacked(struct conn *c)
 	    outq > 0)
 		n += (size_t)outq;
 	return n;
+}
+
+uint64_t conn_acked(struct conn *c)
+{
+	size_t n = conn_unacked(c);
+	return n < c->wire_out ? c->wire_out - n : 0;
 }
 
 static void free_conn(struct conn *c)

@@ -63,6 +63,7 @@ struct conn {
 	unsigned deferred; /* events (1 << enum conn_event) waiting for `defer` */
 	int handles_open;  /* tcp, timer and defer, freed when all are closed */
 	unsigned writes_pending;
+	uint64_t wire_out;	/* bytes given to the socket (TLS: as records), queued or not */
 	uint64_t timeout_ms;	/* connect timeout, per address */
 	struct buf in;		/* plaintext from the peer, consumed by the owner */
 	struct buf write_error; /* a failed write, reported after the peer's last words */
@@ -99,6 +100,9 @@ static inline bool conn_plain(const struct conn *c)
  * in libuv or in the kernel's send queue (SIOCOUTQ, which keeps its count
  * after a reset). 0 when all arrived, or when it cannot be known. */
 size_t conn_unacked(struct conn *c);
+/* Of the bytes given to the socket so far (wire_out), how many the peer's
+ * TCP has acknowledged: a position in the stream. */
+uint64_t conn_acked(struct conn *c);
 /* Restarts the phase timer (0 = none). */
 void conn_set_timeout(struct conn *c, uint64_t ms);
 /* Closes (idempotent). CLOSED is reported asynchronously. */

@@ -116,6 +116,13 @@ struct smtpc {
 	struct smtpc_txn *txn;
 	struct pending_cmd *cmds;
 	size_t n_cmds, cmd_next;
+	/* The next one, pipelined behind txn's final dot: its envelope
+	 * commands are sent, their replies come after the dot's. */
+	struct smtpc_txn *next;
+	struct pending_cmd *next_cmds;
+	size_t next_n_cmds;
+	bool next_failed; /* smtpc_fail_held on it: the session ends once it is txn */
+	bool gathering;	  /* write_dot asks for the next: its envelope joins the dot */
 	size_t n_accepted;
 	bool mail_ok;
 	bool data_ok;
@@ -137,6 +144,7 @@ struct smtpc {
 	 * as it is: raw while read_off is in it, the filter moved past it. */
 	uint64_t raw_from, raw_to;
 	bool raw;
+	uint64_t dot_end;  /* the stream position just past the final dot (conn_acked) */
 	bool replies_seen; /* a reply arrived in this transaction */
 	bool answered;	   /* a well-formed reply answered the final dot (or the body) */
 	/* password_command */
@@ -327,13 +335,14 @@ static char *b64(const void *data, size_t len)
 }
 
 /* Whether ending the session now risks a duplicate (states[].risk): only
- * when no reply answered, and the peer's TCP acknowledged every byte we
- * sent. Bytes it never got include the final dot: then the message cannot
- * have been taken and a retry is clean (a body cut mid-way). */
+ * when no reply answered, and the peer's TCP acknowledged every byte up to
+ * the final dot (a next envelope may follow it). Bytes it never got include
+ * the dot: then the message cannot have been taken and a retry is clean (a
+ * body cut mid-way). */
 static bool at_risk(struct smtpc *s)
 {
 	return states[s->state].risk != NULL && !s->answered &&
-	       (s->conn == NULL || conn_unacked(s->conn) == 0);
+	       (s->conn == NULL || conn_acked(s->conn) >= s->dot_end);
 }
 
 static void set_error(struct smtpc *s, enum smtpc_class cls, const char *fmt, va_list ap)
@@ -361,6 +370,49 @@ static void txn_fail(struct smtpc *s, enum smtpc_class cls, const char *why)
 		t->maybe_delivered = true;
 }
 
+static void start_content(struct smtpc *s);
+static void begin_envelope(struct smtpc *s);
+
+/* The pipelined transaction becomes the current one: its replies are next. */
+static void promote_next(struct smtpc *s)
+{
+	s->txn = s->next;
+	s->next = NULL;
+	s->cmds = s->next_cmds;
+	s->n_cmds = s->next_n_cmds;
+	s->next_cmds = NULL;
+	s->next_n_cmds = 0;
+	begin_envelope(s);
+	if (s->next_failed) {
+		/* Failed while queued (smtpc_fail_held): now that the one
+		 * before it has its reply, the session can be dropped. */
+		s->replies_seen = true; /* it failed of itself: not a stale session */
+		session_fail(s, SMTPC_CONN, "%s", s->txn->reply ? s->txn->reply : "failed");
+		return;
+	}
+	start_content(s);
+}
+
+/* The session has closed with a pipelined transaction still waiting: it
+ * ends as the session did, though nothing of it can have been taken. */
+static void fail_next(struct smtpc *s)
+{
+	struct smtpc_txn *t = s->next;
+	s->next = NULL;
+	free(s->next_cmds);
+	s->next_cmds = NULL;
+	s->next_n_cmds = 0;
+	if (t->cls == SMTPC_OK) {
+		t->cls = s->error_class != SMTPC_OK ? s->error_class : SMTPC_CONN;
+		free(t->reply);
+		t->reply = xstrdup(s->error.len ? s->error.data : "session closed");
+		/* The one before it never had its reply: this one is not why
+		 * the session ended, and goes again now (relay__delivery_ended). */
+		t->session_stale = true;
+	}
+	s->txn = t;
+}
+
 static void finish_txn(struct smtpc *s)
 {
 	struct smtpc_txn *t = s->txn;
@@ -383,6 +435,8 @@ static void finish_txn(struct smtpc *s)
 			close(t->data_fd);
 		t->data_fd = -1;
 	}
+	if (s->next && !s->closing)
+		promote_next(s);
 	emit(s, SMTPC_EV_DONE);
 }
 
@@ -396,6 +450,7 @@ static void maybe_free(struct smtpc *s)
 	wipe_secret(s);
 	buf_deinit(&s->error);
 	buf_deinit(&s->out);
+	free(s->next_cmds);
 	OPENSSL_cleanse(s->cmd_out.data, s->cmd_out.len);
 	buf_deinit(&s->cmd_out);
 	free(s->chunk);
@@ -499,22 +554,20 @@ static void build_edits(struct smtpc *s, const struct spool_env *env)
 	}
 }
 
-static void start_envelope(struct smtpc *s)
+/* t's envelope commands into batch, their kinds into *cmds_r (*n_r of
+ * them); -1 (nothing to send) when the sender would break the command. */
+static int build_envelope(struct smtpc *s, struct smtpc_txn *t, bool rset, struct buf *batch,
+			  struct pending_cmd **cmds_r, size_t *n_r)
 {
-	struct smtpc_txn *t = s->txn;
 	struct spool_env *env = t->env;
 	const char *sender = t->force_sender ? t->force_sender : env->sender;
-	struct buf batch = BUF_INIT;
 	struct buf params = BUF_INIT;
+	struct pending_cmd *cmds = xcalloc(env->n_rcpts + 3, sizeof(*cmds));
+	size_t n = 0;
 
-	s->cmds = xcalloc(env->n_rcpts + 3, sizeof(*s->cmds));
-	s->n_cmds = s->cmd_next = 0;
-	s->n_accepted = 0;
-	s->replies_seen = false;
-	s->mail_ok = s->data_ok = false;
-	if (s->need_rset) {
-		s->cmds[s->n_cmds++].kind = CMD_RSET;
-		send_cmd(s, &batch, "RSET");
+	if (rset) {
+		cmds[n++].kind = CMD_RSET;
+		send_cmd(s, batch, "RSET");
 	}
 	if (s->caps.size_present)
 		buf_printf(&params, " SIZE=%llu", (unsigned long long)env->size);
@@ -524,34 +577,57 @@ static void start_envelope(struct smtpc *s)
 		buf_puts(&params, " SMTPUTF8");
 	if (s->caps.dsn && env->sender_params && !t->force_sender)
 		buf_printf(&params, " %s", env->sender_params);
-	s->cmds[s->n_cmds++].kind = CMD_MAIL;
-	if (send_cmd(s, &batch, "MAIL FROM:<%s>%s", sender, params.len ? params.data : "") < 0) {
-		/* Ingest validated it; never let it reach the wire anyway. */
-		txn_fail(s, SMTPC_PERM, "sender address holds a control character");
-		buf_deinit(&batch);
-		buf_deinit(&params);
-		session_fail(s, SMTPC_PROTO, "refused to send a command with a control character");
-		return;
+	cmds[n++].kind = CMD_MAIL;
+	int rc = send_cmd(s, batch, "MAIL FROM:<%s>%s", sender, params.len ? params.data : "");
+	buf_deinit(&params);
+	if (rc < 0) {
+		free(cmds);
+		return -1;
 	}
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		if (!rcpt_wanted(&env->rcpts[i]))
 			continue;
 		t->rcpt[i].tried = true;
 		const char *rp = s->caps.dsn && env->rcpts[i].params ? env->rcpts[i].params : NULL;
-		if (send_cmd(s, &batch, "RCPT TO:<%s>%s%s", env->rcpts[i].addr, rp ? " " : "",
+		if (send_cmd(s, batch, "RCPT TO:<%s>%s%s", env->rcpts[i].addr, rp ? " " : "",
 			     rp ? rp : "") < 0) {
 			set_rcpt(&t->rcpt[i], SMTPC_PERM, 0,
 				 "recipient address holds a control character", true);
 			continue;
 		}
-		s->cmds[s->n_cmds].kind = CMD_RCPT;
-		s->cmds[s->n_cmds++].rcpt = i;
+		cmds[n].kind = CMD_RCPT;
+		cmds[n++].rcpt = i;
 	}
-	s->cmds[s->n_cmds++].kind = CMD_DATA;
-	send_cmd(s, &batch, "DATA");
+	cmds[n++].kind = CMD_DATA;
+	send_cmd(s, batch, "DATA");
+	*cmds_r = cmds;
+	*n_r = n;
+	return 0;
+}
+
+/* txn's envelope is on its way: its replies are awaited. */
+static void begin_envelope(struct smtpc *s)
+{
+	s->cmd_next = 0;
+	s->n_accepted = 0;
+	s->replies_seen = false;
+	s->mail_ok = s->data_ok = false;
 	s->need_rset = true;
 	set_state(s, SMTPC_ST_ENVELOPE);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_COMMAND));
+}
+
+static void start_envelope(struct smtpc *s)
+{
+	struct buf batch = BUF_INIT;
+	if (build_envelope(s, s->txn, s->need_rset, &batch, &s->cmds, &s->n_cmds) < 0) {
+		/* Ingest validated it; never let it reach the wire anyway. */
+		txn_fail(s, SMTPC_PERM, "sender address holds a control character");
+		buf_deinit(&batch);
+		session_fail(s, SMTPC_PROTO, "refused to send a command with a control character");
+		return;
+	}
+	begin_envelope(s);
 	if (s->caps.pipelining) {
 		conn_write(s->conn, batch.data, batch.len);
 	} else {
@@ -564,7 +640,27 @@ static void start_envelope(struct smtpc *s)
 		buf_init(&batch);
 	}
 	buf_deinit(&batch);
-	buf_deinit(&params);
+}
+
+/* A transaction pipelined behind the final dot: its envelope goes now (no
+ * RSET: the dot's reply ends the transaction before it, whatever it says). */
+static void queue_envelope(struct smtpc *s, struct smtpc_txn *t)
+{
+	struct buf batch = BUF_INIT;
+	s->next = t;
+	s->next_failed = false;
+	s->next_cmds = NULL;
+	s->next_n_cmds = 0;
+	if (build_envelope(s, t, false, &batch, &s->next_cmds, &s->next_n_cmds) < 0) {
+		t->cls = SMTPC_PERM;
+		t->reply = xstrdup("sender address holds a control character");
+		s->next_failed = true; /* as start_envelope: the session ends */
+	} else if (s->gathering) {
+		buf_append(&s->out, batch.data, batch.len);
+	} else {
+		conn_write(s->conn, batch.data, batch.len);
+	}
+	buf_deinit(&batch);
 }
 
 const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *env, char *why,
@@ -723,12 +819,33 @@ static void write_out(struct smtpc *s)
 	buf_clear(&s->out);
 }
 
-/* The final dot is written: wait for its reply. */
-static void await_dot(struct smtpc *s)
+/* The end of data is in s->out, after what is left of the content: it goes,
+ * and the session waits for its reply. The owner may pipeline the next
+ * transaction first (SMTPC_EV_NEXT): its envelope goes in the same write, a
+ * group the server reads, and answers, at once (in two writes, a server
+ * with Nagle's algorithm on would hold its second answer until our delayed
+ * ACK, 40 ms). dot_end, where the dot ends on the wire, is exact but for a
+ * TLS record that also holds the next envelope: there it counts the dot's
+ * plaintext octets, at or before the record's end, so a session lost then
+ * may be taken for one at risk, never the reverse. */
+static void write_dot(struct smtpc *s)
 {
+	size_t dot_len = s->out.len;
+	uint64_t before = s->conn->wire_out;
+	s->txn->bytes_sent += dot_len;
 	s->txn->dot_sent = true;
 	set_state(s, SMTPC_ST_DOT);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_DONE));
+	s->gathering = true;
+	if (smtpc_takes_next(s))
+		emit(s, SMTPC_EV_NEXT);
+	s->gathering = false;
+	conn_write(s->conn, s->out.data, s->out.len);
+	if (!conn_plain(s->conn) && s->out.len == dot_len)
+		s->dot_end = s->conn->wire_out;
+	else
+		s->dot_end = before + dot_len;
+	buf_clear(&s->out);
 }
 
 /* How many of the next n content bytes lie on this side of the clean
@@ -794,14 +911,14 @@ static void send_content(struct smtpc *s, const char *data, size_t n)
 	 * where it ends, which saves a read per message. */
 	if (last || (uint64_t)s->read_off >= s->data_size)
 		s->read_eof = true;
-	bool end = s->read_eof && !s->txn->dot_held;
-	if (end)
+	if (s->read_eof && !s->txn->dot_held) {
 		wire_filter_finish(&s->filter, &s->out);
+		write_dot(s);
+		return;
+	}
 	if (!keep)
 		write_out(s);
 	conn_set_timeout(s->conn, timeout_ms(s, TO_BLOCK));
-	if (end)
-		await_dot(s);
 	/* The next chunk is read once this one has drained (CONN_EV_DRAINED),
 	 * so memory stays bounded whatever the message size. With the dot
 	 * held, the session waits in SMTPC_ST_BODY (a body cut there cannot
@@ -1477,6 +1594,8 @@ static size_t replies_due(const struct smtpc *s, const struct smtp_reply *r)
 			due++;
 		return due;
 	}
+	case SMTPC_ST_DOT:
+		return 1 + (s->next ? s->next_n_cmds : 0);
 	case SMTPC_ST_CONNECT:
 	case SMTPC_ST_TLS:
 	case SMTPC_ST_SECRET_CMD:
@@ -1612,6 +1731,10 @@ static void conn_cb(struct conn *c, enum conn_event ev, void *arg)
 		s->conn_closed = true;
 		s->closing = true;
 		finish_txn(s); /* settled by close_session */
+		if (s->next) {
+			fail_next(s);
+			finish_txn(s);
+		}
 		/* The conn frees itself after this event; the session may live
 		 * on (a file read in flight) and still be asked its peer. */
 		snprintf(s->peer, sizeof(s->peer), "%s", c->peer);
@@ -1642,12 +1765,22 @@ struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb 
 	return s;
 }
 
+bool smtpc_takes_next(const struct smtpc *s)
+{
+	return s->state == SMTPC_ST_DOT && s->caps.pipelining && !s->closing && !s->probe &&
+	       s->next == NULL && s->conn != NULL;
+}
+
 void smtpc_send(struct smtpc *s, struct smtpc_txn *txn)
 {
-	s->txn = txn;
 	s->messages++;
 	for (size_t i = 0; i < txn->env->n_rcpts; i++)
 		txn->rcpt[i].tried = txn->rcpt[i].final = false;
+	if (s->state == SMTPC_ST_DOT && s->next == NULL) {
+		queue_envelope(s, txn);
+		return;
+	}
+	s->txn = txn;
 	start_envelope(s);
 	if (!s->closing && s->state == SMTPC_ST_ENVELOPE)
 		start_content(s);
@@ -1664,22 +1797,31 @@ void smtpc_quit(struct smtpc *s)
 	smtpc_abort(s, "session closed by pickupd");
 }
 
-void smtpc_release_dot(struct smtpc *s)
+void smtpc_release_dot(struct smtpc *s, struct smtpc_txn *t)
 {
-	struct smtpc_txn *t = s->txn;
 	if (t == NULL || !t->dot_held)
 		return;
 	t->dot_held = false;
-	if (s->closing || s->state != SMTPC_ST_BODY || !s->read_eof)
+	if (t != s->txn || s->closing || s->state != SMTPC_ST_BODY || !s->read_eof)
 		return; /* the content's end sends it */
 	wire_filter_finish(&s->filter, &s->out);
-	write_out(s);
-	await_dot(s);
+	write_dot(s);
 }
 
-void smtpc_fail_held(struct smtpc *s, const char *why)
+void smtpc_fail_held(struct smtpc *s, struct smtpc_txn *t, const char *why)
 {
-	if (s->closing || s->txn == NULL)
+	if (s->closing)
+		return;
+	if (t == s->next) {
+		if (t->cls == SMTPC_OK) {
+			t->cls = SMTPC_TEMP;
+			free(t->reply);
+			t->reply = xstrdup(why);
+		}
+		s->next_failed = true; /* promote_next ends the session */
+		return;
+	}
+	if (t != s->txn)
 		return;
 	txn_fail(s, SMTPC_TEMP, why);
 	session_fail(s, SMTPC_CONN, "%s", why);

@@ -44,7 +44,8 @@ enum smtpc_state {
 
 enum smtpc_event {
 	SMTPC_EV_READY,	 /* idle and usable: smtpc_send or smtpc_quit */
-	SMTPC_EV_DONE,	 /* the transaction finished; results in the txn */
+	SMTPC_EV_DONE,	 /* the oldest transaction finished; results in the txn */
+	SMTPC_EV_NEXT,	 /* its final dot is written: smtpc_send may pipeline the next */
 	SMTPC_EV_CLOSED, /* gone; error_class/error say why when it failed */
 };
 
@@ -84,22 +85,28 @@ struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb 
  * 8BITMIME), written into why; NULL when it can. Check before smtpc_send. */
 const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *env, char *why,
 				size_t len);
-/* Starts a transaction on an idle session. Results come with SMTPC_EV_DONE,
- * never synchronously. */
+/* Starts a transaction on an idle session, or on one that reported
+ * SMTPC_EV_NEXT and smtpc_takes_next: its envelope commands go behind the
+ * final dot (RFC 2920 3.1: content may open a group), their replies after
+ * the dot's; DONE comes for each transaction in turn. Results come with
+ * SMTPC_EV_DONE, never synchronously. */
 void smtpc_send(struct smtpc *s, struct smtpc_txn *txn);
+/* Whether a next transaction may be pipelined now (smtpc_send). */
+bool smtpc_takes_next(const struct smtpc *s);
 /* QUIT and close (idle), or abort (busy: the transaction is reported DONE
  * with SMTPC_CONN, then the session CLOSED, both after the call returned). */
 void smtpc_quit(struct smtpc *s);
 void smtpc_abort(struct smtpc *s, const char *why);
-/* For a transaction sent with dot_held: the dot may go now (at once if the
+/* For a transaction t sent with dot_held: the dot may go now (at once if the
  * content has all been taken; an in-memory content waits with it, to go in
  * the same write). */
-void smtpc_release_dot(struct smtpc *s);
-/* For a transaction sent with dot_held, whose owner could not finish its own
- * step: it ends without its dot as a temporary failure (why), and the session
- * is dropped, as DATA cannot end cleanly; DONE and CLOSED follow as for
+void smtpc_release_dot(struct smtpc *s, struct smtpc_txn *t);
+/* For a transaction t sent with dot_held, whose owner could not finish its
+ * own step: it ends without its dot as a temporary failure (why), and the
+ * session is dropped, as DATA cannot end cleanly (a pipelined t: once the
+ * transaction before it has its reply); DONE and CLOSED follow as for
  * smtpc_abort. */
-void smtpc_fail_held(struct smtpc *s, const char *why);
+void smtpc_fail_held(struct smtpc *s, struct smtpc_txn *t, const char *why);
 
 const char *smtpc_peer(const struct smtpc *s);
 enum smtpc_class smtpc_error_class(const struct smtpc *s);

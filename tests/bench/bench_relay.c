@@ -61,6 +61,8 @@ static void cb(struct smtpc *s, enum smtpc_event ev, void *arg)
 		if (!sl->busy)
 			next(sl);
 		break;
+	case SMTPC_EV_NEXT:
+		break; /* one transaction per slot at a time */
 	case SMTPC_EV_DONE:
 		sl->busy = false;
 		b->done++;

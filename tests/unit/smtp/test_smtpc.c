@@ -484,6 +484,8 @@ static void session_cb(struct smtpc *s, enum smtpc_event ev, void *arg)
 		else
 			quit(r, s);
 		break;
+	case SMTPC_EV_NEXT:
+		break; /* one transaction at a time here */
 	case SMTPC_EV_DONE:
 		record(r);
 		if (r->txns_sent < r->sc->n_txns && smtpc_idle(s))
