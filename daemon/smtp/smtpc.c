@@ -121,6 +121,7 @@ struct smtpc {
 	struct smtpc_txn *next;
 	struct pending_cmd *next_cmds;
 	size_t next_n_cmds;
+	bool next_held;	  /* given after the dot went: it waits for the dot's reply */
 	bool next_failed; /* smtpc_fail_held on it: the session ends once it is txn */
 	bool gathering;	  /* write_dot asks for the next: its envelope joins the dot */
 	size_t n_accepted;
@@ -372,25 +373,34 @@ static void txn_fail(struct smtpc *s, enum smtpc_class cls, const char *why)
 
 static void start_content(struct smtpc *s);
 static void begin_envelope(struct smtpc *s);
+static void start_envelope(struct smtpc *s);
 
-/* The pipelined transaction becomes the current one: its replies are next. */
+/* The next transaction becomes the current one: its envelope's replies
+ * follow (pipelined), or it starts now (held). */
 static void promote_next(struct smtpc *s)
 {
+	bool held = s->next_held;
 	s->txn = s->next;
 	s->next = NULL;
+	s->next_held = false;
 	s->cmds = s->next_cmds;
 	s->n_cmds = s->next_n_cmds;
 	s->next_cmds = NULL;
 	s->next_n_cmds = 0;
-	begin_envelope(s);
 	if (s->next_failed) {
-		/* Failed while queued (smtpc_fail_held): now that the one
+		/* Failed while it waited (smtpc_fail_held): now that the one
 		 * before it has its reply, the session can be dropped. */
+		begin_envelope(s);
 		s->replies_seen = true; /* it failed of itself: not a stale session */
 		session_fail(s, SMTPC_CONN, "%s", s->txn->reply ? s->txn->reply : "failed");
 		return;
 	}
-	start_content(s);
+	if (held)
+		start_envelope(s);
+	else
+		begin_envelope(s);
+	if (!s->closing && s->state == SMTPC_ST_ENVELOPE)
+		start_content(s);
 }
 
 /* The session has closed with a pipelined transaction still waiting: it
@@ -1777,7 +1787,15 @@ void smtpc_send(struct smtpc *s, struct smtpc_txn *txn)
 	for (size_t i = 0; i < txn->env->n_rcpts; i++)
 		txn->rcpt[i].tried = txn->rcpt[i].final = false;
 	if (s->state == SMTPC_ST_DOT && s->next == NULL) {
-		queue_envelope(s, txn);
+		if (s->gathering) {
+			queue_envelope(s, txn);
+		} else {
+			/* Its envelope apart from the dot would be answered apart,
+			 * and held by a server's Nagle until our delayed ACK. */
+			s->next = txn;
+			s->next_held = true;
+			s->next_failed = false;
+		}
 		return;
 	}
 	s->txn = txn;

@@ -85,10 +85,11 @@ struct smtpc *smtpc_new(uv_loop_t *loop, const struct smtpc_params *p, smtpc_cb 
  * 8BITMIME), written into why; NULL when it can. Check before smtpc_send. */
 const char *smtpc_check_capable(const struct smtpc *s, const struct spool_env *env, char *why,
 				size_t len);
-/* Starts a transaction on an idle session, or on one that reported
- * SMTPC_EV_NEXT and smtpc_takes_next: its envelope commands go behind the
- * final dot (RFC 2920 3.1: content may open a group), their replies after
- * the dot's; DONE comes for each transaction in turn. Results come with
+/* Starts a transaction on an idle session, or on one that smtpc_takes_next:
+ * given from within SMTPC_EV_NEXT, its envelope commands go behind the final
+ * dot, in the same write (RFC 2920 3.1: content may open a group), their
+ * replies after the dot's; given later, it starts once the dot's reply is
+ * in. DONE comes for each transaction in turn. Results come with
  * SMTPC_EV_DONE, never synchronously. */
 void smtpc_send(struct smtpc *s, struct smtpc_txn *txn);
 /* Whether a next transaction may be pipelined now (smtpc_send). */
