@@ -1,7 +1,7 @@
 """Fast-path benchmarks (issue 10), run by hand, never by ctest:
 
-  /usr/bin/python3 tests/bench/bench_fast.py [latency|burst|large|all] [--n N]
-      [--strace] [BUILD_DIR]
+  /usr/bin/python3 tests/bench/bench_fast.py [latency|burst|large|drain|all] [--n N]
+      [--sessions S] [--strace] [BUILD_DIR]
 
 Default config (settle_time etc. as shipped), one relay, tls = none.
 
@@ -15,6 +15,12 @@ burst    N (default 5,000) 2 KiB files written under dot names, then renamed
          rename to the last "removed" line; daemon CPU (user+sys, all
          threads, from /proc) per message; peak RSS (VmHWM).
 large    the same with N (default 200) 1 MiB messages.
+drain    N (default 6,000) 2 KiB messages written into a new spool by
+         bench_spool populate (half queued, half deferred an hour ahead), then
+         pickupd started with max_sessions = S (--sessions, default 1) against
+         smtp-sink: time from the start to the last queued one's "sent" line,
+         so per message it is loaded from the spool, sent, and recorded; a
+         single session is where a round trip per message shows.
 --rounds R  burst and large: R bursts one after the other into the same daemon
          (a warm one from the second on: spare envelopes kept from the
          first), each measured and printed.
@@ -74,7 +80,8 @@ SYSCALLS = flag("--syscalls")
 PERF = PERF or SYSCALLS
 RECORD = flag("--record")
 ROUNDS = opt("--rounds", 1)
-MODE = args.pop(0) if args and args[0] in ("latency", "burst", "large", "all") else "all"
+SESSIONS = opt("--sessions", 1)
+MODE = args.pop(0) if args and args[0] in ("latency", "burst", "large", "drain", "all") else "all"
 if args:
     os.environ["PICKUPD_BIN_DIR"] = os.path.abspath(args[0])
 os.environ.setdefault("PICKUPD_BIN_DIR", os.path.join(SRC, "build"))
@@ -436,6 +443,30 @@ def burst(n, size):
         sink.close()
 
 
+def drain(n, sessions):
+    sink = Sink()
+    d = Pickupd({"pickup": {"settle_time": None}, "relay test": {"max_sessions": str(sessions)}},
+                relay=sink.port, start=False)
+    try:
+        subprocess.check_call([harness.program("bench_spool"), "populate", d.spool, str(n)],
+                              stdout=subprocess.DEVNULL)
+        queued = len(os.listdir(os.path.join(d.spool, "queue")))
+        os.sync()
+        t0 = time.monotonic()
+        d.start()
+        wait_for(lambda: count_log(d, b"status=sent") >= queued, 600, interval=0.02,
+                 what="%d sent" % queued)
+        dt = time.monotonic() - t0
+        cpu = proc_cpu(d.pid)
+        print("drain: %d queued, %d session(s): %.2f s from the start, %.0f msg/s; CPU %.3f s "
+              "= %.3f ms/msg (start-up included); peak RSS %.1f MiB"
+              % (queued, sessions, dt, queued / dt, cpu, cpu * 1000 / queued, proc_hwm(d.pid)))
+    finally:
+        d.stop(expect_status=None)
+        d.cleanup()
+        sink.close()
+
+
 if __name__ == "__main__":
     print("bench_fast: %s, %d CPUs, %s" % (harness.program("pickupd"), os.cpu_count(),
                                            os.uname().release))
@@ -445,3 +476,5 @@ if __name__ == "__main__":
         burst(N or 5000, 2048)
     if MODE in ("large", "all"):
         burst(N or 200, 1 << 20)
+    if MODE in ("drain", "all"):
+        drain(N or 6000, SESSIONS)

@@ -147,6 +147,24 @@ def test_session_lost_at_the_dot_with_the_next_behind_it():
             assert len(d.spool_files("deferred")) == 1, d.spool_files("deferred")
 
 
+def _m1_mark_fails(d, faults):
+    """Marks fail from now on; m1 is dropped: m0 is sent, m1 deferred."""
+    faults("chmod:EIO:/queue/\n")
+    d.drop("m1.eml", msg(1))
+    d.wait_log(r"cannot mark the envelope as being sent: Input/output error")
+    d.wait_log(status_re("sent", "bob0@example.net"))
+    d.wait_log(status_re("deferred", "bob1@example.net"))
+
+
+def _m1_after_the_flush(d, srv, faults):
+    """The disk is back: m1 goes once flushed, and nothing is left."""
+    faults("")
+    d.pickupctl("flush")
+    wait_for(lambda: [t for t in srv.messages if t.rcpt_tos == ["bob1@example.net"]],
+             60, what="m1 after the flush")
+    d.wait_spool_empty()
+
+
 def test_failed_mark_of_a_message_behind_the_dot():
     """The next message goes behind the dot, and its mark (the envelope in
     queue/ as being sent) fails: the message before it keeps its outcome
@@ -176,21 +194,13 @@ def test_failed_mark_of_a_message_behind_the_dot():
             d.drop("m0.eml", msg(0).replace(b"a@example.org", b"slow@example.org"))
             wait_for(lambda: [a for _, a in mails if a == "slow@example.org"], 60,
                      what="m0's MAIL")
-            faults("chmod:EIO:/queue/\n")
-            d.drop("m1.eml", msg(1))
-            d.wait_log(r"cannot mark the envelope as being sent: Input/output error")
-            d.wait_log(status_re("sent", "bob0@example.net"))
-            d.wait_log(status_re("deferred", "bob1@example.net"))
+            _m1_mark_fails(d, faults)
             m0 = [t for t in srv.transactions if t.rcpt_tos == ["bob0@example.net"]][0]
             when = rcpt_time(srv, "bob1@example.net")
             assert when is not None and when < m0.received, (when, m0.received)
             assert not d.log_matches(r"may be delivered twice"), d.log_text()
             assert not [t for t in srv.transactions if t.rcpt_tos == ["bob1@example.net"]]
-            faults("")
-            d.pickupctl("flush")
-            wait_for(lambda: [t for t in srv.messages if t.rcpt_tos == ["bob1@example.net"]],
-                     60, what="m1 after the flush")
-            d.wait_spool_empty()
+            _m1_after_the_flush(d, srv, faults)
 
 
 def test_failed_mark_of_a_message_waiting_for_the_dot_reply():
@@ -207,19 +217,11 @@ def test_failed_mark_of_a_message_waiting_for_the_dot_reply():
             d.wait_ready()
             d.drop("m0.eml", msg(0))
             wait_for(lambda: rcpt_time(srv, "bob0@example.net"), 60, what="m0's envelope")
-            faults("chmod:EIO:/queue/\n")
-            d.drop("m1.eml", msg(1))
-            d.wait_log(r"cannot mark the envelope as being sent: Input/output error")
-            d.wait_log(status_re("sent", "bob0@example.net"))
-            d.wait_log(status_re("deferred", "bob1@example.net"))
+            _m1_mark_fails(d, faults)
             assert rcpt_time(srv, "bob1@example.net") is None, srv.chunks
             assert srv.connections == 1, srv.connections
             assert not d.log_matches(r"may be delivered twice"), d.log_text()
-            faults("")
-            d.pickupctl("flush")
-            wait_for(lambda: len(srv.messages) == 2, 60, what="m1 after the flush")
-            assert srv.messages[1].rcpt_tos == ["bob1@example.net"]
-            d.wait_spool_empty()
+            _m1_after_the_flush(d, srv, faults)
 
 
 if __name__ == "__main__":
