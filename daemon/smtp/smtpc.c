@@ -652,8 +652,9 @@ static void start_envelope(struct smtpc *s)
 	buf_deinit(&batch);
 }
 
-/* A transaction pipelined behind the final dot: its envelope goes now (no
- * RSET: the dot's reply ends the transaction before it, whatever it says). */
+/* A transaction pipelined behind the final dot (given within write_dot's
+ * SMTPC_EV_NEXT): its envelope joins the dot's write (no RSET: the dot's
+ * reply ends the transaction before it, whatever it says). */
 static void queue_envelope(struct smtpc *s, struct smtpc_txn *t)
 {
 	struct buf batch = BUF_INIT;
@@ -665,10 +666,8 @@ static void queue_envelope(struct smtpc *s, struct smtpc_txn *t)
 		t->cls = SMTPC_PERM;
 		t->reply = xstrdup("sender address holds a control character");
 		s->next_failed = true; /* as start_envelope: the session ends */
-	} else if (s->gathering) {
-		buf_append(&s->out, batch.data, batch.len);
 	} else {
-		conn_write(s->conn, batch.data, batch.len);
+		buf_append(&s->out, batch.data, batch.len); /* write_dot sends it */
 	}
 	buf_deinit(&batch);
 }

@@ -4,6 +4,7 @@ waiting for the reply to its dot already sends the next due message's
 MAIL, RCPT and DATA, and each reply still goes to its own message, through
 refusals at every step, a session lost after the dot, and a failed mark."""
 
+import contextlib
 import time
 
 import harness
@@ -24,6 +25,24 @@ def msg(i, rcpt=None):
 
 def relay(**keys):
     return {"relay test": dict(keys), "general": {"log_level": "debug"}}
+
+
+def one_session(srv):
+    """pickupd (not started) relaying to srv over one session at most."""
+    d = Pickupd(relay=srv, start=False)
+    d.write_config(relay(max_sessions="1"), srv.port)
+    return d
+
+
+@contextlib.contextmanager
+def started_under_faults(srv):
+    """one_session started under the fault shim (no fault yet): (d, faults)."""
+    d = one_session(srv)
+    faults = harness.fault_shim(d)
+    with d:
+        d.start()
+        d.wait_ready()
+        yield d, faults
 
 
 def rcpt_time(srv, rcpt):
@@ -52,8 +71,7 @@ def test_next_message_goes_behind_the_dot():
     answers, each message is delivered once, whole, and no RSET is sent
     between them (the dot's reply ends the transaction before)."""
     with SmtpServer(ehlo_filter=pipelining, record_chunks=True, data_delay=DELAY) as srv:
-        d = Pickupd(relay=srv, start=False)
-        d.write_config(relay(max_sessions="1"), srv.port)
+        d = one_session(srv)
         for i in range(6):
             d.drop("m%d.eml" % i, msg(i))
         with d:
@@ -92,8 +110,7 @@ def test_each_reply_goes_to_its_own_message():
         return None
 
     with SmtpServer(ehlo_filter=pipelining, record_chunks=True, data_delay=DELAY, data_reply=at_dot) as srv:
-        d = Pickupd(relay=srv, start=False)
-        d.write_config(relay(max_sessions="1"), srv.port)
+        d = one_session(srv)
         for i, r in enumerate(rcpts):
             d.drop("m%d.eml" % i, msg(i, r))
         with d:
@@ -123,8 +140,7 @@ def test_session_lost_at_the_dot_with_the_next_behind_it():
     have been taken (the log says so; it waits for its retry), the second
     was not tried and goes again at once on a new session."""
     with SmtpServer(ehlo_filter=pipelining, record_chunks=True, data_delay=DELAY, data_replies=[DROP]) as srv:
-        d = Pickupd(relay=srv, start=False)
-        d.write_config(relay(max_sessions="1"), srv.port)
+        d = one_session(srv)
         d.drop("m0.eml", msg(0))
         d.drop("m1.eml", msg(1))
         with d:
@@ -182,12 +198,7 @@ def test_failed_mark_of_a_message_behind_the_dot():
         return None
 
     with SmtpServer(ehlo_filter=pipelining, record_chunks=True, mail_reply=slow_first) as srv:
-        d = Pickupd(relay=srv, start=False)
-        d.write_config(relay(max_sessions="1"), srv.port)
-        faults = harness.fault_shim(d)
-        with d:
-            d.start()
-            d.wait_ready()
+        with started_under_faults(srv) as (d, faults):
             d.drop("w.eml", msg(9))  # a warm, idle session
             srv.wait_messages(1)
             d.wait_spool_empty()
@@ -209,12 +220,7 @@ def test_failed_mark_of_a_message_waiting_for_the_dot_reply():
     fails meanwhile: the message before it is sent, the session is dropped,
     the failed one is deferred, and goes once the disk is back."""
     with SmtpServer(ehlo_filter=pipelining, record_chunks=True, data_delay=2 * DELAY) as srv:
-        d = Pickupd(relay=srv, start=False)
-        d.write_config(relay(max_sessions="1"), srv.port)
-        faults = harness.fault_shim(d)
-        with d:
-            d.start()
-            d.wait_ready()
+        with started_under_faults(srv) as (d, faults):
             d.drop("m0.eml", msg(0))
             wait_for(lambda: rcpt_time(srv, "bob0@example.net"), 60, what="m0's envelope")
             _m1_mark_fails(d, faults)
